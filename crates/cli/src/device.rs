@@ -1,0 +1,112 @@
+//! `lmforge device`: proves a device can train before a long run is started on it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Distribution, Int, Tensor};
+use lmforge_model::{DeviceSpec, GptConfig};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// flex, wgpu, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceSpec,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Tokens per sequence (at most the tiny model's 256 positions).
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Training steps to time after one warm-up step.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Seed of the model's weights and of the random batch.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: lmforge_model::Error| e.to_string())
+}
+
+#[derive(Serialize)]
+struct Report {
+    requested: String,
+    device: String,
+    model: GptConfig,
+    parameters: usize,
+    batch: usize,
+    seq_len: usize,
+    /// Loss before the first step and after the last.
+    initial_loss: f32,
+    final_loss: f32,
+    /// Mean wall time of one forward + backward + SGD step, after warm-up.
+    step_seconds: f64,
+    tokens_per_second: f64,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let (device, picked) = args.device.resolve_named()?;
+    let device = device.autodiff();
+    device.seed(args.seed);
+    let config = GptConfig::tiny(8192);
+    let mut model = config.init(&device, args.seed)?;
+    let vocab = config.vocab_size as f64;
+    let tokens = Tensor::<2, Int>::random(
+        [args.batch, args.seq_len + 1],
+        Distribution::Uniform(0.0, vocab),
+        &device,
+    );
+    let inputs = tokens.clone().slice([0..args.batch, 0..args.seq_len]);
+    let targets = tokens.slice([0..args.batch, 1..args.seq_len + 1]);
+    let mut optimizer = SgdConfig::new().init();
+
+    let mut losses = Vec::new();
+    let mut timed = 0.0;
+    for step in 0..=args.steps {
+        let start = Instant::now();
+        let loss = model.loss(inputs.clone(), targets.clone())?;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(0.1, model, grads);
+        // Reading the loss waits for the device, so the time covers the whole step.
+        losses.push(loss.into_scalar::<f32>());
+        if step > 0 {
+            timed += start.elapsed().as_secs_f64();
+        }
+    }
+    let step_seconds = timed / args.steps.max(1) as f64;
+    let report = Report {
+        requested: args.device.to_string(),
+        device: format!("{picked} ({device:?})"),
+        parameters: config.num_params(),
+        model: config,
+        batch: args.batch,
+        seq_len: args.seq_len,
+        initial_loss: losses[0],
+        final_loss: *losses.last().unwrap(),
+        step_seconds,
+        tokens_per_second: (args.batch * args.seq_len) as f64 / step_seconds,
+    };
+    println!(
+        "{}: {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s",
+        report.device,
+        report.parameters,
+        report.initial_loss,
+        report.final_loss,
+        report.step_seconds,
+        report.tokens_per_second
+    );
+    if let Some(path) = &args.json {
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", temp.display()))?;
+        std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `--device`: the one place where a user's choice of hardware becomes a burn [`Device`].
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::str::FromStr;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::{Error, Result};
+
+/// Where a subcommand computes, as written on the command line.
+///
+/// `flex` is burn's pure-Rust CPU backend, `wgpu` the portable GPU backend (on a machine without
+/// a GPU, Mesa's lavapipe CPU Vulkan driver), `cuda:N` the N-th NVIDIA GPU (builds with
+/// `--features cuda` only), and `auto` the first CUDA GPU when there is one, else flex. `auto`
+/// never picks wgpu: on a CPU-only machine lavapipe is an order of magnitude slower than flex,
+/// and telling a real GPU adapter from lavapipe is wgpu's guess, not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    /// CUDA when available, else flex.
+    #[default]
+    Auto,
+    /// burn's pure-Rust CPU backend.
+    Flex,
+    /// wgpu's default adapter.
+    Wgpu,
+    /// The CUDA GPU with this index.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let spec = match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => DeviceSpec::Auto,
+            "flex" | "cpu" => DeviceSpec::Flex,
+            "wgpu" => DeviceSpec::Wgpu,
+            "cuda" => DeviceSpec::Cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(index)) => DeviceSpec::Cuda(index),
+                _ => {
+                    return Err(Error::UnknownDevice {
+                        given: s.to_string(),
+                    });
+                }
+            },
+        };
+        Ok(spec)
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Flex => f.write_str("flex"),
+            DeviceSpec::Wgpu => f.write_str("wgpu"),
+            DeviceSpec::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Opens the device, checking that it can run a kernel; `auto` resolves to the spec it
+    /// picked, which [`DeviceSpec::resolve_named`] returns alongside.
+    pub fn resolve(self) -> Result<Device> {
+        self.resolve_named().map(|(device, _)| device)
+    }
+
+    /// As [`DeviceSpec::resolve`], also saying which concrete device `auto` became.
+    pub fn resolve_named(self) -> Result<(Device, DeviceSpec)> {
+        match self {
+            DeviceSpec::Auto => match DeviceSpec::Cuda(0).resolve_named() {
+                Ok(found) => Ok(found),
+                Err(_) => Ok((Device::flex(), DeviceSpec::Flex)),
+            },
+            DeviceSpec::Flex => Ok((Device::flex(), self)),
+            DeviceSpec::Wgpu => probe(self, || {
+                Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+            }),
+            DeviceSpec::Cuda(index) => open_cuda(self, index),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(spec: DeviceSpec, index: usize) -> Result<(Device, DeviceSpec)> {
+    probe(spec, || Device::cuda(index))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(spec: DeviceSpec, _index: usize) -> Result<(Device, DeviceSpec)> {
+    Err(Error::DeviceUnavailable {
+        spec: spec.to_string(),
+        reason: "this build has no CUDA support; rebuild with `--features cuda`".into(),
+    })
+}
+
+/// Opens a device and runs one tiny kernel on it. burn's backends panic when no adapter or
+/// driver is found (their constructors are lazy, the first kernel fails), so the panic is caught
+/// here and turned into an error that names the device.
+fn probe(spec: DeviceSpec, open: impl FnOnce() -> Device) -> Result<(Device, DeviceSpec)> {
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        let device = open();
+        let sum: f32 = Tensor::<1>::ones([4], &device).sum().into_scalar::<f32>();
+        (device, sum)
+    }));
+    match opened {
+        Ok((device, sum)) if sum == 4.0 => Ok((device, spec)),
+        Ok((_, sum)) => Err(Error::DeviceUnavailable {
+            spec: spec.to_string(),
+            reason: format!("a test kernel computed {sum} instead of 4"),
+        }),
+        Err(panic) => Err(Error::DeviceUnavailable {
+            spec: spec.to_string(),
+            reason: panic_message(panic.as_ref()),
+        }),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the backend panicked while opening the device".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_every_spelling() {
+        let cases = [
+            ("auto", DeviceSpec::Auto),
+            ("flex", DeviceSpec::Flex),
+            ("CPU", DeviceSpec::Flex),
+            ("wgpu", DeviceSpec::Wgpu),
+            ("cuda", DeviceSpec::Cuda(0)),
+            (" cuda:3 ", DeviceSpec::Cuda(3)),
+        ];
+        for (text, spec) in cases {
+            assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec, "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_devices_by_name() {
+        for text in ["", "gpu", "cuda:", "cuda:-1", "cuda:x", "metal"] {
+            let err = text.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{text}`")), "{err}");
+            assert!(err.contains("flex, wgpu, cuda:N or auto"), "{err}");
+        }
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_an_error_and_auto_falls_back_to_flex() {
+        let err = DeviceSpec::Cuda(0).resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("cuda:0") && err.contains("--features cuda"),
+            "{err}"
+        );
+        let (_, picked) = DeviceSpec::Auto.resolve_named().unwrap();
+        assert_eq!(picked, DeviceSpec::Flex);
+    }
+
+    proptest! {
+        #[test]
+        fn display_roundtrips(index in 0usize..64, which in 0u8..4) {
+            let spec = match which {
+                0 => DeviceSpec::Auto,
+                1 => DeviceSpec::Flex,
+                2 => DeviceSpec::Wgpu,
+                _ => DeviceSpec::Cuda(index),
+            };
+            prop_assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,40}") {
+            let _ = text.parse::<DeviceSpec>();
+        }
+    }
+}

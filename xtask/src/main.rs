@@ -1,0 +1,70 @@
+//! `cargo xtask`: lmforge's repository tasks (tests as CI runs them, the embedded corpus, the
+//! pipeline). `cargo xtask` alone lists them.
+
+mod dataset;
+mod flags;
+mod pipeline;
+mod test;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    match flags::parse(&args)? {
+        None => print!("{}", flags::USAGE),
+        Some(flags::Task::Test(f)) => test::run(&root, &f)?,
+        Some(flags::Task::Dataset(f)) => dataset::run(&root, &f)?,
+        Some(flags::Task::Pipeline(f)) => pipeline::run(&root, &f)?,
+    }
+    Ok(())
+}
+
+/// The workspace root: xtask lives one level below it.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo ARGS` in the workspace with extra environment variables, echoing the command,
+/// failing on a non-zero exit.
+fn cargo(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("$ cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    ensure!(
+        status.success(),
+        "`cargo {}` failed ({status})",
+        args.join(" ")
+    );
+    Ok(())
+}
+
+/// `cargo ARGS`, returning its standard output.
+fn cargo_output(root: &Path, args: &[&str]) -> Result<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .with_context(|| format!("running {cargo}"))?;
+    ensure!(
+        output.status.success(),
+        "`cargo {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}

@@ -1,0 +1,112 @@
+//! `cargo xtask pipeline`: the journey from the embedded corpus to a model, stage by stage.
+//!
+//! It runs the stages whose crates exist; each writes a JSON report under `--out`, and the run
+//! ends with a summary table. Today: `corpus` (the embedded corpus, verified and measured) and
+//! `device` (the chosen device opened and a GPT trained one step on it through the `lmforge`
+//! binary). Cleaning, tokenizer training, conversion, pretraining, quantization and serving are
+//! added here as their crates land.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use serde::Serialize;
+
+use crate::dataset::{self, LANGUAGES};
+use crate::{cargo, flags::Pipeline};
+
+#[derive(Serialize)]
+struct LanguageReport {
+    documents: usize,
+    bytes: usize,
+    chars: usize,
+    /// Shortest, median and longest document, in bytes.
+    min_bytes: usize,
+    median_bytes: usize,
+    max_bytes: usize,
+}
+
+pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
+    let out = root.join(&flags.out);
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut summary = Vec::new();
+
+    let start = Instant::now();
+    let datasets = root.join("datasets");
+    dataset::verify_checksums(&datasets)?;
+    let mut corpus = BTreeMap::new();
+    for lang in LANGUAGES {
+        let docs = dataset::read_jsonl_gz(&datasets.join(format!("default/{lang}.jsonl.gz")))?;
+        let mut sizes: Vec<usize> = docs.iter().map(|d| d.text.len()).collect();
+        sizes.sort_unstable();
+        corpus.insert(
+            lang,
+            LanguageReport {
+                documents: docs.len(),
+                bytes: sizes.iter().sum(),
+                chars: docs.iter().map(|d| d.text.chars().count()).sum(),
+                min_bytes: sizes.first().copied().unwrap_or(0),
+                median_bytes: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+                max_bytes: sizes.last().copied().unwrap_or(0),
+            },
+        );
+    }
+    let report = out.join("corpus.json");
+    write_atomic(&report, &(serde_json::to_string_pretty(&corpus)? + "\n"))?;
+    let detail = corpus
+        .iter()
+        .map(|(lang, r)| format!("{lang} {} docs {:.1} MB", r.documents, r.bytes as f64 / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ");
+    summary.push(("corpus", start.elapsed().as_secs_f64(), detail));
+
+    let start = Instant::now();
+    let report = out.join("device.json");
+    let report_arg = report.to_string_lossy().into_owned();
+    // Built exactly as `cargo xtask test` builds it (whole workspace, test targets included):
+    // any other selection unifies dependency features differently and recompiles burn.
+    cargo(root, &["build", "--workspace", "--all-targets", "--locked", "--quiet"], &[])?;
+    let lmforge = target_dir(root).join("debug/lmforge");
+    run_checked(
+        &lmforge,
+        &["device", "--device", &flags.device, "--json", &report_arg],
+    )?;
+    summary.push(("device", start.elapsed().as_secs_f64(), format!("report in {report_arg}")));
+
+    println!("\n{:<8} {:>9}  detail", "stage", "seconds");
+    for (stage, seconds, detail) in &summary {
+        println!("{stage:<8} {seconds:>9.1}  {detail}");
+    }
+    println!(
+        "\nreports in {}; cleaning, tokenizer, conversion, training, quantization and serving \
+         stages join the pipeline as their crates land",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` (as CI sets it) or `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    root.join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from))
+}
+
+fn run_checked(program: &Path, args: &[&str]) -> Result<()> {
+    println!("$ {} {}", program.display(), args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", program.display()))?;
+    ensure!(status.success(), "{} failed ({status})", program.display());
+    Ok(())
+}
+
+/// Writes through a temporary file and a rename, so a report is whole or absent.
+fn write_atomic(path: &Path, contents: &str) -> Result<()> {
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, contents).with_context(|| format!("writing {}", temp.display()))?;
+    fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}

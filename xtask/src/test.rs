@@ -1,0 +1,187 @@
+//! `cargo xtask test`: everything CI runs, cheapest checks first.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, cargo_output, dataset, flags::Test};
+
+/// Dependencies a crate must never have (normal and build edges): what a crate does not depend
+/// on is its most important property. Crates not in the workspace yet are skipped.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    ("lmforge-tokenizer", &["burn"]),
+    ("lmforge-bpe", &["burn"]),
+    ("lmforge-wordpiece", &["burn"]),
+    ("lmforge-clean", &["burn"]),
+    (
+        "lmforge-model",
+        &[
+            "tokenizers",
+            "lmforge-tokenizer",
+            "lmforge-bpe",
+            "lmforge-wordpiece",
+            "axum",
+            "hyper",
+        ],
+    ),
+];
+/// Leaves of the crate graph: nothing else in the workspace may depend on these.
+const LEAVES: &[&str] = &["lmforge-serve", "lmforge-cli"];
+
+pub fn run(root: &Path, flags: &Test) -> Result<()> {
+    let mut timings = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        println!("\n== {name}");
+        let start = Instant::now();
+        f().with_context(|| format!("step `{name}` failed"))?;
+        timings.push((name.to_string(), start.elapsed().as_secs_f64()));
+        Ok(())
+    };
+    step("prerequisites", &mut || prerequisites(flags))?;
+    step("datasets checksums", &mut || {
+        dataset::verify_checksums(&root.join("datasets"))
+    })?;
+    step("crate boundaries", &mut || boundaries(root))?;
+    if !flags.no_lint {
+        step("fmt", &mut || {
+            cargo(root, &["fmt", "--all", "--", "--check"], &[])
+        })?;
+        step("clippy", &mut || {
+            let args = [
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ];
+            cargo(root, &args, &[])
+        })?;
+    }
+    step("tests", &mut || {
+        // Without a Vulkan driver the wgpu tests would skip; here that is a failure.
+        let mut envs = vec![("LMFORGE_REQUIRE_WGPU", "1".to_string())];
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            envs.push(("XDG_RUNTIME_DIR", xdg_runtime_dir()?));
+        }
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        cargo(root, &["test", "--workspace", "--locked"], &envs)
+    })?;
+
+    println!("\n== summary");
+    for (name, seconds) in &timings {
+        println!("{name:<20} {seconds:>8.1} s");
+    }
+    Ok(())
+}
+
+/// The Vulkan loader logs an error for every device it opens when `XDG_RUNTIME_DIR` is unset (as
+/// in CI); a private directory for it keeps the test log free of harmless errors.
+fn xdg_runtime_dir() -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lmforge-xdg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir.to_string_lossy().into_owned())
+}
+
+/// What `cargo test` needs beyond Rust itself; says how to install what is missing.
+fn prerequisites(flags: &Test) -> Result<()> {
+    let mut missing = Vec::new();
+    let loader = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("libvulkan.so.1"))
+        .unwrap_or(false);
+    let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .any(|dir| {
+            std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+            })
+        });
+    if !loader || !icd {
+        missing.push(
+            "a Vulkan driver for the wgpu tests: on Debian/Ubuntu `apt-get install \
+             mesa-vulkan-drivers libvulkan1` (lavapipe, Mesa's CPU Vulkan driver)",
+        );
+    }
+    if !flags.no_lint {
+        for tool in ["fmt", "clippy"] {
+            let ok = Command::new("cargo")
+                .args([tool, "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                missing.push("rustfmt and clippy: `rustup component add rustfmt clippy`");
+                break;
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!("missing prerequisites:\n  - {}", missing.join("\n  - "));
+    }
+    println!("Vulkan loader and driver found; rustfmt and clippy present");
+    Ok(())
+}
+
+fn boundaries(root: &Path) -> Result<()> {
+    let metadata: serde_json::Value = serde_json::from_str(&cargo_output(
+        root,
+        &["metadata", "--no-deps", "--format-version", "1", "--locked"],
+    )?)?;
+    let members: Vec<String> = metadata["packages"]
+        .as_array()
+        .context("cargo metadata: no packages")?
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    let mut violations = Vec::new();
+    for member in &members {
+        let mut forbidden: Vec<&str> = FORBIDDEN
+            .iter()
+            .filter(|(name, _)| name == member)
+            .flat_map(|(_, deps)| deps.iter().copied())
+            .collect();
+        if !LEAVES.contains(&member.as_str()) && member != "xtask" {
+            forbidden.extend(LEAVES);
+        }
+        let tree = cargo_output(
+            root,
+            &[
+                "tree",
+                "-p",
+                member,
+                "-e",
+                "normal,build",
+                "--all-features",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+                "--locked",
+            ],
+        )?;
+        let deps: Vec<&str> = tree.lines().filter_map(|l| l.split(' ').next()).collect();
+        for bad in forbidden {
+            if deps.contains(&bad) {
+                violations.push(format!(
+                    "{member} depends on {bad} (`cargo tree -p {member} -i {bad}`)"
+                ));
+            }
+        }
+    }
+    if !violations.is_empty() {
+        bail!(
+            "crate boundaries crossed:\n  - {}",
+            violations.join("\n  - ")
+        );
+    }
+    println!("{} crates checked: {}", members.len(), members.join(", "));
+    Ok(())
+}
