@@ -550,4 +550,27 @@ mod tests {
         assert!(err.contains("x.jsonl.gz:2"), "{err}");
         fs::remove_dir_all(dir).unwrap();
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_documents_roundtrip_byte_exactly(
+            docs in proptest::collection::vec(("\\PC{0,20}", "\\PC{0,200}", "\\PC{0,10}"), 0..8),
+            case in 0u32..1_000_000,
+        ) {
+            let dir = std::env::temp_dir().join(format!("xtask-prop-{}-{case}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("c.jsonl.gz");
+            let docs: Vec<Document> = docs
+                .into_iter()
+                .map(|(id, text, source)| Document { id, text, source })
+                .collect();
+            write_jsonl_gz(&path, &docs).unwrap();
+            let back = read_jsonl_gz(&path).unwrap();
+            fs::remove_dir_all(&dir).unwrap();
+            proptest::prop_assert_eq!(back.len(), docs.len());
+            for (a, b) in back.iter().zip(&docs) {
+                proptest::prop_assert_eq!((&a.id, &a.text, &a.source), (&b.id, &b.text, &b.source));
+            }
+        }
+    }
 }

@@ -68,13 +68,27 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
     let report_arg = report.to_string_lossy().into_owned();
     // Built exactly as `cargo xtask test` builds it (whole workspace, test targets included):
     // any other selection unifies dependency features differently and recompiles burn.
-    cargo(root, &["build", "--workspace", "--all-targets", "--locked", "--quiet"], &[])?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--quiet",
+        ],
+        &[],
+    )?;
     let lmforge = target_dir(root).join("debug/lmforge");
     run_checked(
         &lmforge,
         &["device", "--device", &flags.device, "--json", &report_arg],
     )?;
-    summary.push(("device", start.elapsed().as_secs_f64(), format!("report in {report_arg}")));
+    summary.push((
+        "device",
+        start.elapsed().as_secs_f64(),
+        format!("report in {report_arg}"),
+    ));
 
     println!("\n{:<8} {:>9}  detail", "stage", "seconds");
     for (stage, seconds, detail) in &summary {

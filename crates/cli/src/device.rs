@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use lmforge_model::{DeviceSpec, GptConfig};
 use serde::Serialize;
 
@@ -38,7 +38,10 @@ fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 #[derive(Serialize)]
 struct Report {
     requested: String,
+    /// The device `requested` resolved to (`auto` becomes `flex` or `cuda:0`).
     device: String,
+    /// burn's description of it.
+    backend: String,
     model: GptConfig,
     parameters: usize,
     batch: usize,
@@ -53,14 +56,17 @@ struct Report {
 
 pub fn run(args: &Args) -> Result<()> {
     let (device, picked) = args.device.resolve_named()?;
+    let backend = format!("{device:?}");
     let device = device.autodiff();
-    device.seed(args.seed);
     let config = GptConfig::tiny(8192);
     let mut model = config.init(&device, args.seed)?;
-    let vocab = config.vocab_size as f64;
-    let tokens = Tensor::<2, Int>::random(
-        [args.batch, args.seq_len + 1],
-        Distribution::Uniform(0.0, vocab),
+    // Drawn on the host from the seed, not by the device's RNG: every backend then sees the
+    // same batch, so the losses printed on two devices can be compared.
+    let ids: Vec<i64> = (0..args.batch * (args.seq_len + 1))
+        .map(|i| (splitmix64(args.seed ^ i as u64) % config.vocab_size as u64) as i64)
+        .collect();
+    let tokens = Tensor::<2, Int>::from_data(
+        TensorData::new(ids, [args.batch, args.seq_len + 1]),
         &device,
     );
     let inputs = tokens.clone().slice([0..args.batch, 0..args.seq_len]);
@@ -83,7 +89,8 @@ pub fn run(args: &Args) -> Result<()> {
     let step_seconds = timed / args.steps.max(1) as f64;
     let report = Report {
         requested: args.device.to_string(),
-        device: format!("{picked} ({device:?})"),
+        device: picked.to_string(),
+        backend,
         parameters: config.num_params(),
         model: config,
         batch: args.batch,
@@ -94,8 +101,9 @@ pub fn run(args: &Args) -> Result<()> {
         tokens_per_second: (args.batch * args.seq_len) as f64 / step_seconds,
     };
     println!(
-        "{}: {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s",
+        "{} ({}): {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s",
         report.device,
+        report.backend,
         report.parameters,
         report.initial_loss,
         report.final_loss,
@@ -109,4 +117,12 @@ pub fn run(args: &Args) -> Result<()> {
         std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// SplitMix64 (Steele, Lea and Flood 2014): a well-mixed u64 from a counter.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

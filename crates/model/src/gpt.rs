@@ -57,7 +57,7 @@ impl GptConfig {
                 return Err(Error::config(field, "must be at least 1"));
             }
         }
-        if self.d_model % self.n_head != 0 {
+        if !self.d_model.is_multiple_of(self.n_head) {
             return Err(Error::config(
                 "d_model",
                 format!(

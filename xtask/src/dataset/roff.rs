@@ -109,10 +109,10 @@ fn parse_args(args: &str) -> Vec<String> {
             while let Some(c) = chars.next_if(|c| *c != ' ' && *c != '\t') {
                 arg.push(c);
                 // An escaped space belongs to the argument.
-                if c == '\\' {
-                    if let Some(next) = chars.next() {
-                        arg.push(next);
-                    }
+                if c == '\\'
+                    && let Some(next) = chars.next()
+                {
+                    arg.push(next);
                 }
             }
         }
@@ -313,5 +313,20 @@ mod tests {
     fn include_only_pages_are_not_documents() {
         assert_eq!(to_text(".so man3/other.3\n"), None);
         assert_eq!(to_text(".\\\" nothing\n"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_pages_never_panic(source in r#"(\n[.\x27][A-Za-z]{0,3} ?|\\[(\[*fsuhw]?|"|[^\\\n]{1,5}|\n){0,200}"#) {
+            if let Some(text) = to_text(&source) {
+                proptest::prop_assert!(text.ends_with('\n'));
+            }
+        }
+
+        #[test]
+        fn arbitrary_unicode_never_panics(source in "\\PC{0,200}") {
+            let _ = to_text(&source);
+            let _ = unescape(&source);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The `lmforge` binary as a user runs it.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn lmforge(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lmforge"))
@@ -17,15 +18,17 @@ fn help_lists_the_subcommands() {
     assert!(text.contains("device"), "{text}");
 }
 
-#[test]
-fn device_trains_a_step_on_flex_and_writes_its_report() {
-    let dir = std::env::temp_dir().join(format!("lmforge-cli-{}", std::process::id()));
+/// Runs `lmforge device` on `device` with a small batch and returns its JSON report.
+fn device_report(device: &str) -> serde_json::Value {
+    static RUN: AtomicUsize = AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("lmforge-cli-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("device.json");
     let out = lmforge(&[
         "device",
         "--device",
-        "flex",
+        device,
         "--batch",
         "2",
         "--seq-len",
@@ -40,14 +43,37 @@ fn device_trains_a_step_on_flex_and_writes_its_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    report
+}
+
+#[test]
+fn device_trains_a_step_on_flex_and_writes_its_report() {
+    let report = device_report("flex");
     assert_eq!(report["requested"], "flex");
+    assert_eq!(report["device"], "flex");
     let initial = report["initial_loss"].as_f64().unwrap();
     // Uniform random tokens over 8192 ids: an untrained model sits near ln(8192) ≈ 9.01.
     assert!((initial - 8192f64.ln()).abs() < 0.5, "{initial}");
+    assert!(report["final_loss"].as_f64().unwrap() < initial);
     assert!(report["tokens_per_second"].as_f64().unwrap() > 0.0);
-    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The same seed gives the same model and batch on every backend, so `lmforge device` prints
+/// the same losses on wgpu as on flex (`cargo xtask test` sets LMFORGE_REQUIRE_WGPU).
+#[test]
+fn device_reports_the_same_losses_on_wgpu_as_on_flex() {
+    if std::env::var_os("LMFORGE_REQUIRE_WGPU").is_none() {
+        eprintln!("skipped: set LMFORGE_REQUIRE_WGPU=1 where a Vulkan driver is installed");
+        return;
+    }
+    let (flex, wgpu) = (device_report("flex"), device_report("wgpu"));
+    assert_eq!(wgpu["device"], "wgpu");
+    for key in ["initial_loss", "final_loss"] {
+        let (a, b) = (flex[key].as_f64().unwrap(), wgpu[key].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-3, "{key}: flex {a}, wgpu {b}");
+    }
 }
 
 #[test]
