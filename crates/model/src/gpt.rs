@@ -180,6 +180,9 @@ pub struct Gpt {
 impl Gpt {
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`; position `t` sees tokens
     /// `0..=t` only.
+    ///
+    /// Ids must be below `vocab_size`. The tokenizer and dataset crates guarantee it where the
+    /// ids are made; checking here would cost a device round trip on every forward pass.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
         let [batch, seq] = tokens.dims();
         if seq == 0 || seq > self.max_seq_len {

@@ -82,4 +82,13 @@ fn a_bad_device_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("unknown device `tpu`"), "{err}");
+    for (flag, value) in [("--batch", "0"), ("--seq-len", "257"), ("--steps", "0")] {
+        let out = lmforge(&["device", "--device", "flex", flag, value]);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(flag) && err.contains(value),
+            "{flag} {value}: {err}"
+        );
+    }
 }
