@@ -116,11 +116,15 @@ fn xdg_runtime_dir() -> Result<String> {
 /// What `cargo test` needs beyond Rust itself; says how to install what is missing.
 fn prerequisites(flags: &Test) -> Result<()> {
     let mut missing = Vec::new();
-    let loader = Command::new("ldconfig")
-        .arg("-p")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("libvulkan.so.1"))
-        .unwrap_or(false);
+    // ldconfig lives in /sbin, off a normal user's PATH on Debian.
+    let loader = ["ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"]
+        .iter()
+        .any(|ldconfig| {
+            Command::new(ldconfig)
+                .arg("-p")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libvulkan.so.1"))
+        });
     let icd = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
         .iter()
         .any(|dir| {
