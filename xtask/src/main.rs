@@ -33,6 +33,11 @@ fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` (as CI sets it) or `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    root.join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from))
+}
+
 /// Runs `cargo ARGS` in the workspace with extra environment variables, echoing the command,
 /// failing on a non-zero exit.
 fn cargo(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {

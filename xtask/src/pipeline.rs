@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -79,7 +79,7 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         ],
         &[],
     )?;
-    let lmforge = target_dir(root).join("debug/lmforge");
+    let lmforge = crate::target_dir(root).join("debug/lmforge");
     run_checked(
         &lmforge,
         &["device", "--device", &flags.device, "--json", &report_arg],
@@ -100,11 +100,6 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-/// Where cargo puts its builds: `CARGO_TARGET_DIR` (as CI sets it) or `target/`.
-fn target_dir(root: &Path) -> PathBuf {
-    root.join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from))
 }
 
 fn run_checked(program: &Path, args: &[&str]) -> Result<()> {

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, cargo_output, dataset, flags::Test};
+use crate::flags::{Pipeline, Test};
+use crate::{cargo, cargo_output, dataset};
 
 /// Dependencies a crate must never have (normal and build edges): what a crate does not depend
 /// on is its most important property. Crates not in the workspace yet are skipped.
@@ -79,6 +80,21 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
         tested
     })?;
 
+    step("pipeline", &mut || {
+        // The README's first command, on flex, into target/: it must keep working.
+        let out = crate::target_dir(root).join("pipeline-smoke");
+        let pipeline = Pipeline {
+            out: out.to_string_lossy().into_owned(),
+            device: "flex".into(),
+        };
+        crate::pipeline::run(root, &pipeline)?;
+        for report in ["corpus.json", "device.json"] {
+            let text = std::fs::read_to_string(out.join(report))?;
+            serde_json::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("pipeline report {report}"))?;
+        }
+        Ok(())
+    })?;
     if !flags.no_lint {
         step("cuda type-check", &mut || {
             // The CUDA backend cannot be built here (see docs/ARCHITECTURE.md, "Backends"), but
