@@ -47,26 +47,12 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
     };
     let mut rest = rest.iter();
     let task = match task.as_str() {
-        "test" => {
-            let mut flags = Test::default();
-            for arg in rest {
-                match arg.as_str() {
-                    "--no-lint" => flags.no_lint = true,
-                    other => bail!("test: unknown flag {other}\n\n{USAGE}"),
-                }
-            }
-            Task::Test(flags)
-        }
-        "dataset" => {
-            let mut flags = Dataset::default();
-            for arg in rest {
-                match arg.as_str() {
-                    "--check" => flags.check = true,
-                    other => bail!("dataset: unknown flag {other}\n\n{USAGE}"),
-                }
-            }
-            Task::Dataset(flags)
-        }
+        "test" => Task::Test(Test {
+            no_lint: switch(task, rest.by_ref(), "--no-lint")?,
+        }),
+        "dataset" => Task::Dataset(Dataset {
+            check: switch(task, rest.by_ref(), "--check")?,
+        }),
         "pipeline" => {
             let mut flags = Pipeline {
                 out: "runs/default".into(),
@@ -89,4 +75,56 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
         other => bail!("unknown task `{other}`\n\n{USAGE}"),
     };
     Ok(Some(task))
+}
+
+/// A task that takes one on/off flag: whether `name` was given; any other argument is an error.
+fn switch<'a>(task: &str, args: impl Iterator<Item = &'a String>, name: &str) -> Result<bool> {
+    let mut on = false;
+    for arg in args {
+        if arg != name {
+            bail!("{task}: unknown flag {arg}\n\n{USAGE}");
+        }
+        on = true;
+    }
+    Ok(on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Option<Task>> {
+        parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn tasks_and_flags() {
+        assert!(parse_str(&[]).unwrap().is_none());
+        assert!(matches!(
+            parse_str(&["test"]).unwrap(),
+            Some(Task::Test(Test { no_lint: false }))
+        ));
+        assert!(matches!(
+            parse_str(&["dataset", "--check"]).unwrap(),
+            Some(Task::Dataset(Dataset { check: true }))
+        ));
+        let Some(Task::Pipeline(p)) =
+            parse_str(&["pipeline", "--out", "runs/x", "--device", "wgpu"]).unwrap()
+        else {
+            panic!("not a pipeline")
+        };
+        assert_eq!((p.out.as_str(), p.device.as_str()), ("runs/x", "wgpu"));
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        for (args, says) in [
+            (&["pipeline", "--out"][..], "--out needs a value"),
+            (&["test", "--chek"][..], "unknown flag --chek"),
+            (&["deploy"][..], "unknown task `deploy`"),
+        ] {
+            let err = parse_str(args).err().unwrap().to_string();
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
 }
