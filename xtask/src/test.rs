@@ -158,8 +158,7 @@ fn prerequisites(flags: &Test) -> Result<()> {
     }
     if !flags.no_lint {
         for tool in ["fmt", "clippy"] {
-            let ok = Command::new("cargo")
-                .args([tool, "--version"])
+            let ok = crate::cargo_command(Path::new("."), &[tool, "--version"])
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !ok {
