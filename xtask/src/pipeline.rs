@@ -1,10 +1,11 @@
 //! `cargo xtask pipeline`: the journey from the embedded corpus to a model, stage by stage.
 //!
 //! It runs the stages whose crates exist; each writes a JSON report under `--out`, and the run
-//! ends with a summary table. Today: `corpus` (the embedded corpus, verified and measured) and
+//! ends with a summary table. Today: `corpus` (the embedded corpus, verified and measured),
+//! `tokenizer` (a 32k byte-level BPE trained on it by `lmforge bpe train`: tokenizer.json) and
 //! `device` (the chosen device opened and a GPT trained one step on it through the `lmforge`
-//! binary). Cleaning, tokenizer training, conversion, pretraining, quantization and serving are
-//! added here as their crates land.
+//! binary). Cleaning, conversion, pretraining, quantization and serving are added here as their
+//! crates land.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -63,9 +64,6 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         .join(", ");
     summary.push(("corpus", start.elapsed().as_secs_f64(), detail));
 
-    let start = Instant::now();
-    let report = out.join("device.json");
-    let report_arg = report.to_string_lossy().into_owned();
     // Built exactly as `cargo xtask test` builds it (whole workspace, test targets included):
     // any other selection unifies dependency features differently and recompiles burn.
     cargo(
@@ -80,6 +78,38 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         &[],
     )?;
     let lmforge = crate::target_dir(root).join("debug/lmforge");
+
+    let start = Instant::now();
+    let tokenizer = out.join("tokenizer.json");
+    let inputs: Vec<String> = LANGUAGES
+        .iter()
+        .map(|l| {
+            datasets
+                .join(format!("default/{l}.jsonl.gz"))
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let mut args = vec!["bpe", "train", "--vocab-size", "32000", "--output"];
+    let tokenizer_arg = tokenizer.to_string_lossy().into_owned();
+    args.push(&tokenizer_arg);
+    args.push("--input");
+    args.extend(inputs.iter().map(String::as_str));
+    run_checked(&lmforge, &args)?;
+    let trained: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("tokenizer.report.json"))?)?;
+    summary.push((
+        "tokenizer",
+        start.elapsed().as_secs_f64(),
+        format!(
+            "{} tokens, {} distinct pre-tokens, in {}",
+            trained["vocab_size"], trained["distinct_pre_tokens"], tokenizer_arg
+        ),
+    ));
+
+    let start = Instant::now();
+    let report = out.join("device.json");
+    let report_arg = report.to_string_lossy().into_owned();
     run_checked(
         &lmforge,
         &["device", "--device", &flags.device, "--json", &report_arg],
@@ -90,13 +120,13 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         format!("report in {report_arg}"),
     ));
 
-    println!("\n{:<8} {:>9}  detail", "stage", "seconds");
+    println!("\n{:<10} {:>9}  detail", "stage", "seconds");
     for (stage, seconds, detail) in &summary {
-        println!("{stage:<8} {seconds:>9.1}  {detail}");
+        println!("{stage:<10} {seconds:>9.1}  {detail}");
     }
     println!(
-        "\nreports in {}; cleaning, tokenizer, conversion, training, quantization and serving \
-         stages join the pipeline as their crates land",
+        "\nreports in {}; cleaning, conversion, training, quantization and serving stages join \
+         the pipeline as their crates land",
         out.display()
     );
     Ok(())

@@ -45,6 +45,11 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
         dataset::verify_checksums(&root.join("datasets"))
     })?;
     step("crate boundaries", &mut || boundaries(root))?;
+    let mut fixtures = std::path::PathBuf::new();
+    step("fixtures", &mut || {
+        fixtures = crate::fixtures::run(root)?;
+        Ok(())
+    })?;
     if !flags.no_lint {
         step("fmt", &mut || {
             cargo(root, &["fmt", "--all", "--", "--check"], &[])
@@ -64,7 +69,12 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
     }
     step("tests", &mut || {
         // Without a Vulkan driver the wgpu tests would skip; here that is a failure.
-        let mut envs = vec![("LMFORGE_REQUIRE_WGPU", "1".to_string())];
+        // Likewise the tokenizer oracles without their vocabularies.
+        let mut envs = vec![
+            ("LMFORGE_REQUIRE_WGPU", "1".to_string()),
+            ("LMFORGE_REQUIRE_FIXTURES", "1".to_string()),
+            ("LMFORGE_FIXTURES", fixtures.to_string_lossy().into_owned()),
+        ];
         let xdg = match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(_) => None,
             None => Some(xdg_runtime_dir()?),
@@ -88,7 +98,7 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
             device: "flex".into(),
         };
         crate::pipeline::run(root, &pipeline)?;
-        for report in ["corpus.json", "device.json"] {
+        for report in ["corpus.json", "tokenizer.report.json", "device.json"] {
             let text = std::fs::read_to_string(out.join(report))?;
             serde_json::from_str::<serde_json::Value>(&text)
                 .with_context(|| format!("pipeline report {report}"))?;
@@ -156,6 +166,9 @@ fn prerequisites(flags: &Test) -> Result<()> {
              mesa-vulkan-drivers libvulkan1` (lavapipe, Mesa's CPU Vulkan driver)",
         );
     }
+    if Command::new("curl").arg("--version").output().is_err() {
+        missing.push("curl, to fetch the tokenizer fixtures: `apt-get install curl`");
+    }
     if !flags.no_lint {
         for tool in ["fmt", "clippy"] {
             let ok = crate::cargo_command(Path::new("."), &[tool, "--version"])
@@ -170,7 +183,7 @@ fn prerequisites(flags: &Test) -> Result<()> {
     if !missing.is_empty() {
         bail!("missing prerequisites:\n  - {}", missing.join("\n  - "));
     }
-    println!("Vulkan loader and driver found; rustfmt and clippy present");
+    println!("Vulkan loader and driver found; curl, rustfmt and clippy present");
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use lmforge_model::{DeviceSpec, GptConfig};
@@ -110,10 +110,7 @@ pub fn run(args: &Args) -> Result<()> {
         report.tokens_per_second
     );
     if let Some(path) = &args.json {
-        let temp = path.with_extension("tmp");
-        std::fs::write(&temp, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing {}", temp.display()))?;
-        std::fs::rename(&temp, path).with_context(|| format!("writing {}", path.display()))?;
+        crate::output::write_json(path, &report)?;
     }
     Ok(())
 }

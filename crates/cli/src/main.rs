@@ -2,12 +2,17 @@
 //!
 //! ```text
 //! lmforge device --device auto        # open a device and train a tiny GPT one step on it
+//! lmforge bpe train --input corpus.jsonl.gz --vocab-size 32000 --output tokenizer.json
+//! echo "Bonjour" | lmforge bpe encode --tokenizer tokenizer.json
 //! ```
 //!
 //! Every subcommand that computes takes `--device` (`flex`, `wgpu`, `cuda:N`, `auto`), parsed
 //! once by [`lmforge_model::DeviceSpec`].
 
+mod bpe;
+mod corpus;
 mod device;
+mod output;
 
 use clap::{Parser, Subcommand};
 
@@ -27,10 +32,14 @@ enum Command {
     /// Open a compute device and check that it trains: a forward and backward pass of a tiny
     /// GPT, timed, with a JSON report.
     Device(device::Args),
+    /// Byte-level BPE (the GPT tokenizer): train, encode, decode.
+    #[command(subcommand)]
+    Bpe(bpe::Command),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Device(args) => device::run(&args),
+        Command::Bpe(command) => bpe::run(command),
     }
 }

@@ -1,9 +1,12 @@
 //! The `lmforge` binary as a user runs it.
 
+mod bpe;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn lmforge(args: &[&str]) -> std::process::Output {
+/// Runs the `lmforge` binary with `args`.
+pub fn lmforge(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lmforge"))
         .args(args)
         .output()

@@ -1,0 +1,11 @@
+//! `cargo bench -p lmforge-benches`: every criterion bench of lmforge, a module per area.
+
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main};
+
+mod bpe;
+
+criterion_group!(benches, bpe::encode, bpe::train);
+criterion_main!(benches);

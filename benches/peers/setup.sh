@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# A Python venv with the peers lmforge is measured against, pinned, in target/peers/venv.
+#   benches/peers/setup.sh && target/peers/venv/bin/python benches/peers/bpe.py
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+venv="$root/target/peers/venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q \
+  tiktoken==0.14.0 tokenizers==0.23.3 bpeasy==0.1.6 sentencepiece==0.2.3
+echo "$venv"

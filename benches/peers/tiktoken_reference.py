@@ -1,0 +1,160 @@
+"""Writes crates/bpe/test_data/tiktoken_reference.json.gz: the ids tiktoken gives for a varied
+set of texts with GPT-2's, cl100k_base's and o200k_base's vocabularies. crates/bpe's oracle test
+must reproduce them exactly.
+
+    cargo xtask fixtures                      # gpt2.tiktoken, cl100k/o200k .tiktoken.gz
+    benches/peers/setup.sh                    # venv with the pinned peers
+    target/peers/venv/bin/python benches/peers/tiktoken_reference.py
+
+The texts: hand-written hard cases (contractions, whitespace runs, digits, code, emoji, CJK,
+combining marks, special-token text), seeded slices of the embedded corpus (en/fr/es), and
+seeded random strings drawn from many scripts. Same inputs, same file.
+"""
+
+import base64
+import gzip
+import json
+import os
+import random
+import sys
+
+import tiktoken
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.environ.get("LMFORGE_FIXTURES", os.path.join(ROOT, "target", "fixtures"))
+OUT = os.path.join(ROOT, "crates", "bpe", "test_data", "tiktoken_reference.json.gz")
+
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# tiktoken_ext/openai_public.py (tiktoken 0.14); its constructors would download the ranks.
+CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+O200K_PATTERN = "|".join([
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""\p{N}{1,3}""",
+    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+    r"""\s*[\r\n]+""",
+    r"""\s+(?!\S)""",
+    r"""\s+""",
+])
+FIM = {"<|fim_prefix|>": 100258, "<|fim_middle|>": 100259, "<|fim_suffix|>": 100260}
+
+
+def ranks(name):
+    path = os.path.join(FIXTURES, name)
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        return {
+            base64.b64decode(tok): int(rank)
+            for tok, rank in (line.split() for line in f.read().splitlines() if line)
+        }
+
+
+def encodings():
+    return {
+        "gpt2": tiktoken.Encoding(
+            "gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks("gpt2.tiktoken"),
+            special_tokens={"<|endoftext|>": 50256}),
+        "cl100k_base": tiktoken.Encoding(
+            "cl100k_base", pat_str=CL100K_PATTERN,
+            mergeable_ranks=ranks("cl100k_base.tiktoken.gz"),
+            special_tokens={"<|endoftext|>": 100257, **FIM, "<|endofprompt|>": 100276}),
+        "o200k_base": tiktoken.Encoding(
+            "o200k_base", pat_str=O200K_PATTERN,
+            mergeable_ranks=ranks("o200k_base.tiktoken.gz"),
+            special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
+    }
+
+
+HAND_WRITTEN = [
+    "Hello world",
+    "I'm sure you'll see they'd say it's what we've done, he's 'S 'T 'RE",
+    "DON'T SHOUT, I'LL LEAVE. We'Re MiXeD",
+    "l'école d'été, aujourd'hui qu'il l’a vu — « guillemets » et œuvre",
+    "¿Qué tal? ¡Olé! El niño comió piñas en el año 2024.",
+    "12345678901234567890 3.14159 1,000,000 0x1F 1e-9 ٣٤٥ ²³ ½",
+    "a  b   c\t\t d\n\n\n e  \n  f \r\n\r\n g\u00a0\u00a0h\u3000i\u2028j",
+    "   leading spaces",
+    "trailing spaces   ",
+    " ",
+    "\n",
+    "",
+    "def f(x):\n    return x ** 2  # square\n\n\nclass A:\n\tpass\n",
+    'fn main() { let v: Vec<u32> = (0..10).map(|x| x * 2).collect(); println!("{v:?}"); }',
+    "<html><body class=\"x\">&nbsp;&amp;</body></html>",
+    "https://example.com/path?query=1&b=2#frag user@mail.fr",
+    "👍🏽 👨‍👩‍👧‍👦 🇫🇷🇪🇸 ❤️‍🔥 🤖🤖🤖",
+    "日本語のテキスト。中文文本，测试。한국어 텍스트입니다.",
+    "مرحبا بالعالم — שלום עולם — Привет, мир! Γειά σου κόσμε",
+    "हिन्दी में लिखा गया पाठ और தமிழ் உரை",
+    "e\u0301 a\u0300\u0323 combining marks: Z\u0351\u036b\u0343\u036a\u0302\u036b\u033d\u034f\u0334",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "a" * 3000,
+    "ab" * 700,
+    " " * 100 + "x" + "\n" * 50 + "y" + "\t" * 20,
+    "0123456789" * 50,
+    "!!!???...,,,;;;:::---___***///\\\\\\|||",
+    "text with <|endoftext|> inside, and <|fim_prefix|> too",
+    "CamelCaseWordsAndHTTPServerXMLParser getHTTPResponseCode",
+    "tab\tseparated\tvalues\nand\r\rcarriage",
+    "\x00\x01\x02 control \x7f chars \x1b[31m",
+    "emoji😀without😀spaces😀between",
+    "mixed123numbers456and789letters",
+    "     \n     \n",
+    "ŉ ǅ ǈ Ǳ ﬁ ﬂ ligatures",
+]
+
+POOLS = [
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "0123456789",
+    " \t\n\r\u00a0\u2003\u3000",
+    "'’\".,;:!?()[]{}<>-_/\\|@#$%^&*+=~`",
+    "àâäéèêëïîôöùûüçœæÀÉÈÇñÑáíóúü¿¡",
+    "日本語中文한국어テキスト",
+    "😀👍🏽🇫🇷❤️‍🔥\u200d\ufe0f",
+    "αβγδΑΒΓΔабвгдАБВГД",
+    "\u0301\u0300\u0323\u0327",
+]
+
+
+def corpus_slices(rng):
+    out = []
+    for lang in ("en", "fr", "es"):
+        with gzip.open(os.path.join(ROOT, "datasets", "default", f"{lang}.jsonl.gz"), "rt") as f:
+            docs = [json.loads(line)["text"] for line in f]
+        for _ in range(20):
+            doc = docs[rng.randrange(len(docs))]
+            start = rng.randrange(max(1, len(doc) - 1500))
+            out.append(doc[start:start + rng.randrange(200, 1500)])
+    return out
+
+
+def random_strings(rng):
+    out = []
+    for _ in range(60):
+        pools = rng.sample(POOLS, rng.randrange(1, 4))
+        chars = "".join(pools)
+        out.append("".join(rng.choice(chars) for _ in range(rng.randrange(1, 300))))
+    return out
+
+
+def main():
+    rng = random.Random(20261123)
+    texts = HAND_WRITTEN + corpus_slices(rng) + random_strings(rng)
+    result = {"tiktoken": tiktoken.__version__, "texts": texts}
+    for name, enc in encodings().items():
+        result[name] = [enc.encode_ordinary(t) for t in texts]
+        # tiktoken's allowed-special path, on the texts that contain a special token.
+        result[name + "/allowed_all"] = [
+            enc.encode(t, allowed_special="all") for t in texts
+        ]
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    data = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
+    with open(OUT, "wb") as f:
+        with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+            gz.write(data)
+    print(f"{OUT}: {len(texts)} texts, {sum(len(t) for t in texts)} chars, "
+          f"tiktoken {tiktoken.__version__}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+//! Shared inputs for lmforge's benchmarks: the embedded corpus as texts, and the real
+//! vocabularies `cargo xtask fixtures` fetches. The benches themselves are in
+//! `benches/main.rs` (`cargo bench -p lmforge-benches`); peers are timed by the scripts in
+//! `peers/` on the same inputs.
+//!
+//! ```no_run
+//! let texts = lmforge_benches::corpus();
+//! assert!(texts.iter().map(String::len).sum::<usize>() > 10_000_000);
+//! ```
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every document of `datasets/default/{en,fr,es}.jsonl.gz`, in that order (17.7 MB).
+pub fn corpus() -> Vec<String> {
+    let mut texts = Vec::new();
+    for lang in ["en", "fr", "es"] {
+        let path = root().join(format!("datasets/default/{lang}.jsonl.gz"));
+        let mut data = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("the embedded corpus"))
+            .read_to_string(&mut data)
+            .expect("gzip");
+        for line in data.lines() {
+            let doc: serde_json::Value = serde_json::from_str(line).expect("jsonl");
+            texts.push(doc["text"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    texts
+}
+
+/// A fixture fetched by `cargo xtask fixtures` (e.g. `gpt2.tiktoken`), gunzipped.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("LMFORGE_FIXTURES")
+        .map_or_else(|| root().join("target/fixtures"), PathBuf::from);
+    let path = dir.join(name);
+    let data = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask fixtures`", path.display()));
+    if name.ends_with(".gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data.as_slice())
+            .read_to_end(&mut out)
+            .expect("gzip");
+        out
+    } else {
+        data
+    }
+}
+
+/// GPT-2's vocabulary as tiktoken has it.
+pub fn gpt2() -> lmforge_bpe::Bpe {
+    lmforge_bpe::Bpe::from_tiktoken(
+        &fixture("gpt2.tiktoken"),
+        "gpt2.tiktoken",
+        &[("<|endoftext|>", 50256)],
+        lmforge_bpe::pretokenize::GPT2,
+    )
+    .expect("gpt2.tiktoken")
+}

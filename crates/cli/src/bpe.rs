@@ -1,0 +1,376 @@
+//! `lmforge bpe`: train a byte-level BPE tokenizer, encode and decode with one.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lmforge_bpe::{Allowed, Bpe, BpeTrainer, TrainReport, pretokenize};
+use serde::Serialize;
+
+use crate::corpus::{self, ReadStats};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Learn a vocabulary from text, jsonl, .gz or .zst files; write tokenizer.json (and a
+    /// JSON report next to it).
+    Train(TrainArgs),
+    /// Print the ids of each input line, space-separated, one line per input line.
+    Encode(EncodeArgs),
+    /// Print the text of each input line of space-separated ids.
+    Decode(DecodeArgs),
+    /// Rewrite a tokenizer in another format: tokenizer.json, or vocab.json + merges.txt when
+    /// the output is a directory (ending in `/`).
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// tokenizer.json path, or a directory (ending in `/`) for vocab.json + merges.txt.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Corpus files: plain text (one text per line), .jsonl; each optionally .gz or .zst.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Field of each jsonl object that holds the text.
+    #[arg(long, default_value = "text")]
+    json_key: String,
+    /// Total vocabulary size: 256 bytes + merges + special tokens.
+    #[arg(long, default_value_t = 32_000)]
+    vocab_size: usize,
+    /// Pairs seen fewer times are not merged.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// Comma-separated special tokens, appended after the merges.
+    #[arg(long, default_value = "<|endoftext|>", value_delimiter = ',')]
+    special_tokens: Vec<String>,
+    /// Pre-tokenization: gpt2, cl100k, o200k, or a regex.
+    #[arg(long, default_value = "gpt2")]
+    pattern: String,
+    /// No token longer than this many bytes.
+    #[arg(long)]
+    max_token_length: Option<usize>,
+    /// Where to write tokenizer.json.
+    #[arg(long)]
+    output: PathBuf,
+    /// The JSON report (default: the output's name with `.report.json`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// How special-token text in the input is treated.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Specials {
+    /// An error naming the line (tiktoken's default).
+    Error,
+    /// Encoded as the special token's id.
+    Allow,
+    /// Encoded as ordinary text.
+    Text,
+}
+
+#[derive(clap::Args)]
+pub struct TokenizerArgs {
+    /// tokenizer.json, a directory with vocab.json + merges.txt, or a .tiktoken(.gz) file.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// For vocab.json/merges.txt and .tiktoken files: gpt2, cl100k or o200k (pattern and
+    /// special tokens).
+    #[arg(long, default_value = "gpt2")]
+    flavour: String,
+    /// Input file (default: standard input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// What to do with special-token text in the input.
+    #[arg(long, value_enum, default_value = "error")]
+    special: Specials,
+}
+
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Train(args) => train(&args),
+        Command::Encode(args) => encode(&args),
+        Command::Decode(args) => decode(&args),
+        Command::Convert(args) => convert(&args),
+    }
+}
+
+fn pattern(name: &str) -> &str {
+    match name {
+        "gpt2" => pretokenize::GPT2,
+        "cl100k" => pretokenize::CL100K,
+        "o200k" => pretokenize::O200K,
+        regex => regex,
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    output: &'a Path,
+    seconds: f64,
+    read_seconds: f64,
+    merge_seconds: f64,
+    input: ReadStats,
+    #[serde(flatten)]
+    train: TrainReport,
+    /// Mean bytes per token over the training text (higher compresses better).
+    bytes_per_token: f64,
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    let start = Instant::now();
+    let mut trainer = BpeTrainer::builder()
+        .vocab_size(args.vocab_size)
+        .min_frequency(args.min_frequency)
+        .special_tokens(
+            args.special_tokens
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned(),
+        )
+        .pattern(pattern(&args.pattern))
+        .max_token_length(args.max_token_length)
+        .build()?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} reading {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let input = corpus::read_batches(&args.input, &args.json_key, 32 << 20, |batch, stats| {
+        trainer.feed(batch);
+        bar.set_message(format!(
+            "{} texts, {:.1} MB, {} distinct pre-tokens",
+            stats.texts,
+            stats.bytes as f64 / 1e6,
+            trainer.distinct_pre_tokens()
+        ));
+    })?;
+    bar.finish_and_clear();
+    let read_seconds = start.elapsed().as_secs_f64();
+    if input.texts == 0 {
+        bail!(
+            "no text in {} ({} lines skipped): nothing to train on",
+            args.input
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            input.skipped
+        );
+    }
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} merges [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let merge_start = Instant::now();
+    let (bpe, train) = trainer.train_with_progress(|done, wanted| {
+        bar.set_length(wanted as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let merge_seconds = merge_start.elapsed().as_secs_f64();
+    bpe.save(&args.output)?;
+    let seconds = start.elapsed().as_secs_f64();
+    // pre_tokens * mean tokens per pre-token is not known without encoding; the report keeps
+    // what training measured and leaves held-out compression to `benches/peers/bpe.py`.
+    let bytes_per_token = train.bytes as f64 / train.pre_tokens.max(1) as f64;
+    let report = Report {
+        output: &args.output,
+        seconds,
+        read_seconds,
+        merge_seconds,
+        input,
+        train,
+        bytes_per_token,
+    };
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("report.json"));
+    crate::output::write_json(&report_path, &report)?;
+    println!(
+        "{}: {} tokens ({} merges{}) from {} texts, {:.1} MB, {} distinct pre-tokens in {:.2} s \
+         (read {:.2} s, merges {:.2} s); report {}",
+        args.output.display(),
+        report.train.vocab_size,
+        report.train.merges,
+        report
+            .train
+            .stopped_early
+            .as_deref()
+            .map(|why| format!(", stopped early: {why}"))
+            .unwrap_or_default(),
+        report.input.texts,
+        report.input.bytes as f64 / 1e6,
+        report.train.distinct_pre_tokens,
+        seconds,
+        read_seconds,
+        merge_seconds,
+        report_path.display()
+    );
+    Ok(())
+}
+
+/// Opens a tokenizer in any of the formats lmforge-bpe reads.
+pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
+    let (pattern, specials): (&str, &[(&str, Option<u32>)]) = match flavour {
+        "gpt2" => (pretokenize::GPT2, &[("<|endoftext|>", None)]),
+        "cl100k" => (
+            pretokenize::CL100K,
+            &[
+                ("<|endoftext|>", Some(100257)),
+                ("<|fim_prefix|>", Some(100258)),
+                ("<|fim_middle|>", Some(100259)),
+                ("<|fim_suffix|>", Some(100260)),
+                ("<|endofprompt|>", Some(100276)),
+            ],
+        ),
+        "o200k" => (
+            pretokenize::O200K,
+            &[
+                ("<|endoftext|>", Some(199999)),
+                ("<|endofprompt|>", Some(200018)),
+            ],
+        ),
+        other => bail!("unknown --flavour {other:?}: gpt2, cl100k or o200k"),
+    };
+    let name = path.to_string_lossy();
+    if path.is_dir() {
+        let names: Vec<&str> = specials.iter().map(|s| s.0).collect();
+        return Ok(Bpe::from_vocab_merges_files(
+            path.join("vocab.json"),
+            path.join("merges.txt"),
+            &names,
+            pattern,
+        )?);
+    }
+    if name.ends_with(".tiktoken") || name.ends_with(".tiktoken.gz") {
+        let mut data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if name.ends_with(".gz") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut flate2::read::GzDecoder::new(data.as_slice()),
+                &mut out,
+            )
+            .with_context(|| format!("{}: not gzip", path.display()))?;
+            data = out;
+        }
+        let ranks = data
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u32;
+        let specials: Vec<(&str, u32)> = specials
+            .iter()
+            .map(|(s, id)| (*s, id.unwrap_or(ranks)))
+            .collect();
+        return Ok(Bpe::from_tiktoken(&data, &name, &specials, pattern)?);
+    }
+    Ok(Bpe::from_tokenizer_json_file(path)?)
+}
+
+fn lines(input: &Option<PathBuf>) -> Result<(String, Box<dyn BufRead>)> {
+    Ok(match input {
+        Some(path) => (
+            path.display().to_string(),
+            Box::new(BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            )),
+        ),
+        None => ("<stdin>".into(), Box::new(BufReader::new(std::io::stdin()))),
+    })
+}
+
+fn encode(args: &EncodeArgs) -> Result<()> {
+    let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
+    let (name, mut input) = lines(&args.tokenizer.input)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        number += 1;
+        if line.ends_with(b"\n") {
+            line.pop();
+        }
+        let text = std::str::from_utf8(&line)
+            .with_context(|| format!("{name}:{number}: invalid UTF-8"))?;
+        let ids = match args.special {
+            Specials::Text => bpe.encode_ordinary(text),
+            Specials::Allow => bpe.encode(text, Allowed::All)?,
+            Specials::Error => bpe
+                .encode(text, Allowed::None)
+                .with_context(|| format!("{name}:{number}"))?,
+        };
+        let mut first = true;
+        for id in ids {
+            if !first {
+                out.write_all(b" ")?;
+            }
+            first = false;
+            write!(out, "{id}")?;
+        }
+        out.write_all(b"\n")?;
+    }
+    Ok(out.flush()?)
+}
+
+fn decode(args: &DecodeArgs) -> Result<()> {
+    let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
+    let (name, input) = lines(&args.tokenizer.input)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for (i, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("{name}:{}", i + 1))?;
+        let ids = line
+            .split_whitespace()
+            .map(|t| t.parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{name}:{}: not a list of ids", i + 1))?;
+        let bytes = bpe
+            .decode_bytes(&ids)
+            .with_context(|| format!("{name}:{}", i + 1))?;
+        out.write_all(&bytes)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(out.flush()?)
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
+    let out = &args.output;
+    if out.to_string_lossy().ends_with('/') || out.is_dir() {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        bpe.save_vocab_merges(out)?;
+        println!(
+            "{}: vocab.json + merges.txt, {} tokens",
+            out.display(),
+            bpe.vocab_size()
+        );
+    } else {
+        bpe.save(out)?;
+        println!("{}: {} tokens", out.display(), bpe.vocab_size());
+    }
+    Ok(())
+}

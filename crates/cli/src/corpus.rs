@@ -1,0 +1,134 @@
+//! Reading training text from the files users have: plain text, jsonl (one JSON object per
+//! line, the text under `--json-key`), each optionally `.gz` or `.zst`, streamed in batches so
+//! memory stays flat however large the corpus.
+//!
+//! A bad line (invalid UTF-8, malformed JSON, no text field) is skipped with a warning naming
+//! the file and line, and counted; an unreadable file stops the command before any output is
+//! written.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// What reading saw.
+#[derive(Debug, Default, Serialize)]
+pub struct ReadStats {
+    pub files: usize,
+    pub texts: u64,
+    pub bytes: u64,
+    /// Lines skipped as unusable, with the first few reasons.
+    pub skipped: u64,
+    pub skipped_examples: Vec<String>,
+}
+
+const EXAMPLES: usize = 10;
+
+impl ReadStats {
+    fn skip(&mut self, why: String) {
+        if self.skipped_examples.len() < EXAMPLES {
+            eprintln!("warning: skipped {why}");
+            self.skipped_examples.push(why);
+        }
+        self.skipped += 1;
+    }
+}
+
+fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let name = path.to_string_lossy();
+    let reader: Box<dyn Read> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else if name.ends_with(".zst") {
+        Box::new(
+            zstd::Decoder::new(file)
+                .with_context(|| format!("{}: not a zstd stream", path.display()))?,
+        )
+    } else {
+        Box::new(file)
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+}
+
+fn is_jsonl(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    let name = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson")
+}
+
+/// Calls `each` with batches of texts of about `batch_bytes`, file after file. Text files give
+/// one text per line (newline kept: it is text the tokenizer must learn); jsonl files one per
+/// object.
+pub fn read_batches(
+    files: &[PathBuf],
+    json_key: &str,
+    batch_bytes: usize,
+    mut each: impl FnMut(&[String], &ReadStats),
+) -> Result<ReadStats> {
+    let mut stats = ReadStats::default();
+    let mut batch: Vec<String> = Vec::new();
+    let mut batch_len = 0;
+    for path in files {
+        let mut reader = open(path)?;
+        let jsonl = is_jsonl(path);
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("{}: read failed after line {number}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            number += 1;
+            let at = || format!("{}:{number}", path.display());
+            let text = if jsonl {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<serde_json::Value>(&line) {
+                    Ok(doc) => match doc.get(json_key).and_then(|v| v.as_str()) {
+                        Some(text) => text.to_string(),
+                        None => {
+                            stats.skip(format!("{}: no string field {json_key:?}", at()));
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        stats.skip(format!("{}: malformed JSON ({e})", at()));
+                        continue;
+                    }
+                }
+            } else {
+                match String::from_utf8(std::mem::take(&mut line)) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        line = e.into_bytes();
+                        stats.skip(format!("{}: invalid UTF-8", at()));
+                        continue;
+                    }
+                }
+            };
+            stats.texts += 1;
+            stats.bytes += text.len() as u64;
+            batch_len += text.len();
+            batch.push(text);
+            if batch_len >= batch_bytes {
+                each(&batch, &stats);
+                batch.clear();
+                batch_len = 0;
+            }
+        }
+        stats.files += 1;
+    }
+    if !batch.is_empty() {
+        each(&batch, &stats);
+    }
+    Ok(stats)
+}

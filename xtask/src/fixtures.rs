@@ -1,0 +1,115 @@
+//! `cargo xtask fixtures`: the real vocabularies the tokenizer tests and benches compare
+//! against, fetched from their registries into `<target>/fixtures/`, every file checked
+//! against its pinned sha256. Tests look there (or in `LMFORGE_FIXTURES`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::dataset::sha256_file;
+
+/// A pinned archive and the files taken from it.
+struct Archive {
+    url: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+    /// (path inside the archive, fixture name, sha256 of the fixture).
+    members: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const ARCHIVES: &[Archive] = &[
+    // GPT-2's BPE ranks, as tiktoken reads them (PyPI sdist of openai-whisper).
+    Archive {
+        url: "https://files.pythonhosted.org/packages/35/8e/d36f8880bcf18ec026a55807d02fe4c7357da9f25aebd92f85178000c0dc/openai_whisper-20250625.tar.gz",
+        file: "openai_whisper-20250625.tar.gz",
+        sha256: "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
+        members: &[(
+            "openai_whisper-20250625/whisper/assets/gpt2.tiktoken",
+            "gpt2.tiktoken",
+            "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+        )],
+    },
+    // cl100k_base and o200k_base ranks (crates.io crate bpe-openai).
+    Archive {
+        url: "https://static.crates.io/crates/bpe-openai/bpe-openai-0.3.0.crate",
+        file: "bpe-openai-0.3.0.crate",
+        sha256: "b25deec0a72cf5d8b66a6e487c5ee9757b0639f3e16d687f6c6dea834812000c",
+        members: &[
+            (
+                "bpe-openai-0.3.0/data/cl100k_base.tiktoken.gz",
+                "cl100k_base.tiktoken.gz",
+                "eb039321fca3dd961193251802424710b59fbd1df8a16067911191014f4ab732",
+            ),
+            (
+                "bpe-openai-0.3.0/data/o200k_base.tiktoken.gz",
+                "o200k_base.tiktoken.gz",
+                "aa7f57c462db101b58b6648a2b0047128f61e68c0776814ad75251aab1bccdfa",
+            ),
+        ],
+    },
+];
+
+/// Where the fixtures go: `<target>/fixtures`.
+pub fn dir(root: &Path) -> PathBuf {
+    crate::target_dir(root).join("fixtures")
+}
+
+/// Fetches whatever is missing or altered; returns the fixtures directory.
+pub fn run(root: &Path) -> Result<PathBuf> {
+    let dir = dir(root);
+    let downloads = dir.join("downloads");
+    fs::create_dir_all(&downloads)?;
+    for archive in ARCHIVES {
+        let ready = archive.members.iter().all(|(_, name, sha)| {
+            let path = dir.join(name);
+            path.exists() && sha256_file(&path).is_ok_and(|got| got == *sha)
+        });
+        if ready {
+            continue;
+        }
+        let path = downloads.join(archive.file);
+        if !(path.exists() && sha256_file(&path)? == archive.sha256) {
+            println!("fetching {}", archive.url);
+            let status = Command::new("curl")
+                .args(["-sSfL", "--retry", "3", "-o"])
+                .arg(&path)
+                .arg(archive.url)
+                .status()
+                .context("running curl (apt-get install curl)")?;
+            ensure!(
+                status.success(),
+                "downloading {} failed ({status})",
+                archive.url
+            );
+            let got = sha256_file(&path)?;
+            ensure!(
+                got == archive.sha256,
+                "{}: sha256 {got}, pinned {}",
+                path.display(),
+                archive.sha256
+            );
+        }
+        let unpack = downloads.join(format!("{}.d", archive.file));
+        fs::create_dir_all(&unpack)?;
+        let mut tar = Command::new("tar");
+        tar.arg("-xzf").arg(&path).arg("-C").arg(&unpack);
+        tar.args(archive.members.iter().map(|m| m.0));
+        let status = tar.status().context("running tar")?;
+        ensure!(status.success(), "{tar:?} failed ({status})");
+        for (member, name, sha) in archive.members {
+            let target = dir.join(name);
+            fs::rename(unpack.join(member), &target)?;
+            let got = sha256_file(&target)?;
+            ensure!(
+                got == *sha,
+                "{}: sha256 {got}, pinned {sha}",
+                target.display()
+            );
+        }
+        fs::remove_dir_all(&unpack)?;
+    }
+    println!("fixtures ready in {}", dir.display());
+    Ok(dir)
+}
