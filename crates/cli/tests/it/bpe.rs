@@ -54,8 +54,9 @@ fn train_encode_decode_from_jsonl_gz_and_text() {
     writeln!(gz, "{{broken json").unwrap();
     writeln!(gz, "{{\"other\": 1}}").unwrap();
     gz.finish().unwrap();
-    let text = dir.join("notes.txt");
-    std::fs::write(&text, "the cat sleeps\nthe dog sleeps\n").unwrap();
+    let text = dir.join("notes.txt.zst");
+    let notes = b"the cat sleeps\nthe dog sleeps\n\xff\xfe not UTF-8\n";
+    std::fs::write(&text, zstd::encode_all(&notes[..], 3).unwrap()).unwrap();
     let out_json = dir.join("tokenizer.json");
     let out = lmforge(&[
         "bpe",
@@ -89,7 +90,7 @@ fn train_encode_decode_from_jsonl_gz_and_text() {
             .unwrap();
     assert_eq!(report["vocab_size"], 300);
     assert_eq!(report["input"]["texts"], 202);
-    assert_eq!(report["input"]["skipped"], 2);
+    assert_eq!(report["input"]["skipped"], 3);
 
     let lines = "le chat dort\n¿el gato? <|endoftext|>\n";
     let enc = run_with_stdin(
