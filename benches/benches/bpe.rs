@@ -5,17 +5,10 @@ use lmforge_bpe::BpeTrainer;
 
 /// Encoding throughput.
 pub fn encode(c: &mut Criterion) {
-    let bpe = lmforge_benches::gpt2();
+    let bpe = lmforge_benches::openai("gpt2");
     let texts = lmforge_benches::corpus();
-    // 2 MB of each language keeps one iteration near a second.
-    let sample: Vec<&str> = ["en", "fr", "es"]
-        .iter()
-        .enumerate()
-        .flat_map(|(i, _)| {
-            let third = texts.len() / 3;
-            texts[i * third..(i + 1) * third].iter().map(String::as_str)
-        })
-        .collect();
+    // The whole corpus, as benches/peers/bpe.py gives tiktoken and Hugging Face.
+    let sample: Vec<&str> = texts.iter().map(String::as_str).collect();
     let bytes: usize = sample.iter().map(|t| t.len()).sum();
     let mut group = c.benchmark_group("bpe/encode");
     group.throughput(Throughput::Bytes(bytes as u64));

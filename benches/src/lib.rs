@@ -51,13 +51,13 @@ pub fn fixture(name: &str) -> Vec<u8> {
     }
 }
 
-/// GPT-2's vocabulary as tiktoken has it.
-pub fn gpt2() -> lmforge_bpe::Bpe {
-    lmforge_bpe::Bpe::from_tiktoken(
-        &fixture("gpt2.tiktoken"),
-        "gpt2.tiktoken",
-        &[("<|endoftext|>", 50256)],
-        lmforge_bpe::pretokenize::GPT2,
-    )
-    .expect("gpt2.tiktoken")
+/// One of OpenAI's vocabularies, as tiktoken has it: `gpt2`, `cl100k_base`, `o200k_base`.
+pub fn openai(name: &str) -> lmforge_bpe::Bpe {
+    let file = if name == "gpt2" {
+        "gpt2.tiktoken".to_string()
+    } else {
+        format!("{name}.tiktoken.gz")
+    };
+    let flavour = name.parse().expect("gpt2, cl100k_base or o200k_base");
+    lmforge_bpe::Bpe::from_tiktoken_flavour(&fixture(&file), &file, flavour).expect("rank file")
 }

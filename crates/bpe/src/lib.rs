@@ -64,7 +64,7 @@ pub(crate) mod ops {
 
 pub use decode::DecodeStream;
 pub use model::{Allowed, Bpe, Encoding};
-pub use pretokenize::Pretokenizer;
+pub use pretokenize::{Flavour, Pretokenizer};
 pub use serialization::byte_to_char;
 pub use trainer::{BpeTrainer, BpeTrainerBuilder, TrainReport};
 

@@ -216,3 +216,57 @@ impl Iterator for Pieces<'_> {
         }
     }
 }
+
+/// The vocabularies OpenAI published, by name: their pattern and special tokens, which the
+/// tiktoken rank files do not contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// GPT-2 (also r50k): `<|endoftext|>` right after the ranks (50256).
+    Gpt2,
+    /// cl100k_base (GPT-3.5/4).
+    Cl100k,
+    /// o200k_base (GPT-4o).
+    O200k,
+}
+
+impl Flavour {
+    /// The pre-tokenization pattern.
+    pub fn pattern(self) -> &'static str {
+        match self {
+            Flavour::Gpt2 => GPT2,
+            Flavour::Cl100k => CL100K,
+            Flavour::O200k => O200K,
+        }
+    }
+
+    /// The special tokens with their ids, for a rank file of `ranks` entries.
+    pub fn special_tokens(self, ranks: u32) -> Vec<(&'static str, u32)> {
+        match self {
+            Flavour::Gpt2 => vec![("<|endoftext|>", ranks)],
+            Flavour::Cl100k => vec![
+                ("<|endoftext|>", 100257),
+                ("<|fim_prefix|>", 100258),
+                ("<|fim_middle|>", 100259),
+                ("<|fim_suffix|>", 100260),
+                ("<|endofprompt|>", 100276),
+            ],
+            Flavour::O200k => vec![("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)],
+        }
+    }
+}
+
+impl std::str::FromStr for Flavour {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gpt2" | "r50k" | "r50k_base" => Ok(Flavour::Gpt2),
+            "cl100k" | "cl100k_base" => Ok(Flavour::Cl100k),
+            "o200k" | "o200k_base" => Ok(Flavour::O200k),
+            other => Err(Error::Config {
+                field: "flavour",
+                reason: format!("{other:?} is not gpt2, cl100k or o200k"),
+            }),
+        }
+    }
+}

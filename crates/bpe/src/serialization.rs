@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use crate::model::Ranking;
-use crate::pretokenize::{GPT2, Pretokenizer};
+use crate::pretokenize::{Flavour, GPT2, Pretokenizer};
 use crate::{Bpe, Error, Result};
 
 /// GPT-2's printable stand-ins for bytes: byte-level token strings in tokenizer.json and
@@ -185,15 +185,16 @@ impl Bpe {
                 what: format!("normalizer {}", n.get("type").unwrap_or(n)),
             });
         }
-        for field in ["post_processor", "decoder"] {
-            if let Some(v) = get(&root, field) {
-                let kind = v.get("type").and_then(Value::as_str).unwrap_or("?");
-                if kind != "ByteLevel" {
-                    return Err(Error::Unsupported {
-                        file: file.to_string(),
-                        what: format!("{field} of type {kind}"),
-                    });
-                }
+        // The decoder must be byte-level for decoding to be the exact inverse. The
+        // post-processor (a template adding BOS/EOS) is not applied: encoding is Hugging
+        // Face's `add_special_tokens=False`, and callers add their own markers, as Megatron does.
+        if let Some(v) = get(&root, "decoder") {
+            let kind = v.get("type").and_then(Value::as_str).unwrap_or("?");
+            if kind != "ByteLevel" {
+                return Err(Error::Unsupported {
+                    file: file.to_string(),
+                    what: format!("decoder of type {kind}"),
+                });
             }
         }
         let (pattern, add_prefix_space) = pre_tokenizer(get(&root, "pre_tokenizer"), file)?;
@@ -466,6 +467,21 @@ impl Bpe {
     ) -> Result<Self> {
         let path = path.as_ref();
         Self::from_tiktoken(&read(path)?, &path.display().to_string(), specials, pattern)
+    }
+
+    /// Reads one of OpenAI's rank files (`gpt2.tiktoken`, `cl100k_base.tiktoken`, …) with the
+    /// pattern and special tokens of its [`Flavour`].
+    pub fn from_tiktoken_flavour(data: &[u8], file: &str, flavour: Flavour) -> Result<Self> {
+        let ranks = data
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u32;
+        Self::from_tiktoken(
+            data,
+            file,
+            &flavour.special_tokens(ranks),
+            flavour.pattern(),
+        )
     }
 
     /// [`Bpe::from_tiktoken_file`] from bytes; `file` names it in errors.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use lmforge_bpe::{Allowed, Bpe, BpeTrainer, TrainReport, pretokenize};
+use lmforge_bpe::{Allowed, Bpe, BpeTrainer, Flavour, TrainReport};
 use serde::Serialize;
 
 use crate::corpus::{self, ReadStats};
@@ -114,12 +114,11 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
+/// A flavour's pattern by name, or the argument itself as a regex.
 fn pattern(name: &str) -> &str {
-    match name {
-        "gpt2" => pretokenize::GPT2,
-        "cl100k" => pretokenize::CL100K,
-        "o200k" => pretokenize::O200K,
-        regex => regex,
+    match name.parse::<Flavour>() {
+        Ok(flavour) => flavour.pattern(),
+        Err(_) => name,
     }
 }
 
@@ -132,8 +131,6 @@ struct Report<'a> {
     input: ReadStats,
     #[serde(flatten)]
     train: TrainReport,
-    /// Mean bytes per token over the training text (higher compresses better).
-    bytes_per_token: f64,
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
@@ -189,9 +186,6 @@ fn train(args: &TrainArgs) -> Result<()> {
     let merge_seconds = merge_start.elapsed().as_secs_f64();
     bpe.save(&args.output)?;
     let seconds = start.elapsed().as_secs_f64();
-    // pre_tokens * mean tokens per pre-token is not known without encoding; the report keeps
-    // what training measured and leaves held-out compression to `benches/peers/bpe.py`.
-    let bytes_per_token = train.bytes as f64 / train.pre_tokens.max(1) as f64;
     let report = Report {
         output: &args.output,
         seconds,
@@ -199,7 +193,6 @@ fn train(args: &TrainArgs) -> Result<()> {
         merge_seconds,
         input,
         train,
-        bytes_per_token,
     };
     let report_path = args
         .report
@@ -231,35 +224,15 @@ fn train(args: &TrainArgs) -> Result<()> {
 
 /// Opens a tokenizer in any of the formats lmforge-bpe reads.
 pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
-    let (pattern, specials): (&str, &[(&str, Option<u32>)]) = match flavour {
-        "gpt2" => (pretokenize::GPT2, &[("<|endoftext|>", None)]),
-        "cl100k" => (
-            pretokenize::CL100K,
-            &[
-                ("<|endoftext|>", Some(100257)),
-                ("<|fim_prefix|>", Some(100258)),
-                ("<|fim_middle|>", Some(100259)),
-                ("<|fim_suffix|>", Some(100260)),
-                ("<|endofprompt|>", Some(100276)),
-            ],
-        ),
-        "o200k" => (
-            pretokenize::O200K,
-            &[
-                ("<|endoftext|>", Some(199999)),
-                ("<|endofprompt|>", Some(200018)),
-            ],
-        ),
-        other => bail!("unknown --flavour {other:?}: gpt2, cl100k or o200k"),
-    };
+    let flavour: Flavour = flavour.parse()?;
     let name = path.to_string_lossy();
     if path.is_dir() {
-        let names: Vec<&str> = specials.iter().map(|s| s.0).collect();
+        let names: Vec<&str> = flavour.special_tokens(0).iter().map(|s| s.0).collect();
         return Ok(Bpe::from_vocab_merges_files(
             path.join("vocab.json"),
             path.join("merges.txt"),
             &names,
-            pattern,
+            flavour.pattern(),
         )?);
     }
     if name.ends_with(".tiktoken") || name.ends_with(".tiktoken.gz") {
@@ -274,15 +247,7 @@ pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
             .with_context(|| format!("{}: not gzip", path.display()))?;
             data = out;
         }
-        let ranks = data
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .count() as u32;
-        let specials: Vec<(&str, u32)> = specials
-            .iter()
-            .map(|(s, id)| (*s, id.unwrap_or(ranks)))
-            .collect();
-        return Ok(Bpe::from_tiktoken(&data, &name, &specials, pattern)?);
+        return Ok(Bpe::from_tiktoken_flavour(&data, &name, flavour)?);
     }
     Ok(Bpe::from_tokenizer_json_file(path)?)
 }

@@ -2,7 +2,7 @@
 //! tiktoken's (the committed fixture `test_data/tiktoken_reference.json.gz`, written by
 //! `benches/peers/tiktoken_reference.py`).
 
-use lmforge_bpe::{Allowed, Bpe, pretokenize};
+use lmforge_bpe::{Allowed, Bpe, Flavour};
 use serde_json::Value;
 
 use crate::{fixture, read_maybe_gz};
@@ -14,32 +14,15 @@ fn reference() -> Value {
 }
 
 pub fn load(name: &str) -> Option<Bpe> {
-    let (file, pattern, specials): (&str, &str, &[(&str, u32)]) = match name {
-        "gpt2" => (
-            "gpt2.tiktoken",
-            pretokenize::GPT2,
-            &[("<|endoftext|>", 50256)],
-        ),
-        "cl100k_base" => (
-            "cl100k_base.tiktoken.gz",
-            pretokenize::CL100K,
-            &[
-                ("<|endoftext|>", 100257),
-                ("<|fim_prefix|>", 100258),
-                ("<|fim_middle|>", 100259),
-                ("<|fim_suffix|>", 100260),
-                ("<|endofprompt|>", 100276),
-            ],
-        ),
-        "o200k_base" => (
-            "o200k_base.tiktoken.gz",
-            pretokenize::O200K,
-            &[("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)],
-        ),
+    let file = match name {
+        "gpt2" => "gpt2.tiktoken",
+        "cl100k_base" => "cl100k_base.tiktoken.gz",
+        "o200k_base" => "o200k_base.tiktoken.gz",
         _ => unreachable!(),
     };
     let path = fixture(file)?;
-    Some(Bpe::from_tiktoken(&read_maybe_gz(&path), file, specials, pattern).unwrap())
+    let flavour: Flavour = name.parse().unwrap();
+    Some(Bpe::from_tiktoken_flavour(&read_maybe_gz(&path), file, flavour).unwrap())
 }
 
 fn check(name: &str) {

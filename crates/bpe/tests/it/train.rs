@@ -43,3 +43,24 @@ fn min_frequency_stops_training_early() {
     assert!(report.stopped_early.unwrap().contains("fewer than 50"));
     assert_eq!(bpe.vocab_size(), report.vocab_size);
 }
+
+#[test]
+fn the_same_corpus_gives_the_same_merges_on_any_number_of_threads() {
+    let texts = crate::corpus_texts(100_000);
+    let train = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                let mut trainer = BpeTrainer::builder().vocab_size(1500).build().unwrap();
+                for batch in texts.chunks(7) {
+                    trainer.feed(batch);
+                }
+                trainer.train().unwrap().0.to_tokenizer_json()
+            })
+    };
+    let one = train(1);
+    assert_eq!(one, train(3));
+    assert_eq!(one, train(8));
+}
