@@ -18,7 +18,6 @@ Prints a JSON summary; the numbers go to docs/benchmarks.md.
 """
 
 import argparse
-import base64
 import gzip
 import json
 import os
@@ -27,9 +26,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.environ.get("LMFORGE_FIXTURES", os.path.join(ROOT, "target", "fixtures"))
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+from vocabularies import FIXTURES, GPT2_PATTERN, ROOT, encoding
+
 VOCAB = 32000
 
 
@@ -153,16 +151,18 @@ def main():
         subprocess.run([args.lmforge, "bpe", "convert", "--tokenizer",
                         os.path.join(FIXTURES, "gpt2.tiktoken"), "--output", gpt2_json],
                        check=True, stdout=subprocess.DEVNULL)
-        with open(os.path.join(FIXTURES, "gpt2.tiktoken"), "rb") as f:
-            ranks = {base64.b64decode(a): int(b) for a, b in (l.split() for l in f if l.strip())}
-        enc = tiktoken.Encoding("gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                                special_tokens={"<|endoftext|>": 50256})
+        enc = encoding("gpt2")
         seconds, tk_ids = best_of(args.runs, lambda: [enc.encode_ordinary(t) for t in texts])
         out["encode_tiktoken_loop_mb_s"] = round(mb / seconds, 2)
         seconds, _ = best_of(args.runs, lambda: enc.encode_ordinary_batch(texts, num_threads=1))
         out["encode_tiktoken_batch1_mb_s"] = round(mb / seconds, 2)
         seconds, _ = best_of(args.runs, lambda: enc.encode_ordinary_batch(texts, num_threads=os.cpu_count()))
         out["encode_tiktoken_batch_all_cores_mb_s"] = round(mb / seconds, 2)
+        for name in ("cl100k_base", "o200k_base"):
+            other = encoding(name)
+            seconds, _ = best_of(args.runs, lambda: [other.encode_ordinary(t) for t in texts])
+            out[f"encode_tiktoken_{name}_loop_mb_s"] = round(mb / seconds, 2)
+
         # HF's thread pool is sized once per process: one thread needs a fresh process.
         ids_file = os.path.join(work, "hf_ids.json")
         env = dict(os.environ, RAYON_NUM_THREADS="1", RAYON_RS_NUM_CPUS="1")

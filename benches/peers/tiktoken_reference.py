@@ -11,7 +11,6 @@ combining marks, special-token text), seeded slices of the embedded corpus (en/f
 seeded random strings drawn from many scripts. Same inputs, same file.
 """
 
-import base64
 import gzip
 import json
 import os
@@ -20,49 +19,9 @@ import sys
 
 import tiktoken
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.environ.get("LMFORGE_FIXTURES", os.path.join(ROOT, "target", "fixtures"))
+from vocabularies import ROOT, SPECS, encoding
+
 OUT = os.path.join(ROOT, "crates", "bpe", "test_data", "tiktoken_reference.json.gz")
-
-GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-# tiktoken_ext/openai_public.py (tiktoken 0.14); its constructors would download the ranks.
-CL100K_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-O200K_PATTERN = "|".join([
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""\p{N}{1,3}""",
-    r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-    r"""\s*[\r\n]+""",
-    r"""\s+(?!\S)""",
-    r"""\s+""",
-])
-FIM = {"<|fim_prefix|>": 100258, "<|fim_middle|>": 100259, "<|fim_suffix|>": 100260}
-
-
-def ranks(name):
-    path = os.path.join(FIXTURES, name)
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        return {
-            base64.b64decode(tok): int(rank)
-            for tok, rank in (line.split() for line in f.read().splitlines() if line)
-        }
-
-
-def encodings():
-    return {
-        "gpt2": tiktoken.Encoding(
-            "gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks("gpt2.tiktoken"),
-            special_tokens={"<|endoftext|>": 50256}),
-        "cl100k_base": tiktoken.Encoding(
-            "cl100k_base", pat_str=CL100K_PATTERN,
-            mergeable_ranks=ranks("cl100k_base.tiktoken.gz"),
-            special_tokens={"<|endoftext|>": 100257, **FIM, "<|endofprompt|>": 100276}),
-        "o200k_base": tiktoken.Encoding(
-            "o200k_base", pat_str=O200K_PATTERN,
-            mergeable_ranks=ranks("o200k_base.tiktoken.gz"),
-            special_tokens={"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
-    }
 
 
 HAND_WRITTEN = [
@@ -141,7 +100,8 @@ def main():
     rng = random.Random(20261123)
     texts = HAND_WRITTEN + corpus_slices(rng) + random_strings(rng)
     result = {"tiktoken": tiktoken.__version__, "texts": texts}
-    for name, enc in encodings().items():
+    for name in SPECS:
+        enc = encoding(name)
         result[name] = [enc.encode_ordinary(t) for t in texts]
         # tiktoken's allowed-special path, on the texts that contain a special token.
         result[name + "/allowed_all"] = [

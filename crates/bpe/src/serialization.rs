@@ -101,20 +101,21 @@ fn get<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 
-/// Reads the `"vocab": {token: id}` map into `tokens[id]`, checking ids are 0..n.
-fn vocab_from_json(
-    vocab: &Map<String, Value>,
-    file: &str,
-    field: &str,
-) -> Result<Vec<Option<Vec<u8>>>> {
+/// A `"vocab": {token: id}` map: `tokens[id]` (bytes), and the id of each token string, for
+/// resolving merges.
+type Vocab = (Vec<Vec<u8>>, rustc_hash::FxHashMap<String, u32>);
+
+/// Reads a vocab map, checking that its ids are exactly 0..n.
+fn vocab_from_json(vocab: &Map<String, Value>, file: &str, field: &str) -> Result<Vocab> {
     let map = char_to_byte();
-    let mut tokens: Vec<Option<Vec<u8>>> = vec![None; vocab.len()];
+    let mut slots: Vec<Option<Vec<u8>>> = vec![None; vocab.len()];
+    let mut ids = rustc_hash::FxHashMap::default();
     for (token, id) in vocab {
         let at = format!("{field}[{token:?}]");
         let id = id
             .as_u64()
             .ok_or_else(|| format_err(file, &at, "id is not a non-negative integer"))?;
-        let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+        let slot = slots.get_mut(id as usize).ok_or_else(|| {
             format_err(
                 file,
                 &at,
@@ -125,8 +126,10 @@ fn vocab_from_json(
             return Err(format_err(file, &at, format!("id {id} used twice")));
         }
         *slot = Some(from_byte_level(token, &map, file, &at)?);
+        ids.insert(token.clone(), id as u32);
     }
-    Ok(tokens)
+    // n distinct ids below n: every slot is filled.
+    Ok((slots.into_iter().flatten().collect(), ids))
 }
 
 fn parse_merge(
@@ -230,19 +233,7 @@ impl Bpe {
         let vocab = get(model, "vocab")
             .and_then(Value::as_object)
             .ok_or_else(|| format_err(file, "model.vocab", "missing or not an object"))?;
-        let slots = vocab_from_json(vocab, file, "model.vocab")?;
-        let mut tokens = Vec::with_capacity(slots.len());
-        for (id, slot) in slots.into_iter().enumerate() {
-            tokens.push(
-                slot.ok_or_else(|| {
-                    format_err(file, "model.vocab", format!("no token has id {id}"))
-                })?,
-            );
-        }
-        let ids: rustc_hash::FxHashMap<String, u32> = vocab
-            .iter()
-            .filter_map(|(t, id)| Some((t.clone(), u32::try_from(id.as_u64()?).ok()?)))
-            .collect();
+        let (tokens, ids) = vocab_from_json(vocab, file, "model.vocab")?;
         let merges = get(model, "merges")
             .and_then(Value::as_array)
             .ok_or_else(|| format_err(file, "model.merges", "missing or not an array"))?
@@ -390,19 +381,7 @@ impl Bpe {
         let map = root
             .as_object()
             .ok_or_else(|| format_err(vocab_name, "", "not a JSON object"))?;
-        let slots = vocab_from_json(map, vocab_name, "vocab")?;
-        let mut tokens = Vec::with_capacity(slots.len());
-        for (id, slot) in slots.into_iter().enumerate() {
-            tokens.push(
-                slot.ok_or_else(|| {
-                    format_err(vocab_name, "vocab", format!("no token has id {id}"))
-                })?,
-            );
-        }
-        let ids: rustc_hash::FxHashMap<String, u32> = map
-            .iter()
-            .filter_map(|(t, id)| Some((t.clone(), u32::try_from(id.as_u64()?).ok()?)))
-            .collect();
+        let (tokens, ids) = vocab_from_json(map, vocab_name, "vocab")?;
         let text = std::str::from_utf8(merges)
             .map_err(|e| format_err(merges_name, "", format!("not UTF-8: {e}")))?;
         let mut pairs = Vec::new();
