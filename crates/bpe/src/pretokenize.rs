@@ -7,7 +7,9 @@
 //! character"), then `\s+`. The result is identical: a whitespace run followed by a
 //! non-space splits off its last character, which joins the next piece.
 
+mod cl100k;
 mod gpt2;
+mod unicode;
 
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input, MatchKind};
@@ -36,10 +38,7 @@ pub const O200K: &str = concat!(
 const EQUIVALENT: &[(&str, &str)] = &[
     // Possessive quantifiers change nothing in these patterns: what follows them can never
     // match what they would give back, so greedy ones give the same pieces.
-    (
-        CL100K,
-        r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s",
-    ),
+    (CL100K, CL100K_RUNNABLE),
     // cl100k before tiktoken 0.7.
     (
         r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",
@@ -51,6 +50,10 @@ const EQUIVALENT: &[(&str, &str)] = &[
         r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+$|\s+(?!\S)|\s",
     ),
 ];
+
+/// cl100k without possessive quantifiers, which change nothing in it: what follows them can
+/// never match what they would give back.
+const CL100K_RUNNABLE: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s";
 
 /// `\s+(?!\S)` then `\s+` or `\s`: the same pieces either way, since a lone whitespace
 /// character is all the last alternative ever sees.
@@ -66,8 +69,9 @@ pub struct Pretokenizer {
     regex: Regex,
     /// Per pattern of the meta regex: whether its last character is a look-ahead to drop.
     lookahead: Vec<bool>,
-    /// GPT-2's pattern, run by the hand-written scanner instead of the regex.
-    gpt2: bool,
+    /// A hand-written scanner giving the same pieces as the regex, faster: `piece_end(text,
+    /// at)` is the end of the piece starting at `at`.
+    scanner: Option<fn(&str, usize) -> usize>,
 }
 
 /// GPT-2's pattern as tiktoken 0.14 spells it (r50k/p50k): the same pieces.
@@ -104,7 +108,13 @@ impl Pretokenizer {
             portable: runnable.to_string(),
             regex,
             lookahead,
-            gpt2: pattern == GPT2 || pattern == R50K,
+            scanner: if pattern == GPT2 || pattern == R50K {
+                Some(gpt2::piece_end)
+            } else if pattern == CL100K || runnable == CL100K_RUNNABLE {
+                Some(cl100k::piece_end)
+            } else {
+                None
+            },
         })
     }
 
@@ -112,7 +122,7 @@ impl Pretokenizer {
     /// the reference the scanner is tested against.
     #[cfg(test)]
     pub(crate) fn regex_only(mut self) -> Self {
-        self.gpt2 = false;
+        self.scanner = None;
         self
     }
 
@@ -132,7 +142,7 @@ impl Pretokenizer {
     /// byte is ever dropped.
     pub fn split<'a>(&'a self, text: &'a str) -> Pieces<'a> {
         Pieces {
-            fast: self.gpt2,
+            scanner: self.scanner,
             pre: self,
             text,
             pos: 0,
@@ -145,7 +155,7 @@ impl Pretokenizer {
 #[derive(Debug)]
 pub struct Pieces<'a> {
     pre: &'a Pretokenizer,
-    fast: bool,
+    scanner: Option<fn(&str, usize) -> usize>,
     text: &'a str,
     pos: usize,
     /// A match found after an unmatched gap, returned after the gap.
@@ -163,9 +173,9 @@ impl Iterator for Pieces<'_> {
         if self.pos >= self.text.len() {
             return None;
         }
-        if self.fast {
+        if let Some(piece_end) = self.scanner {
             let start = self.pos;
-            self.pos = gpt2::piece_end(self.text, start);
+            self.pos = piece_end(self.text, start);
             return Some((start, self.pos));
         }
         let mut from = self.pos;

@@ -222,6 +222,7 @@ fn gpt2_like_text() -> impl Strategy<Value = String> {
     let atoms = prop::sample::select(vec![
         " ", "  ", "\n", "\t", "\r\n", "\u{a0}", "\u{3000}", "a", "Z", "é", "ß", "日", "'", "'s",
         "'ll", "'S", "1", "٣", "²", "½", ".", "!", "?", "-", "👍", "\u{301}", "x", "\u{2028}",
+        "\r", "'LL", "'ſ", "'Ve", "'rE", "'d", "'M", "'t", "/", "\u{212a}", "12345",
     ]);
     prop::collection::vec(atoms, 0..40).prop_map(|v| v.concat())
 }
@@ -236,6 +237,18 @@ proptest! {
     #[test]
     fn gpt2_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
         let pre = Pretokenizer::new(GPT2).unwrap();
+        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+    }
+
+    #[test]
+    fn cl100k_scanner_equals_the_regex(text in gpt2_like_text()) {
+        let pre = Pretokenizer::new(CL100K).unwrap();
+        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+    }
+
+    #[test]
+    fn cl100k_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
+        let pre = Pretokenizer::new(CL100K).unwrap();
         prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
     }
 

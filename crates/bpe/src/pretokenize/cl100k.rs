@@ -1,0 +1,115 @@
+//! A hand-written scanner for cl100k_base's pattern, as `gpt2.rs` is for GPT-2's (checked
+//! against the regex on arbitrary strings in `tests.rs`). In its runnable spelling:
+//!
+//! `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s`
+
+use super::unicode::{CLASSES, Kind, char_at};
+
+/// Unicode simple case folding, for the letters the contractions use: only `ſ` (long s)
+/// folds onto one of them besides the ASCII capitals.
+fn fold(c: char) -> char {
+    if c == 'ſ' {
+        's'
+    } else {
+        c.to_ascii_lowercase()
+    }
+}
+
+/// Length of the contraction suffix (`s`, `ll`, …) at the start of `rest`, if any.
+fn contraction(rest: &str) -> Option<usize> {
+    let mut chars = rest.chars();
+    let a = chars.next()?;
+    match fold(a) {
+        's' | 'd' | 'm' | 't' => Some(a.len_utf8()),
+        first @ ('l' | 'v' | 'r') => {
+            let b = chars.next()?;
+            let want = if first == 'l' { 'l' } else { 'e' };
+            (fold(b) == want).then(|| a.len_utf8() + b.len_utf8())
+        }
+        _ => None,
+    }
+}
+
+fn run(text: &str, from: usize, kind: Kind, max: usize) -> usize {
+    let mut end = from;
+    for ch in text[from..].chars().take(max) {
+        if CLASSES.of(ch) != kind {
+            break;
+        }
+        end += ch.len_utf8();
+    }
+    crate::ops::add(end - from);
+    end
+}
+
+/// End of the piece that starts at `at` (< `text.len()`).
+pub(super) fn piece_end(text: &str, at: usize) -> usize {
+    let classes = &*CLASSES;
+    let Some(c) = char_at(text, at) else {
+        return text.len();
+    };
+    let after = at + c.len_utf8();
+    if c == '\''
+        && let Some(n) = contraction(&text[after..])
+    {
+        return after + n;
+    }
+    let kind = classes.of(c);
+    let next = char_at(text, after);
+    let next_kind = next.map(|n| classes.of(n));
+    let next_end = after + next.map_or(0, char::len_utf8);
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if kind == Kind::Letter {
+        return run(text, after, Kind::Letter, usize::MAX);
+    }
+    if kind != Kind::Number && c != '\r' && c != '\n' && next_kind == Some(Kind::Letter) {
+        return run(text, next_end, Kind::Letter, usize::MAX);
+    }
+    // \p{N}{1,3}
+    if kind == Kind::Number {
+        return run(text, after, Kind::Number, 2);
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    let other_from = if kind == Kind::Other {
+        Some(after)
+    } else if c == ' ' && next_kind == Some(Kind::Other) {
+        Some(next_end)
+    } else {
+        None
+    };
+    if let Some(from) = other_from {
+        let end = run(text, from, Kind::Other, usize::MAX);
+        let newlines = text[end..]
+            .bytes()
+            .take_while(|&b| b == b'\r' || b == b'\n')
+            .count();
+        return end + newlines;
+    }
+    // A whitespace run: `\s+$`, then `\s*[\r\n]` (up to its last newline), then `\s+(?!\S)`
+    // (all but its last character), then `\s` (one character).
+    let mut end = at;
+    let mut last = 0;
+    let mut count = 0;
+    let mut after_newline = None;
+    for ch in text[at..].chars() {
+        if classes.of(ch) != Kind::Space {
+            break;
+        }
+        last = ch.len_utf8();
+        end += last;
+        count += 1;
+        if ch == '\r' || ch == '\n' {
+            after_newline = Some(end);
+        }
+    }
+    crate::ops::add(count);
+    if end == text.len() {
+        end
+    } else if let Some(newline) = after_newline {
+        newline
+    } else if count >= 2 {
+        end - last
+    } else {
+        end
+    }
+}
