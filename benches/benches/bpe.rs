@@ -27,6 +27,18 @@ pub fn encode(c: &mut Criterion) {
     group.bench_function("gpt2/batch", |b| {
         b.iter(|| bpe.encode_batch_ordinary(&sample))
     });
+    // cl100k has a hand-written pre-tokenizer like GPT-2's; o200k runs on the regex.
+    for name in ["cl100k_base", "o200k_base"] {
+        let other = lmforge_benches::openai(name);
+        group.bench_function(format!("{name}/one-thread"), |b| {
+            b.iter(|| {
+                sample
+                    .iter()
+                    .map(|t| other.encode_ordinary(t).len())
+                    .sum::<usize>()
+            })
+        });
+    }
     for (name, text) in [
         ("a-x1M", "a".repeat(1_000_000)),
         ("random-letters-1MB", random_letters(1_000_000)),
