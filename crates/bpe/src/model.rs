@@ -331,20 +331,27 @@ impl Bpe {
         }
     }
 
-    /// Calls `each(piece_start, ids)` for the pieces of ordinary text (no special tokens).
+    /// Whether Hugging Face's `add_prefix_space` puts a space before `text` (per segment
+    /// between special tokens, as Hugging Face does).
+    fn prefixes(&self, text: &str) -> bool {
+        self.add_prefix_space && !text.is_empty() && !text.starts_with(' ')
+    }
+
+    /// Calls `each(piece_start, ids)` for the pieces of ordinary text (no special tokens);
+    /// `piece_start` counts the prefix space, when [`Bpe::prefixes`] adds one.
     fn for_each_piece(&self, text: &str, mut each: impl FnMut(usize, &[u32]) -> bool) {
         let mut buf = Vec::with_capacity(16);
         let prefixed;
-        let (text, shift) = if self.add_prefix_space && !text.is_empty() && !text.starts_with(' ') {
+        let text = if self.prefixes(text) {
             prefixed = format!(" {text}");
-            (prefixed.as_str(), 1)
+            prefixed.as_str()
         } else {
-            (text, 0)
+            text
         };
         for (start, end) in self.pretokenizer.split(text) {
             buf.clear();
             self.encode_piece(&text.as_bytes()[start..end], &mut buf);
-            if !each(start.saturating_sub(shift), &buf) {
+            if !each(start, &buf) {
                 return;
             }
         }
@@ -400,14 +407,16 @@ impl Bpe {
             }
             Segment::Text(seg_start, seg_end) => {
                 let seg = &text[seg_start..seg_end];
+                // Offsets are computed in the prefixed text, then mapped back: the prefix
+                // space is not in the input, so its token starts at the segment's start.
+                let shift = usize::from(self.prefixes(seg));
+                let back = |x: usize| seg_start + x.saturating_sub(shift);
                 self.for_each_piece(seg, |piece_start, piece| {
-                    let mut at = seg_start + piece_start;
+                    let mut at = piece_start;
                     for &id in piece {
-                        let len = self.tokens[id as usize].len();
-                        // The prefix space (when configured) is not in the input.
-                        let end = (at + len).min(seg_end);
+                        let end = at + self.tokens[id as usize].len();
                         enc.ids.push(id);
-                        enc.offsets.push((at, end));
+                        enc.offsets.push((back(at), back(end)));
                         at = end;
                     }
                     true

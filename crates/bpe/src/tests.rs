@@ -300,3 +300,24 @@ fn adversarial_inputs_encode_in_near_linear_steps() {
         );
     }
 }
+
+#[test]
+fn add_prefix_space_from_tokenizer_json() {
+    let bpe = small();
+    let json = bpe
+        .to_tokenizer_json()
+        .replace("\"add_prefix_space\": false", "\"add_prefix_space\": true");
+    let prefixed = Bpe::from_tokenizer_json(json.as_bytes(), "prefix.json").unwrap();
+    let text = "the cat<|endoftext|>sat";
+    let ids = prefixed.encode(text, Allowed::All).unwrap();
+    let mut want = bpe.encode_ordinary(" the cat");
+    want.push(bpe.special_id("<|endoftext|>").unwrap());
+    want.extend(bpe.encode_ordinary(" sat"));
+    assert_eq!(ids, want);
+    let enc = prefixed.encode_with_offsets(text, Allowed::All).unwrap();
+    assert_eq!(enc.offsets.first().unwrap().0, 0);
+    assert_eq!(enc.offsets.last().unwrap().1, text.len());
+    for w in enc.offsets.windows(2) {
+        assert_eq!(w[0].1, w[1].0);
+    }
+}

@@ -90,3 +90,22 @@ fn we_read_what_hf_tokenizers_writes() {
         );
     }
 }
+
+#[test]
+fn add_prefix_space_encodes_identically_in_hf_tokenizers() {
+    let mut trainer = BpeTrainer::builder().vocab_size(1000).build().unwrap();
+    trainer.feed(&crate::corpus_texts(50_000));
+    let (bpe, _) = trainer.train().unwrap();
+    let json = bpe
+        .to_tokenizer_json()
+        .replace("\"add_prefix_space\": false", "\"add_prefix_space\": true");
+    let ours = Bpe::from_tokenizer_json(json.as_bytes(), "prefix.json").unwrap();
+    let hf = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
+    for text in texts() {
+        assert_eq!(
+            ours.encode(&text, Allowed::All).unwrap(),
+            hf_ids(&hf, &text),
+            "{text:?}"
+        );
+    }
+}
