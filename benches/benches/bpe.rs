@@ -27,7 +27,7 @@ pub fn encode(c: &mut Criterion) {
     group.bench_function("gpt2/batch", |b| {
         b.iter(|| bpe.encode_batch_ordinary(&sample))
     });
-    // cl100k has a hand-written pre-tokenizer like GPT-2's; o200k runs on the regex.
+    // The newer vocabularies: larger, with their own hand-written pre-tokenizers.
     for name in ["cl100k_base", "o200k_base"] {
         let other = lmforge_benches::openai(name);
         group.bench_function(format!("{name}/one-thread"), |b| {

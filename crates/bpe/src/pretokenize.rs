@@ -9,6 +9,7 @@
 
 mod cl100k;
 mod gpt2;
+mod o200k;
 mod unicode;
 
 use regex_automata::meta::Regex;
@@ -112,6 +113,8 @@ impl Pretokenizer {
                 Some(gpt2::piece_end)
             } else if pattern == CL100K || runnable == CL100K_RUNNABLE {
                 Some(cl100k::piece_end)
+            } else if pattern == O200K {
+                Some(o200k::piece_end)
             } else {
                 None
             },

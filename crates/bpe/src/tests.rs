@@ -218,18 +218,19 @@ fn count_till_limit_stops_early() {
     assert_eq!(bpe.count_till_limit(text, n - 1), None);
 }
 
-fn gpt2_like_text() -> impl Strategy<Value = String> {
+fn pattern_text() -> impl Strategy<Value = String> {
     let atoms = prop::sample::select(vec![
         " ", "  ", "\n", "\t", "\r\n", "\u{a0}", "\u{3000}", "a", "Z", "é", "ß", "日", "'", "'s",
         "'ll", "'S", "1", "٣", "²", "½", ".", "!", "?", "-", "👍", "\u{301}", "x", "\u{2028}",
-        "\r", "'LL", "'ſ", "'Ve", "'rE", "'d", "'M", "'t", "/", "\u{212a}", "12345",
+        "\r", "'LL", "'ſ", "'Ve", "'rE", "'d", "'M", "'t", "/", "\u{212a}", "12345", "A", "HTTP",
+        "ǅ", "ʰ", "日本", "\u{300}", "\u{903}", "Σ", "ς", "\n/", "Ab", "aB",
     ]);
     prop::collection::vec(atoms, 0..40).prop_map(|v| v.concat())
 }
 
 proptest! {
     #[test]
-    fn gpt2_scanner_equals_the_regex(text in gpt2_like_text()) {
+    fn gpt2_scanner_equals_the_regex(text in pattern_text()) {
         let pre = Pretokenizer::new(GPT2).unwrap();
         prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
     }
@@ -241,7 +242,7 @@ proptest! {
     }
 
     #[test]
-    fn cl100k_scanner_equals_the_regex(text in gpt2_like_text()) {
+    fn cl100k_scanner_equals_the_regex(text in pattern_text()) {
         let pre = Pretokenizer::new(CL100K).unwrap();
         prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
     }
@@ -249,6 +250,18 @@ proptest! {
     #[test]
     fn cl100k_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
         let pre = Pretokenizer::new(CL100K).unwrap();
+        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+    }
+
+    #[test]
+    fn o200k_scanner_equals_the_regex(text in pattern_text()) {
+        let pre = Pretokenizer::new(O200K).unwrap();
+        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+    }
+
+    #[test]
+    fn o200k_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
+        let pre = Pretokenizer::new(O200K).unwrap();
         prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
     }
 
@@ -319,5 +332,38 @@ fn add_prefix_space_from_tokenizer_json() {
     assert_eq!(enc.offsets.last().unwrap().1, text.len());
     for w in enc.offsets.windows(2) {
         assert_eq!(w[0].1, w[1].0);
+    }
+}
+
+#[test]
+fn scanners_take_linear_steps_on_adversarial_text() {
+    for pattern in [GPT2, CL100K, O200K] {
+        let pre = Pretokenizer::new(pattern).unwrap();
+        for unit in [
+            "A",
+            "日A",
+            "Aa",
+            " ",
+            " \n",
+            "'s",
+            "1",
+            "!",
+            "\u{301}",
+            "a\u{301}B",
+        ] {
+            let steps = |n: usize| {
+                let text = unit.repeat(n);
+                crate::ops::take();
+                let covered: usize = pre.split(&text).map(|(s, e)| e - s).sum();
+                assert_eq!(covered, text.len());
+                crate::ops::take() as f64 / text.len() as f64
+            };
+            let (small, large) = (steps(20_000), steps(160_000));
+            assert!(large < 8.0, "{pattern} on {unit:?}: {large} steps per byte");
+            assert!(
+                large < small * 1.5 + 0.1,
+                "{pattern} on {unit:?}: {small} -> {large}"
+            );
+        }
     }
 }

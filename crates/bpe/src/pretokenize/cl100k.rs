@@ -3,44 +3,7 @@
 //!
 //! `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s`
 
-use super::unicode::{CLASSES, Kind, char_at};
-
-/// Unicode simple case folding, for the letters the contractions use: only `ſ` (long s)
-/// folds onto one of them besides the ASCII capitals.
-fn fold(c: char) -> char {
-    if c == 'ſ' {
-        's'
-    } else {
-        c.to_ascii_lowercase()
-    }
-}
-
-/// Length of the contraction suffix (`s`, `ll`, …) at the start of `rest`, if any.
-fn contraction(rest: &str) -> Option<usize> {
-    let mut chars = rest.chars();
-    let a = chars.next()?;
-    match fold(a) {
-        's' | 'd' | 'm' | 't' => Some(a.len_utf8()),
-        first @ ('l' | 'v' | 'r') => {
-            let b = chars.next()?;
-            let want = if first == 'l' { 'l' } else { 'e' };
-            (fold(b) == want).then(|| a.len_utf8() + b.len_utf8())
-        }
-        _ => None,
-    }
-}
-
-fn run(text: &str, from: usize, kind: Kind, max: usize) -> usize {
-    let mut end = from;
-    for ch in text[from..].chars().take(max) {
-        if CLASSES.of(ch) != kind {
-            break;
-        }
-        end += ch.len_utf8();
-    }
-    crate::ops::add(end - from);
-    end
-}
+use super::unicode::{CLASSES, Kind, char_at, contraction, run};
 
 /// End of the piece that starts at `at` (< `text.len()`).
 pub(super) fn piece_end(text: &str, at: usize) -> usize {
