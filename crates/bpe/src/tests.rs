@@ -230,39 +230,19 @@ fn pattern_text() -> impl Strategy<Value = String> {
 
 proptest! {
     #[test]
-    fn gpt2_scanner_equals_the_regex(text in pattern_text()) {
-        let pre = Pretokenizer::new(GPT2).unwrap();
-        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+    fn scanners_equal_the_regex(text in pattern_text()) {
+        for pattern in [GPT2, CL100K, O200K] {
+            let pre = Pretokenizer::new(pattern).unwrap();
+            prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+        }
     }
 
     #[test]
-    fn gpt2_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
-        let pre = Pretokenizer::new(GPT2).unwrap();
-        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
-    }
-
-    #[test]
-    fn cl100k_scanner_equals_the_regex(text in pattern_text()) {
-        let pre = Pretokenizer::new(CL100K).unwrap();
-        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
-    }
-
-    #[test]
-    fn cl100k_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
-        let pre = Pretokenizer::new(CL100K).unwrap();
-        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
-    }
-
-    #[test]
-    fn o200k_scanner_equals_the_regex(text in pattern_text()) {
-        let pre = Pretokenizer::new(O200K).unwrap();
-        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
-    }
-
-    #[test]
-    fn o200k_scanner_equals_the_regex_on_any_string(text in any::<String>()) {
-        let pre = Pretokenizer::new(O200K).unwrap();
-        prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+    fn scanners_equal_the_regex_on_any_string(text in any::<String>()) {
+        for pattern in [GPT2, CL100K, O200K] {
+            let pre = Pretokenizer::new(pattern).unwrap();
+            prop_assert_eq!(pieces(&pre, &text), pieces(&pre.clone().regex_only(), &text));
+        }
     }
 
     #[test]

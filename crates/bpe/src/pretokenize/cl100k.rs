@@ -3,7 +3,7 @@
 //!
 //! `'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s`
 
-use super::unicode::{CLASSES, Kind, char_at, contraction, run};
+use super::unicode::{CLASSES, Kind, char_at, contraction, run, space_run};
 
 /// End of the piece that starts at `at` (< `text.len()`).
 pub(super) fn piece_end(text: &str, at: usize) -> usize {
@@ -50,29 +50,14 @@ pub(super) fn piece_end(text: &str, at: usize) -> usize {
     }
     // A whitespace run: `\s+$`, then `\s*[\r\n]` (up to its last newline), then `\s+(?!\S)`
     // (all but its last character), then `\s` (one character).
-    let mut end = at;
-    let mut last = 0;
-    let mut count = 0;
-    let mut after_newline = None;
-    for ch in text[at..].chars() {
-        if classes.of(ch) != Kind::Space {
-            break;
-        }
-        last = ch.len_utf8();
-        end += last;
-        count += 1;
-        if ch == '\r' || ch == '\n' {
-            after_newline = Some(end);
-        }
-    }
-    crate::ops::add(count);
-    if end == text.len() {
-        end
-    } else if let Some(newline) = after_newline {
+    let run = space_run(text, at);
+    if run.end == text.len() {
+        run.end
+    } else if let Some(newline) = run.after_newline {
         newline
-    } else if count >= 2 {
-        end - last
+    } else if run.count >= 2 {
+        run.but_last
     } else {
-        end
+        run.end
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
 
-use super::unicode::{CLASSES, Kind, char_at};
+use super::unicode::{CLASSES, Kind, char_at, run, space_run};
 
 /// End of the piece that starts at `at` (< `text.len()`).
 pub(super) fn piece_end(text: &str, at: usize) -> usize {
@@ -33,33 +33,14 @@ pub(super) fn piece_end(text: &str, at: usize) -> usize {
         }
     }
     if kind != Kind::Space {
-        let mut end = from;
-        for ch in text[from..].chars() {
-            if classes.of(ch) != kind {
-                break;
-            }
-            end += ch.len_utf8();
-        }
-        crate::ops::add(end - at);
-        return end;
+        return run(text, from, kind, usize::MAX);
     }
     // A whitespace run: whole at the end of the text; followed by a non-space, it leaves its
     // last character to start the next piece (the `(?!\S)` look-ahead), unless it is just one.
-    let mut end = at;
-    let mut last = 0;
-    let mut count = 0;
-    for ch in text[at..].chars() {
-        if classes.of(ch) != Kind::Space {
-            break;
-        }
-        last = ch.len_utf8();
-        end += last;
-        count += 1;
-    }
-    crate::ops::add(count);
-    if end == text.len() || count == 1 {
-        end
+    let run = space_run(text, at);
+    if run.end == text.len() || run.count == 1 {
+        run.end
     } else {
-        end - last
+        run.but_last
     }
 }

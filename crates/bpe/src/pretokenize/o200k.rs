@@ -11,7 +11,7 @@
 //! letters and marks are both), so the scanner follows a backtracking engine's order: the
 //! optional prefix taken before not, the upper run longest first.
 
-use super::unicode::{CASES, CLASSES, Kind, LOWER, UPPER, char_at, contraction, run};
+use super::unicode::{CASES, CLASSES, Kind, LOWER, UPPER, char_at, contraction, run, space_run};
 
 /// End of the run of characters having case bit `bit`, from `from`.
 fn case_run(text: &str, from: usize, bit: u8) -> usize {
@@ -98,27 +98,12 @@ pub(super) fn piece_end(text: &str, at: usize) -> usize {
     }
     // A whitespace run: `\s*[\r\n]+` (up to its last newline), then `\s+(?!\S)` (all of it at
     // the end of the text, else all but its last character), then `\s+` (one character).
-    let mut end = at;
-    let mut last = 0;
-    let mut count = 0;
-    let mut after_newline = None;
-    for ch in text[at..].chars() {
-        if classes.of(ch) != Kind::Space {
-            break;
-        }
-        last = ch.len_utf8();
-        end += last;
-        count += 1;
-        if ch == '\r' || ch == '\n' {
-            after_newline = Some(end);
-        }
-    }
-    crate::ops::add(count);
-    if let Some(newline) = after_newline {
+    let run = space_run(text, at);
+    if let Some(newline) = run.after_newline {
         newline
-    } else if end == text.len() || count == 1 {
-        end
+    } else if run.end == text.len() || run.count == 1 {
+        run.end
     } else {
-        end - last
+        run.but_last
     }
 }

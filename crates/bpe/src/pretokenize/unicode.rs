@@ -144,6 +144,41 @@ pub(super) fn run(text: &str, from: usize, kind: Kind, max: usize) -> usize {
     end
 }
 
+/// A run of whitespace, as the patterns' whitespace alternatives see it.
+pub(super) struct SpaceRun {
+    /// Where the run ends.
+    pub end: usize,
+    /// Where it would end without its last character (`\s+(?!\S)` before a non-space).
+    pub but_last: usize,
+    /// Characters in it.
+    pub count: usize,
+    /// Just after its last `\r` or `\n`, if it has one (`\s*[\r\n]`).
+    pub after_newline: Option<usize>,
+}
+
+/// The whitespace run starting at `at`.
+pub(super) fn space_run(text: &str, at: usize) -> SpaceRun {
+    let mut run = SpaceRun {
+        end: at,
+        but_last: at,
+        count: 0,
+        after_newline: None,
+    };
+    for ch in text[at..].chars() {
+        if CLASSES.of(ch) != Kind::Space {
+            break;
+        }
+        run.but_last = run.end;
+        run.end += ch.len_utf8();
+        run.count += 1;
+        if ch == '\r' || ch == '\n' {
+            run.after_newline = Some(run.end);
+        }
+    }
+    crate::ops::add(run.count);
+    run
+}
+
 #[inline]
 pub(super) fn char_at(text: &str, at: usize) -> Option<char> {
     text[at..].chars().next()
