@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 /// What reading saw.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct ReadStats {
     pub files: usize,
     pub texts: u64,
@@ -61,14 +61,38 @@ fn is_jsonl(path: &Path) -> bool {
     name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson")
 }
 
-/// Calls `each` with batches of texts of about `batch_bytes`, file after file. Text files give
-/// one text per line (newline kept: it is text the tokenizer must learn); jsonl files one per
-/// object.
+/// Calls `each` with batches of texts of about `batch_bytes`, file after file, and the reading
+/// statistics so far. Text files give one text per line (newline kept: it is text the tokenizer
+/// must learn); jsonl files one per object. Reading (decompression, JSON) runs on a thread of
+/// its own, one batch ahead of `each`.
 pub fn read_batches(
     files: &[PathBuf],
     json_key: &str,
     batch_bytes: usize,
     mut each: impl FnMut(&[String], &ReadStats),
+) -> Result<ReadStats> {
+    let (send, receive) = std::sync::mpsc::sync_channel::<(Vec<String>, ReadStats)>(1);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            read(files, json_key, batch_bytes, |batch, stats| {
+                // The receiver only goes away when `each` panicked; nothing is left to do.
+                let _ = send.send((batch, stats.clone()));
+            })
+        });
+        for (batch, stats) in receive {
+            each(&batch, &stats);
+        }
+        reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the corpus reader thread panicked"))?
+    })
+}
+
+fn read(
+    files: &[PathBuf],
+    json_key: &str,
+    batch_bytes: usize,
+    mut each: impl FnMut(Vec<String>, &ReadStats),
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
     let mut batch: Vec<String> = Vec::new();
@@ -120,15 +144,14 @@ pub fn read_batches(
             batch_len += text.len();
             batch.push(text);
             if batch_len >= batch_bytes {
-                each(&batch, &stats);
-                batch.clear();
+                each(std::mem::take(&mut batch), &stats);
                 batch_len = 0;
             }
         }
         stats.files += 1;
     }
     if !batch.is_empty() {
-        each(&batch, &stats);
+        each(batch, &stats);
     }
     Ok(stats)
 }
