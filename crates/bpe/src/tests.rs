@@ -247,9 +247,15 @@ proptest! {
 
     #[test]
     fn pieces_cover_the_text(text in any::<String>()) {
-        for pattern in [GPT2, CL100K, O200K] {
+        // The built-in patterns (scanners and regex) and custom ones that leave gaps, match
+        // empty strings, or use the look-ahead tail.
+        for pattern in [GPT2, CL100K, O200K, r"[a-z]+", r"\s*", r"x?", r"\p{L}+|\s+(?!\S)|\s+"] {
             let pre = Pretokenizer::new(pattern).unwrap();
-            prop_assert_eq!(pieces(&pre, &text).concat(), text.clone());
+            for pre in [pre.clone(), pre.regex_only()] {
+                let pieces = pieces(&pre, &text);
+                prop_assert!(pieces.iter().all(|p| !p.is_empty()), "{pattern}");
+                prop_assert_eq!(pieces.concat(), text.clone(), "{}", pattern);
+            }
         }
     }
 }
