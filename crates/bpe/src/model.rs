@@ -256,6 +256,10 @@ impl Bpe {
             .collect()
     }
 
+    pub(crate) fn special_ids_contains(&self, id: u32) -> bool {
+        self.special_ids.contains(&id)
+    }
+
     #[cfg(test)]
     pub(crate) fn pairs_for_tests(&self) -> &PairMap {
         &self.pairs

@@ -436,6 +436,22 @@ impl Bpe {
         write_atomic(&dir.join("merges.txt"), merges.as_bytes())
     }
 
+    /// The regular tokens as a tiktoken rank file (`base64-token rank`, rank = id); special
+    /// tokens are not part of the format. tiktoken ranks a pair by its concatenation, not by
+    /// the merges list, so a vocabulary trained as BPE encodes the same under both unless two
+    /// splits of one token compete (`tiktoken_file_encodes_like_the_merges` measures this).
+    pub fn to_tiktoken(&self) -> String {
+        let mut out = String::new();
+        for id in 0..self.regular {
+            if self.special_ids_contains(id as u32) {
+                continue;
+            }
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&self.tokens[id]);
+            out.push_str(&format!("{b64} {id}\n"));
+        }
+        out
+    }
+
     /// Reads a tiktoken rank file (`base64-token rank` per line, e.g. `gpt2.tiktoken`);
     /// `specials` are `(text, id)` as tiktoken's `special_tokens` (GPT-2: `<|endoftext|>` =
     /// 50256).

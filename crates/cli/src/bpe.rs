@@ -20,8 +20,8 @@ pub enum Command {
     Encode(EncodeArgs),
     /// Print the text of each input line of space-separated ids.
     Decode(DecodeArgs),
-    /// Rewrite a tokenizer in another format: tokenizer.json, or vocab.json + merges.txt when
-    /// the output is a directory (ending in `/`).
+    /// Rewrite a tokenizer in another format: tokenizer.json, a .tiktoken rank file, or
+    /// vocab.json + merges.txt when the output is a directory (ending in `/`).
     Convert(ConvertArgs),
 }
 
@@ -29,7 +29,8 @@ pub enum Command {
 pub struct ConvertArgs {
     #[command(flatten)]
     tokenizer: TokenizerArgs,
-    /// tokenizer.json path, or a directory (ending in `/`) for vocab.json + merges.txt.
+    /// tokenizer.json path, a .tiktoken path, or a directory (ending in `/`) for vocab.json +
+    /// merges.txt.
     #[arg(long)]
     output: PathBuf,
 }
@@ -332,6 +333,20 @@ fn convert(args: &ConvertArgs) -> Result<()> {
             "{}: vocab.json + merges.txt, {} tokens",
             out.display(),
             bpe.vocab_size()
+        );
+    } else if out.to_string_lossy().ends_with(".tiktoken") {
+        let ranks = bpe.to_tiktoken();
+        crate::output::write_atomic(out, ranks.as_bytes())?;
+        let specials: Vec<String> = bpe
+            .special_tokens()
+            .iter()
+            .map(|(t, id)| format!("{t}={id}"))
+            .collect();
+        println!(
+            "{}: {} ranks; special tokens are not part of the format: {}",
+            out.display(),
+            ranks.lines().count(),
+            specials.join(", ")
         );
     } else {
         bpe.save(out)?;

@@ -88,6 +88,29 @@ fn gpt2_converts_to_every_format_with_the_same_ids() {
 }
 
 #[test]
+fn tiktoken_file_encodes_like_the_merges() {
+    let mut trainer = BpeTrainer::builder().vocab_size(8000).build().unwrap();
+    trainer.feed(&crate::corpus_texts(1_000_000));
+    let (bpe, _) = trainer.train().unwrap();
+    let ranks = bpe.to_tiktoken();
+    let eot = bpe.special_id("<|endoftext|>").unwrap();
+    let tk = Bpe::from_tiktoken(
+        ranks.as_bytes(),
+        "t.tiktoken",
+        &[("<|endoftext|>", eot)],
+        pretokenize::GPT2,
+    )
+    .unwrap();
+    let texts = crate::corpus_texts(300_000);
+    let (mut same, mut total) = (0, 0);
+    for text in texts.iter().flat_map(|t| t.lines()) {
+        total += 1;
+        same += usize::from(tk.encode_ordinary(text) == bpe.encode_ordinary(text));
+    }
+    assert_eq!(same, total, "lines encoded alike under tiktoken's ranking");
+}
+
+#[test]
 fn damaged_files_are_errors_naming_the_place() {
     let json = BPE.to_tokenizer_json();
     let cases: Vec<(String, &str)> = vec![
