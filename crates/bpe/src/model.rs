@@ -103,10 +103,9 @@ impl Bpe {
         specials: Vec<(String, u32)>,
         pattern: &str,
     ) -> Result<Self> {
-        let merges = derive_merges(&tokens)?;
         Self::build(
             tokens,
-            merges,
+            Vec::new(),
             specials,
             Pretokenizer::new(pattern)?,
             Ranking::Concatenation,
@@ -115,7 +114,7 @@ impl Bpe {
 
     pub(crate) fn build(
         mut tokens: Vec<Vec<u8>>,
-        merges: Vec<(u32, u32)>,
+        mut merges: Vec<(u32, u32)>,
         specials: Vec<(String, u32)>,
         pretokenizer: Pretokenizer,
         ranking: Ranking,
@@ -170,7 +169,27 @@ impl Bpe {
                 }
             }
             Ranking::Concatenation => {
+                // tiktoken files list no merges. The merge that makes token r is the split BPE
+                // finds with the ranks below r, which must be two tokens (Hugging Face's
+                // tiktoken conversion): derived here, as the pair map fills in rank order.
+                merges.clear();
+                let mut parts = Vec::new();
                 for (id, bytes) in tokens.iter().enumerate() {
+                    if bytes.len() >= 2 {
+                        parts.clear();
+                        let start = bytes.iter().map(|&b| byte_ids[b as usize]).collect();
+                        merge::merge(&pairs, start, &mut parts);
+                        let &[a, b] = parts.as_slice() else {
+                            return Err(Error::invalid(
+                                format!("ranks[{id}]"),
+                                format!(
+                                    "token {:?} is not the merge of two lower-ranked tokens",
+                                    String::from_utf8_lossy(bytes)
+                                ),
+                            ));
+                        };
+                        merges.push((a, b));
+                    }
                     for cut in 1..bytes.len() {
                         if let (Some(&a), Some(&b)) =
                             (ids.get(&bytes[..cut]), ids.get(&bytes[cut..]))
@@ -529,51 +548,4 @@ impl Bpe {
 enum Segment {
     Special(u32, (usize, usize)),
     Text(usize, usize),
-}
-
-/// Recovers tiktoken's implicit merges: the merge that makes token `r` is the split BPE finds
-/// with the ranks below `r`, which must be two tokens (Hugging Face's tiktoken conversion).
-pub(crate) fn derive_merges(tokens: &[Vec<u8>]) -> Result<Vec<(u32, u32)>> {
-    let mut ids: FxHashMap<&[u8], u32> = FxHashMap::default();
-    for (id, bytes) in tokens.iter().enumerate() {
-        ids.insert(bytes, id as u32);
-    }
-    let mut pairs = PairMap::default();
-    let mut merges = Vec::new();
-    for (rank, bytes) in tokens.iter().enumerate() {
-        if bytes.len() < 2 {
-            continue;
-        }
-        let mut parts = Vec::new();
-        let mut start = Vec::with_capacity(bytes.len());
-        for &b in bytes {
-            let id = *ids
-                .get(&[b][..])
-                .ok_or_else(|| Error::invalid("ranks", format!("no token for byte 0x{b:02x}")))?;
-            start.push(id);
-        }
-        merge::merge(&pairs, start, &mut parts);
-        if parts.len() != 2 {
-            return Err(Error::invalid(
-                format!("ranks[{rank}]"),
-                format!(
-                    "token {:?} is not the merge of two lower-ranked tokens",
-                    String::from_utf8_lossy(bytes)
-                ),
-            ));
-        }
-        merges.push((parts[0], parts[1]));
-        for cut in 1..bytes.len() {
-            if let (Some(&a), Some(&b)) = (ids.get(&bytes[..cut]), ids.get(&bytes[cut..])) {
-                pairs.insert(
-                    pair_key(a, b),
-                    Merge {
-                        rank: rank as u32,
-                        id: rank as u32,
-                    },
-                );
-            }
-        }
-    }
-    Ok(merges)
 }

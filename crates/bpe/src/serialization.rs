@@ -281,23 +281,14 @@ impl Bpe {
     /// ByteLevel pre-tokenizer (or Split + ByteLevel for a non-GPT-2 pattern), ByteLevel
     /// decoder and post-processor, special tokens as added tokens.
     pub fn to_tokenizer_json(&self) -> String {
-        let table = byte_to_char();
-        let names: Vec<String> = self
-            .tokens
-            .iter()
-            .map(|bytes| to_byte_level(bytes, &table))
-            .collect();
+        let names = self.byte_level_names();
         // Special tokens appended after the vocabulary are added tokens only; one that is
         // also a vocab entry (GPT-2's <|endoftext|>) stays in both, as in GPT-2's files.
         let mut vocab = Map::new();
         for (id, name) in names.iter().enumerate().take(self.regular) {
             vocab.insert(name.clone(), json!(id));
         }
-        let merges: Vec<Value> = self
-            .merges
-            .iter()
-            .map(|&(a, b)| json!(format!("{} {}", names[a as usize], names[b as usize])))
-            .collect();
+        let merges: Vec<Value> = self.merge_lines(&names).map(Value::String).collect();
         let added: Vec<Value> = self
             .specials
             .iter()
@@ -341,6 +332,22 @@ impl Bpe {
         let mut s = serde_json::to_string_pretty(&root).unwrap_or_default();
         s.push('\n');
         s
+    }
+
+    /// Every token as tokenizer.json and vocab.json spell it (GPT-2's byte stand-ins).
+    fn byte_level_names(&self) -> Vec<String> {
+        let table = byte_to_char();
+        self.tokens
+            .iter()
+            .map(|bytes| to_byte_level(bytes, &table))
+            .collect()
+    }
+
+    /// The merges as `"left right"` lines, the spelling every reader accepts.
+    fn merge_lines<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = String> + 'a {
+        self.merges
+            .iter()
+            .map(|&(a, b)| format!("{} {}", names[a as usize], names[b as usize]))
     }
 
     /// Writes [`Bpe::to_tokenizer_json`] to `path` (temporary file, then rename).
@@ -415,12 +422,7 @@ impl Bpe {
     /// Writes `vocab.json` and `merges.txt` into `dir` (GPT-2's layout).
     pub fn save_vocab_merges(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        let table = byte_to_char();
-        let names: Vec<String> = self
-            .tokens
-            .iter()
-            .map(|b| to_byte_level(b, &table))
-            .collect();
+        let names = self.byte_level_names();
         let vocab: Map<String, Value> = names
             .iter()
             .enumerate()
@@ -428,8 +430,9 @@ impl Bpe {
             .map(|(id, n)| (n.clone(), json!(id)))
             .collect();
         let mut merges = String::from("#version: 0.2\n");
-        for &(a, b) in &self.merges {
-            merges.push_str(&format!("{} {}\n", names[a as usize], names[b as usize]));
+        for line in self.merge_lines(&names) {
+            merges.push_str(&line);
+            merges.push('\n');
         }
         let vocab = serde_json::to_string(&vocab).unwrap_or_default();
         write_atomic(&dir.join("vocab.json"), vocab.as_bytes())?;

@@ -218,7 +218,6 @@ impl BpeTrainer {
             .par_iter()
             .with_min_len(64)
             .fold(FxHashMap::<&str, u64>::default, |mut map, text| {
-                let text: &str = text;
                 let mut segments = Vec::new();
                 match specials {
                     Some(ac) => {
