@@ -1,6 +1,6 @@
 //! `lmforge bpe`: train a byte-level BPE tokenizer, encode and decode with one.
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -236,18 +236,14 @@ pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
             flavour.pattern(),
         )?);
     }
-    if name.ends_with(".tiktoken") || name.ends_with(".tiktoken.gz") {
-        let mut data =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if name.ends_with(".gz") {
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(
-                &mut flate2::read::GzDecoder::new(data.as_slice()),
-                &mut out,
-            )
-            .with_context(|| format!("{}: not gzip", path.display()))?;
-            data = out;
-        }
+    if [".tiktoken", ".tiktoken.gz", ".tiktoken.zst"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+    {
+        let mut data = Vec::new();
+        corpus::open(path)?
+            .read_to_end(&mut data)
+            .with_context(|| format!("{}: cannot decompress", path.display()))?;
         return Ok(Bpe::from_tiktoken_flavour(&data, &name, flavour)?);
     }
     Ok(Bpe::from_tokenizer_json_file(path)?)

@@ -36,7 +36,8 @@ impl ReadStats {
     }
 }
 
-fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+/// Opens a file for reading, decompressing `.gz` and `.zst`.
+pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let name = path.to_string_lossy();
     let reader: Box<dyn Read> = if name.ends_with(".gz") {
