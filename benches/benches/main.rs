@@ -6,6 +6,13 @@
 use criterion::{criterion_group, criterion_main};
 
 mod bpe;
+mod wordpiece;
 
-criterion_group!(benches, bpe::encode, bpe::train);
+criterion_group!(
+    benches,
+    bpe::encode,
+    bpe::train,
+    wordpiece::encode,
+    wordpiece::train
+);
 criterion_main!(benches);

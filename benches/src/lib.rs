@@ -61,3 +61,18 @@ pub fn openai(name: &str) -> lmforge_bpe::Bpe {
     let flavour = name.parse().expect("gpt2, cl100k_base or o200k_base");
     lmforge_bpe::Bpe::from_tiktoken_flavour(&fixture(&file), &file, flavour).expect("rank file")
 }
+
+/// all-MiniLM-L6-v2's WordPiece tokenizer (its tokenizer.json: truncation to 128 and padding
+/// included); `plain` drops truncation and padding, for throughput over whole documents.
+pub fn minilm(plain: bool) -> lmforge_wordpiece::WordPiece {
+    let data = fixture("minilm-tokenizer.json");
+    let wp = lmforge_wordpiece::WordPiece::from_tokenizer_json(&data, "minilm-tokenizer.json")
+        .expect("minilm-tokenizer.json");
+    if plain {
+        wp.with_truncation(None)
+            .expect("no truncation")
+            .with_padding(None)
+    } else {
+        wp
+    }
+}

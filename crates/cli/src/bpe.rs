@@ -249,7 +249,7 @@ pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
     Ok(Bpe::from_tokenizer_json_file(path)?)
 }
 
-fn lines(input: &Option<PathBuf>) -> Result<(String, Box<dyn BufRead>)> {
+pub(crate) fn lines(input: &Option<PathBuf>) -> Result<(String, Box<dyn BufRead>)> {
     Ok(match input {
         Some(path) => (
             path.display().to_string(),

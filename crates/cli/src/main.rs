@@ -4,6 +4,7 @@
 //! lmforge device --device auto        # open a device and train a tiny GPT one step on it
 //! lmforge bpe train --input corpus.jsonl.gz --vocab-size 32000 --output tokenizer.json
 //! echo "Bonjour" | lmforge bpe encode --tokenizer tokenizer.json
+//! lmforge wordpiece train --input corpus.jsonl.gz --vocab-size 30000 --lowercase --output bert.json
 //! ```
 //!
 //! Every subcommand that computes takes `--device` (`flex`, `wgpu`, `cuda:N`, `auto`), parsed
@@ -13,6 +14,7 @@ mod bpe;
 mod corpus;
 mod device;
 mod output;
+mod wordpiece;
 
 use clap::{Parser, Subcommand};
 
@@ -35,11 +37,15 @@ enum Command {
     /// Byte-level BPE (the GPT tokenizer): train, encode, decode.
     #[command(subcommand)]
     Bpe(bpe::Command),
+    /// WordPiece (the BERT tokenizer): train by likelihood, encode, decode.
+    #[command(subcommand)]
+    Wordpiece(wordpiece::Command),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Device(args) => device::run(&args),
         Command::Bpe(command) => bpe::run(command),
+        Command::Wordpiece(command) => wordpiece::run(command),
     }
 }

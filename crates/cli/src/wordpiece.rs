@@ -1,0 +1,295 @@
+//! `lmforge wordpiece`: train a BERT WordPiece tokenizer by likelihood, encode and decode.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lmforge_wordpiece::{
+    BertNormalizer, Direction, TrainReport, Truncation, TruncationStrategy, WordPiece,
+    WordPieceTrainer,
+};
+use serde::Serialize;
+
+use crate::bpe::lines;
+use crate::corpus::{self, ReadStats};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Learn a vocabulary from text, jsonl, .gz or .zst files; write tokenizer.json (and a
+    /// JSON report next to it, and vocab.txt with `--vocab-txt`).
+    Train(TrainArgs),
+    /// Print the ids of each input line, space-separated, one line per input line, through
+    /// the tokenizer's template ([CLS] … [SEP]), truncation and padding.
+    Encode(EncodeArgs),
+    /// Print the text of each input line of space-separated ids.
+    Decode(DecodeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Corpus files: plain text (one text per line), .jsonl; each optionally .gz or .zst.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Field of each jsonl object that holds the text.
+    #[arg(long, default_value = "text")]
+    json_key: String,
+    /// Total vocabulary size, special tokens and alphabet included.
+    #[arg(long, default_value_t = 30_000)]
+    vocab_size: usize,
+    /// Pairs seen fewer times are not merged.
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// Comma-separated special tokens, ids 0.. ([UNK] is required).
+    #[arg(
+        long,
+        default_value = "[PAD],[UNK],[CLS],[SEP],[MASK]",
+        value_delimiter = ','
+    )]
+    special_tokens: Vec<String>,
+    /// Keep only this many most frequent characters (0: all).
+    #[arg(long, default_value_t = 1000)]
+    limit_alphabet: usize,
+    /// Lowercase the text (uncased BERT).
+    #[arg(long)]
+    lowercase: bool,
+    /// Strip accents (NFD, then drop non-spacing marks).
+    #[arg(long)]
+    strip_accents: bool,
+    /// Truncate encodings to this many tokens (written into tokenizer.json).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Where to write tokenizer.json.
+    #[arg(long)]
+    output: PathBuf,
+    /// Also write the vocabulary as BERT's vocab.txt here.
+    #[arg(long)]
+    vocab_txt: Option<PathBuf>,
+    /// The JSON report (default: the output's name with `.report.json`).
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct TokenizerArgs {
+    /// A tokenizer.json, or a BERT vocab.txt (any other name).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// For a vocab.txt: keep case and accents (default: uncased BERT).
+    #[arg(long)]
+    cased: bool,
+    /// Input file (default: standard input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct EncodeArgs {
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// Only the text's own tokens: no [CLS]/[SEP], truncation or padding.
+    #[arg(long)]
+    plain: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// Keep special tokens ([CLS], [SEP], [PAD] …) in the text.
+    #[arg(long)]
+    keep_special_tokens: bool,
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Train(args) => train(&args),
+        Command::Encode(args) => encode(&args),
+        Command::Decode(args) => decode(&args),
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    output: &'a Path,
+    seconds: f64,
+    read_seconds: f64,
+    merge_seconds: f64,
+    input: ReadStats,
+    #[serde(flatten)]
+    train: TrainReport,
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    let start = Instant::now();
+    let normalizer = BertNormalizer {
+        lowercase: args.lowercase,
+        strip_accents: Some(args.strip_accents),
+        ..BertNormalizer::default()
+    };
+    let mut trainer = WordPieceTrainer::builder()
+        .vocab_size(args.vocab_size)
+        .min_frequency(args.min_frequency)
+        .special_tokens(
+            args.special_tokens
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned(),
+        )
+        .limit_alphabet((args.limit_alphabet > 0).then_some(args.limit_alphabet))
+        .normalizer(normalizer)
+        .build()?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} reading {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let input = corpus::read_batches(&args.input, &args.json_key, 32 << 20, |batch, stats| {
+        trainer.feed(batch);
+        bar.set_message(format!(
+            "{} texts, {:.1} MB, {} distinct words",
+            stats.texts,
+            stats.bytes as f64 / 1e6,
+            trainer.distinct_words()
+        ));
+    })?;
+    bar.finish_and_clear();
+    let read_seconds = start.elapsed().as_secs_f64();
+    if input.texts == 0 {
+        bail!(
+            "no text in {} ({} lines skipped): nothing to train on",
+            args.input
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            input.skipped
+        );
+    }
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tokens [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let merge_start = Instant::now();
+    let (wp, train) = trainer.train_with_progress(|done, wanted| {
+        bar.set_length(wanted as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let merge_seconds = merge_start.elapsed().as_secs_f64();
+    let wp = wp.with_truncation(args.max_length.map(|max_length| Truncation {
+        max_length,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        direction: Direction::Right,
+    }))?;
+    wp.save(&args.output)?;
+    if let Some(path) = &args.vocab_txt {
+        wp.save_vocab(path)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let report = Report {
+        output: &args.output,
+        seconds,
+        read_seconds,
+        merge_seconds,
+        input,
+        train,
+    };
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.output.with_extension("report.json"));
+    crate::output::write_json(&report_path, &report)?;
+    println!(
+        "{}: {} tokens ({} merges, alphabet {}{}) from {} texts, {:.1} MB, {} distinct words \
+         in {:.2} s (read {:.2} s, merges {:.2} s); report {}",
+        args.output.display(),
+        report.train.vocab_size,
+        report.train.merges,
+        report.train.alphabet,
+        report
+            .train
+            .stopped_early
+            .as_deref()
+            .map(|why| format!(", stopped early: {why}"))
+            .unwrap_or_default(),
+        report.input.texts,
+        report.input.bytes as f64 / 1e6,
+        report.train.distinct_words,
+        seconds,
+        read_seconds,
+        merge_seconds,
+        report_path.display()
+    );
+    Ok(())
+}
+
+/// Opens a tokenizer.json, or a vocab.txt with BERT's uncased (or cased) normalizer.
+pub fn load(path: &Path, cased: bool) -> Result<WordPiece> {
+    if path.extension().is_some_and(|e| e == "json") {
+        return Ok(WordPiece::from_tokenizer_json_file(path)?);
+    }
+    let normalizer = if cased {
+        BertNormalizer::cased()
+    } else {
+        BertNormalizer::default()
+    };
+    Ok(WordPiece::from_vocab_file(path, normalizer)?)
+}
+
+fn encode(args: &EncodeArgs) -> Result<()> {
+    let wp = load(&args.tokenizer.tokenizer, args.tokenizer.cased)?;
+    let (name, mut input) = lines(&args.tokenizer.input)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut line = Vec::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        number += 1;
+        if line.ends_with(b"\n") {
+            line.pop();
+        }
+        let text = std::str::from_utf8(&line)
+            .with_context(|| format!("{name}:{number}: invalid UTF-8"))?;
+        let ids = if args.plain {
+            wp.encode_ordinary(text)
+        } else {
+            wp.encode(text)
+                .with_context(|| format!("{name}:{number}"))?
+                .ids
+        };
+        let mut first = true;
+        for id in ids {
+            if !first {
+                out.write_all(b" ")?;
+            }
+            first = false;
+            write!(out, "{id}")?;
+        }
+        out.write_all(b"\n")?;
+    }
+    Ok(out.flush()?)
+}
+
+fn decode(args: &DecodeArgs) -> Result<()> {
+    let wp = load(&args.tokenizer.tokenizer, args.tokenizer.cased)?;
+    let (name, input) = lines(&args.tokenizer.input)?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    for (i, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("{name}:{}", i + 1))?;
+        let ids = line
+            .split_whitespace()
+            .map(|t| t.parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{name}:{}: not a list of ids", i + 1))?;
+        let text = wp
+            .decode(&ids, !args.keep_special_tokens)
+            .with_context(|| format!("{name}:{}", i + 1))?;
+        writeln!(out, "{text}")?;
+    }
+    Ok(out.flush()?)
+}

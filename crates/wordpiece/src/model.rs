@@ -1,0 +1,907 @@
+//! `WordPiece`: a loaded tokenizer, the whole Hugging Face pipeline for BERT — added (special)
+//! tokens → normalizer → pre-tokenizer → LinMaxMatch → template → truncation → padding — and
+//! the decoder back.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+use crate::linmaxmatch::{LinMaxMatch, Piece};
+use crate::normalizer::{BertNormalizer, Splitter, WordBuf};
+use crate::{Error, Result};
+
+/// A token the text is split on before normalization (Hugging Face's added tokens: `[CLS]`,
+/// `[SEP]`, `[MASK]` … in a BERT tokenizer.json).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedToken {
+    /// Its id.
+    pub id: u32,
+    /// Its text.
+    pub content: String,
+    /// Skipped by `decode(.., skip_special_tokens = true)`.
+    pub special: bool,
+    /// Only matches when not inside a word.
+    pub single_word: bool,
+    /// Also takes the whitespace on its left.
+    pub lstrip: bool,
+    /// Also takes the whitespace on its right.
+    pub rstrip: bool,
+}
+
+impl AddedToken {
+    /// A special token, as BERT's `[CLS]` and friends are declared.
+    pub fn special(id: u32, content: &str) -> Self {
+        Self {
+            id,
+            content: content.to_string(),
+            special: true,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+        }
+    }
+}
+
+/// One element of a post-processing template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplatePiece {
+    /// The first (`A`, `false`) or second (`B`, `true`) sequence.
+    Sequence {
+        /// `true` for `$B`.
+        second: bool,
+        /// Its token type id.
+        type_id: u32,
+    },
+    /// A special token (its name in the template, and the ids it stands for).
+    Special {
+        /// Name, e.g. `[CLS]`.
+        token: String,
+        /// Ids (usually one).
+        ids: Vec<u32>,
+        /// Token type id.
+        type_id: u32,
+    },
+}
+
+/// Hugging Face's `TemplateProcessing`: `[CLS] $A [SEP]` and `[CLS] $A [SEP] $B:1 [SEP]:1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    /// For one sequence.
+    pub single: Vec<TemplatePiece>,
+    /// For a pair.
+    pub pair: Vec<TemplatePiece>,
+}
+
+impl Template {
+    /// BERT's template with the given `[CLS]` and `[SEP]` ids.
+    pub fn bert(cls: u32, sep: u32) -> Self {
+        let special = |token: &str, id, type_id| TemplatePiece::Special {
+            token: token.to_string(),
+            ids: vec![id],
+            type_id,
+        };
+        let seq = |second, type_id| TemplatePiece::Sequence { second, type_id };
+        Self {
+            single: vec![
+                special("[CLS]", cls, 0),
+                seq(false, 0),
+                special("[SEP]", sep, 0),
+            ],
+            pair: vec![
+                special("[CLS]", cls, 0),
+                seq(false, 0),
+                special("[SEP]", sep, 0),
+                seq(true, 1),
+                special("[SEP]", sep, 1),
+            ],
+        }
+    }
+
+    /// How many special ids the template adds.
+    pub fn added(&self, pair: bool) -> usize {
+        let pieces = if pair { &self.pair } else { &self.single };
+        pieces
+            .iter()
+            .map(|p| match p {
+                TemplatePiece::Special { ids, .. } => ids.len(),
+                TemplatePiece::Sequence { .. } => 0,
+            })
+            .sum()
+    }
+}
+
+/// Which sequence loses tokens when a pair is too long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TruncationStrategy {
+    /// Take from the longer one, one token at a time (Hugging Face's closed form of it).
+    LongestFirst,
+    /// Only the first.
+    OnlyFirst,
+    /// Only the second.
+    OnlySecond,
+}
+
+/// Which end is cut or padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The start.
+    Left,
+    /// The end.
+    Right,
+}
+
+/// Hugging Face's `TruncationParams` (the first window only: overflowing windows, which
+/// `stride` shapes, are not produced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// Most tokens, special tokens included.
+    pub max_length: usize,
+    /// Which sequence is cut.
+    pub strategy: TruncationStrategy,
+    /// Overlap of overflowing windows (kept for the file's sake).
+    pub stride: usize,
+    /// Which end is cut.
+    pub direction: Direction,
+}
+
+/// How short encodings are padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaddingStrategy {
+    /// To the longest of the batch.
+    BatchLongest,
+    /// To this length.
+    Fixed(usize),
+}
+
+/// Hugging Face's `PaddingParams`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Padding {
+    /// To what length.
+    pub strategy: PaddingStrategy,
+    /// Which end.
+    pub direction: Direction,
+    /// Round the length up to a multiple of this.
+    pub pad_to_multiple_of: Option<usize>,
+    /// Id of the padding token.
+    pub pad_id: u32,
+    /// Its type id.
+    pub pad_type_id: u32,
+    /// Its text.
+    pub pad_token: String,
+}
+
+/// Hugging Face's WordPiece decoder settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoder {
+    /// The continuation prefix removed when joining.
+    pub prefix: String,
+    /// Remove the spaces tokenization put before punctuation and in contractions.
+    pub cleanup: bool,
+}
+
+/// An encoded text (or pair), as Hugging Face's `Encoding`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encoding {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Token type (segment) ids: 0 for the first sequence, 1 for the second.
+    pub type_ids: Vec<u32>,
+    /// Byte range of each token in its original text (`(0, 0)` for added special tokens and
+    /// padding). In a pair, offsets of the second sequence point into the second text.
+    pub offsets: Vec<(usize, usize)>,
+    /// 1 for tokens, 0 for padding.
+    pub attention_mask: Vec<u32>,
+    /// 1 for tokens the template or padding added.
+    pub special_tokens_mask: Vec<u32>,
+}
+
+impl Encoding {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// No tokens.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn push(&mut self, id: u32, offsets: (usize, usize), special: bool) {
+        self.ids.push(id);
+        self.offsets.push(offsets);
+        self.special_tokens_mask.push(special as u32);
+    }
+
+    fn keep(&mut self, range: std::ops::Range<usize>) {
+        let cut = |v: &mut Vec<u32>| *v = v[range.clone()].to_vec();
+        cut(&mut self.ids);
+        cut(&mut self.special_tokens_mask);
+        self.offsets = self.offsets[range.clone()].to_vec();
+    }
+
+    fn truncate(&mut self, max: usize, direction: Direction) {
+        let n = self.ids.len();
+        if max < n {
+            match direction {
+                Direction::Right => self.keep(0..max),
+                Direction::Left => self.keep(n - max..n),
+            }
+        }
+    }
+
+    fn pad(&mut self, to: usize, padding: &Padding) {
+        let n = self.ids.len();
+        if n >= to {
+            return;
+        }
+        let k = to - n;
+        let fill = |v: &mut Vec<u32>, x: u32| match padding.direction {
+            Direction::Right => v.extend(std::iter::repeat_n(x, k)),
+            Direction::Left => {
+                v.splice(0..0, std::iter::repeat_n(x, k));
+            }
+        };
+        fill(&mut self.ids, padding.pad_id);
+        fill(&mut self.type_ids, padding.pad_type_id);
+        fill(&mut self.attention_mask, 0);
+        fill(&mut self.special_tokens_mask, 1);
+        match padding.direction {
+            Direction::Right => self.offsets.extend(std::iter::repeat_n((0, 0), k)),
+            Direction::Left => {
+                self.offsets.splice(0..0, std::iter::repeat_n((0, 0), k));
+            }
+        }
+    }
+}
+
+/// A WordPiece tokenizer: vocabulary, the BERT normalizer and pre-tokenizer, added tokens,
+/// post-processing, truncation, padding and decoding.
+#[derive(Clone, Debug)]
+pub struct WordPiece {
+    pub(crate) tokens: Vec<Option<String>>,
+    pub(crate) ids: FxHashMap<String, u32>,
+    pub(crate) unk_token: String,
+    pub(crate) unk_id: u32,
+    pub(crate) prefix: String,
+    pub(crate) max_input_chars_per_word: usize,
+    pub(crate) matcher: LinMaxMatch,
+    pub(crate) splitter: Splitter,
+    pub(crate) added: Vec<AddedToken>,
+    added_matcher: Option<AhoCorasick>,
+    added_by_id: FxHashMap<u32, usize>,
+    pub(crate) template: Option<Template>,
+    pub(crate) truncation: Option<Truncation>,
+    pub(crate) padding: Option<Padding>,
+    pub(crate) decoder: Option<Decoder>,
+}
+
+/// BERT's special tokens, in the order BERT's vocabularies start with.
+pub const BERT_SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+impl WordPiece {
+    /// A tokenizer over `vocab` (id = index), BERT-style: the uncased normalizer, `[UNK]`,
+    /// `##`, 100 characters per word at most; the BERT template, the WordPiece decoder, and
+    /// every one of [`BERT_SPECIAL_TOKENS`] present in the vocabulary as a special added token.
+    pub fn from_vocab(vocab: Vec<String>, normalizer: BertNormalizer) -> Result<Self> {
+        Self::with_specials(vocab, &BERT_SPECIAL_TOKENS, "##", normalizer)
+    }
+
+    /// [`WordPiece::from_vocab`] with other special tokens and continuation prefix: each of
+    /// `specials` found in the vocabulary becomes a special added token.
+    pub fn with_specials<S: AsRef<str>>(
+        vocab: Vec<String>,
+        specials: &[S],
+        prefix: &str,
+        normalizer: BertNormalizer,
+    ) -> Result<Self> {
+        let mut last: FxHashMap<&str, u32> = FxHashMap::default();
+        for (i, t) in vocab.iter().enumerate() {
+            last.insert(t, i as u32);
+        }
+        let find = |t: &str| last.get(t).copied();
+        let added = specials
+            .iter()
+            .filter_map(|t| find(t.as_ref()).map(|id| AddedToken::special(id, t.as_ref())))
+            .collect();
+        let template = match (find("[CLS]"), find("[SEP]")) {
+            (Some(cls), Some(sep)) => Some(Template::bert(cls, sep)),
+            _ => None,
+        };
+        let parts = Parts {
+            vocab: Vec::new(),
+            unk_token: "[UNK]".into(),
+            prefix: prefix.into(),
+            max_input_chars_per_word: 100,
+            normalizer: Some(normalizer),
+            added,
+            template,
+            truncation: None,
+            padding: None,
+            decoder: Some(Decoder {
+                prefix: prefix.into(),
+                cleanup: true,
+            }),
+        };
+        drop(last);
+        let vocab = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32))
+            .collect();
+        Self::new(Parts { vocab, ..parts })
+    }
+
+    pub(crate) fn new(parts: Parts) -> Result<Self> {
+        let len = parts
+            .vocab
+            .iter()
+            .map(|(_, id)| *id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        if parts.vocab.iter().any(|(_, id)| *id == u32::MAX) {
+            return Err(Error::invalid("vocab", "id 4294967295 is out of range"));
+        }
+        let mut tokens: Vec<Option<String>> = vec![None; len];
+        let mut ids = FxHashMap::default();
+        for (t, id) in &parts.vocab {
+            if let Some(old) = &tokens[*id as usize]
+                && old != t
+            {
+                return Err(Error::invalid(
+                    format!("vocab[{t:?}]"),
+                    format!("id {id} is already {old:?}"),
+                ));
+            }
+            tokens[*id as usize] = Some(t.clone());
+            ids.insert(t.clone(), *id);
+        }
+        let unk_id = *ids.get(&parts.unk_token).ok_or_else(|| {
+            Error::invalid(
+                "unk_token",
+                format!("{:?} is not in the vocabulary", parts.unk_token),
+            )
+        })?;
+        if parts.prefix.is_empty() {
+            return Err(Error::invalid(
+                "continuing_subword_prefix",
+                "must not be empty",
+            ));
+        }
+        for (i, a) in parts.added.iter().enumerate() {
+            if a.content.is_empty() {
+                return Err(Error::invalid(
+                    format!("added_tokens[{i}]"),
+                    "empty content",
+                ));
+            }
+        }
+        if let Some(t) = &parts.truncation
+            && let Some(template) = &parts.template
+            && t.max_length < template.added(false)
+        {
+            return Err(Error::invalid(
+                "truncation.max_length",
+                format!(
+                    "{} leaves no room for the {} special tokens the template adds",
+                    t.max_length,
+                    template.added(false)
+                ),
+            ));
+        }
+        let matcher = LinMaxMatch::new(
+            parts.vocab.iter().map(|(t, id)| (t.as_str(), *id)),
+            &parts.prefix,
+        );
+        let added_matcher = if parts.added.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(parts.added.iter().map(|a| &a.content))
+                    .map_err(|e| Error::invalid("added_tokens", e.to_string()))?,
+            )
+        };
+        let added_by_id = parts
+            .added
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id, i))
+            .collect();
+        Ok(Self {
+            tokens,
+            ids,
+            unk_token: parts.unk_token,
+            unk_id,
+            prefix: parts.prefix,
+            max_input_chars_per_word: parts.max_input_chars_per_word,
+            matcher,
+            splitter: Splitter::new(parts.normalizer),
+            added: parts.added,
+            added_matcher,
+            added_by_id,
+            template: parts.template,
+            truncation: parts.truncation,
+            padding: parts.padding,
+            decoder: parts.decoder,
+        })
+    }
+
+    /// Ids of `text` alone: no template, truncation or padding. Added tokens in the text
+    /// (`[SEP]` …) are recognised, as Hugging Face does.
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(text.len() / 4);
+        self.tokenize(text, &mut |id, _| ids.push(id));
+        ids
+    }
+
+    /// Number of tokens `text` encodes to (no template).
+    pub fn count(&self, text: &str) -> usize {
+        let mut n = 0;
+        self.tokenize(text, &mut |_, _| n += 1);
+        n
+    }
+
+    /// One text, through the template, truncation and padding of this tokenizer.
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        self.encode_with(text, None, true)
+    }
+
+    /// A pair of texts (`[CLS] A [SEP] B [SEP]` with type ids 0 then 1).
+    pub fn encode_pair(&self, first: &str, second: &str) -> Result<Encoding> {
+        self.encode_with(first, Some(second), true)
+    }
+
+    /// The general form: an optional second text, and whether the template's special tokens
+    /// are added.
+    pub fn encode_with(
+        &self,
+        first: &str,
+        second: Option<&str>,
+        add_special_tokens: bool,
+    ) -> Result<Encoding> {
+        let mut enc = self.post_process(first, second, add_special_tokens)?;
+        if let Some(p) = &self.padding {
+            let own = match p.strategy {
+                PaddingStrategy::Fixed(n) => n,
+                PaddingStrategy::BatchLongest => enc.len(),
+            };
+            enc.pad(round_up(own, p.pad_to_multiple_of), p);
+        }
+        Ok(enc)
+    }
+
+    /// Many texts in parallel (rayon), padded together when padding is `BatchLongest`.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
+        let mut all: Vec<Encoding> = texts
+            .par_iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<_>>()?;
+        if let Some(p) = &self.padding
+            && p.strategy == PaddingStrategy::BatchLongest
+        {
+            let longest = all.iter().map(Encoding::len).max().unwrap_or(0);
+            let to = round_up(longest, p.pad_to_multiple_of);
+            all.iter_mut().for_each(|e| e.pad(to, p));
+        }
+        Ok(all)
+    }
+
+    /// Ids of many texts in parallel, no template (what corpus conversion wants).
+    pub fn encode_batch_ordinary(&self, texts: &[&str]) -> Vec<Vec<u32>> {
+        texts.par_iter().map(|t| self.encode_ordinary(t)).collect()
+    }
+
+    fn post_process(
+        &self,
+        first: &str,
+        second: Option<&str>,
+        add_special_tokens: bool,
+    ) -> Result<Encoding> {
+        let mut a = self.raw(first);
+        let mut b = second.map(|s| self.raw(s));
+        if let Some(t) = &self.truncation {
+            let added = match (&self.template, add_special_tokens) {
+                (Some(template), true) => template.added(b.is_some()),
+                _ => 0,
+            };
+            let max = t.max_length.checked_sub(added).ok_or_else(|| {
+                Error::invalid(
+                    "truncation.max_length",
+                    format!("{} is below the {added} special tokens", t.max_length),
+                )
+            })?;
+            truncate(&mut a, b.as_mut(), max, t)?;
+        }
+        let Some(template) = &self.template else {
+            // No template: the sequences one after the other, type ids 0 and 1.
+            a.type_ids = vec![0; a.len()];
+            a.attention_mask = vec![1; a.len()];
+            if let Some(b) = b {
+                a.type_ids.extend(std::iter::repeat_n(1, b.len()));
+                a.attention_mask.extend(std::iter::repeat_n(1, b.len()));
+                a.ids.extend(b.ids);
+                a.offsets.extend(b.offsets);
+                a.special_tokens_mask.extend(b.special_tokens_mask);
+            }
+            return Ok(a);
+        };
+        let pieces = if b.is_some() {
+            &template.pair
+        } else {
+            &template.single
+        };
+        let mut out = Encoding::default();
+        for piece in pieces {
+            match piece {
+                TemplatePiece::Sequence { second, type_id } => {
+                    let seq = if *second { b.as_ref() } else { Some(&a) };
+                    if let Some(seq) = seq {
+                        out.ids.extend_from_slice(&seq.ids);
+                        out.offsets.extend_from_slice(&seq.offsets);
+                        out.special_tokens_mask
+                            .extend_from_slice(&seq.special_tokens_mask);
+                        out.type_ids
+                            .extend(std::iter::repeat_n(*type_id, seq.len()));
+                    }
+                }
+                TemplatePiece::Special { ids, type_id, .. } => {
+                    if add_special_tokens {
+                        for &id in ids {
+                            out.push(id, (0, 0), true);
+                            out.type_ids.push(*type_id);
+                        }
+                    }
+                }
+            }
+        }
+        out.attention_mask = vec![1; out.len()];
+        Ok(out)
+    }
+
+    /// Tokens of one text with offsets, before any post-processing.
+    fn raw(&self, text: &str) -> Encoding {
+        let mut enc = Encoding::default();
+        self.tokenize(text, &mut |id, span| {
+            enc.ids.push(id);
+            enc.offsets.push(span);
+        });
+        enc.special_tokens_mask = vec![0; enc.ids.len()];
+        enc
+    }
+
+    /// Every token of `text` with its original byte range, in order.
+    pub(crate) fn tokenize(&self, text: &str, emit: &mut dyn FnMut(u32, (usize, usize))) {
+        WORD.with_borrow_mut(|(buf, pieces)| match &self.added_matcher {
+            None => self.tokenize_segment(text, 0, buf, pieces, emit),
+            Some(_) => {
+                let mut at = 0;
+                for (id, start, end) in self.find_added(text) {
+                    if at < start {
+                        self.tokenize_segment(&text[at..start], at, buf, pieces, emit);
+                    }
+                    emit(id, (start, end));
+                    at = end;
+                }
+                if at < text.len() {
+                    self.tokenize_segment(&text[at..], at, buf, pieces, emit);
+                }
+            }
+        });
+    }
+
+    fn tokenize_segment(
+        &self,
+        text: &str,
+        offset: usize,
+        buf: &mut WordBuf,
+        pieces: &mut Vec<Piece>,
+        emit: &mut dyn FnMut(u32, (usize, usize)),
+    ) {
+        self.splitter
+            .split(text, offset, buf, |word, chars, align| {
+                pieces.clear();
+                if chars <= self.max_input_chars_per_word
+                    && self.matcher.tokenize(word.as_bytes(), pieces)
+                {
+                    for &(id, s, e) in pieces.iter() {
+                        emit(id, align.span(s as usize, e as usize));
+                    }
+                } else {
+                    emit(self.unk_id, align.span(0, word.len()));
+                }
+            });
+    }
+
+    /// Added tokens found in `text`: (id, start, end), Hugging Face's rules for
+    /// `single_word`, `lstrip` and `rstrip`.
+    fn find_added(&self, text: &str) -> Vec<(u32, usize, usize)> {
+        let Some(ac) = &self.added_matcher else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut last_end = 0;
+        for m in ac.find_iter(text) {
+            let token = &self.added[m.pattern().as_usize()];
+            let (mut start, mut end) = (m.start(), m.end());
+            if token.single_word {
+                let before = text[..start].chars().next_back();
+                let after = text[end..].chars().next();
+                if before.is_some_and(is_word_char) || after.is_some_and(is_word_char) {
+                    continue;
+                }
+            }
+            if token.lstrip {
+                let trimmed = text[..start].trim_end_matches(char::is_whitespace).len();
+                start = trimmed.max(last_end);
+            }
+            if token.rstrip {
+                end +=
+                    text[end..].len() - text[end..].trim_start_matches(char::is_whitespace).len();
+            }
+            found.push((token.id, start, end));
+            last_end = end;
+        }
+        found
+    }
+
+    /// Text of `ids`, through the WordPiece decoder (`##` pieces joined, spaces before
+    /// punctuation cleaned up); special added tokens left out when `skip_special_tokens`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let mut tokens = Vec::with_capacity(ids.len());
+        for (position, &id) in ids.iter().enumerate() {
+            if let Some(&i) = self.added_by_id.get(&id) {
+                if skip_special_tokens && self.added[i].special {
+                    continue;
+                }
+                tokens.push(self.added[i].content.as_str());
+            } else {
+                tokens.push(self.token(id).ok_or(Error::UnknownId { id, position })?);
+            }
+        }
+        let Some(decoder) = &self.decoder else {
+            return Ok(tokens.join(" "));
+        };
+        let mut out = String::new();
+        for (i, token) in tokens.iter().enumerate() {
+            let mut piece = String::new();
+            if i != 0 {
+                match token.strip_prefix(decoder.prefix.as_str()) {
+                    Some(rest) => piece.push_str(rest),
+                    None => {
+                        piece.push(' ');
+                        piece.push_str(token);
+                    }
+                }
+            } else {
+                piece.push_str(token);
+            }
+            if decoder.cleanup {
+                piece = cleanup(&piece);
+            }
+            out.push_str(&piece);
+        }
+        Ok(out)
+    }
+
+    /// The string of a vocabulary id (or added token).
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens
+            .get(id as usize)
+            .and_then(|t| t.as_deref())
+            .or_else(|| self.added_by_id.get(&id).map(|&i| &*self.added[i].content))
+    }
+
+    /// The id of a vocabulary string or added token.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.ids
+            .get(token)
+            .copied()
+            .or_else(|| self.added.iter().find(|a| a.content == token).map(|a| a.id))
+    }
+
+    /// Ids run from 0 to `vocab_size() - 1` (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        let added = self
+            .added
+            .iter()
+            .map(|a| a.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        self.tokens.len().max(added)
+    }
+
+    /// The unknown token's id.
+    pub fn unk_id(&self) -> u32 {
+        self.unk_id
+    }
+
+    /// The continuation prefix (`##`).
+    pub fn continuing_subword_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Words longer than this many characters become the unknown token.
+    pub fn max_input_chars_per_word(&self) -> usize {
+        self.max_input_chars_per_word
+    }
+
+    /// The normalizer (`None`: text goes to the pre-tokenizer as it is).
+    pub fn normalizer(&self) -> Option<BertNormalizer> {
+        self.splitter.normalizer()
+    }
+
+    /// The added tokens, in the order they were declared.
+    pub fn added_tokens(&self) -> &[AddedToken] {
+        &self.added
+    }
+
+    /// The post-processing template.
+    pub fn template(&self) -> Option<&Template> {
+        self.template.as_ref()
+    }
+
+    /// Truncation applied by [`encode`](Self::encode).
+    pub fn truncation(&self) -> Option<&Truncation> {
+        self.truncation.as_ref()
+    }
+
+    /// Padding applied by [`encode`](Self::encode).
+    pub fn padding(&self) -> Option<&Padding> {
+        self.padding.as_ref()
+    }
+
+    /// Sets (or removes) truncation.
+    pub fn with_truncation(mut self, truncation: Option<Truncation>) -> Result<Self> {
+        if let (Some(t), Some(template)) = (&truncation, &self.template)
+            && t.max_length < template.added(false)
+        {
+            return Err(Error::invalid(
+                "truncation.max_length",
+                format!("{} is below the template's special tokens", t.max_length),
+            ));
+        }
+        self.truncation = truncation;
+        Ok(self)
+    }
+
+    /// Sets (or removes) padding.
+    pub fn with_padding(mut self, padding: Option<Padding>) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// The vocabulary in id order (holes, possible in a tokenizer.json, are `None`).
+    pub fn vocab(&self) -> &[Option<String>] {
+        &self.tokens
+    }
+
+    /// The decoder settings.
+    pub fn decoder(&self) -> Option<&Decoder> {
+        self.decoder.as_ref()
+    }
+
+    /// BERT's greedy longest-match-first, the slow way (for tests and comparisons).
+    pub fn greedy_pieces(&self, word: &str) -> Option<Vec<(u32, usize, usize)>> {
+        crate::linmaxmatch::greedy(word, |s| self.ids.get(s).copied(), &self.prefix).map(|v| {
+            v.into_iter()
+                .map(|(id, s, e)| (id, s as usize, e as usize))
+                .collect()
+        })
+    }
+
+    /// LinMaxMatch on one (already normalized) word: `None` when it is unknown.
+    pub fn word_pieces(&self, word: &str) -> Option<Vec<(u32, usize, usize)>> {
+        let mut out = Vec::new();
+        self.matcher.tokenize(word.as_bytes(), &mut out).then(|| {
+            out.into_iter()
+                .map(|(id, s, e)| (id, s as usize, e as usize))
+                .collect()
+        })
+    }
+}
+
+/// Everything a [`WordPiece`] is made of, as the file formats provide it.
+pub(crate) struct Parts {
+    pub vocab: Vec<(String, u32)>,
+    pub unk_token: String,
+    pub prefix: String,
+    pub max_input_chars_per_word: usize,
+    pub normalizer: Option<BertNormalizer>,
+    pub added: Vec<AddedToken>,
+    pub template: Option<Template>,
+    pub truncation: Option<Truncation>,
+    pub padding: Option<Padding>,
+    pub decoder: Option<Decoder>,
+}
+
+thread_local! {
+    static WORD: std::cell::RefCell<(WordBuf, Vec<Piece>)> = Default::default();
+}
+
+fn round_up(n: usize, multiple: Option<usize>) -> usize {
+    match multiple {
+        Some(m) if m > 0 && !n.is_multiple_of(m) => n + m - n % m,
+        _ => n,
+    }
+}
+
+/// Hugging Face's `truncate_encodings`, first window only.
+fn truncate(a: &mut Encoding, b: Option<&mut Encoding>, max: usize, t: &Truncation) -> Result<()> {
+    if max == 0 {
+        a.truncate(0, t.direction);
+        if let Some(b) = b {
+            b.truncate(0, t.direction);
+        }
+        return Ok(());
+    }
+    let total = a.len() + b.as_ref().map_or(0, |b| b.len());
+    if total <= max {
+        return Ok(());
+    }
+    let to_remove = total - max;
+    match (t.strategy, b) {
+        (TruncationStrategy::LongestFirst, Some(b)) => {
+            let (mut n1, mut n2) = (a.len(), b.len());
+            let swap = n1 > n2;
+            if swap {
+                std::mem::swap(&mut n1, &mut n2);
+            }
+            n2 = if n1 > max { n1 } else { n1.max(max - n1) };
+            if n1 + n2 > max {
+                n1 = max / 2;
+                n2 = n1 + max % 2;
+            }
+            if swap {
+                std::mem::swap(&mut n1, &mut n2);
+            }
+            a.truncate(n1, t.direction);
+            b.truncate(n2, t.direction);
+        }
+        (TruncationStrategy::LongestFirst, None) => a.truncate(max, t.direction),
+        (strategy, b) => {
+            let target = match (strategy, b) {
+                (TruncationStrategy::OnlySecond, Some(b)) => b,
+                (TruncationStrategy::OnlySecond, None) => {
+                    return Err(Error::invalid(
+                        "truncation.strategy",
+                        "OnlySecond needs a second sequence",
+                    ));
+                }
+                _ => a,
+            };
+            if target.len() <= to_remove {
+                return Err(Error::invalid(
+                    "truncation",
+                    format!(
+                        "the sequence to truncate has {} tokens, {to_remove} must go",
+                        target.len()
+                    ),
+                ));
+            }
+            let keep = target.len() - to_remove;
+            target.truncate(keep, t.direction);
+        }
+    }
+    Ok(())
+}
+
+/// Hugging Face's `wordpiece::cleanup`.
+fn cleanup(s: &str) -> String {
+    s.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" do not", " don't")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
+
+/// A "word" character for `single_word` added tokens (Hugging Face: `\w`).
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}

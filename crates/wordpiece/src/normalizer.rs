@@ -1,0 +1,364 @@
+//! BERT's normalizer and pre-tokenizer, fused into one pass over the text.
+//!
+//! Hugging Face runs them as two stages over a `NormalizedString` (clean control characters →
+//! pad CJK ideographs with spaces → NFD and drop non-spacing marks → lowercase; then split on
+//! whitespace and isolate punctuation). Here each character goes through all of it at once and
+//! lands in the current word, which keeps, for every normalized byte, the original character it
+//! came from: that is how token offsets point into the original text, as Hugging Face's do.
+//! ASCII takes a table lookup; everything else the Unicode 9 tables Hugging Face uses.
+
+use unicode_categories::UnicodeCategories;
+use unicode_normalization_alignments::char::decompose_canonical;
+
+/// BERT's text normalization (Hugging Face `BertNormalizer`), the same four switches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BertNormalizer {
+    /// Drop control characters, U+0000 and U+FFFD; turn every whitespace into a space.
+    pub clean_text: bool,
+    /// Make every CJK ideograph a word of its own.
+    pub handle_chinese_chars: bool,
+    /// Decompose (NFD) and drop non-spacing marks; `None` follows `lowercase`, as in BERT.
+    pub strip_accents: Option<bool>,
+    /// Lowercase (after stripping accents).
+    pub lowercase: bool,
+}
+
+impl Default for BertNormalizer {
+    /// Uncased BERT: everything on.
+    fn default() -> Self {
+        Self {
+            clean_text: true,
+            handle_chinese_chars: true,
+            strip_accents: None,
+            lowercase: true,
+        }
+    }
+}
+
+impl BertNormalizer {
+    /// Cased BERT: no lowercasing, accents kept.
+    pub fn cased() -> Self {
+        Self {
+            lowercase: false,
+            ..Self::default()
+        }
+    }
+
+    /// Whether accents are stripped, once `None` is resolved.
+    pub fn strips_accents(&self) -> bool {
+        self.strip_accents.unwrap_or(self.lowercase)
+    }
+
+    /// The normalized text, as Hugging Face's `normalize_str` gives it.
+    pub fn normalize(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            if let Some(c) = self.clean(c) {
+                if self.handle_chinese_chars && is_chinese_char(c) {
+                    out.push(' ');
+                    self.expand(c, &mut |n| out.push(n));
+                    out.push(' ');
+                } else {
+                    self.expand(c, &mut |n| out.push(n));
+                }
+            }
+        }
+        out
+    }
+
+    /// `clean_text`: `None` drops the character.
+    #[inline]
+    fn clean(&self, c: char) -> Option<char> {
+        if !self.clean_text {
+            Some(c)
+        } else if c == '\0' || c == '\u{fffd}' || is_control(c) {
+            None
+        } else if is_bert_whitespace(c) {
+            Some(' ')
+        } else {
+            Some(c)
+        }
+    }
+
+    /// Accent stripping and lowercasing of one (clean) character.
+    #[inline]
+    fn expand(&self, c: char, out: &mut dyn FnMut(char)) {
+        let lower = |d: char, out: &mut dyn FnMut(char)| {
+            if self.lowercase {
+                d.to_lowercase().for_each(&mut *out);
+            } else {
+                out(d);
+            }
+        };
+        if self.strips_accents() {
+            decompose_canonical(c, |d| {
+                if !d.is_mark_nonspacing() {
+                    lower(d, out);
+                }
+            });
+        } else {
+            lower(c, out);
+        }
+    }
+
+    /// The ASCII fast path: what each byte below 0x80 becomes.
+    fn ascii_table(&self) -> [Ascii; 128] {
+        let mut table = [Ascii::Space; 128];
+        for (b, slot) in table.iter_mut().enumerate() {
+            let c = b as u8 as char;
+            *slot = match self.clean(c) {
+                None => Ascii::Removed,
+                Some(c) if c.is_whitespace() => Ascii::Space,
+                Some(c) if is_bert_punctuation(c) => Ascii::Punct,
+                Some(c) if self.lowercase => Ascii::Word(c.to_ascii_lowercase() as u8),
+                Some(c) => Ascii::Word(c as u8),
+            };
+        }
+        table
+    }
+}
+
+/// What an ASCII byte does under a normalizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ascii {
+    Removed,
+    Space,
+    Punct,
+    Word(u8),
+}
+
+/// BERT's whitespace: Unicode White_Space, tab, newline and carriage return.
+pub(crate) fn is_bert_whitespace(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
+}
+
+/// BERT's control characters: Cc, Cf and Co, except tab, newline and carriage return.
+pub(crate) fn is_control(c: char) -> bool {
+    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+}
+
+/// The CJK ideograph blocks BERT pads with spaces (not Hangul, Hiragana or Katakana).
+pub(crate) fn is_chinese_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x4E00..=0x9FFF
+            | 0x3400..=0x4DBF
+            | 0x20000..=0x2A6DF
+            | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F
+            | 0x2B920..=0x2CEAF
+            | 0xF900..=0xFAFF
+            | 0x2F800..=0x2FA1F
+    )
+}
+
+/// BERT's punctuation: ASCII punctuation (which includes symbols such as `$` and `+`) and the
+/// Unicode P categories.
+pub(crate) fn is_bert_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || c.is_punctuation()
+}
+
+/// Where a word's normalized bytes came from in the original text.
+pub(crate) enum Align<'a> {
+    /// Normalized byte `i` is original byte `base + i` (ASCII that only changed case).
+    Identity(usize),
+    /// Per normalized byte: the original range of the character it came from.
+    Map(&'a [(usize, usize)]),
+}
+
+impl Align<'_> {
+    /// The original range of normalized bytes `start..end` (on character boundaries).
+    #[inline]
+    pub(crate) fn span(&self, start: usize, end: usize) -> (usize, usize) {
+        match self {
+            Align::Identity(base) => (base + start, base + end),
+            Align::Map(map) => (map[start].0, map[end - 1].1),
+        }
+    }
+}
+
+/// The word being built, reused from word to word.
+#[derive(Default)]
+pub(crate) struct WordBuf {
+    text: String,
+    chars: usize,
+    base: usize,
+    /// Empty while the word is `Align::Identity(base)`.
+    map: Vec<(usize, usize)>,
+}
+
+impl WordBuf {
+    #[inline]
+    fn push_ascii(&mut self, b: u8, at: usize) {
+        if self.text.is_empty() {
+            self.base = at;
+            self.map.clear();
+        }
+        if self.map.is_empty() && at == self.base + self.text.len() {
+            self.text.push(b as char);
+        } else {
+            self.materialize();
+            self.text.push(b as char);
+            self.map.push((at, at + 1));
+        }
+        self.chars += 1;
+    }
+
+    #[inline]
+    fn push(&mut self, c: char, from: (usize, usize), same_bytes: bool) {
+        if self.text.is_empty() {
+            self.base = from.0;
+            self.map.clear();
+        }
+        if same_bytes && self.map.is_empty() && from.0 == self.base + self.text.len() {
+            self.text.push(c);
+        } else {
+            self.materialize();
+            self.text.push(c);
+            self.map.extend(std::iter::repeat_n(from, c.len_utf8()));
+        }
+        self.chars += 1;
+    }
+
+    /// Leaves identity mode: writes the map of the bytes so far.
+    fn materialize(&mut self) {
+        if self.map.is_empty() {
+            let base = self.base;
+            self.map
+                .extend((0..self.text.len()).map(|i| (base + i, base + i + 1)));
+        }
+    }
+
+    #[inline]
+    fn flush(&mut self, emit: &mut impl FnMut(&str, usize, Align<'_>)) {
+        if !self.text.is_empty() {
+            let align = if self.map.is_empty() {
+                Align::Identity(self.base)
+            } else {
+                Align::Map(&self.map)
+            };
+            emit(&self.text, self.chars, align);
+            self.text.clear();
+            self.map.clear();
+            self.chars = 0;
+        }
+    }
+}
+
+/// Normalizes and splits text into words, BERT's way.
+#[derive(Clone, Debug)]
+pub(crate) struct Splitter {
+    normalizer: Option<BertNormalizer>,
+    ascii: [Ascii; 128],
+}
+
+impl Splitter {
+    pub(crate) fn new(normalizer: Option<BertNormalizer>) -> Self {
+        let ascii = normalizer.unwrap_or(BertNormalizer {
+            clean_text: false,
+            handle_chinese_chars: false,
+            strip_accents: Some(false),
+            lowercase: false,
+        });
+        Self {
+            normalizer,
+            ascii: ascii.ascii_table(),
+        }
+    }
+
+    pub(crate) fn normalizer(&self) -> Option<BertNormalizer> {
+        self.normalizer
+    }
+
+    /// Calls `emit(word, chars in word, alignment)` for each word of `text`, whose first byte is
+    /// at `offset` in the original text.
+    pub(crate) fn split(
+        &self,
+        text: &str,
+        offset: usize,
+        buf: &mut WordBuf,
+        mut emit: impl FnMut(&str, usize, Align<'_>),
+    ) {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b < 0x80 {
+                match self.ascii[b as usize] {
+                    Ascii::Word(n) => buf.push_ascii(n, offset + i),
+                    Ascii::Space => buf.flush(&mut emit),
+                    Ascii::Punct => {
+                        buf.flush(&mut emit);
+                        buf.push_ascii(b, offset + i);
+                        buf.flush(&mut emit);
+                    }
+                    Ascii::Removed => {}
+                }
+                i += 1;
+                continue;
+            }
+            let c = text[i..].chars().next().expect("a character starts here");
+            let from = (offset + i, offset + i + c.len_utf8());
+            i += c.len_utf8();
+            self.push_char(c, from, buf, &mut emit);
+        }
+        buf.flush(&mut emit);
+    }
+
+    #[cold]
+    fn push_char(
+        &self,
+        c: char,
+        from: (usize, usize),
+        buf: &mut WordBuf,
+        emit: &mut impl FnMut(&str, usize, Align<'_>),
+    ) {
+        let Some(n) = self.normalizer else {
+            return place(c, from, c.len_utf8() == from.1 - from.0, buf, emit);
+        };
+        let Some(c) = n.clean(c) else { return };
+        let chinese = n.handle_chinese_chars && is_chinese_char(c);
+        if chinese {
+            buf.flush(emit);
+        }
+        let mut out = [char::MAX; 8];
+        let mut len = 0;
+        let mut overflow = Vec::new();
+        n.expand(c, &mut |d| {
+            if len < out.len() {
+                out[len] = d;
+                len += 1;
+            } else {
+                overflow.push(d);
+            }
+        });
+        let produced = out[..len].iter().chain(&overflow);
+        let same_bytes = len == 1 && out[0].len_utf8() == from.1 - from.0;
+        for &d in produced {
+            place(d, from, same_bytes, buf, emit);
+        }
+        if chinese {
+            buf.flush(emit);
+        }
+    }
+}
+
+/// Puts one normalized character where the pre-tokenizer sends it.
+#[inline]
+fn place(
+    d: char,
+    from: (usize, usize),
+    same_bytes: bool,
+    buf: &mut WordBuf,
+    emit: &mut impl FnMut(&str, usize, Align<'_>),
+) {
+    if d.is_whitespace() {
+        buf.flush(emit);
+    } else if is_bert_punctuation(d) {
+        buf.flush(emit);
+        buf.push(d, from, same_bytes);
+        buf.flush(emit);
+    } else {
+        buf.push(d, from, same_bytes);
+    }
+}
