@@ -34,6 +34,7 @@ mod merge;
 mod model;
 pub mod pretokenize;
 mod serialization;
+mod tokenizer;
 mod trainer;
 
 #[cfg(test)]

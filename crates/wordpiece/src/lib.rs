@@ -36,6 +36,7 @@ mod linmaxmatch;
 mod model;
 mod normalizer;
 mod serialization;
+mod tokenizer;
 mod trainer;
 
 #[cfg(test)]

@@ -31,6 +31,24 @@ fn tokenizer_json_roundtrips() {
 }
 
 #[test]
+fn behind_the_shared_tokenizer_trait() {
+    use lmforge_tokenizer::{Kind, Tokenizer};
+    let json = BPE.to_tokenizer_json();
+    assert_eq!(
+        Kind::of_tokenizer_json(json.as_bytes(), "t.json").unwrap(),
+        Kind::Bpe
+    );
+    let t: &dyn Tokenizer = &*BPE;
+    assert_eq!(t.encode(SAMPLE).unwrap(), ids(&BPE));
+    assert_eq!(t.encode_batch(&[SAMPLE]).unwrap(), [ids(&BPE)]);
+    assert_eq!(t.decode(&ids(&BPE)).unwrap(), SAMPLE);
+    assert_eq!(t.eod_id(), BPE.special_id("<|endoftext|>"));
+    assert_eq!(t.token_id("<pad>"), BPE.special_id("<pad>"));
+    assert_eq!(t.token_id("e"), BPE.token_id(b"e"));
+    assert_eq!(t.vocab_size(), 500);
+}
+
+#[test]
 fn tokenizer_json_reads_both_merge_spellings() {
     let json = BPE.to_tokenizer_json();
     let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -7,14 +7,14 @@ use std::process::{Command, Stdio};
 
 use crate::lmforge;
 
-fn dir(name: &str) -> PathBuf {
+pub(crate) fn dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lmforge-cli-bpe-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+pub(crate) fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lmforge"))
         .args(args)
         .stdin(Stdio::piped())
@@ -31,7 +31,7 @@ fn run_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 

@@ -177,3 +177,22 @@ fn files_are_written_atomically_and_read_back() {
     assert!(matches!(missing, Error::Io { .. }) && missing.to_string().contains("nope.json"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn behind_the_shared_tokenizer_trait() {
+    use lmforge_tokenizer::{Kind, Tokenizer};
+    let wp = small();
+    let json = wp.to_tokenizer_json();
+    assert_eq!(
+        Kind::of_tokenizer_json(json.as_bytes(), "t.json").unwrap(),
+        Kind::WordPiece
+    );
+    let t: &dyn Tokenizer = &wp;
+    assert_eq!(t.encode("unaffable!").unwrap(), [5, 6, 7, 8]);
+    assert_eq!(t.encode_batch(&["un", "!"]).unwrap(), [vec![5], vec![8]]);
+    assert_eq!(t.decode(&[2, 5, 6, 3]).unwrap(), "[CLS] unaff [SEP]");
+    assert_eq!(t.eod_id(), Some(3));
+    assert_eq!(t.token_id("##able"), Some(7));
+    assert_eq!(t.vocab_size(), 9);
+    assert!(t.decode(&[99]).unwrap_err().to_string().contains("99"));
+}

@@ -1,0 +1,127 @@
+//! The tokenizer interface the later stages (corpus conversion, serving) are written against,
+//! so that a GPT's byte-level BPE and a BERT's WordPiece are interchangeable there.
+//!
+//! As ripgrep's `grep-matcher` is implemented by its regex and PCRE2 crates, [`Tokenizer`] is
+//! implemented by `lmforge-bpe` (`Bpe`) and `lmforge-wordpiece` (`WordPiece`); this crate
+//! depends on neither. [`Kind::of_tokenizer_json`] tells which one a `tokenizer.json` needs,
+//! so a caller that links both can open any file:
+//!
+//! ```
+//! use lmforge_tokenizer::Kind;
+//!
+//! let json = br#"{"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}}"#;
+//! assert_eq!(Kind::of_tokenizer_json(json, "tokenizer.json")?, Kind::WordPiece);
+//! # Ok::<(), lmforge_tokenizer::Error>(())
+//! ```
+
+/// A loaded tokenizer, as corpus conversion and serving use one.
+pub trait Tokenizer: Send + Sync {
+    /// Which algorithm.
+    fn kind(&self) -> Kind;
+
+    /// The ids of `text` alone: no template (`[CLS]`…), truncation or padding. Special-token
+    /// text in it is the special token, as Hugging Face's `encode(text,
+    /// add_special_tokens=False)` has it.
+    fn encode(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// [`Tokenizer::encode`] of many texts; implementations run them in parallel.
+    fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        texts.iter().map(|t| self.encode(t)).collect()
+    }
+
+    /// Text of `ids` (special tokens included as their text).
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+
+    /// Ids run from 0 to `vocab_size() - 1`.
+    fn vocab_size(&self) -> usize;
+
+    /// The id of a token string (or special token).
+    fn token_id(&self, token: &str) -> Option<u32>;
+
+    /// What ends a document when documents are concatenated (Megatron's `--append-eod`):
+    /// `<|endoftext|>` for GPT vocabularies, `[SEP]` for BERT's.
+    fn eod_id(&self) -> Option<u32>;
+}
+
+/// The tokenization algorithms lmforge implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Byte-level BPE (GPT-2, tiktoken): `lmforge-bpe`.
+    Bpe,
+    /// WordPiece (BERT): `lmforge-wordpiece`.
+    WordPiece,
+}
+
+impl Kind {
+    /// The algorithm a Hugging Face `tokenizer.json` asks for (`model.type`; files without it
+    /// are told apart by their fields, as Hugging Face does: BPE has `merges`).
+    pub fn of_tokenizer_json(data: &[u8], file: &str) -> Result<Kind> {
+        let root: serde_json::Value = serde_json::from_slice(data).map_err(|e| Error::Format {
+            file: file.to_string(),
+            reason: format!("line {}: {e}", e.line()),
+        })?;
+        let model = root.get("model").ok_or_else(|| Error::Format {
+            file: file.to_string(),
+            reason: "no model".into(),
+        })?;
+        match model.get("type").and_then(|t| t.as_str()) {
+            Some("BPE") => Ok(Kind::Bpe),
+            Some("WordPiece") => Ok(Kind::WordPiece),
+            Some(other) => Err(Error::Format {
+                file: file.to_string(),
+                reason: format!("model type {other:?} is neither BPE nor WordPiece"),
+            }),
+            None if model.get("merges").is_some() => Ok(Kind::Bpe),
+            None if model.get("continuing_subword_prefix").is_some()
+                || model.get("max_input_chars_per_word").is_some() =>
+            {
+                Ok(Kind::WordPiece)
+            }
+            None => Err(Error::Format {
+                file: file.to_string(),
+                reason: "model has no type and is neither BPE nor WordPiece".into(),
+            }),
+        }
+    }
+}
+
+/// What can go wrong behind the trait.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file that is not a tokenizer lmforge reads.
+    #[error("{file}: {reason}")]
+    Format {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The implementation's own error (a disallowed special token, an unknown id …).
+    #[error(transparent)]
+    Tokenizer(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// This crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_of_files() {
+        let kind = |s: &str| Kind::of_tokenizer_json(s.as_bytes(), "t.json");
+        assert_eq!(kind(r#"{"model":{"type":"BPE"}}"#).unwrap(), Kind::Bpe);
+        assert_eq!(kind(r#"{"model":{"merges":[]}}"#).unwrap(), Kind::Bpe);
+        assert_eq!(
+            kind(r#"{"model":{"max_input_chars_per_word":100}}"#).unwrap(),
+            Kind::WordPiece
+        );
+        let err = kind(r#"{"model":{"type":"Unigram"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("t.json") && err.contains("Unigram"), "{err}");
+        assert!(kind("{").unwrap_err().to_string().contains("line 1"));
+        assert!(kind("{}").unwrap_err().to_string().contains("no model"));
+    }
+}
