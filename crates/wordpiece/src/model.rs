@@ -189,6 +189,9 @@ pub struct Encoding {
     /// Byte range of each token in its original text (`(0, 0)` for added special tokens and
     /// padding). In a pair, offsets of the second sequence point into the second text.
     pub offsets: Vec<(usize, usize)>,
+    /// Index of the word (pre-token) each token comes from, per sequence; `None` for added
+    /// special tokens and padding. What token classification aligns word labels with.
+    pub word_ids: Vec<Option<u32>>,
     /// 1 for tokens, 0 for padding.
     pub attention_mask: Vec<u32>,
     /// 1 for tokens the template or padding added.
@@ -209,6 +212,7 @@ impl Encoding {
     fn push(&mut self, id: u32, offsets: (usize, usize), special: bool) {
         self.ids.push(id);
         self.offsets.push(offsets);
+        self.word_ids.push(None);
         self.special_tokens_mask.push(special as u32);
     }
 
@@ -217,6 +221,7 @@ impl Encoding {
         cut(&mut self.ids);
         cut(&mut self.special_tokens_mask);
         self.offsets = self.offsets[range.clone()].to_vec();
+        self.word_ids = self.word_ids[range.clone()].to_vec();
     }
 
     fn truncate(&mut self, max: usize, direction: Direction) {
@@ -246,9 +251,13 @@ impl Encoding {
         fill(&mut self.attention_mask, 0);
         fill(&mut self.special_tokens_mask, 1);
         match padding.direction {
-            Direction::Right => self.offsets.extend(std::iter::repeat_n((0, 0), k)),
+            Direction::Right => {
+                self.offsets.extend(std::iter::repeat_n((0, 0), k));
+                self.word_ids.extend(std::iter::repeat_n(None, k));
+            }
             Direction::Left => {
                 self.offsets.splice(0..0, std::iter::repeat_n((0, 0), k));
+                self.word_ids.splice(0..0, std::iter::repeat_n(None, k));
             }
         }
     }
@@ -431,14 +440,14 @@ impl WordPiece {
     /// (`[SEP]` …) are recognised, as Hugging Face does.
     pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
         let mut ids = Vec::with_capacity(text.len() / 4);
-        self.tokenize(text, &mut |id, _| ids.push(id));
+        self.tokenize(text, &mut |id, _, _| ids.push(id));
         ids
     }
 
     /// Number of tokens `text` encodes to (no template).
     pub fn count(&self, text: &str) -> usize {
         let mut n = 0;
-        self.tokenize(text, &mut |_, _| n += 1);
+        self.tokenize(text, &mut |_, _, _| n += 1);
         n
     }
 
@@ -522,6 +531,7 @@ impl WordPiece {
                 a.attention_mask.extend(std::iter::repeat_n(1, b.len()));
                 a.ids.extend(b.ids);
                 a.offsets.extend(b.offsets);
+                a.word_ids.extend(b.word_ids);
                 a.special_tokens_mask.extend(b.special_tokens_mask);
             }
             return Ok(a);
@@ -539,6 +549,7 @@ impl WordPiece {
                     if let Some(seq) = seq {
                         out.ids.extend_from_slice(&seq.ids);
                         out.offsets.extend_from_slice(&seq.offsets);
+                        out.word_ids.extend_from_slice(&seq.word_ids);
                         out.special_tokens_mask
                             .extend_from_slice(&seq.special_tokens_mask);
                         out.type_ids
@@ -562,29 +573,36 @@ impl WordPiece {
     /// Tokens of one text with offsets, before any post-processing.
     fn raw(&self, text: &str) -> Encoding {
         let mut enc = Encoding::default();
-        self.tokenize(text, &mut |id, span| {
+        self.tokenize(text, &mut |id, span, word| {
             enc.ids.push(id);
             enc.offsets.push(span);
+            enc.word_ids.push(Some(word));
         });
         enc.special_tokens_mask = vec![0; enc.ids.len()];
         enc
     }
 
-    /// Every token of `text` with its original byte range, in order.
-    pub(crate) fn tokenize(&self, text: &str, emit: &mut dyn FnMut(u32, (usize, usize))) {
-        WORD.with_borrow_mut(|(buf, pieces)| match &self.added_matcher {
-            None => self.tokenize_segment(text, 0, buf, pieces, emit),
-            Some(_) => {
-                let mut at = 0;
-                for (id, start, end) in self.find_added(text) {
-                    if at < start {
-                        self.tokenize_segment(&text[at..start], at, buf, pieces, emit);
+    /// Every token of `text` with its original byte range and word index, in order (an
+    /// added token is a word of its own, as in Hugging Face).
+    pub(crate) fn tokenize(&self, text: &str, emit: &mut dyn FnMut(u32, (usize, usize), u32)) {
+        WORD.with_borrow_mut(|(buf, pieces)| {
+            let mut word = 0;
+            match &self.added_matcher {
+                None => self.tokenize_segment(text, 0, buf, pieces, &mut word, emit),
+                Some(_) => {
+                    let mut at = 0;
+                    for (id, start, end) in self.find_added(text) {
+                        if at < start {
+                            let segment = &text[at..start];
+                            self.tokenize_segment(segment, at, buf, pieces, &mut word, emit);
+                        }
+                        emit(id, (start, end), word);
+                        word += 1;
+                        at = end;
                     }
-                    emit(id, (start, end));
-                    at = end;
-                }
-                if at < text.len() {
-                    self.tokenize_segment(&text[at..], at, buf, pieces, emit);
+                    if at < text.len() {
+                        self.tokenize_segment(&text[at..], at, buf, pieces, &mut word, emit);
+                    }
                 }
             }
         });
@@ -596,7 +614,8 @@ impl WordPiece {
         offset: usize,
         buf: &mut WordBuf,
         pieces: &mut Vec<Piece>,
-        emit: &mut dyn FnMut(u32, (usize, usize)),
+        index: &mut u32,
+        emit: &mut dyn FnMut(u32, (usize, usize), u32),
     ) {
         self.splitter
             .split(text, offset, buf, |word, chars, align| {
@@ -605,11 +624,12 @@ impl WordPiece {
                     && self.matcher.tokenize(word.as_bytes(), pieces)
                 {
                     for &(id, s, e) in pieces.iter() {
-                        emit(id, align.span(s as usize, e as usize));
+                        emit(id, align.span(s as usize, e as usize), *index);
                     }
                 } else {
-                    emit(self.unk_id, align.span(0, word.len()));
+                    emit(self.unk_id, align.span(0, word.len()), *index);
                 }
+                *index += 1;
             });
     }
 

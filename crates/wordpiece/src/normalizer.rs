@@ -8,7 +8,7 @@
 //! ASCII takes a table lookup; everything else the Unicode 9 tables Hugging Face uses.
 
 use unicode_categories::UnicodeCategories;
-use unicode_normalization_alignments::char::decompose_canonical;
+use unicode_normalization_alignments::char::{canonical_combining_class, decompose_canonical};
 
 /// BERT's text normalization (Hugging Face `BertNormalizer`), the same four switches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +185,7 @@ pub(crate) struct WordBuf {
     base: usize,
     /// Empty while the word is `Align::Identity(base)`.
     map: Vec<(usize, usize)>,
+    nfd: Nfd,
 }
 
 impl WordBuf {
@@ -205,12 +206,15 @@ impl WordBuf {
     }
 
     #[inline]
-    fn push(&mut self, c: char, from: (usize, usize), same_bytes: bool) {
+    fn push(&mut self, c: char, from: (usize, usize)) {
         if self.text.is_empty() {
             self.base = from.0;
             self.map.clear();
         }
-        if same_bytes && self.map.is_empty() && from.0 == self.base + self.text.len() {
+        if self.map.is_empty()
+            && from.0 == self.base + self.text.len()
+            && from.1 - from.0 == c.len_utf8()
+        {
             self.text.push(c);
         } else {
             self.materialize();
@@ -243,6 +247,22 @@ impl WordBuf {
             self.chars = 0;
         }
     }
+}
+
+/// Canonical decomposition of a stream of characters, as Hugging Face's
+/// `unicode-normalization-alignments` does it, alignments included: a run of non-starters is
+/// sorted by combining class (stably) before it is released, and the k-th character that
+/// starts a decomposition takes the k-th input character's range, wherever sorting put it;
+/// the others take the range of the last input character consumed. Marks are almost always
+/// dropped afterwards, but the sorting can still move which range a surviving character gets.
+#[derive(Default)]
+struct Nfd {
+    /// Non-starters since the last starter: (combining class, character, starts a decomposition).
+    pending: Vec<(u8, char, bool)>,
+    /// Ranges of input characters whose first output is still pending.
+    inputs: std::collections::VecDeque<(usize, usize)>,
+    /// Range of the last input character consumed.
+    last: (usize, usize),
 }
 
 /// Normalizes and splits text into words, BERT's way.
@@ -280,11 +300,20 @@ impl Splitter {
         mut emit: impl FnMut(&str, usize, Align<'_>),
     ) {
         let bytes = text.as_bytes();
+        buf.nfd.last = (offset, offset);
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
             if b < 0x80 {
-                match self.ascii[b as usize] {
+                let class = self.ascii[b as usize];
+                if class != Ascii::Removed {
+                    if !buf.nfd.pending.is_empty() {
+                        // An ASCII character is a starter: the marks before it are released.
+                        self.release(buf, &mut emit);
+                    }
+                    buf.nfd.last = (offset + i, offset + i + 1);
+                }
+                match class {
                     Ascii::Word(n) => buf.push_ascii(n, offset + i),
                     Ascii::Space => buf.flush(&mut emit),
                     Ascii::Punct => {
@@ -302,6 +331,7 @@ impl Splitter {
             i += c.len_utf8();
             self.push_char(c, from, buf, &mut emit);
         }
+        self.release(buf, &mut emit);
         buf.flush(&mut emit);
     }
 
@@ -314,31 +344,84 @@ impl Splitter {
         emit: &mut impl FnMut(&str, usize, Align<'_>),
     ) {
         let Some(n) = self.normalizer else {
-            return place(c, from, c.len_utf8() == from.1 - from.0, buf, emit);
+            return place(c, from, buf, emit);
         };
         let Some(c) = n.clean(c) else { return };
         let chinese = n.handle_chinese_chars && is_chinese_char(c);
         if chinese {
+            // Padded with spaces, which are starters and end the word.
+            self.release(buf, emit);
             buf.flush(emit);
         }
-        let mut out = [char::MAX; 8];
-        let mut len = 0;
-        let mut overflow = Vec::new();
-        n.expand(c, &mut |d| {
-            if len < out.len() {
-                out[len] = d;
-                len += 1;
-            } else {
-                overflow.push(d);
-            }
-        });
-        let produced = out[..len].iter().chain(&overflow);
-        let same_bytes = len == 1 && out[0].len_utf8() == from.1 - from.0;
-        for &d in produced {
-            place(d, from, same_bytes, buf, emit);
+        if n.strips_accents() {
+            buf.nfd.inputs.push_back(from);
+            let mut first = true;
+            decompose_canonical(c, |d| {
+                let class = canonical_combining_class(d);
+                if class == 0 {
+                    self.release(buf, emit);
+                    self.output(d, first, buf, emit);
+                } else {
+                    buf.nfd.pending.push((class, d, first));
+                }
+                first = false;
+            });
+        } else {
+            self.lower(c, from, buf, emit);
         }
         if chinese {
+            self.release(buf, emit);
             buf.flush(emit);
+        }
+    }
+
+    /// Sorts and releases the pending non-starters.
+    fn release(&self, buf: &mut WordBuf, emit: &mut impl FnMut(&str, usize, Align<'_>)) {
+        if buf.nfd.pending.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut buf.nfd.pending);
+        pending.sort_by_key(|p| p.0);
+        for &(_, d, first) in &pending {
+            self.output(d, first, buf, emit);
+        }
+        pending.clear();
+        buf.nfd.pending = pending;
+    }
+
+    /// One character out of the decomposition: its range, then mark stripping and lowercase.
+    fn output(
+        &self,
+        d: char,
+        first: bool,
+        buf: &mut WordBuf,
+        emit: &mut impl FnMut(&str, usize, Align<'_>),
+    ) {
+        let from = if first {
+            let next = buf.nfd.inputs.pop_front();
+            buf.nfd.last = next.unwrap_or(buf.nfd.last);
+            buf.nfd.last
+        } else {
+            buf.nfd.last
+        };
+        if !d.is_mark_nonspacing() {
+            self.lower(d, from, buf, emit);
+        }
+    }
+
+    fn lower(
+        &self,
+        d: char,
+        from: (usize, usize),
+        buf: &mut WordBuf,
+        emit: &mut impl FnMut(&str, usize, Align<'_>),
+    ) {
+        if self.normalizer.is_some_and(|n| n.lowercase) {
+            for l in d.to_lowercase() {
+                place(l, from, buf, emit);
+            }
+        } else {
+            place(d, from, buf, emit);
         }
     }
 }
@@ -348,7 +431,6 @@ impl Splitter {
 fn place(
     d: char,
     from: (usize, usize),
-    same_bytes: bool,
     buf: &mut WordBuf,
     emit: &mut impl FnMut(&str, usize, Align<'_>),
 ) {
@@ -356,9 +438,9 @@ fn place(
         buf.flush(emit);
     } else if is_bert_punctuation(d) {
         buf.flush(emit);
-        buf.push(d, from, same_bytes);
+        buf.push(d, from);
         buf.flush(emit);
     } else {
-        buf.push(d, from, same_bytes);
+        buf.push(d, from);
     }
 }

@@ -122,3 +122,19 @@ fn truncation_longest_first_and_only_second() {
         "the second is too short"
     );
 }
+
+#[test]
+fn linmaxmatch_steps_are_linear_where_greedy_is_quadratic() {
+    // From every position the greedy match first tries the whole rest of the word; the
+    // automaton reads each byte once and pops each token once.
+    for n in [1_000, 10_000, 100_000] {
+        let long = format!("{}b", "a".repeat(n));
+        let wp = wp(&["a", "##a", &long, &format!("##{long}")]);
+        let word = "a".repeat(n);
+        crate::ops::take();
+        let pieces = wp.word_pieces(&word).unwrap();
+        let steps = crate::ops::take();
+        assert_eq!(pieces.len(), n);
+        assert!(steps <= 3 * n as u64 + 3, "{steps} steps for {n} bytes");
+    }
+}

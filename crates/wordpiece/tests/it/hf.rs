@@ -30,6 +30,11 @@ fn same(ours: &WordPiece, theirs: &tokenizers::Tokenizer, a: &str, b: Option<&st
         "special mask of {a:?}"
     );
     assert_eq!(mine.offsets, hf.get_offsets(), "offsets of {a:?} / {b:?}");
+    assert_eq!(
+        mine.word_ids,
+        hf.get_word_ids(),
+        "word ids of {a:?} / {b:?}"
+    );
     let decoded = ours.decode(&mine.ids, true).unwrap();
     assert_eq!(
         decoded,
@@ -52,6 +57,7 @@ const TEXTS: &[&str] = &[
     "a supercalifragilisticexpialidociousantidisestablishmentarianismfloccinaucinihilipilificationpneumonoultramicroscopicsilicovolcanoconiosis word",
     "combining e\u{301} a\u{300}\u{316} n\u{303} decomposed; ﬁ ligature; Ⅻ roman; ² superscript",
     "numbers 3.14159 1,000,000 12:30 2026-11-23 $100 50% #hashtag @user",
+    "\u{951}\u{1e94a} reordered marks x\u{951}\u{1e94a}\u{301} \u{f73}\u{f75} \u{344} a\u{328}\u{301}\u{323}",
     "",
     "   ",
 ];

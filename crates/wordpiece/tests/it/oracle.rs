@@ -72,6 +72,13 @@ fn minilm_matches_python_tokenizers() {
                 })
                 .collect();
             assert_eq!(offsets, expected, "offsets of {what}");
+            let words: Vec<Option<u32>> = case["word_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_u64().map(|w| w as u32))
+                .collect();
+            assert_eq!(enc.word_ids, words, "word ids of {what}");
             assert_eq!(
                 ours.decode(&enc.ids, true).unwrap(),
                 case["decoded"].as_str().unwrap(),
