@@ -11,16 +11,15 @@
 //! The score of a pair changes when its own count changes and when the count of either unit
 //! does. Incremental, as the BPE trainer: each pair knows its words, a merge rewrites only
 //! those and adjusts the pairs around the merged positions; the units `a` and `b` lose counts,
-//! which *raises* the score of every other pair they are in, so those pairs are pushed again
-//! onto a lazy max-heap (an entry whose pair has changed since is skipped or re-pushed when
-//! popped). Scores are compared exactly, as fractions in 128-bit integers.
+//! which *raises* the score of every other pair they are in, so those entries move up in a
+//! max-heap that holds one entry per pair, updated in place (a decrease is applied lazily,
+//! when the entry comes to the top). Scores are compared exactly, as fractions in 128-bit integers.
 //!
 //! **Determinism and ties**: highest score, then highest pair count, then smallest
 //! `(left, right)` id pair. Ids: special tokens, then the alphabet (each character as a word
 //! start, then each as `##c`, in code-point order), then merges in order.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 
 use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
@@ -208,8 +207,8 @@ struct PairEntry {
     words: Vec<u32>,
 }
 
-/// A heap entry: the pair's count and its units' count product when pushed.
-#[derive(PartialEq, Eq)]
+/// A heap entry: the pair's count and its units' count product when last set.
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Candidate {
     count: u64,
     units: u128,
@@ -236,6 +235,89 @@ impl Ord for Candidate {
 impl PartialOrd for Candidate {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
+    }
+}
+
+/// A max-heap with at most one entry per pair, updated in place: a merge re-scores thousands
+/// of pairs, and pushing a new entry for each (a lazy heap) grew to hundreds of MB.
+#[derive(Default)]
+struct PairHeap {
+    items: Vec<Candidate>,
+    slot: FxHashMap<u64, u32>,
+}
+
+impl PairHeap {
+    /// Inserts the pair, or moves its entry to the new score.
+    fn set(&mut self, c: Candidate) {
+        match self.slot.get(&c.key.0) {
+            Some(&i) => {
+                let i = i as usize;
+                let up = c > self.items[i];
+                self.items[i] = c;
+                if up { self.up(i) } else { self.down(i) }
+            }
+            None => {
+                self.items.push(c);
+                let i = self.items.len() - 1;
+                self.slot.insert(c.key.0, i as u32);
+                self.up(i);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: u64) {
+        let Some(i) = self.slot.remove(&key) else {
+            return;
+        };
+        let i = i as usize;
+        let last = self.items.pop().expect("an entry has a slot");
+        if i < self.items.len() {
+            self.items[i] = last;
+            self.slot.insert(last.key.0, i as u32);
+            self.up(i);
+            self.down(i);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Candidate> {
+        let top = *self.items.first()?;
+        self.remove(top.key.0);
+        Some(top)
+    }
+
+    fn swap(&mut self, i: usize, j: usize) {
+        self.items.swap(i, j);
+        self.slot.insert(self.items[i].key.0, i as u32);
+        self.slot.insert(self.items[j].key.0, j as u32);
+    }
+
+    fn up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.items[i] <= self.items[parent] {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn down(&mut self, mut i: usize) {
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut best = i;
+            if l < self.items.len() && self.items[l] > self.items[best] {
+                best = l;
+            }
+            if r < self.items.len() && self.items[r] > self.items[best] {
+                best = r;
+            }
+            if best == i {
+                break;
+            }
+            self.swap(i, best);
+            i = best;
+        }
     }
 }
 
@@ -424,11 +506,17 @@ impl WordPieceTrainer {
             units: units[(key >> 32) as usize] as u128 * units[key as u32 as usize] as u128,
             key: Reverse(key),
         };
-        let mut heap: BinaryHeap<Candidate> = pairs
+        let mut heap = PairHeap::default();
+        let mut initial: Vec<u64> = pairs
             .iter()
             .filter(|(_, e)| e.count >= min_frequency)
-            .map(|(&k, e)| candidate(k, e.count, &units))
+            .map(|(&k, _)| k)
             .collect();
+        // Hash order must not decide anything, not even the heap's layout.
+        initial.sort_unstable();
+        for k in initial {
+            heap.set(candidate(k, pairs[&k].count, &units));
+        }
 
         let wanted = config.vocab_size;
         let mut merges = 0;
@@ -451,10 +539,8 @@ impl WordPieceTrainer {
             };
             let now = candidate(key, entry.count, &units);
             if now != top {
-                // Increases were pushed when they happened; a decrease is pushed here.
-                if now < top {
-                    heap.push(now);
-                }
+                // Increases are set when they happen, decreases when the entry comes up.
+                heap.set(now);
                 continue;
             }
             let (a, b) = ((key >> 32) as u32, key as u32);
@@ -566,6 +652,7 @@ impl WordPieceTrainer {
                         // Gone from every word: forget it, so that if it forms again it is
                         // registered again.
                         pairs.remove(k);
+                        heap.remove(*k);
                         false
                     }
                     None => false,
@@ -578,7 +665,7 @@ impl WordPieceTrainer {
                 if let Some(e) = pairs.get(&k)
                     && e.count >= min_frequency
                 {
-                    heap.push(candidate(k, e.count, &units));
+                    heap.set(candidate(k, e.count, &units));
                 }
             }
             if vocab.len().is_multiple_of(report_every) {
