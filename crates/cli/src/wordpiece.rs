@@ -25,6 +25,21 @@ pub enum Command {
     Encode(EncodeArgs),
     /// Print the text of each input line of space-separated ids.
     Decode(DecodeArgs),
+    /// Rewrite a tokenizer: a vocab.txt as tokenizer.json (with BERT's normalizer, template
+    /// and decoder), or a tokenizer.json's vocabulary as vocab.txt (any other output name).
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// Truncate encodings to this many tokens (written into tokenizer.json).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// tokenizer.json, or vocab.txt (any name not ending in .json).
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -107,6 +122,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Train(args) => train(&args),
         Command::Encode(args) => encode(&args),
         Command::Decode(args) => decode(&args),
+        Command::Convert(args) => convert(&args),
     }
 }
 
@@ -177,12 +193,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let merge_seconds = merge_start.elapsed().as_secs_f64();
-    let wp = wp.with_truncation(args.max_length.map(|max_length| Truncation {
-        max_length,
-        strategy: TruncationStrategy::LongestFirst,
-        stride: 0,
-        direction: Direction::Right,
-    }))?;
+    let wp = wp.with_truncation(args.max_length.map(truncation))?;
     wp.save(&args.output)?;
     if let Some(path) = &args.vocab_txt {
         wp.save_vocab(path)?;
@@ -292,4 +303,29 @@ fn decode(args: &DecodeArgs) -> Result<()> {
         writeln!(out, "{text}")?;
     }
     Ok(out.flush()?)
+}
+
+/// BERT's truncation: longest first, from the right.
+fn truncation(max_length: usize) -> Truncation {
+    Truncation {
+        max_length,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        direction: Direction::Right,
+    }
+}
+
+fn convert(args: &ConvertArgs) -> Result<()> {
+    let mut wp = load(&args.tokenizer.tokenizer, args.tokenizer.cased)?;
+    if let Some(max_length) = args.max_length {
+        wp = wp.with_truncation(Some(truncation(max_length)))?;
+    }
+    let out = &args.output;
+    if out.extension().is_some_and(|e| e == "json") {
+        wp.save(out)?;
+    } else {
+        wp.save_vocab(out)?;
+    }
+    println!("{}: {} tokens", out.display(), wp.vocab_size());
+    Ok(())
 }

@@ -303,10 +303,13 @@ impl WordPiece {
         prefix: &str,
         normalizer: BertNormalizer,
     ) -> Result<Self> {
-        let mut last: FxHashMap<&str, u32> = FxHashMap::default();
-        for (i, t) in vocab.iter().enumerate() {
-            last.insert(t, i as u32);
-        }
+        // A repeated string keeps its last id, as Hugging Face reads vocab.txt.
+        let vocab: Vec<(String, u32)> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, i as u32))
+            .collect();
+        let last: FxHashMap<&str, u32> = vocab.iter().map(|(t, i)| (t.as_str(), *i)).collect();
         let find = |t: &str| last.get(t).copied();
         let added = specials
             .iter()
@@ -331,12 +334,6 @@ impl WordPiece {
                 cleanup: true,
             }),
         };
-        drop(last);
-        let vocab = vocab
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| (t, i as u32))
-            .collect();
         Self::new(Parts { vocab, ..parts })
     }
 

@@ -303,27 +303,8 @@ impl Splitter {
         buf.nfd.last = (offset, offset);
         let mut i = 0;
         while i < bytes.len() {
-            let b = bytes[i];
-            if b < 0x80 {
-                let class = self.ascii[b as usize];
-                if class != Ascii::Removed {
-                    if !buf.nfd.pending.is_empty() {
-                        // An ASCII character is a starter: the marks before it are released.
-                        self.release(buf, &mut emit);
-                    }
-                    buf.nfd.last = (offset + i, offset + i + 1);
-                }
-                match class {
-                    Ascii::Word(n) => buf.push_ascii(n, offset + i),
-                    Ascii::Space => buf.flush(&mut emit),
-                    Ascii::Punct => {
-                        buf.flush(&mut emit);
-                        buf.push_ascii(b, offset + i);
-                        buf.flush(&mut emit);
-                    }
-                    Ascii::Removed => {}
-                }
-                i += 1;
+            if bytes[i] < 0x80 {
+                i = self.ascii_run(bytes, i, offset, buf, &mut emit);
                 continue;
             }
             let c = text[i..].chars().next().expect("a character starts here");
@@ -333,6 +314,54 @@ impl Splitter {
         }
         self.release(buf, &mut emit);
         buf.flush(&mut emit);
+    }
+
+    /// The ASCII bytes from `start` on, by table; returns where they end. Per run, not per
+    /// byte: releasing the marks before the run (ASCII characters are starters) and noting
+    /// the last character consumed, which the decomposition of what follows may need.
+    #[inline]
+    fn ascii_run(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        offset: usize,
+        buf: &mut WordBuf,
+        emit: &mut impl FnMut(&str, usize, Align<'_>),
+    ) -> usize {
+        let mut i = start;
+        if !buf.nfd.pending.is_empty() {
+            while i < bytes.len()
+                && bytes[i] < 0x80
+                && self.ascii[bytes[i] as usize] == Ascii::Removed
+            {
+                i += 1;
+            }
+            if i < bytes.len() && bytes[i] < 0x80 {
+                self.release(buf, emit);
+            }
+        }
+        while i < bytes.len() && bytes[i] < 0x80 {
+            let b = bytes[i];
+            match self.ascii[b as usize] {
+                Ascii::Word(n) => buf.push_ascii(n, offset + i),
+                Ascii::Space => buf.flush(emit),
+                Ascii::Punct => {
+                    buf.flush(emit);
+                    buf.push_ascii(b, offset + i);
+                    buf.flush(emit);
+                }
+                Ascii::Removed => {}
+            }
+            i += 1;
+        }
+        if let Some(k) = bytes[start..i]
+            .iter()
+            .rposition(|&b| self.ascii[b as usize] != Ascii::Removed)
+        {
+            let at = offset + start + k;
+            buf.nfd.last = (at, at + 1);
+        }
+        i
     }
 
     #[cold]

@@ -270,7 +270,10 @@ impl WordPiece {
                    "handle_chinese_chars": n.handle_chinese_chars,
                    "strip_accents": n.strip_accents, "lowercase": n.lowercase})
         });
-        let post_processor = self.template.as_ref().map_or(Value::Null, template_json);
+        let post_processor = self
+            .template
+            .as_ref()
+            .map_or(Value::Null, |t| template_json(t, |id| self.token(id)));
         let decoder = self.decoder.as_ref().map_or(
             Value::Null,
             |d| json!({"type": "WordPiece", "prefix": d.prefix, "cleanup": d.cleanup}),
@@ -506,7 +509,7 @@ fn template_piece(
     })
 }
 
-fn template_json(t: &Template) -> Value {
+fn template_json<'a>(t: &Template, token_of: impl Fn(u32) -> Option<&'a str>) -> Value {
     let pieces = |pieces: &[TemplatePiece]| -> Vec<Value> {
         pieces
             .iter()
@@ -522,9 +525,10 @@ fn template_json(t: &Template) -> Value {
     let mut specials = Map::new();
     for p in t.single.iter().chain(&t.pair) {
         if let TemplatePiece::Special { token, ids, .. } = p {
-            // The tokens behind the ids are the special token's own name repeated, as
-            // Hugging Face writes them for one-id specials.
-            let tokens: Vec<&str> = ids.iter().map(|_| token.as_str()).collect();
+            let tokens: Vec<&str> = ids
+                .iter()
+                .map(|&id| token_of(id).unwrap_or(token.as_str()))
+                .collect();
             specials.insert(
                 token.clone(),
                 json!({"id": token, "ids": ids, "tokens": tokens}),

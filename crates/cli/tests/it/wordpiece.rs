@@ -82,6 +82,22 @@ fn train_encode_decode() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(plain(s(&vocab)), plain(s(&tokenizer)));
+    // And converted to tokenizer.json, it is the same tokenizer again.
+    let converted = dir.join("converted.json");
+    let out = lmforge(&[
+        "wordpiece",
+        "convert",
+        "--tokenizer",
+        s(&vocab),
+        "--output",
+        s(&converted),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(plain(s(&converted)), plain(s(&tokenizer)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
