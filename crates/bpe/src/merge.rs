@@ -22,10 +22,7 @@ pub(crate) struct Merge {
 
 pub(crate) type PairMap = FxHashMap<u64, Merge>;
 
-#[inline]
-pub(crate) fn pair_key(left: u32, right: u32) -> u64 {
-    (u64::from(left) << 32) | u64::from(right)
-}
+pub(crate) use lmforge_tokenizer::merges::pair_key;
 
 #[inline]
 fn lookup(pairs: &PairMap, left: u32, right: u32) -> Option<Merge> {

@@ -20,9 +20,9 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::merge::pair_key;
 use crate::pretokenize::{GPT2, Pretokenizer};
 use crate::{Bpe, Error, Result};
+use lmforge_tokenizer::merges::{Merger, Word, count_pairs, pair_of};
 
 /// Settings for [`BpeTrainer`]; build one with [`BpeTrainer::builder`].
 #[derive(Debug, Clone)]
@@ -187,17 +187,6 @@ pub struct BpeTrainer {
     bytes: u64,
 }
 
-struct Word {
-    ids: Vec<u32>,
-    count: u64,
-}
-
-struct PairEntry {
-    count: u64,
-    /// Words this pair occurs in (may hold words it left since: checked when used).
-    words: Vec<u32>,
-}
-
 impl BpeTrainer {
     /// Settings with their defaults.
     pub fn builder() -> BpeTrainerBuilder {
@@ -295,28 +284,13 @@ impl BpeTrainer {
             .collect();
 
         let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-        let mut pairs: FxHashMap<u64, PairEntry> = FxHashMap::default();
-        for (w, word) in words.iter().enumerate() {
-            for win in word.ids.windows(2) {
-                let e = pairs.entry(pair_key(win[0], win[1])).or_insert(PairEntry {
-                    count: 0,
-                    words: Vec::new(),
-                });
-                e.count += word.count;
-                if e.words.last() != Some(&(w as u32)) {
-                    e.words.push(w as u32);
-                }
-            }
-        }
+        let mut pairs = count_pairs(&words, |_| {});
         let mut heap: BinaryHeap<(u64, Reverse<u64>)> =
             pairs.iter().map(|(&k, e)| (e.count, Reverse(k))).collect();
 
         let mut merges: Vec<(u32, u32)> = Vec::with_capacity(wanted);
         let mut stopped_early = None;
-        let mut positions: Vec<usize> = Vec::new();
-        let mut touched: Vec<u64> = Vec::new();
-        let mut merged_ids: Vec<u32> = Vec::new();
-        let mut seen_in_step: Vec<u32> = vec![u32::MAX; words.len()];
+        let mut merger = Merger::new(words.len());
         let min_frequency = config.min_frequency.max(1);
         let report_every = (wanted / 200).max(1);
         while merges.len() < wanted {
@@ -337,7 +311,7 @@ impl BpeTrainer {
                 ));
                 break;
             }
-            let (a, b) = ((key >> 32) as u32, key as u32);
+            let (a, b) = pair_of(key);
             let len = tokens[a as usize].len() + tokens[b as usize].len();
             if config.max_token_length.is_some_and(|max| len > max) {
                 pairs.remove(&key);
@@ -345,89 +319,9 @@ impl BpeTrainer {
             }
             let new = tokens.len() as u32;
             tokens.push([tokens[a as usize].as_slice(), tokens[b as usize].as_slice()].concat());
-            let step = merges.len() as u32;
             merges.push((a, b));
-            let occurrences = pairs.remove(&key).map(|e| e.words).unwrap_or_default();
-            touched.clear();
-            for w in occurrences {
-                if seen_in_step[w as usize] == step {
-                    continue;
-                }
-                seen_in_step[w as usize] = step;
-                let word = &mut words[w as usize];
-                let ids = &word.ids;
-                positions.clear();
-                let mut i = 0;
-                while i + 1 < ids.len() {
-                    if ids[i] == a && ids[i + 1] == b {
-                        positions.push(i);
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-                if positions.is_empty() {
-                    continue;
-                }
-                let c = word.count;
-                // Pairs that disappear: the merged pair and its neighbours on both sides.
-                let mut last_done = usize::MAX;
-                for &p in &positions {
-                    for j in p.saturating_sub(1)..=(p + 1) {
-                        if j + 1 >= ids.len() || (last_done != usize::MAX && j <= last_done) {
-                            continue;
-                        }
-                        last_done = j;
-                        let k = pair_key(ids[j], ids[j + 1]);
-                        if k != key
-                            && let Some(e) = pairs.get_mut(&k)
-                        {
-                            e.count -= c;
-                        }
-                    }
-                }
-                merged_ids.clear();
-                let mut next_pos = positions.iter().peekable();
-                let mut i = 0;
-                while i < ids.len() {
-                    if next_pos.peek() == Some(&&i) {
-                        next_pos.next();
-                        merged_ids.push(new);
-                        i += 2;
-                    } else {
-                        merged_ids.push(ids[i]);
-                        i += 1;
-                    }
-                }
-                // Pairs that appear: the new token with its neighbours.
-                let mut last_done = usize::MAX;
-                for k in 0..merged_ids.len() {
-                    if merged_ids[k] != new {
-                        continue;
-                    }
-                    for j in k.saturating_sub(1)..=k {
-                        if j + 1 >= merged_ids.len() || (last_done != usize::MAX && j <= last_done)
-                        {
-                            continue;
-                        }
-                        last_done = j;
-                        let pk = pair_key(merged_ids[j], merged_ids[j + 1]);
-                        let e = pairs.entry(pk).or_insert(PairEntry {
-                            count: 0,
-                            words: Vec::new(),
-                        });
-                        e.count += c;
-                        if e.words.last() != Some(&w) {
-                            e.words.push(w);
-                        }
-                        touched.push(pk);
-                    }
-                }
-                std::mem::swap(&mut word.ids, &mut merged_ids);
-            }
-            touched.sort_unstable();
-            touched.dedup();
-            for &k in &touched {
+            let touched = merger.apply(key, new, &mut words, &mut pairs, |_, _| {}, |_| {});
+            for &k in touched {
                 if let Some(e) = pairs.get(&k)
                     && e.count > 0
                 {

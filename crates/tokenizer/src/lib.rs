@@ -13,6 +13,10 @@
 //! assert_eq!(Kind::of_tokenizer_json(json, "tokenizer.json")?, Kind::WordPiece);
 //! # Ok::<(), lmforge_tokenizer::Error>(())
 //! ```
+//!
+//! [`merges`] holds the incremental pair bookkeeping the two trainers share.
+
+pub mod merges;
 
 /// A loaded tokenizer, as corpus conversion and serving use one.
 pub trait Tokenizer: Send + Sync {

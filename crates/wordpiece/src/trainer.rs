@@ -22,6 +22,7 @@
 use std::cmp::{Ordering, Reverse};
 
 use aho_corasick::AhoCorasick;
+use lmforge_tokenizer::merges::{Merger, Word, count_pairs, pair_of};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -196,17 +197,6 @@ pub struct WordPieceTrainer {
     bytes: u64,
 }
 
-struct Word {
-    ids: Vec<u32>,
-    count: u64,
-}
-
-struct PairEntry {
-    count: u64,
-    /// Words this pair occurs in (may hold words it left since: checked when used).
-    words: Vec<u32>,
-}
-
 /// A heap entry: the pair's count and its units' count product when last set.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Candidate {
@@ -319,10 +309,6 @@ impl PairHeap {
             i = best;
         }
     }
-}
-
-fn pair_key(a: u32, b: u32) -> u64 {
-    (a as u64) << 32 | b as u64
 }
 
 impl WordPieceTrainer {
@@ -478,28 +464,18 @@ impl WordPieceTrainer {
         }
 
         let mut units: Vec<u64> = vec![0; vocab.len()];
-        let mut pairs: FxHashMap<u64, PairEntry> = FxHashMap::default();
-        let mut by_unit: Vec<Vec<u64>> = vec![Vec::new(); vocab.len()];
-        for (w, word) in words.iter().enumerate() {
+        for word in &words {
             for &id in &word.ids {
                 units[id as usize] += word.count;
             }
-            for win in word.ids.windows(2) {
-                let key = pair_key(win[0], win[1]);
-                let e = pairs.entry(key).or_insert_with(|| {
-                    by_unit[win[0] as usize].push(key);
-                    by_unit[win[1] as usize].push(key);
-                    PairEntry {
-                        count: 0,
-                        words: Vec::new(),
-                    }
-                });
-                e.count += word.count;
-                if e.words.last() != Some(&(w as u32)) {
-                    e.words.push(w as u32);
-                }
-            }
         }
+        let mut by_unit: Vec<Vec<u64>> = vec![Vec::new(); vocab.len()];
+        let register = |by_unit: &mut Vec<Vec<u64>>, key: u64| {
+            let (l, r) = pair_of(key);
+            by_unit[l as usize].push(key);
+            by_unit[r as usize].push(key);
+        };
+        let mut pairs = count_pairs(&words, |key| register(&mut by_unit, key));
         let min_frequency = config.min_frequency.max(1);
         let candidate = |key: u64, count: u64, units: &[u64]| Candidate {
             count,
@@ -521,10 +497,8 @@ impl WordPieceTrainer {
         let wanted = config.vocab_size;
         let mut merges = 0;
         let mut stopped_early = None;
-        let mut positions: Vec<usize> = Vec::new();
+        let mut merger = Merger::new(words.len());
         let mut touched: Vec<u64> = Vec::new();
-        let mut merged_ids: Vec<u32> = Vec::new();
-        let mut seen_in_step: Vec<u32> = vec![u32::MAX; words.len()];
         let report_every = (wanted / 200).max(1);
         while vocab.len() < wanted {
             let Some(top) = heap.pop() else {
@@ -543,7 +517,7 @@ impl WordPieceTrainer {
                 heap.set(now);
                 continue;
             }
-            let (a, b) = ((key >> 32) as u32, key as u32);
+            let (a, b) = pair_of(key);
             let merged = {
                 let right = &vocab[b as usize];
                 let right = right.strip_prefix(config.prefix.as_str()).unwrap_or(right);
@@ -554,95 +528,22 @@ impl WordPieceTrainer {
                 units.push(0);
                 by_unit.push(Vec::new());
             }
-            let step = merges as u32;
             merges += 1;
-            let occurrences = pairs.remove(&key).map(|e| e.words).unwrap_or_default();
+            let grew = merger.apply(
+                key,
+                new,
+                &mut words,
+                &mut pairs,
+                |count, n| {
+                    let n = n as u64 * count;
+                    units[a as usize] -= n;
+                    units[b as usize] -= n;
+                    units[new as usize] += n;
+                },
+                |key| register(&mut by_unit, key),
+            );
             touched.clear();
-            for w in occurrences {
-                if seen_in_step[w as usize] == step {
-                    continue;
-                }
-                seen_in_step[w as usize] = step;
-                let word = &mut words[w as usize];
-                let ids = &word.ids;
-                positions.clear();
-                let mut i = 0;
-                while i + 1 < ids.len() {
-                    if ids[i] == a && ids[i + 1] == b {
-                        positions.push(i);
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-                if positions.is_empty() {
-                    continue;
-                }
-                let c = word.count;
-                let n = positions.len() as u64 * c;
-                units[a as usize] -= n;
-                units[b as usize] -= n;
-                units[new as usize] += n;
-                // Pairs that disappear: the merged pair and its neighbours on both sides.
-                let mut last_done = usize::MAX;
-                for &p in &positions {
-                    for j in p.saturating_sub(1)..=(p + 1) {
-                        if j + 1 >= ids.len() || (last_done != usize::MAX && j <= last_done) {
-                            continue;
-                        }
-                        last_done = j;
-                        let k = pair_key(ids[j], ids[j + 1]);
-                        if k != key
-                            && let Some(e) = pairs.get_mut(&k)
-                        {
-                            e.count -= c;
-                        }
-                    }
-                }
-                merged_ids.clear();
-                let mut next_pos = positions.iter().peekable();
-                let mut i = 0;
-                while i < ids.len() {
-                    if next_pos.peek() == Some(&&i) {
-                        next_pos.next();
-                        merged_ids.push(new);
-                        i += 2;
-                    } else {
-                        merged_ids.push(ids[i]);
-                        i += 1;
-                    }
-                }
-                // Pairs that appear: the new token with its neighbours.
-                let mut last_done = usize::MAX;
-                for k in 0..merged_ids.len() {
-                    if merged_ids[k] != new {
-                        continue;
-                    }
-                    for j in k.saturating_sub(1)..=k {
-                        if j + 1 >= merged_ids.len() || (last_done != usize::MAX && j <= last_done)
-                        {
-                            continue;
-                        }
-                        last_done = j;
-                        let (l, r) = (merged_ids[j], merged_ids[j + 1]);
-                        let pk = pair_key(l, r);
-                        let e = pairs.entry(pk).or_insert_with(|| {
-                            by_unit[l as usize].push(pk);
-                            by_unit[r as usize].push(pk);
-                            PairEntry {
-                                count: 0,
-                                words: Vec::new(),
-                            }
-                        });
-                        e.count += c;
-                        if e.words.last() != Some(&w) {
-                            e.words.push(w);
-                        }
-                        touched.push(pk);
-                    }
-                }
-                std::mem::swap(&mut word.ids, &mut merged_ids);
-            }
+            touched.extend_from_slice(grew);
             // `a` and `b` are rarer now: every pair they are in scores higher.
             for unit in [a, b] {
                 let list = &mut by_unit[unit as usize];
