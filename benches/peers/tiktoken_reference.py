@@ -11,14 +11,13 @@ combining marks, special-token text), seeded slices of the embedded corpus (en/f
 seeded random strings drawn from many scripts. Same inputs, same file.
 """
 
-import gzip
-import json
 import os
 import random
 import sys
 
 import tiktoken
 
+from texts import corpus_slices, random_strings, write_json_gz
 from vocabularies import ROOT, SPECS, encoding
 
 OUT = os.path.join(ROOT, "crates", "bpe", "test_data", "tiktoken_reference.json.gz")
@@ -75,30 +74,9 @@ POOLS = [
 ]
 
 
-def corpus_slices(rng):
-    out = []
-    for lang in ("en", "fr", "es"):
-        with gzip.open(os.path.join(ROOT, "datasets", "default", f"{lang}.jsonl.gz"), "rt") as f:
-            docs = [json.loads(line)["text"] for line in f]
-        for _ in range(20):
-            doc = docs[rng.randrange(len(docs))]
-            start = rng.randrange(max(1, len(doc) - 1500))
-            out.append(doc[start:start + rng.randrange(200, 1500)])
-    return out
-
-
-def random_strings(rng):
-    out = []
-    for _ in range(60):
-        pools = rng.sample(POOLS, rng.randrange(1, 4))
-        chars = "".join(pools)
-        out.append("".join(rng.choice(chars) for _ in range(rng.randrange(1, 300))))
-    return out
-
-
 def main():
     rng = random.Random(20261123)
-    texts = HAND_WRITTEN + corpus_slices(rng) + random_strings(rng)
+    texts = HAND_WRITTEN + corpus_slices(rng, 20, 200) + random_strings(rng, POOLS)
     result = {"tiktoken": tiktoken.__version__, "texts": texts}
     for name in SPECS:
         enc = encoding(name)
@@ -107,11 +85,7 @@ def main():
         result[name + "/allowed_all"] = [
             enc.encode(t, allowed_special="all") for t in texts
         ]
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    data = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-    with open(OUT, "wb") as f:
-        with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-            gz.write(data)
+    write_json_gz(OUT, result)
     print(f"{OUT}: {len(texts)} texts, {sum(len(t) for t in texts)} chars, "
           f"tiktoken {tiktoken.__version__}", file=sys.stderr)
 

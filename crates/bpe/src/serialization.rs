@@ -2,7 +2,6 @@
 //! rank files. Errors name the file and the field or line; nothing here panics on bad input.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -67,25 +66,9 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Writes through a temporary file and a rename: a crash never leaves half a file.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
+    lmforge_tokenizer::write_atomic(path, contents).map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io(e)
     })
 }
 

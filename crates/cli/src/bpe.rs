@@ -4,12 +4,10 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
-use lmforge_bpe::{Allowed, Bpe, BpeTrainer, Flavour, TrainReport};
-use serde::Serialize;
+use anyhow::{Context, Result};
+use lmforge_bpe::{Allowed, Bpe, BpeTrainer, Flavour};
 
-use crate::corpus::{self, ReadStats};
+use crate::{corpus, training};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -123,17 +121,6 @@ fn pattern(name: &str) -> &str {
     }
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    output: &'a Path,
-    seconds: f64,
-    read_seconds: f64,
-    merge_seconds: f64,
-    input: ReadStats,
-    #[serde(flatten)]
-    train: TrainReport,
-}
-
 fn train(args: &TrainArgs) -> Result<()> {
     let start = Instant::now();
     let mut trainer = BpeTrainer::builder()
@@ -148,58 +135,29 @@ fn train(args: &TrainArgs) -> Result<()> {
         .pattern(pattern(&args.pattern))
         .max_token_length(args.max_token_length)
         .build()?;
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} reading {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    let input = corpus::read_batches(&args.input, &args.json_key, 32 << 20, |batch, stats| {
+    let input = training::read(&args.input, &args.json_key, |batch, stats| {
         trainer.feed(batch);
-        bar.set_message(format!(
+        format!(
             "{} texts, {:.1} MB, {} distinct pre-tokens",
             stats.texts,
             stats.bytes as f64 / 1e6,
             trainer.distinct_pre_tokens()
-        ));
+        )
     })?;
-    bar.finish_and_clear();
     let read_seconds = start.elapsed().as_secs_f64();
-    if input.texts == 0 {
-        bail!(
-            "no text in {} ({} lines skipped): nothing to train on",
-            args.input
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            input.skipped
-        );
-    }
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} merges [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let merge_start = Instant::now();
-    let (bpe, train) = trainer.train_with_progress(|done, wanted| {
-        bar.set_length(wanted as u64);
-        bar.set_position(done as u64);
+    let ((bpe, train), merge_seconds) = training::with_bar("merges", |progress| {
+        Ok(trainer.train_with_progress(progress)?)
     })?;
-    bar.finish_and_clear();
-    let merge_seconds = merge_start.elapsed().as_secs_f64();
     bpe.save(&args.output)?;
-    let seconds = start.elapsed().as_secs_f64();
-    let report = Report {
+    let report = training::Report {
         output: &args.output,
-        seconds,
+        seconds: start.elapsed().as_secs_f64(),
         read_seconds,
         merge_seconds,
         input,
         train,
     };
-    let report_path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| args.output.with_extension("report.json"));
-    crate::output::write_json(&report_path, &report)?;
+    let report_path = training::write_report(&args.output, args.report.as_deref(), &report)?;
     println!(
         "{}: {} tokens ({} merges{}) from {} texts, {:.1} MB, {} distinct pre-tokens in {:.2} s \
          (read {:.2} s, merges {:.2} s); report {}",
@@ -215,7 +173,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         report.input.texts,
         report.input.bytes as f64 / 1e6,
         report.train.distinct_pre_tokens,
-        seconds,
+        report.seconds,
         read_seconds,
         merge_seconds,
         report_path.display()

@@ -14,6 +14,7 @@ mod bpe;
 mod corpus;
 mod device;
 mod output;
+mod training;
 mod wordpiece;
 
 use clap::{Parser, Subcommand};

@@ -4,16 +4,13 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{Context, Result};
 use lmforge_wordpiece::{
-    BertNormalizer, Direction, TrainReport, Truncation, TruncationStrategy, WordPiece,
-    WordPieceTrainer,
+    BertNormalizer, Direction, Truncation, TruncationStrategy, WordPiece, WordPieceTrainer,
 };
-use serde::Serialize;
 
 use crate::bpe::lines;
-use crate::corpus::{self, ReadStats};
+use crate::training;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -126,17 +123,6 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    output: &'a Path,
-    seconds: f64,
-    read_seconds: f64,
-    merge_seconds: f64,
-    input: ReadStats,
-    #[serde(flatten)]
-    train: TrainReport,
-}
-
 fn train(args: &TrainArgs) -> Result<()> {
     let start = Instant::now();
     let normalizer = BertNormalizer {
@@ -156,62 +142,33 @@ fn train(args: &TrainArgs) -> Result<()> {
         .limit_alphabet((args.limit_alphabet > 0).then_some(args.limit_alphabet))
         .normalizer(normalizer)
         .build()?;
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} reading {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    let input = corpus::read_batches(&args.input, &args.json_key, 32 << 20, |batch, stats| {
+    let input = training::read(&args.input, &args.json_key, |batch, stats| {
         trainer.feed(batch);
-        bar.set_message(format!(
+        format!(
             "{} texts, {:.1} MB, {} distinct words",
             stats.texts,
             stats.bytes as f64 / 1e6,
             trainer.distinct_words()
-        ));
+        )
     })?;
-    bar.finish_and_clear();
     let read_seconds = start.elapsed().as_secs_f64();
-    if input.texts == 0 {
-        bail!(
-            "no text in {} ({} lines skipped): nothing to train on",
-            args.input
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            input.skipped
-        );
-    }
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tokens [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let merge_start = Instant::now();
-    let (wp, train) = trainer.train_with_progress(|done, wanted| {
-        bar.set_length(wanted as u64);
-        bar.set_position(done as u64);
+    let ((wp, train), merge_seconds) = training::with_bar("tokens", |progress| {
+        Ok(trainer.train_with_progress(progress)?)
     })?;
-    bar.finish_and_clear();
-    let merge_seconds = merge_start.elapsed().as_secs_f64();
     let wp = wp.with_truncation(args.max_length.map(truncation))?;
     wp.save(&args.output)?;
     if let Some(path) = &args.vocab_txt {
         wp.save_vocab(path)?;
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let report = Report {
+    let report = training::Report {
         output: &args.output,
-        seconds,
+        seconds: start.elapsed().as_secs_f64(),
         read_seconds,
         merge_seconds,
         input,
         train,
     };
-    let report_path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| args.output.with_extension("report.json"));
-    crate::output::write_json(&report_path, &report)?;
+    let report_path = training::write_report(&args.output, args.report.as_deref(), &report)?;
     println!(
         "{}: {} tokens ({} merges, alphabet {}{}) from {} texts, {:.1} MB, {} distinct words \
          in {:.2} s (read {:.2} s, merges {:.2} s); report {}",
@@ -228,7 +185,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         report.input.texts,
         report.input.bytes as f64 / 1e6,
         report.train.distinct_words,
-        seconds,
+        report.seconds,
         read_seconds,
         merge_seconds,
         report_path.display()

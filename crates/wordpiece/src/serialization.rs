@@ -3,7 +3,6 @@
 //! BertProcessing, WordPiece decoder, truncation and padding).
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
@@ -39,25 +38,9 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Writes through a temporary file in the same directory and renames it into place.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
+    lmforge_tokenizer::write_atomic(path, contents).map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut file = fs::File::create(&tmp).map_err(io)?;
-    file.write_all(contents).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io(e)
     })
 }
 
