@@ -1,13 +1,13 @@
 //! `lmforge bpe`: train a byte-level BPE tokenizer, encode and decode with one.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use lmforge_bpe::{Allowed, Bpe, BpeTrainer, Flavour};
 
-use crate::{corpus, training};
+use crate::{corpus, lines, training};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -207,74 +207,20 @@ pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
     Ok(Bpe::from_tokenizer_json_file(path)?)
 }
 
-pub(crate) fn lines(input: &Option<PathBuf>) -> Result<(String, Box<dyn BufRead>)> {
-    Ok(match input {
-        Some(path) => (
-            path.display().to_string(),
-            Box::new(BufReader::new(
-                std::fs::File::open(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?,
-            )),
-        ),
-        None => ("<stdin>".into(), Box::new(BufReader::new(std::io::stdin()))),
-    })
-}
-
 fn encode(args: &EncodeArgs) -> Result<()> {
     let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
-    let (name, mut input) = lines(&args.tokenizer.input)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    let mut line = Vec::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        if line.ends_with(b"\n") {
-            line.pop();
-        }
-        let text = std::str::from_utf8(&line)
-            .with_context(|| format!("{name}:{number}: invalid UTF-8"))?;
-        let ids = match args.special {
+    lines::encode(&args.tokenizer.input, |text| {
+        Ok(match args.special {
             Specials::Text => bpe.encode_ordinary(text),
             Specials::Allow => bpe.encode(text, Allowed::All)?,
-            Specials::Error => bpe
-                .encode(text, Allowed::None)
-                .with_context(|| format!("{name}:{number}"))?,
-        };
-        let mut first = true;
-        for id in ids {
-            if !first {
-                out.write_all(b" ")?;
-            }
-            first = false;
-            write!(out, "{id}")?;
-        }
-        out.write_all(b"\n")?;
-    }
-    Ok(out.flush()?)
+            Specials::Error => bpe.encode(text, Allowed::None)?,
+        })
+    })
 }
 
 fn decode(args: &DecodeArgs) -> Result<()> {
     let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
-    let (name, input) = lines(&args.tokenizer.input)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    for (i, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("{name}:{}", i + 1))?;
-        let ids = line
-            .split_whitespace()
-            .map(|t| t.parse::<u32>())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{name}:{}: not a list of ids", i + 1))?;
-        let bytes = bpe
-            .decode_bytes(&ids)
-            .with_context(|| format!("{name}:{}", i + 1))?;
-        out.write_all(&bytes)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(out.flush()?)
+    lines::decode(&args.tokenizer.input, |ids| Ok(bpe.decode_bytes(ids)?))
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {

@@ -13,6 +13,7 @@
 mod bpe;
 mod corpus;
 mod device;
+mod lines;
 mod output;
 mod training;
 mod wordpiece;

@@ -1,16 +1,14 @@
 //! `lmforge wordpiece`: train a BERT WordPiece tokenizer by likelihood, encode and decode.
 
-use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lmforge_wordpiece::{
     BertNormalizer, Direction, Truncation, TruncationStrategy, WordPiece, WordPieceTrainer,
 };
 
-use crate::bpe::lines;
-use crate::training;
+use crate::{lines, training};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -208,58 +206,20 @@ pub fn load(path: &Path, cased: bool) -> Result<WordPiece> {
 
 fn encode(args: &EncodeArgs) -> Result<()> {
     let wp = load(&args.tokenizer.tokenizer, args.tokenizer.cased)?;
-    let (name, mut input) = lines(&args.tokenizer.input)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    let mut line = Vec::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        if line.ends_with(b"\n") {
-            line.pop();
-        }
-        let text = std::str::from_utf8(&line)
-            .with_context(|| format!("{name}:{number}: invalid UTF-8"))?;
-        let ids = if args.plain {
+    lines::encode(&args.tokenizer.input, |text| {
+        Ok(if args.plain {
             wp.encode_ordinary(text)
         } else {
-            wp.encode(text)
-                .with_context(|| format!("{name}:{number}"))?
-                .ids
-        };
-        let mut first = true;
-        for id in ids {
-            if !first {
-                out.write_all(b" ")?;
-            }
-            first = false;
-            write!(out, "{id}")?;
-        }
-        out.write_all(b"\n")?;
-    }
-    Ok(out.flush()?)
+            wp.encode(text)?.ids
+        })
+    })
 }
 
 fn decode(args: &DecodeArgs) -> Result<()> {
     let wp = load(&args.tokenizer.tokenizer, args.tokenizer.cased)?;
-    let (name, input) = lines(&args.tokenizer.input)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
-    for (i, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("{name}:{}", i + 1))?;
-        let ids = line
-            .split_whitespace()
-            .map(|t| t.parse::<u32>())
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{name}:{}: not a list of ids", i + 1))?;
-        let text = wp
-            .decode(&ids, !args.keep_special_tokens)
-            .with_context(|| format!("{name}:{}", i + 1))?;
-        writeln!(out, "{text}")?;
-    }
-    Ok(out.flush()?)
+    lines::decode(&args.tokenizer.input, |ids| {
+        Ok(wp.decode(ids, !args.keep_special_tokens)?.into_bytes())
+    })
 }
 
 /// BERT's truncation: longest first, from the right.
