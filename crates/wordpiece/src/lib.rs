@@ -35,6 +35,7 @@
 mod linmaxmatch;
 mod model;
 mod normalizer;
+mod postprocess;
 mod serialization;
 mod tokenizer;
 mod trainer;
@@ -65,11 +66,12 @@ pub(crate) mod ops {
     pub fn add(_: usize) {}
 }
 
-pub use model::{
-    AddedToken, BERT_SPECIAL_TOKENS, Decoder, Direction, Encoding, Padding, PaddingStrategy,
-    Template, TemplatePiece, Truncation, TruncationStrategy, WordPiece,
-};
+pub use model::{AddedToken, BERT_SPECIAL_TOKENS, Decoder, WordPiece};
 pub use normalizer::BertNormalizer;
+pub use postprocess::{
+    Direction, Encoding, Padding, PaddingStrategy, Template, TemplatePiece, Truncation,
+    TruncationStrategy,
+};
 pub use trainer::{TrainReport, WordPieceTrainer, WordPieceTrainerBuilder};
 
 /// What can go wrong; every variant names the file, field, line or id at fault.

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::model::{
-    AddedToken, Decoder, Direction, Padding, PaddingStrategy, Parts, Template, TemplatePiece,
-    Truncation, TruncationStrategy, WordPiece,
-};
+use crate::model::{AddedToken, Decoder, Parts, WordPiece};
 use crate::normalizer::BertNormalizer;
+use crate::postprocess::{
+    Direction, Padding, PaddingStrategy, Template, TemplatePiece, Truncation, TruncationStrategy,
+};
 use crate::{Error, Result};
 
 fn format_err(file: &str, at: impl Into<String>, reason: impl Into<String>) -> Error {
