@@ -8,7 +8,8 @@
 Training a 30k vocabulary (lowercase, accents kept, min frequency 2, alphabet limit 1000,
 BERT's five special tokens) on the same 90 % of the documents: Hugging Face's
 `WordPieceTrainer` (through `BertWordPieceTokenizer`, BPE underneath) and `lmforge wordpiece
-train` (likelihood), the latter also at higher minimum frequencies. On the other 10 % (held
+train` (likelihood: the ratio score, also at higher minimum frequencies, and the exact
+likelihood gain). On the other 10 % (held
 out), both tokenizers are run by Python `tokenizers` (which checks that it loads our
 tokenizer.json and encodes it as `lmforge wordpiece encode` does): tokens per word (words as
 BERT's pre-tokenizer cuts them) and the [UNK] rate.
@@ -43,10 +44,10 @@ def train_hf(train_file):
     return tok
 
 
-def train_lmforge(lmforge, train_file, out, min_frequency=2):
+def train_lmforge(lmforge, train_file, out, min_frequency=2, score="ratio"):
     subprocess.run([lmforge, "wordpiece", "train", "--input", train_file, "--vocab-size",
                     str(VOCAB), "--lowercase", "--min-frequency", str(min_frequency),
-                    "--output", out], check=True, stdout=subprocess.DEVNULL)
+                    "--score", score, "--output", out], check=True, stdout=subprocess.DEVNULL)
     with open(out.replace(".json", ".report.json")) as f:
         return json.load(f)
 
@@ -109,6 +110,10 @@ def main():
             path = os.path.join(work, f"lmforge-mf{mf}.json")
             train_lmforge(args.lmforge, train_file, path, mf)
             out[f"held_out_lmforge_min_frequency_{mf}"] = held_out_stats(Tokenizer.from_file(path), held_out)
+        gain_json = os.path.join(work, "lmforge-gain.json")
+        seconds, _ = best_of(args.runs, lambda: train_lmforge(args.lmforge, train_file, gain_json, 2, "gain"))
+        out["train_lmforge_gain_s"] = round(seconds, 3)
+        out["held_out_lmforge_gain"] = held_out_stats(Tokenizer.from_file(gain_json), held_out)
 
         # Python tokenizers and `lmforge wordpiece encode` give the same ids for our file.
         lines = [line for t in held_out for line in t.split("\n") if line]

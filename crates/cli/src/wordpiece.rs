@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use lmforge_wordpiece::{
-    BertNormalizer, Direction, Truncation, TruncationStrategy, WordPiece, WordPieceTrainer,
+    BertNormalizer, Direction, Score, Truncation, TruncationStrategy, WordPiece, WordPieceTrainer,
 };
 
 use crate::{lines, training};
@@ -61,6 +61,10 @@ pub struct TrainArgs {
     /// Keep only this many most frequent characters (0: all).
     #[arg(long, default_value_t = 1000)]
     limit_alphabet: usize,
+    /// What pairs are ranked by: `ratio`, count(ab)/(count(a)·count(b)), or `gain`, the exact
+    /// change of the corpus log-likelihood (the ratio weighted by the pair's count).
+    #[arg(long, value_enum, default_value = "ratio")]
+    score: ScoreArg,
     /// Lowercase the text (uncased BERT).
     #[arg(long)]
     lowercase: bool,
@@ -79,6 +83,12 @@ pub struct TrainArgs {
     /// The JSON report (default: the output's name with `.report.json`).
     #[arg(long)]
     report: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScoreArg {
+    Ratio,
+    Gain,
 }
 
 #[derive(clap::Args)]
@@ -139,6 +149,10 @@ fn train(args: &TrainArgs) -> Result<()> {
         )
         .limit_alphabet((args.limit_alphabet > 0).then_some(args.limit_alphabet))
         .normalizer(normalizer)
+        .score(match args.score {
+            ScoreArg::Ratio => Score::Ratio,
+            ScoreArg::Gain => Score::LikelihoodGain,
+        })
         .build()?;
     let input = training::read(&args.input, &args.json_key, |batch, stats| {
         trainer.feed(batch);

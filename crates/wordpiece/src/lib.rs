@@ -2,8 +2,9 @@
 //! and read and write the files Hugging Face `tokenizers` and BERT use.
 //!
 //! - [`WordPieceTrainer`] merges the pair that most increases the likelihood of the corpus,
-//!   `count(ab) / (count(a) · count(b))`, with incremental updates (Hugging Face's
-//!   `WordPieceTrainer` merges by frequency: it is BPE underneath).
+//!   `count(ab) / (count(a) · count(b))` (or, [`Score::LikelihoodGain`], the exact change of
+//!   the log-likelihood), with incremental updates (Hugging Face's `WordPieceTrainer` merges by
+//!   frequency: it is BPE underneath).
 //! - [`WordPiece`] runs BERT's whole pipeline as Hugging Face does, id for id and offset for
 //!   offset: added tokens (`[CLS]` …) → [`BertNormalizer`] → BERT pre-tokenizer →
 //!   LinMaxMatch (Song et al. 2021: greedy longest-match-first in linear time, over a trie
@@ -72,7 +73,7 @@ pub use postprocess::{
     Direction, Encoding, Padding, PaddingStrategy, Template, TemplatePiece, Truncation,
     TruncationStrategy,
 };
-pub use trainer::{TrainReport, WordPieceTrainer, WordPieceTrainerBuilder};
+pub use trainer::{Score, TrainReport, WordPieceTrainer, WordPieceTrainerBuilder};
 
 /// What can go wrong; every variant names the file, field, line or id at fault.
 #[derive(Debug, thiserror::Error)]

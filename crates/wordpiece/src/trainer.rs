@@ -7,6 +7,9 @@
 //! the training data under a unigram model of the units — until the vocabulary is full.
 //! Hugging Face's `WordPieceTrainer` instead runs its BPE trainer (highest `count(ab)`) and
 //! renames the result (tokenizers #570, #144): the two agree on nothing but the alphabet.
+//! The ratio favours pairs of rare units; [`Score::LikelihoodGain`] ranks by the exact change
+//! of the log-likelihood instead, which weighs that association by the pair's count and
+//! compresses held-out text as well as Hugging Face's trainer (`docs/benchmarks.md`).
 //!
 //! The score of a pair changes when its own count changes and when the count of either unit
 //! does. Incremental, as the BPE trainer: each pair knows its words, a merge rewrites only
@@ -40,6 +43,20 @@ pub struct WordPieceTrainerBuilder {
     limit_alphabet: Option<usize>,
     prefix: String,
     normalizer: BertNormalizer,
+    score: Score,
+}
+
+/// What the trainer ranks pairs by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Score {
+    /// `count(ab) / (count(a)·count(b))`, WordPiece's criterion as it is usually stated
+    /// (and as Hugging Face's course describes it): favours pairs of rare units.
+    #[default]
+    Ratio,
+    /// The exact change of the corpus log-likelihood under a unigram model of the units if
+    /// `(a, b)` were merged, `c·ln c + (cₐ−c)·ln(cₐ−c) + (c_b−c)·ln(c_b−c) − cₐ·ln cₐ − c_b·ln c_b
+    /// − ((N−c)·ln(N−c) − N·ln N)`: the ratio weighted by how often the pair occurs.
+    LikelihoodGain,
 }
 
 impl Default for WordPieceTrainerBuilder {
@@ -51,6 +68,7 @@ impl Default for WordPieceTrainerBuilder {
             limit_alphabet: Some(1000),
             prefix: "##".into(),
             normalizer: BertNormalizer::default(),
+            score: Score::Ratio,
         }
     }
 }
@@ -86,6 +104,12 @@ impl WordPieceTrainerBuilder {
     /// The continuation prefix (default `##`).
     pub fn continuing_subword_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// What pairs are ranked by (default [`Score::Ratio`]).
+    pub fn score(mut self, score: Score) -> Self {
+        self.score = score;
         self
     }
 
@@ -197,18 +221,31 @@ pub struct WordPieceTrainer {
     bytes: u64,
 }
 
-/// A heap entry: the pair's count and its units' count product when last set.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A heap entry: what the pair scored when last set.
+#[derive(Clone, Copy)]
 struct Candidate {
+    /// The likelihood gain ([`Score::LikelihoodGain`]); 0 under [`Score::Ratio`].
+    gain: f64,
     count: u64,
     units: u128,
     key: Reverse<u64>,
 }
 
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.gain.to_bits() == other.gain.to_bits()
+            && self.count == other.count
+            && self.units == other.units
+            && self.key == other.key
+    }
+}
+
+impl Eq for Candidate {}
+
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         // count / units against other.count / other.units, exactly where it fits in u128.
-        let score = match (
+        let ratio = match (
             (self.count as u128).checked_mul(other.units),
             (other.count as u128).checked_mul(self.units),
         ) {
@@ -216,7 +253,9 @@ impl Ord for Candidate {
             _ => (self.count as f64 / self.units as f64)
                 .total_cmp(&(other.count as f64 / other.units as f64)),
         };
-        score
+        self.gain
+            .total_cmp(&other.gain)
+            .then(ratio)
             .then(self.count.cmp(&other.count))
             .then(self.key.cmp(&other.key))
     }
@@ -226,6 +265,25 @@ impl PartialOrd for Candidate {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+fn xlogx(x: u64) -> f64 {
+    if x == 0 {
+        0.0
+    } else {
+        x as f64 * (x as f64).ln()
+    }
+}
+
+/// How much merging a pair seen `c` times raises the log-likelihood of the corpus under a
+/// unigram model of its `total` units, `ca` and `cb` the counts of its two units.
+pub(crate) fn likelihood_gain(c: u64, ca: u64, cb: u64, same: bool, total: u64) -> f64 {
+    let units = if same {
+        xlogx(ca.saturating_sub(2 * c)) - xlogx(ca)
+    } else {
+        xlogx(ca.saturating_sub(c)) + xlogx(cb.saturating_sub(c)) - xlogx(ca) - xlogx(cb)
+    };
+    xlogx(c) + units - (xlogx(total.saturating_sub(c)) - xlogx(total))
 }
 
 /// A max-heap with at most one entry per pair, updated in place: a merge re-scores thousands
@@ -477,10 +535,20 @@ impl WordPieceTrainer {
         };
         let mut pairs = count_pairs(&words, |key| register(&mut by_unit, key));
         let min_frequency = config.min_frequency.max(1);
-        let candidate = |key: u64, count: u64, units: &[u64]| Candidate {
-            count,
-            units: units[(key >> 32) as usize] as u128 * units[key as u32 as usize] as u128,
-            key: Reverse(key),
+        let mut total: u64 = units.iter().sum();
+        let score = config.score;
+        let candidate = |key: u64, count: u64, units: &[u64], total: u64| {
+            let (a, b) = pair_of(key);
+            let (ca, cb) = (units[a as usize], units[b as usize]);
+            Candidate {
+                gain: match score {
+                    Score::Ratio => 0.0,
+                    Score::LikelihoodGain => likelihood_gain(count, ca, cb, a == b, total),
+                },
+                count,
+                units: ca as u128 * cb as u128,
+                key: Reverse(key),
+            }
         };
         let mut heap = PairHeap::default();
         let mut initial: Vec<u64> = pairs
@@ -491,7 +559,7 @@ impl WordPieceTrainer {
         // Hash order must not decide anything, not even the heap's layout.
         initial.sort_unstable();
         for k in initial {
-            heap.set(candidate(k, pairs[&k].count, &units));
+            heap.set(candidate(k, pairs[&k].count, &units, total));
         }
 
         let wanted = config.vocab_size;
@@ -511,7 +579,7 @@ impl WordPieceTrainer {
             let Some(entry) = pairs.get(&key).filter(|e| e.count >= min_frequency) else {
                 continue;
             };
-            let now = candidate(key, entry.count, &units);
+            let now = candidate(key, entry.count, &units, total);
             if now != top {
                 // Increases are set when they happen, decreases when the entry comes up.
                 heap.set(now);
@@ -539,6 +607,7 @@ impl WordPieceTrainer {
                     units[a as usize] -= n;
                     units[b as usize] -= n;
                     units[new as usize] += n;
+                    total -= n;
                 },
                 |key| register(&mut by_unit, key),
             );
@@ -566,7 +635,7 @@ impl WordPieceTrainer {
                 if let Some(e) = pairs.get(&k)
                     && e.count >= min_frequency
                 {
-                    heap.set(candidate(k, e.count, &units));
+                    heap.set(candidate(k, e.count, &units, total));
                 }
             }
             if vocab.len().is_multiple_of(report_every) {

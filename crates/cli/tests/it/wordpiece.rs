@@ -98,6 +98,33 @@ fn train_encode_decode() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(plain(s(&converted)), plain(s(&tokenizer)));
+    // The exact likelihood gain trains too: another vocabulary from the same corpus.
+    let gain = dir.join("gain.json");
+    let gain_vocab = dir.join("gain.txt");
+    let out = lmforge(&[
+        "wordpiece",
+        "train",
+        "--input",
+        s(&corpus),
+        "--vocab-size",
+        "100",
+        "--lowercase",
+        "--score",
+        "gain",
+        "--output",
+        s(&gain),
+        "--vocab-txt",
+        s(&gain_vocab),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(
+        std::fs::read(&gain).unwrap(),
+        std::fs::read(&tokenizer).unwrap()
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
