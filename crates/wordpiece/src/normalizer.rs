@@ -49,7 +49,9 @@ impl BertNormalizer {
         self.strip_accents.unwrap_or(self.lowercase)
     }
 
-    /// The normalized text, as Hugging Face's `normalize_str` gives it.
+    /// The normalized text, as Hugging Face's `normalize_str` gives it, except that combining
+    /// marks are decomposed one character at a time, not reordered across characters (what
+    /// tokenizing does, offsets included, is exact: see `Splitter`).
     pub fn normalize(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         for c in text.chars() {
