@@ -1,13 +1,13 @@
 //! `WordPiece`: a loaded tokenizer, the whole Hugging Face pipeline for BERT — added (special)
-//! tokens → normalizer → pre-tokenizer → LinMaxMatch → template → truncation → padding — and
-//! the decoder back.
+//! tokens → normalizer → (added tokens matched after normalization) → pre-tokenizer →
+//! LinMaxMatch → template → truncation → padding — and the decoder back.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::linmaxmatch::{LinMaxMatch, Piece};
-use crate::normalizer::{BertNormalizer, Splitter, WordBuf};
+use crate::normalizer::{Align, BertNormalizer, Splitter, WordBuf, is_bert_punctuation};
 use crate::postprocess::{
     Encoding, Padding, PaddingStrategy, Template, TemplatePiece, Truncation, round_up, truncate,
 };
@@ -29,6 +29,8 @@ pub struct AddedToken {
     pub lstrip: bool,
     /// Also takes the whitespace on its right.
     pub rstrip: bool,
+    /// Matched in the normalized text (its own content normalized too), not the raw text.
+    pub normalized: bool,
 }
 
 impl AddedToken {
@@ -41,6 +43,7 @@ impl AddedToken {
             single_word: false,
             lstrip: false,
             rstrip: false,
+            normalized: false,
         }
     }
 }
@@ -67,7 +70,10 @@ pub struct WordPiece {
     pub(crate) matcher: LinMaxMatch,
     pub(crate) splitter: Splitter,
     pub(crate) added: Vec<AddedToken>,
-    added_matcher: Option<AhoCorasick>,
+    /// Added tokens matched in the raw text, and which of `added` each pattern is.
+    added_matcher: Option<(AhoCorasick, Vec<usize>)>,
+    /// Added tokens matched in the normalized text (`normalized: true`).
+    normalized_matcher: Option<(AhoCorasick, Vec<usize>)>,
     added_by_id: FxHashMap<u32, usize>,
     pub(crate) template: Option<Template>,
     pub(crate) truncation: Option<Truncation>,
@@ -189,16 +195,35 @@ impl WordPiece {
             parts.vocab.iter().map(|(t, id)| (t.as_str(), *id)),
             &parts.prefix,
         );
-        let added_matcher = if parts.added.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(parts.added.iter().map(|a| &a.content))
-                    .map_err(|e| Error::invalid("added_tokens", e.to_string()))?,
-            )
+        let splitter = Splitter::new(parts.normalizer);
+        let matcher_of = |normalized: bool| -> Result<Option<(AhoCorasick, Vec<usize>)>> {
+            let mut which = Vec::new();
+            let mut patterns = Vec::new();
+            for (i, a) in parts.added.iter().enumerate() {
+                if a.normalized != normalized {
+                    continue;
+                }
+                let pattern = match (normalized, parts.normalizer) {
+                    (true, Some(n)) => n.normalize(&a.content),
+                    _ => a.content.clone(),
+                };
+                // A token that normalizes to nothing can never be found.
+                if !pattern.is_empty() {
+                    which.push(i);
+                    patterns.push(pattern);
+                }
+            }
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let ac = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .map_err(|e| Error::invalid("added_tokens", e.to_string()))?;
+            Ok(Some((ac, which)))
         };
+        let added_matcher = matcher_of(false)?;
+        let normalized_matcher = matcher_of(true)?;
         let added_by_id = parts
             .added
             .iter()
@@ -213,9 +238,10 @@ impl WordPiece {
             prefix: parts.prefix,
             max_input_chars_per_word: parts.max_input_chars_per_word,
             matcher,
-            splitter: Splitter::new(parts.normalizer),
+            splitter,
             added: parts.added,
             added_matcher,
+            normalized_matcher,
             added_by_id,
             template: parts.template,
             truncation: parts.truncation,
@@ -398,9 +424,9 @@ impl WordPiece {
             let mut word = 0;
             match &self.added_matcher {
                 None => self.tokenize_segment(text, 0, buf, pieces, &mut word, emit),
-                Some(_) => {
+                Some(raw) => {
                     let mut at = 0;
-                    for (id, start, end) in self.find_added(text) {
+                    for (id, start, end) in self.find_added(text, raw) {
                         if at < start {
                             let segment = &text[at..start];
                             self.tokenize_segment(segment, at, buf, pieces, &mut word, emit);
@@ -426,32 +452,68 @@ impl WordPiece {
         index: &mut u32,
         emit: &mut dyn FnMut(u32, (usize, usize), u32),
     ) {
-        self.splitter
-            .split(text, offset, buf, |word, chars, align| {
-                pieces.clear();
-                if chars <= self.max_input_chars_per_word
-                    && self.matcher.tokenize(word.as_bytes(), pieces)
-                {
-                    for &(id, s, e) in pieces.iter() {
-                        emit(id, align.span(s as usize, e as usize), *index);
-                    }
-                } else {
-                    emit(self.unk_id, align.span(0, word.len()), *index);
-                }
-                *index += 1;
+        let Some(matcher) = &self.normalized_matcher else {
+            return self.splitter.split(text, offset, buf, |w, chars, align| {
+                self.emit_word(w, chars, align, pieces, index, emit)
             });
+        };
+        // Added tokens matched after normalization: normalize the whole segment first (with
+        // each byte's original range), cut those out, pre-tokenize what is left.
+        let (normalized, map) = self.splitter.normalize_aligned(text, offset, buf);
+        let mut at = 0;
+        for (id, start, end) in self.find_added(&normalized, matcher) {
+            if at < start {
+                pre_tokenize(
+                    &normalized[at..start],
+                    &map[at..start],
+                    &mut |w, chars, align| self.emit_word(w, chars, align, pieces, index, emit),
+                );
+            }
+            emit(id, (map[start].0, map[end - 1].1), *index);
+            *index += 1;
+            at = end;
+        }
+        if at < normalized.len() {
+            pre_tokenize(&normalized[at..], &map[at..], &mut |w, chars, align| {
+                self.emit_word(w, chars, align, pieces, index, emit)
+            });
+        }
+    }
+
+    /// The pieces of one word (or `[UNK]`), with their original ranges.
+    #[inline]
+    fn emit_word(
+        &self,
+        word: &str,
+        chars: usize,
+        align: Align<'_>,
+        pieces: &mut Vec<Piece>,
+        index: &mut u32,
+        emit: &mut dyn FnMut(u32, (usize, usize), u32),
+    ) {
+        pieces.clear();
+        if chars <= self.max_input_chars_per_word && self.matcher.tokenize(word.as_bytes(), pieces)
+        {
+            for &(id, s, e) in pieces.iter() {
+                emit(id, align.span(s as usize, e as usize), *index);
+            }
+        } else {
+            emit(self.unk_id, align.span(0, word.len()), *index);
+        }
+        *index += 1;
     }
 
     /// Added tokens found in `text`: (id, start, end), Hugging Face's rules for
     /// `single_word`, `lstrip` and `rstrip`.
-    fn find_added(&self, text: &str) -> Vec<(u32, usize, usize)> {
-        let Some(ac) = &self.added_matcher else {
-            return Vec::new();
-        };
+    fn find_added(
+        &self,
+        text: &str,
+        (ac, which): &(AhoCorasick, Vec<usize>),
+    ) -> Vec<(u32, usize, usize)> {
         let mut found = Vec::new();
         let mut last_end = 0;
         for m in ac.find_iter(text) {
-            let token = &self.added[m.pattern().as_usize()];
+            let token = &self.added[which[m.pattern().as_usize()]];
             let (mut start, mut end) = (m.start(), m.end());
             if token.single_word {
                 let before = text[..start].chars().next_back();
@@ -468,7 +530,11 @@ impl WordPiece {
                 end +=
                     text[end..].len() - text[end..].trim_start_matches(char::is_whitespace).len();
             }
-            found.push((token.id, start, end));
+            // Hugging Face drops a match that lstrip has emptied (it starts where the previous
+            // one, extended by rstrip, ended).
+            if start < end {
+                found.push((token.id, start, end));
+            }
             last_end = end;
         }
         found
@@ -663,7 +729,39 @@ fn cleanup(s: &str) -> String {
         .replace(" 're", "'re")
 }
 
-/// A "word" character for `single_word` added tokens (Hugging Face: `\w`).
+/// A "word" character for `single_word` added tokens: the regex `\w` Hugging Face tests
+/// with (letters, marks, decimal digits, connector punctuation, joiners), from the same
+/// regex engine's tables.
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
+    static WORD: std::sync::LazyLock<Option<regex_automata::meta::Regex>> =
+        std::sync::LazyLock::new(|| regex_automata::meta::Regex::new(r"^\w$").ok());
+    let mut buf = [0; 4];
+    WORD.as_ref().map_or(c.is_alphanumeric() || c == '_', |re| {
+        re.is_match(c.encode_utf8(&mut buf).as_bytes())
+    })
+}
+
+/// BERT's pre-tokenizer over already normalized text: words split on whitespace, each
+/// punctuation character a word of its own; `map` gives each byte's original range.
+fn pre_tokenize(text: &str, map: &[(usize, usize)], word: &mut dyn FnMut(&str, usize, Align<'_>)) {
+    let mut start = None;
+    let mut chars = 0;
+    for (i, c) in text.char_indices() {
+        let end = i + c.len_utf8();
+        if c.is_whitespace() || is_bert_punctuation(c) {
+            if let Some(s) = start.take() {
+                word(&text[s..i], chars, Align::Map(&map[s..i]));
+            }
+            chars = 0;
+            if !c.is_whitespace() {
+                word(&text[i..end], 1, Align::Map(&map[i..end]));
+            }
+        } else {
+            start.get_or_insert(i);
+            chars += 1;
+        }
+    }
+    if let Some(s) = start {
+        word(&text[s..], chars, Align::Map(&map[s..]));
+    }
 }

@@ -188,6 +188,8 @@ pub(crate) struct WordBuf {
     /// Empty while the word is `Align::Identity(base)`.
     map: Vec<(usize, usize)>,
     nfd: Nfd,
+    /// Collect the whole normalized text, whitespace and punctuation included, unsplit.
+    raw: bool,
 }
 
 impl WordBuf {
@@ -382,7 +384,7 @@ impl Splitter {
         if chinese {
             // Padded with spaces, which are starters and end the word.
             self.release(buf, emit);
-            buf.flush(emit);
+            pad(from, buf, emit);
         }
         if n.strips_accents() {
             buf.nfd.inputs.push_back(from);
@@ -402,8 +404,29 @@ impl Splitter {
         }
         if chinese {
             self.release(buf, emit);
-            buf.flush(emit);
+            pad(from, buf, emit);
         }
+    }
+
+    /// The normalized text of `text` (whose first byte is at `offset`), unsplit, with each
+    /// byte's original range: for added tokens that are matched after normalization.
+    pub(crate) fn normalize_aligned(
+        &self,
+        text: &str,
+        offset: usize,
+        buf: &mut WordBuf,
+    ) -> (String, Vec<(usize, usize)>) {
+        let mut never = |_: &str, _: usize, _: Align<'_>| {};
+        buf.raw = true;
+        buf.nfd.last = (offset, offset);
+        for (i, c) in text.char_indices() {
+            self.push_char(c, (offset + i, offset + i + c.len_utf8()), buf, &mut never);
+        }
+        self.release(buf, &mut never);
+        buf.raw = false;
+        buf.materialize();
+        buf.chars = 0;
+        (std::mem::take(&mut buf.text), std::mem::take(&mut buf.map))
     }
 
     /// Sorts and releases the pending non-starters.
@@ -457,6 +480,15 @@ impl Splitter {
     }
 }
 
+/// The space BERT puts on either side of a CJK ideograph.
+fn pad(from: (usize, usize), buf: &mut WordBuf, emit: &mut impl FnMut(&str, usize, Align<'_>)) {
+    if buf.raw {
+        buf.push(' ', from);
+    } else {
+        buf.flush(emit);
+    }
+}
+
 /// Puts one normalized character where the pre-tokenizer sends it.
 #[inline]
 fn place(
@@ -465,7 +497,9 @@ fn place(
     buf: &mut WordBuf,
     emit: &mut impl FnMut(&str, usize, Align<'_>),
 ) {
-    if d.is_whitespace() {
+    if buf.raw {
+        buf.push(d, from);
+    } else if d.is_whitespace() {
         buf.flush(emit);
     } else if is_bert_punctuation(d) {
         buf.flush(emit);

@@ -244,7 +244,7 @@ impl WordPiece {
             .iter()
             .map(|a| {
                 json!({"id": a.id, "content": a.content, "single_word": a.single_word,
-                       "lstrip": a.lstrip, "rstrip": a.rstrip, "normalized": false,
+                       "lstrip": a.lstrip, "rstrip": a.rstrip, "normalized": a.normalized,
                        "special": a.special})
             })
             .collect();
@@ -360,19 +360,16 @@ fn added_token(v: &Value, file: &str, i: usize) -> Result<AddedToken> {
     let content = get(v, "content")
         .and_then(Value::as_str)
         .ok_or_else(|| format_err(file, format!("{at}.content"), "missing or not a string"))?;
-    if as_bool(v, "normalized", false, file, &at)? {
-        return Err(unsupported(
-            file,
-            format!("{at} ({content:?}) with \"normalized\": true"),
-        ));
-    }
+    let special = as_bool(v, "special", false, file, &at)?;
     Ok(AddedToken {
         id,
         content: content.to_string(),
-        special: as_bool(v, "special", false, file, &at)?,
+        special,
         single_word: as_bool(v, "single_word", false, file, &at)?,
         lstrip: as_bool(v, "lstrip", false, file, &at)?,
         rstrip: as_bool(v, "rstrip", false, file, &at)?,
+        // Hugging Face's default: special tokens are matched raw, others after normalization.
+        normalized: as_bool(v, "normalized", !special, file, &at)?,
     })
 }
 

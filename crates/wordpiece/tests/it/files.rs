@@ -85,11 +85,15 @@ fn damaged_tokenizer_json_names_file_and_field() {
             "added_tokens[0].content",
         ),
         (
+            &with("added_tokens", json!([{"id": 1, "content": 5}])),
+            "added_tokens[0].content",
+        ),
+        (
             &with(
                 "added_tokens",
-                json!([{"id": 1, "content": "x", "normalized": true}]),
+                json!([{"id": 1, "content": "x", "lstrip": 1}]),
             ),
-            "added_tokens[0] (\"x\") with \"normalized\": true",
+            "added_tokens[0].lstrip: not a boolean",
         ),
         (
             &with("post_processor.type", json!("RobertaProcessing")),
@@ -141,6 +145,31 @@ fn damaged_vocab_txt_names_the_line() {
     assert_eq!(err(b"[UNK]\na\n\xff\n"), "vocab.txt: line 3: invalid UTF-8");
     assert_eq!(err(b""), "vocab.txt: line 1: no tokens");
     assert!(err(b"a\nb\n").contains("[UNK]"));
+}
+
+#[test]
+fn added_tokens_matched_after_normalization() {
+    // "UnAff" is normalized to "unaff" before it is looked for, so "UNAFF" matches it too;
+    // "[CLS]" (special) is looked for in the raw text only.
+    let json = with(
+        "added_tokens",
+        serde_json::json!([
+            {"id": 2, "content": "[CLS]", "special": true, "normalized": false,
+             "single_word": false, "lstrip": false, "rstrip": false},
+            {"id": 9, "content": "UnAff", "special": false, "normalized": true,
+             "single_word": false, "lstrip": false, "rstrip": false}
+        ]),
+    );
+    let wp = WordPiece::from_tokenizer_json(json.as_bytes(), "t.json").unwrap();
+    let enc = wp.encode_with("UNAFFable [CLS]", None, false).unwrap();
+    // After the added token, "able" starts a word of its own: not "##able", so unknown.
+    assert_eq!(enc.ids, [9, 1, 2]);
+    assert_eq!(enc.offsets, [(0, 5), (5, 9), (10, 15)]);
+    assert_eq!(enc.word_ids, [Some(0), Some(1), Some(2)]);
+    let hf = tokenizers::Tokenizer::from_bytes(json.as_bytes()).unwrap();
+    let theirs = hf.encode("UNAFFable [CLS]", false).unwrap();
+    assert_eq!(theirs.get_ids(), enc.ids);
+    assert_eq!(theirs.get_offsets(), enc.offsets);
 }
 
 #[test]

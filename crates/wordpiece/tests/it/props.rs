@@ -118,8 +118,9 @@ proptest! {
         fixed in proptest::option::of(0usize..24),
         left in any::<(bool, bool)>(),
         strategy in 0..3u8,
-        text in ".{0,40}",
-        pair in proptest::option::of(".{0,40}"),
+        text in prop_oneof![".{0,40}", "[aAbBé#Ë. \u{301}]{0,40}"],
+        pair in proptest::option::of(prop_oneof![".{0,40}", "[aAbBé#Ë. \u{301}]{0,40}"]),
+        added in proptest::collection::vec(("[aAbé# ]{1,4}", any::<(bool, bool, bool, bool)>()), 0..3),
     ) {
         let normalizer = BertNormalizer {
             clean_text: flags.0,
@@ -149,6 +150,21 @@ proptest! {
                 pad_type_id: 0,
                 pad_token: "[PAD]".into(),
             }));
+        // Added tokens of every kind, matched in the raw or the normalized text.
+        let mut root: serde_json::Value = serde_json::from_str(&wp.to_tokenizer_json()).unwrap();
+        let first_new = wp.vocab_size();
+        let mut seen = std::collections::HashSet::new();
+        for (content, (normalized, single_word, lstrip, rstrip)) in &added {
+            if wp.token_id(content).is_some() || !seen.insert(content.clone()) {
+                continue;
+            }
+            let id = first_new + seen.len() - 1;
+            root["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({
+                "id": id, "content": content, "single_word": single_word, "lstrip": lstrip,
+                "rstrip": rstrip, "normalized": normalized, "special": false
+            }));
+        }
+        let wp = WordPiece::from_tokenizer_json(root.to_string().as_bytes(), "t.json").unwrap();
         let json = wp.to_tokenizer_json();
         let again = WordPiece::from_tokenizer_json(json.as_bytes(), "t.json").unwrap();
         prop_assert_eq!(again.to_tokenizer_json(), json.clone());
