@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::pretokenize::{GPT2, Pretokenizer};
 use crate::{Bpe, Error, Result};
-use lmforge_tokenizer::merges::{Merger, Word, count_pairs, pair_of};
+use lmforge_tokenizer::merges::{Merger, Word, count_pairs, pair_of, sum_counts};
 
 /// Settings for [`BpeTrainer`]; build one with [`BpeTrainer::builder`].
 #[derive(Debug, Clone)]
@@ -226,13 +226,7 @@ impl BpeTrainer {
                 }
                 map
             })
-            .reduce(FxHashMap::default, |a, b| {
-                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-                for (k, v) in small {
-                    *big.entry(k).or_insert(0) += v;
-                }
-                big
-            });
+            .reduce(FxHashMap::default, sum_counts);
         for (piece, n) in local {
             match self.words.get_mut(piece) {
                 Some(c) => *c += n,

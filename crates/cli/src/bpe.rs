@@ -35,12 +35,8 @@ pub struct ConvertArgs {
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Corpus files: plain text (one text per line), .jsonl; each optionally .gz or .zst.
-    #[arg(long, num_args = 1.., required = true)]
-    input: Vec<PathBuf>,
-    /// Field of each jsonl object that holds the text.
-    #[arg(long, default_value = "text")]
-    json_key: String,
+    #[command(flatten)]
+    corpus: training::Corpus,
     /// Total vocabulary size: 256 bytes + merges + special tokens.
     #[arg(long, default_value_t = 32_000)]
     vocab_size: usize,
@@ -56,12 +52,8 @@ pub struct TrainArgs {
     /// No token longer than this many bytes.
     #[arg(long)]
     max_token_length: Option<usize>,
-    /// Where to write tokenizer.json.
-    #[arg(long)]
-    output: PathBuf,
-    /// The JSON report (default: the output's name with `.report.json`).
-    #[arg(long)]
-    report: Option<PathBuf>,
+    #[command(flatten)]
+    out: training::Output,
 }
 
 /// How special-token text in the input is treated.
@@ -135,7 +127,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         .pattern(pattern(&args.pattern))
         .max_token_length(args.max_token_length)
         .build()?;
-    let input = training::read(&args.input, &args.json_key, |batch, stats| {
+    let input = training::read(&args.corpus, |batch, stats| {
         trainer.feed(batch);
         format!(
             "{} texts, {:.1} MB, {} distinct pre-tokens",
@@ -148,20 +140,20 @@ fn train(args: &TrainArgs) -> Result<()> {
     let ((bpe, train), merge_seconds) = training::with_bar("merges", |progress| {
         Ok(trainer.train_with_progress(progress)?)
     })?;
-    bpe.save(&args.output)?;
+    bpe.save(&args.out.output)?;
     let report = training::Report {
-        output: &args.output,
+        output: &args.out.output,
         seconds: start.elapsed().as_secs_f64(),
         read_seconds,
         merge_seconds,
         input,
         train,
     };
-    let report_path = training::write_report(&args.output, args.report.as_deref(), &report)?;
+    let report_path = training::write_report(&args.out, &report)?;
     println!(
         "{}: {} tokens ({} merges{}) from {} texts, {:.1} MB, {} distinct pre-tokens in {:.2} s \
          (read {:.2} s, merges {:.2} s); report {}",
-        args.output.display(),
+        args.out.output.display(),
         report.train.vocab_size,
         report.train.merges,
         report

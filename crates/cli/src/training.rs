@@ -10,6 +10,28 @@ use serde::Serialize;
 
 use crate::corpus::{self, ReadStats};
 
+/// The corpus a trainer reads (flattened into `train`'s flags).
+#[derive(clap::Args)]
+pub struct Corpus {
+    /// Corpus files: plain text (one text per line), .jsonl; each optionally .gz or .zst.
+    #[arg(long, num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// Field of each jsonl object that holds the text.
+    #[arg(long, default_value = "text")]
+    pub json_key: String,
+}
+
+/// Where a trainer writes (flattened into `train`'s flags).
+#[derive(clap::Args)]
+pub struct Output {
+    /// Where to write tokenizer.json.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The JSON report (default: the output's name with `.report.json`).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
 /// A training run's report: timings and input, then the trainer's own fields.
 #[derive(Serialize)]
 pub struct Report<'a, T: Serialize> {
@@ -25,15 +47,15 @@ pub struct Report<'a, T: Serialize> {
 /// Reads `files` in 32 MB batches into `feed`, which returns what the spinner shows; an empty
 /// corpus is an error naming the files.
 pub fn read(
-    files: &[PathBuf],
-    json_key: &str,
+    corpus: &Corpus,
     mut feed: impl FnMut(&[String], &ReadStats) -> String,
 ) -> Result<ReadStats> {
+    let files = &corpus.input;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} reading {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let input = corpus::read_batches(files, json_key, 32 << 20, |batch, stats| {
+    let input = corpus::read_batches(files, &corpus.json_key, 32 << 20, |batch, stats| {
         bar.set_message(feed(batch, stats));
     })?;
     bar.finish_and_clear();
@@ -72,14 +94,13 @@ pub fn with_bar<T>(
     Ok((result, start.elapsed().as_secs_f64()))
 }
 
-/// Writes the report (to `report`, or next to `output` as `<name>.report.json`); returns its
-/// path.
-pub fn write_report<T: Serialize>(
-    output: &Path,
-    report_path: Option<&Path>,
-    report: &Report<'_, T>,
-) -> Result<PathBuf> {
-    let path = report_path.map_or_else(|| output.with_extension("report.json"), PathBuf::from);
+/// Writes the report (to `--report`, or next to the output as `<name>.report.json`); returns
+/// its path.
+pub fn write_report<T: Serialize>(out: &Output, report: &Report<'_, T>) -> Result<PathBuf> {
+    let path = out
+        .report
+        .clone()
+        .unwrap_or_else(|| out.output.with_extension("report.json"));
     crate::output::write_json(&path, report)?;
     Ok(path)
 }

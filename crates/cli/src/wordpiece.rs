@@ -39,12 +39,8 @@ pub struct ConvertArgs {
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Corpus files: plain text (one text per line), .jsonl; each optionally .gz or .zst.
-    #[arg(long, num_args = 1.., required = true)]
-    input: Vec<PathBuf>,
-    /// Field of each jsonl object that holds the text.
-    #[arg(long, default_value = "text")]
-    json_key: String,
+    #[command(flatten)]
+    corpus: training::Corpus,
     /// Total vocabulary size, special tokens and alphabet included.
     #[arg(long, default_value_t = 30_000)]
     vocab_size: usize,
@@ -74,15 +70,11 @@ pub struct TrainArgs {
     /// Truncate encodings to this many tokens (written into tokenizer.json).
     #[arg(long)]
     max_length: Option<usize>,
-    /// Where to write tokenizer.json.
-    #[arg(long)]
-    output: PathBuf,
     /// Also write the vocabulary as BERT's vocab.txt here.
     #[arg(long)]
     vocab_txt: Option<PathBuf>,
-    /// The JSON report (default: the output's name with `.report.json`).
-    #[arg(long)]
-    report: Option<PathBuf>,
+    #[command(flatten)]
+    out: training::Output,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -154,7 +146,7 @@ fn train(args: &TrainArgs) -> Result<()> {
             ScoreArg::Gain => Score::LikelihoodGain,
         })
         .build()?;
-    let input = training::read(&args.input, &args.json_key, |batch, stats| {
+    let input = training::read(&args.corpus, |batch, stats| {
         trainer.feed(batch);
         format!(
             "{} texts, {:.1} MB, {} distinct words",
@@ -168,23 +160,23 @@ fn train(args: &TrainArgs) -> Result<()> {
         Ok(trainer.train_with_progress(progress)?)
     })?;
     let wp = wp.with_truncation(args.max_length.map(truncation))?;
-    wp.save(&args.output)?;
+    wp.save(&args.out.output)?;
     if let Some(path) = &args.vocab_txt {
         wp.save_vocab(path)?;
     }
     let report = training::Report {
-        output: &args.output,
+        output: &args.out.output,
         seconds: start.elapsed().as_secs_f64(),
         read_seconds,
         merge_seconds,
         input,
         train,
     };
-    let report_path = training::write_report(&args.output, args.report.as_deref(), &report)?;
+    let report_path = training::write_report(&args.out, &report)?;
     println!(
         "{}: {} tokens ({} merges, alphabet {}{}) from {} texts, {:.1} MB, {} distinct words \
          in {:.2} s (read {:.2} s, merges {:.2} s); report {}",
-        args.output.display(),
+        args.out.output.display(),
         report.train.vocab_size,
         report.train.merges,
         report.train.alphabet,

@@ -41,6 +41,19 @@ pub fn pair_of(key: u64) -> (u32, u32) {
     ((key >> 32) as u32, key as u32)
 }
 
+/// Two count tables as one, the smaller added into the larger (the reduce step of counting
+/// words in parallel).
+pub fn sum_counts<K: std::hash::Hash + Eq>(
+    a: FxHashMap<K, u64>,
+    b: FxHashMap<K, u64>,
+) -> FxHashMap<K, u64> {
+    let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    for (k, v) in small {
+        *big.entry(k).or_insert(0) += v;
+    }
+    big
+}
+
 /// Counts every adjacent pair of every word; `created(key)` is called once per pair, in word
 /// order.
 pub fn count_pairs(words: &[Word], mut created: impl FnMut(u64)) -> Pairs {

@@ -25,7 +25,7 @@
 use std::cmp::{Ordering, Reverse};
 
 use aho_corasick::AhoCorasick;
-use lmforge_tokenizer::merges::{Merger, Word, count_pairs, pair_of};
+use lmforge_tokenizer::merges::{Merger, Word, count_pairs, pair_of, sum_counts};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -409,13 +409,7 @@ impl WordPieceTrainer {
                 },
             )
             .map(|(map, _)| map)
-            .reduce(FxHashMap::default, |a, b| {
-                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-                for (k, v) in small {
-                    *big.entry(k).or_insert(0) += v;
-                }
-                big
-            });
+            .reduce(FxHashMap::default, sum_counts);
         if self.words.is_empty() {
             self.words = local;
         } else {
