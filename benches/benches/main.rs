@@ -6,12 +6,15 @@
 use criterion::{criterion_group, criterion_main};
 
 mod bpe;
+mod dataset;
 mod wordpiece;
 
 criterion_group!(
     benches,
     bpe::encode,
     bpe::train,
+    dataset::convert,
+    dataset::samples,
     wordpiece::encode,
     wordpiece::train
 );

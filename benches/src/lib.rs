@@ -76,3 +76,31 @@ pub fn minilm(plain: bool) -> lmforge_wordpiece::WordPiece {
         wp
     }
 }
+
+/// The embedded corpus files, `datasets/default/{en,fr,es}.jsonl.gz`.
+pub fn corpus_files() -> Vec<PathBuf> {
+    ["en", "fr", "es"]
+        .iter()
+        .map(|l| root().join(format!("datasets/default/{l}.jsonl.gz")))
+        .collect()
+}
+
+/// A 32k byte-level BPE trained on the embedded corpus, with `<|endoftext|>`: read from
+/// `target/bench-data/bpe32k.json`, trained and written there the first time (the peers in
+/// `peers/dataset.py` load the same file).
+pub fn bpe32k() -> lmforge_bpe::Bpe {
+    let path = root().join("target/bench-data/bpe32k.json");
+    if let Ok(bpe) = lmforge_bpe::Bpe::from_tokenizer_json_file(&path) {
+        return bpe;
+    }
+    let mut trainer = lmforge_bpe::BpeTrainer::builder()
+        .vocab_size(32_000)
+        .special_tokens(["<|endoftext|>"])
+        .build()
+        .expect("settings");
+    trainer.feed(&corpus());
+    let (bpe, _) = trainer.train().expect("training");
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("target/bench-data");
+    bpe.save(&path).expect("writing the tokenizer");
+    bpe
+}

@@ -2,10 +2,11 @@
 //!
 //! It runs the stages whose crates exist; each writes a JSON report under `--out`, and the run
 //! ends with a summary table. Today: `corpus` (the embedded corpus, verified and measured),
-//! `tokenizer` (a 32k byte-level BPE trained on it by `lmforge bpe train`: tokenizer.json) and
-//! `device` (the chosen device opened and a GPT trained one step on it through the `lmforge`
-//! binary). Cleaning, conversion, pretraining, quantization and serving are added here as their
-//! crates land.
+//! `tokenizer` (a 32k byte-level BPE trained on it by `lmforge bpe train`: tokenizer.json),
+//! `convert` (the corpus tokenized into Megatron's `data/corpus_text_document.{bin,idx}` by
+//! `lmforge convert`) and `device` (the chosen device opened and a GPT trained one step on it
+//! through the `lmforge` binary). Cleaning, pretraining, quantization and serving are added
+//! here as their crates land.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -108,6 +109,33 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
     ));
 
     let start = Instant::now();
+    let prefix = out.join("data/corpus");
+    let prefix_arg = prefix.to_string_lossy().into_owned();
+    let mut args = vec![
+        "convert",
+        "--tokenizer",
+        &tokenizer_arg,
+        "--output-prefix",
+        &prefix_arg,
+        "--append-eod",
+        "--input",
+    ];
+    args.extend(inputs.iter().map(String::as_str));
+    run_checked(&lmforge, &args)?;
+    let converted: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("data/corpus.report.json"))?)?;
+    summary.push((
+        "convert",
+        start.elapsed().as_secs_f64(),
+        format!(
+            "{} documents, {} tokens, {:.1} MB/s, in {prefix_arg}_text_document.{{bin,idx}}",
+            converted["documents"],
+            converted["tokens"],
+            converted["mb_per_s"].as_f64().unwrap_or(0.0)
+        ),
+    ));
+
+    let start = Instant::now();
     let report = out.join("device.json");
     let report_arg = report.to_string_lossy().into_owned();
     run_checked(
@@ -125,8 +153,8 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         println!("{stage:<10} {seconds:>9.1}  {detail}");
     }
     println!(
-        "\nreports in {}; cleaning, conversion, training, quantization and serving stages join \
-         the pipeline as their crates land",
+        "\nreports in {}; cleaning, training, quantization and serving stages join the pipeline \
+         as their crates land",
         out.display()
     );
     Ok(())

@@ -16,6 +16,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("lmforge-bpe", &["burn"]),
     ("lmforge-wordpiece", &["burn"]),
     ("lmforge-clean", &["burn"]),
+    ("lmforge-corpus", &["burn"]),
+    ("lmforge-dataset", &["burn"]),
     (
         "lmforge-model",
         &[

@@ -40,4 +40,10 @@ impl Tokenizer for Bpe {
     fn eod_id(&self) -> Option<u32> {
         self.special_id("<|endoftext|>")
     }
+
+    fn pad_id(&self) -> Option<u32> {
+        ["<|pad|>", "<pad>", "[PAD]", "<|padding|>"]
+            .iter()
+            .find_map(|t| self.special_id(t))
+    }
 }

@@ -6,8 +6,7 @@
 //! the file and line, and counted; an unreadable file stops the command before any output is
 //! written.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -37,29 +36,12 @@ impl ReadStats {
 }
 
 /// Opens a file for reading, decompressing `.gz` and `.zst`.
-pub fn open(path: &Path) -> Result<Box<dyn BufRead>> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let name = path.to_string_lossy();
-    let reader: Box<dyn Read> = if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if name.ends_with(".zst") {
-        Box::new(
-            zstd::Decoder::new(file)
-                .with_context(|| format!("{}: not a zstd stream", path.display()))?,
-        )
-    } else {
-        Box::new(file)
-    };
-    Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    Ok(lmforge_corpus::open(path)?)
 }
 
 fn is_jsonl(path: &Path) -> bool {
-    let name = path.to_string_lossy();
-    let name = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .unwrap_or(&name);
-    name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson")
+    lmforge_corpus::Format::of(path) == lmforge_corpus::Format::Jsonl
 }
 
 /// Calls `each` with batches of texts of about `batch_bytes`, file after file, and the reading

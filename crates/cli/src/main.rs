@@ -5,6 +5,8 @@
 //! lmforge bpe train --input corpus.jsonl.gz --vocab-size 32000 --output tokenizer.json
 //! echo "Bonjour" | lmforge bpe encode --tokenizer tokenizer.json
 //! lmforge wordpiece train --input corpus.jsonl.gz --vocab-size 30000 --lowercase --output bert.json
+//! lmforge convert --input corpus.jsonl.gz --tokenizer tokenizer.json --output-prefix data/corpus --append-eod
+//! lmforge dataset samples --data-path data/corpus_text_document --seq-length 1024 --split 969,30,1
 //! ```
 //!
 //! Every subcommand that computes takes `--device` (`flex`, `wgpu`, `cuda:N`, `auto`), parsed
@@ -12,6 +14,7 @@
 
 mod bpe;
 mod corpus;
+mod dataset;
 mod device;
 mod lines;
 mod output;
@@ -42,6 +45,11 @@ enum Command {
     /// WordPiece (the BERT tokenizer): train by likelihood, encode, decode.
     #[command(subcommand)]
     Wordpiece(wordpiece::Command),
+    /// Tokenize a jsonl/parquet corpus into Megatron's .bin/.idx (preprocess_data.py).
+    Convert(dataset::ConvertArgs),
+    /// Megatron .bin/.idx datasets: inspect, merge, draw GPT samples.
+    #[command(subcommand)]
+    Dataset(dataset::Command),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Device(args) => device::run(&args),
         Command::Bpe(command) => bpe::run(command),
         Command::Wordpiece(command) => wordpiece::run(command),
+        Command::Convert(args) => dataset::run_convert(&args),
+        Command::Dataset(command) => dataset::run(command),
     }
 }

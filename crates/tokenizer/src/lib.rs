@@ -45,6 +45,11 @@ pub trait Tokenizer: Send + Sync {
     /// What ends a document when documents are concatenated (Megatron's `--append-eod`):
     /// `<|endoftext|>` for GPT vocabularies, `[SEP]` for BERT's.
     fn eod_id(&self) -> Option<u32>;
+
+    /// What pads a batch: the padding id a `tokenizer.json` configures, else the vocabulary's
+    /// pad token (`[PAD]`, `<pad>`, `<|pad|>`); `None` when it has none (GPT-2), and callers
+    /// must then be told one rather than assume 0.
+    fn pad_id(&self) -> Option<u32>;
 }
 
 /// The tokenization algorithms lmforge implements.

@@ -25,6 +25,9 @@ impl Tokenizer for Bytes {
     fn eod_id(&self) -> Option<u32> {
         None
     }
+    fn pad_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 #[test]

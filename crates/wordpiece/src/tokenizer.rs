@@ -36,4 +36,10 @@ impl Tokenizer for WordPiece {
     fn eod_id(&self) -> Option<u32> {
         WordPiece::token_id(self, "[SEP]")
     }
+
+    fn pad_id(&self) -> Option<u32> {
+        self.padding()
+            .map(|p| p.pad_id)
+            .or_else(|| WordPiece::token_id(self, "[PAD]"))
+    }
 }

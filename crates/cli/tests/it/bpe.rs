@@ -161,7 +161,7 @@ fn bad_training_input_gets_a_clear_error() {
         (vec!["--input", s(&empty)], "nothing to train on"),
         (
             vec!["--input", "/nonexistent/corpus.txt"],
-            "cannot read /nonexistent/corpus.txt",
+            "/nonexistent/corpus.txt: No such file",
         ),
         (
             vec!["--input", s(&empty), "--vocab-size", "100"],

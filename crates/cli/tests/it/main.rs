@@ -1,6 +1,7 @@
 //! The `lmforge` binary as a user runs it.
 
 mod bpe;
+mod dataset;
 mod wordpiece;
 
 use std::process::Command;

@@ -1,0 +1,344 @@
+//! `lmforge convert` (corpus → Megatron `.bin/.idx`, Megatron's `preprocess_data.py` flags)
+//! and `lmforge dataset inspect|merge|samples`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use lmforge_dataset::{
+    ConvertOptions, GptConfig, GptDataset, IndexedDataset, Split, SplitKind, convert,
+};
+use lmforge_tokenizer::Tokenizer;
+
+/// The tokenizer flags of Megatron: a file, or GPT-2's vocab.json + merges.txt.
+#[derive(clap::Args)]
+pub struct TokenizerArgs {
+    /// tokenizer.json (BPE or WordPiece), a BERT vocab.txt, a .tiktoken rank file, or a
+    /// directory with GPT-2's vocab.json + merges.txt.
+    #[arg(long, conflicts_with_all = ["vocab_file", "merge_file"])]
+    pub tokenizer: Option<PathBuf>,
+    /// GPT-2's vocab.json (Megatron's --vocab-file), with --merge-file.
+    #[arg(long, requires = "merge_file")]
+    pub vocab_file: Option<PathBuf>,
+    /// GPT-2's merges.txt (Megatron's --merge-file), with --vocab-file.
+    #[arg(long, requires = "vocab_file")]
+    pub merge_file: Option<PathBuf>,
+}
+
+impl TokenizerArgs {
+    /// Opens the tokenizer the flags name.
+    pub fn open(&self) -> Result<Box<dyn Tokenizer>> {
+        match (&self.tokenizer, &self.vocab_file, &self.merge_file) {
+            (Some(path), _, _) => Ok(lmforge_dataset::open_tokenizer(path)?),
+            (None, Some(vocab), Some(merges)) => {
+                Ok(lmforge_dataset::open_gpt2_files(vocab, merges)?)
+            }
+            _ => bail!("give --tokenizer, or --vocab-file with --merge-file"),
+        }
+    }
+
+    fn given(&self) -> bool {
+        self.tokenizer.is_some() || self.vocab_file.is_some()
+    }
+}
+
+/// `lmforge convert`.
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    /// Corpus: jsonl (maybe .gz/.zst), parquet, directories of them, or glob patterns.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<String>,
+    /// The fields to tokenize; one dataset per key.
+    #[arg(long, num_args = 1.., default_value = "text")]
+    json_keys: Vec<String>,
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// Output prefix: writes {prefix}_{key}_document.{bin,idx} and {prefix}.report.json.
+    #[arg(long)]
+    output_prefix: PathBuf,
+    /// Append the end-of-document token to every document.
+    #[arg(long)]
+    append_eod: bool,
+    /// Tokenizing threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// `lmforge dataset …`.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Counts, token type and length statistics of a dataset; the first documents decoded.
+    Inspect(InspectArgs),
+    /// Join datasets into one, in order (Megatron's merge_datasets.py).
+    Merge(MergeArgs),
+    /// Draw GPT training samples as Megatron does and time reading random batches.
+    Samples(SamplesArgs),
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// Dataset prefix (without .bin/.idx).
+    #[arg(long)]
+    data_path: PathBuf,
+    /// Decode the first documents with this tokenizer.
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+    /// Documents to show.
+    #[arg(long, default_value_t = 3)]
+    show: usize,
+}
+
+#[derive(clap::Args)]
+pub struct MergeArgs {
+    /// Dataset prefixes, in order.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
+    /// Prefix of the merged dataset.
+    #[arg(long)]
+    output_prefix: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct SamplesArgs {
+    /// Dataset prefix (without .bin/.idx).
+    #[arg(long)]
+    data_path: PathBuf,
+    /// Tokens per sample.
+    #[arg(long, default_value_t = 1024)]
+    seq_length: usize,
+    /// Train/valid/test weights.
+    #[arg(long, default_value = "969,30,1")]
+    split: String,
+    /// Seed of the shuffles (Megatron's --seed).
+    #[arg(long, default_value_t = 1234)]
+    seed: u32,
+    /// Samples to build the train split for (default: one epoch).
+    #[arg(long)]
+    train_samples: Option<u64>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8)]
+    micro_batch_size: usize,
+    /// Random batches to read for the timing.
+    #[arg(long, default_value_t = 200)]
+    batches: usize,
+    /// Where the index caches go (default: beside the dataset, in {prefix}_cache/).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Decode the first sample with this tokenizer.
+    #[command(flatten)]
+    tokenizer: TokenizerArgs,
+}
+
+pub fn run_convert(args: &ConvertArgs) -> Result<()> {
+    let tokenizer = args.tokenizer.open()?;
+    let files = lmforge_corpus::expand(&args.input)?;
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    if let Some(dir) = args
+        .output_prefix
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let options = ConvertOptions {
+        json_keys: args.json_keys.clone(),
+        append_eod: args.append_eod,
+        workers: args.workers,
+        ..ConvertOptions::default()
+    };
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let start = Instant::now();
+    let report = convert(
+        files,
+        tokenizer.as_ref(),
+        &args.output_prefix,
+        &options,
+        &mut |p| {
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "{} documents, {} tokens, {:.1} MB read ({:.1} MB/s; {:.0} MB on disk in all)",
+                p.documents,
+                p.tokens,
+                p.bytes as f64 / 1e6,
+                p.bytes as f64 / 1e6 / secs,
+                total as f64 / 1e6
+            ));
+        },
+    )?;
+    bar.finish_and_clear();
+    let mut path = args.output_prefix.as_os_str().to_owned();
+    path.push(".report.json");
+    let path = PathBuf::from(path);
+    crate::output::write_json(&path, &report)?;
+    for out in &report.outputs {
+        println!(
+            "{}: {} documents, {} tokens ({:?})",
+            out.bin.with_extension("").display(),
+            out.documents,
+            out.tokens,
+            out.dtype
+        );
+    }
+    println!(
+        "converted {} documents ({} skipped) in {:.1} s: {:.1} MB/s with {} workers; report {}",
+        report.documents,
+        report.skipped,
+        report.seconds,
+        report.mb_per_s,
+        report.workers,
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Inspect(args) => inspect(&args),
+        Command::Merge(args) => {
+            let summary = lmforge_dataset::merge(&args.input, &args.output_prefix)?;
+            println!(
+                "{}: {} documents, {} sequences, {} tokens ({:?})",
+                args.output_prefix.display(),
+                summary.documents,
+                summary.sequences,
+                summary.tokens,
+                summary.dtype
+            );
+            Ok(())
+        }
+        Command::Samples(args) => samples(&args),
+    }
+}
+
+fn inspect(args: &InspectArgs) -> Result<()> {
+    let data = IndexedDataset::open(&args.data_path)?;
+    let tokenizer = if args.tokenizer.given() {
+        Some(args.tokenizer.open()?)
+    } else {
+        None
+    };
+    let lengths = data.lengths();
+    let mut sorted = lengths.clone();
+    sorted.sort_unstable();
+    let stats = serde_json::json!({
+        "dtype": data.dtype(),
+        "documents": data.num_documents(),
+        "sequences": data.len(),
+        "tokens": data.num_tokens(),
+        "multimodal": data.is_multimodal(),
+        "sequence_tokens": {
+            "min": sorted.first(),
+            "median": sorted.get(sorted.len() / 2),
+            "max": sorted.last(),
+        },
+    });
+    let mut out = std::io::stdout().lock();
+    let printed = (|| -> std::io::Result<()> {
+        writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
+        if let Some(tokenizer) = &tokenizer {
+            for d in 0..args.show.min(data.num_documents()) {
+                let ids: Vec<u32> = data
+                    .document(d)
+                    .flat_map(|s| data.get(s).to_vec())
+                    .collect();
+                writeln!(out, "--- document {d}: {} tokens", ids.len())?;
+                let text = tokenizer.decode(&ids).map_err(std::io::Error::other)?;
+                writeln!(out, "{text}")?;
+            }
+        }
+        Ok(())
+    })();
+    match printed {
+        // `| head` closing the pipe is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn default_cache(prefix: &Path) -> PathBuf {
+    let mut dir = prefix.as_os_str().to_owned();
+    dir.push("_cache");
+    PathBuf::from(dir)
+}
+
+fn samples(args: &SamplesArgs) -> Result<()> {
+    let data = Arc::new(IndexedDataset::open(&args.data_path)?);
+    let split = Split::parse(&args.split)?;
+    let ranges = split.ranges(data.len());
+    let cache = args
+        .cache
+        .clone()
+        .unwrap_or_else(|| default_cache(&args.data_path));
+    let tokenizer = if args.tokenizer.given() {
+        Some(args.tokenizer.open()?)
+    } else {
+        None
+    };
+    let mut config = GptConfig::new(args.seq_length, args.seed);
+    config.eod_id = tokenizer.as_ref().and_then(|t| t.eod_id());
+    config.pad_id = tokenizer.as_ref().and_then(|t| t.pad_id());
+    let Some(range) = ranges[0].clone().filter(|r| !r.is_empty()) else {
+        bail!("split {:?} leaves no training documents", args.split);
+    };
+    let start = Instant::now();
+    let train = GptDataset::build(
+        data.clone(),
+        SplitKind::Train,
+        range,
+        args.train_samples,
+        config,
+        Some(&cache),
+    )?;
+    let info = train.info();
+    println!(
+        "train: {} samples of {} tokens, {} epoch(s), {} tokens per epoch ({} in {:.2} s; cache {})",
+        info.samples,
+        args.seq_length,
+        info.epochs,
+        info.tokens_per_epoch,
+        if info.from_cache { "loaded" } else { "built" },
+        start.elapsed().as_secs_f64(),
+        cache.display()
+    );
+    if train.is_empty() {
+        bail!("no training samples: the split holds fewer than seq_length + 1 tokens");
+    }
+    if let Some(tokenizer) = &tokenizer {
+        let batch = train.batch(&[0]);
+        println!("--- sample 0");
+        println!("{}", tokenizer.decode(&batch.tokens)?);
+    }
+    // Random batches, as a shuffled sampler reads them.
+    let mut state = u64::from(args.seed) | 1;
+    let start = Instant::now();
+    let mut tokens = 0usize;
+    for _ in 0..args.batches {
+        let indices: Vec<usize> = (0..args.micro_batch_size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % train.len() as u64) as usize
+            })
+            .collect();
+        let batch = train.batch(&indices);
+        tokens += batch.tokens.len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "read {} random batches of {}: {:.2} M tokens/s on one thread",
+        args.batches,
+        args.micro_batch_size,
+        tokens as f64 / secs.max(1e-9) / 1e6
+    );
+    Ok(())
+}
