@@ -134,6 +134,40 @@ def gpt_fixtures():
     return cases
 
 
+def blend_fixture():
+    """Two datasets mixed 0.3 / 0.7 (Megatron's --data-path 0.3 a 0.7 b)."""
+    rng = numpy.random.RandomState(99)
+    other = os.path.join(OUT, "megatron", "blend_b")
+    builder = IndexedDatasetBuilder(other + ".bin", dtype=numpy.uint16)
+    for _ in range(30):
+        n = int(rng.randint(1, 50))
+        ids = (rng.randint(0, 990, size=n) + 0).tolist() + [999]
+        builder.add_document(ids, [len(ids)])
+    builder.finalize(other + ".idx")
+    first = os.path.join(OUT, "megatron", "gpt")
+    cache = tempfile.mkdtemp()
+    # BlendedDataset asks the process group for its rank when it writes its cache.
+    torch.distributed.init_process_group("gloo", init_method="tcp://127.0.0.1:29533", rank=0,
+                                         world_size=1)
+    config = GPTDatasetConfig(
+        random_seed=5, sequence_length=8, blend=([first, other], [0.3, 0.7]), split="8,1,1",
+        path_to_cache=cache, tokenizer=Tokenizer(1000, 999), reset_position_ids=False,
+        reset_attention_mask=False, eod_mask_loss=False,
+    )
+    datasets = BlendedMegatronDatasetBuilder(GPTDataset, [120, 10, 4], lambda: True, config).build()
+    out = {"prefixes": ["megatron/gpt", "megatron/blend_b"], "weights": [0.3, 0.7], "seq": 8,
+           "seed": 5, "split": "8,1,1", "sizes": [120, 10, 4], "splits": {}}
+    for name, ds in zip(["train", "valid", "test"], datasets):
+        out["splits"][name] = {
+            "dataset_index": ds.dataset_index.tolist(),
+            "dataset_sample_index": ds.dataset_sample_index.tolist(),
+            "tokens": [ds[i]["tokens"].tolist() for i in range(len(ds))],
+        }
+    shutil.rmtree(cache)
+    torch.distributed.destroy_process_group()
+    return out
+
+
 def shuffles():
     out = []
     for seed, n in [(0, 10), (1, 1000), (1234, 70000), (2**32 - 1, 3)]:
@@ -150,6 +184,7 @@ def main():
         "format": format_fixtures(),
         "gpt": gpt_fixtures(),
         "shuffles": shuffles(),
+        "blend": blend_fixture(),
     }
     with open(os.path.join(OUT, "megatron_reference.json"), "w") as f:
         json.dump(reference, f, separators=(",", ":"))

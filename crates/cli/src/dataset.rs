@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lmforge_dataset::{
-    ConvertOptions, GptConfig, GptDataset, IndexedDataset, Split, SplitKind, convert,
+    ConvertOptions, GptBlend, GptConfig, GptDataset, IndexedDataset, Split, SplitKind, convert,
 };
 use lmforge_tokenizer::Tokenizer;
 
@@ -103,9 +103,10 @@ pub struct MergeArgs {
 
 #[derive(clap::Args)]
 pub struct SamplesArgs {
-    /// Dataset prefix (without .bin/.idx).
-    #[arg(long)]
-    data_path: PathBuf,
+    /// Dataset prefix (without .bin/.idx), or Megatron's `weight prefix` pairs for a blend
+    /// (`--data-path 0.3 data/fr_text_document 0.7 data/es_text_document`).
+    #[arg(long, num_args = 1.., required = true)]
+    data_path: Vec<String>,
     /// Tokens per sample.
     #[arg(long, default_value_t = 1024)]
     seq_length: usize,
@@ -271,13 +272,12 @@ fn default_cache(prefix: &Path) -> PathBuf {
 }
 
 fn samples(args: &SamplesArgs) -> Result<()> {
-    let data = Arc::new(IndexedDataset::open(&args.data_path)?);
+    let blend = lmforge_dataset::blend::parse_data_path(&args.data_path)?;
     let split = Split::parse(&args.split)?;
-    let ranges = split.ranges(data.len());
     let cache = args
         .cache
         .clone()
-        .unwrap_or_else(|| default_cache(&args.data_path));
+        .unwrap_or_else(|| default_cache(&blend[0].0));
     let tokenizer = if args.tokenizer.given() {
         Some(args.tokenizer.open()?)
     } else {
@@ -286,52 +286,82 @@ fn samples(args: &SamplesArgs) -> Result<()> {
     let mut config = GptConfig::new(args.seq_length, args.seed);
     config.eod_id = tokenizer.as_ref().and_then(|t| t.eod_id());
     config.pad_id = tokenizer.as_ref().and_then(|t| t.pad_id());
-    let Some(range) = ranges[0].clone().filter(|r| !r.is_empty()) else {
-        bail!("split {:?} leaves no training documents", args.split);
-    };
     let start = Instant::now();
-    let train = GptDataset::build(
-        data.clone(),
-        SplitKind::Train,
-        range,
-        args.train_samples,
-        config,
-        Some(&cache),
-    )?;
-    let info = train.info();
-    println!(
-        "train: {} samples of {} tokens, {} epoch(s), {} tokens per epoch ({} in {:.2} s; cache {})",
-        info.samples,
-        args.seq_length,
-        info.epochs,
-        info.tokens_per_epoch,
-        if info.from_cache { "loaded" } else { "built" },
-        start.elapsed().as_secs_f64(),
-        cache.display()
-    );
-    if train.is_empty() {
+    type Sampler = Box<dyn Fn(&[usize]) -> lmforge_dataset::GptBatch>;
+    let (len, sampler): (usize, Sampler) = if blend.len() == 1 {
+        let data = Arc::new(IndexedDataset::open(&blend[0].0)?);
+        let Some(range) = split.ranges(data.len())[0]
+            .clone()
+            .filter(|r| !r.is_empty())
+        else {
+            bail!("split {:?} leaves no training documents", args.split);
+        };
+        let train = GptDataset::build(
+            data,
+            SplitKind::Train,
+            range,
+            args.train_samples,
+            config,
+            Some(&cache),
+        )?;
+        let info = train.info();
+        println!(
+            "train: {} samples of {} tokens, {} epoch(s), {} tokens per epoch ({} in {:.2} s; cache {})",
+            info.samples,
+            args.seq_length,
+            info.epochs,
+            info.tokens_per_epoch,
+            if info.from_cache { "loaded" } else { "built" },
+            start.elapsed().as_secs_f64(),
+            cache.display()
+        );
+        (train.len(), Box::new(move |indices| train.batch(indices)))
+    } else {
+        let Some(samples) = args.train_samples else {
+            bail!("a weighted --data-path needs --train-samples (the size of the mixture)");
+        };
+        let mixture = GptBlend::build(
+            &blend,
+            &split,
+            SplitKind::Train,
+            samples,
+            &config,
+            Some(&cache),
+        )?;
+        println!(
+            "train: {} samples of {} tokens mixed from {} datasets ({:.2} s; cache {})",
+            mixture.len(),
+            args.seq_length,
+            blend.len(),
+            start.elapsed().as_secs_f64(),
+            cache.display()
+        );
+        (
+            mixture.len(),
+            Box::new(move |indices| mixture.batch(indices)),
+        )
+    };
+    if len == 0 {
         bail!("no training samples: the split holds fewer than seq_length + 1 tokens");
     }
+    let first = sampler(&[0]);
     if let Some(tokenizer) = &tokenizer {
-        let batch = train.batch(&[0]);
         println!("--- sample 0");
-        println!("{}", tokenizer.decode(&batch.tokens)?);
+        println!("{}", tokenizer.decode(&first.tokens)?);
     }
     // Random batches, as a shuffled sampler reads them.
     let mut state = u64::from(args.seed) | 1;
+    let mut draw = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
     let start = Instant::now();
     let mut tokens = 0usize;
     for _ in 0..args.batches {
-        let indices: Vec<usize> = (0..args.micro_batch_size)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % train.len() as u64) as usize
-            })
-            .collect();
-        let batch = train.batch(&indices);
-        tokens += batch.tokens.len();
+        let indices: Vec<usize> = (0..args.micro_batch_size).map(|_| draw(len)).collect();
+        tokens += sampler(&indices).tokens.len();
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

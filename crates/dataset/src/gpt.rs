@@ -159,6 +159,8 @@ pub struct GptDataset {
     sample_index: Vec<[i64; 2]>,
     shuffle_index: Vec<u64>,
     lengths: Vec<i32>,
+    epochs: usize,
+    tokens_per_epoch: u64,
     from_cache: bool,
 }
 
@@ -256,6 +258,8 @@ impl GptDataset {
                 sample_index,
                 shuffle_index,
                 lengths,
+                epochs: epochs as usize,
+                tokens_per_epoch: tokens_per_epoch as u64,
                 from_cache: true,
             });
         }
@@ -319,6 +323,8 @@ impl GptDataset {
             sample_index,
             shuffle_index,
             lengths,
+            epochs: epochs as usize,
+            tokens_per_epoch: tokens_per_epoch as u64,
             from_cache: false,
         })
     }
@@ -335,29 +341,13 @@ impl GptDataset {
 
     /// What was built.
     pub fn info(&self) -> GptIndexInfo {
-        let tokens_per_epoch = self.tokens_per_epoch();
-        let docs_per_epoch = self.docs_per_epoch();
         GptIndexInfo {
             split: self.split,
             samples: self.len(),
-            epochs: self.document_index.len() / docs_per_epoch.max(1),
-            tokens_per_epoch,
+            epochs: self.epochs,
+            tokens_per_epoch: self.tokens_per_epoch,
             from_cache: self.from_cache,
         }
-    }
-
-    fn docs_per_epoch(&self) -> usize {
-        let mut docs: Vec<i32> = self.document_index.clone();
-        docs.sort_unstable();
-        docs.dedup();
-        docs.len()
-    }
-
-    fn tokens_per_epoch(&self) -> u64 {
-        let mut docs: Vec<i32> = self.document_index.clone();
-        docs.sort_unstable();
-        docs.dedup();
-        docs.iter().map(|&d| self.lengths[d as usize] as u64).sum()
     }
 
     /// The config.

@@ -8,7 +8,8 @@
 //!   order (`preprocess_data.py`); [`open_tokenizer`] opens any tokenizer file lmforge reads.
 //! - [`gpt`]: Megatron's GPT samples — split, epochs, shuffled documents, samples of
 //!   `seq_length + 1` tokens across document boundaries, shuffled samples; the same samples
-//!   as Megatron for the same seed; batches of tokens, labels, loss mask and positions.
+//!   as Megatron for the same seed; batches of tokens, labels, loss mask and positions;
+//!   [`blend`]: weighted mixtures of datasets (`--data-path 0.3 fr 0.7 es`), as Megatron mixes.
 //! - [`padded`]: BERT/classification batches padded with the tokenizer's pad id.
 //! - [`labelled`]: NeMo's text- and token-classification files and a label vocabulary.
 //!
@@ -34,6 +35,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod blend;
 pub mod convert;
 pub mod gpt;
 pub mod indexed;
@@ -45,6 +47,7 @@ mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
+pub use blend::GptBlend;
 pub use convert::{ConvertOptions, ConvertReport, convert, output_prefix};
 pub use gpt::{GptBatch, GptConfig, GptDataset, Split, SplitKind};
 pub use indexed::{Builder, DType, IndexedDataset, Summary, Tokens, merge};

@@ -4,6 +4,7 @@ mod convert;
 mod format;
 mod labelled;
 mod megatron;
+mod props;
 
 use std::path::PathBuf;
 

@@ -274,3 +274,48 @@ fn too_few_tokens_is_an_error_not_a_hang() {
     .to_string();
     assert!(err.contains("too few"), "{err}");
 }
+
+#[test]
+fn blends_as_megatron_mixes_them() {
+    let reference = reference();
+    let blend = &reference["blend"];
+    let prefixes: Vec<(std::path::PathBuf, f64)> = blend["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(blend["weights"].as_array().unwrap())
+        .map(|(p, w)| (test_data(p.as_str().unwrap()), w.as_f64().unwrap()))
+        .collect();
+    let split = Split::parse(blend["split"].as_str().unwrap()).unwrap();
+    let mut config = GptConfig::new(
+        blend["seq"].as_u64().unwrap() as usize,
+        blend["seed"].as_u64().unwrap() as u32,
+    );
+    config.eod_id = Some(999);
+    let sizes = u64s(&blend["sizes"]);
+    for (k, kind) in SplitKind::ALL.into_iter().enumerate() {
+        let theirs = &blend["splits"][kind.name()];
+        let ours =
+            lmforge_dataset::GptBlend::build(&prefixes, &split, kind, sizes[k], &config, None)
+                .unwrap();
+        let sources: Vec<(u64, u64)> = (0..ours.len())
+            .map(|i| {
+                let (d, s) = ours.source(i);
+                (d as u64, s as u64)
+            })
+            .collect();
+        let want: Vec<(u64, u64)> = u64s(&theirs["dataset_index"])
+            .into_iter()
+            .zip(u64s(&theirs["dataset_sample_index"]))
+            .collect();
+        assert_eq!(sources, want, "{}: blending indices", kind.name());
+        let batch = ours.batch(&(0..ours.len()).collect::<Vec<_>>());
+        let tokens: Vec<u32> = theirs["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(ids)
+            .collect();
+        assert_eq!(batch.tokens, tokens, "{}: samples", kind.name());
+    }
+}
