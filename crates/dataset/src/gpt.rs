@@ -246,75 +246,27 @@ impl GptDataset {
         }
         let mut info_key = describe(&data, split, &documents, num_samples, &config)?;
         let paths = cache.map(|dir| cache_paths(dir, &info_key, split));
-        if let Some(paths) = &paths
-            && let Some((document_index, sample_index, shuffle_index)) =
-                load_cached(paths, &info_key, &lengths, &documents)
-        {
-            return Ok(GptDataset {
-                data,
-                config,
-                split,
-                document_index,
-                sample_index,
-                shuffle_index,
-                lengths,
-                epochs: epochs as usize,
-                tokens_per_epoch: tokens_per_epoch as u64,
-                from_cache: true,
-            });
-        }
-
-        let mut separate_final_epoch = false;
-        let mut samples_sans_final = 0i64;
-        if epochs > 1 {
-            let n = num_samples.unwrap_or(0) as i64;
-            samples_sans_final = ((epochs - 1) * tokens_per_epoch - extra) / seq;
-            let from_final = n - samples_sans_final;
-            let per_epoch = (tokens_per_epoch - extra) / seq;
-            separate_final_epoch = from_final < (0.80 * per_epoch as f64) as i64;
-        }
-        let mut rng = RandomState::new(config.seed);
-        let docs: Vec<i32> = documents.clone().map(|d| d as i32).collect();
-        let document_index = if separate_final_epoch {
-            let mut first = document_index(&docs, epochs as usize - 1, &mut rng);
-            first.extend(document_index(&docs, 1, &mut rng));
-            first
-        } else {
-            document_index(&docs, epochs as usize, &mut rng)
+        let cached = paths
+            .as_ref()
+            .and_then(|p| load_cached(p, &info_key, &lengths, &documents));
+        let from_cache = cached.is_some();
+        let (document_index, sample_index, shuffle_index) = match cached {
+            Some(arrays) => arrays,
+            None => {
+                let shape = Shape {
+                    documents: documents.clone(),
+                    num_samples,
+                    epochs,
+                    tokens_per_epoch,
+                };
+                let arrays = build_arrays(&lengths, &shape, &config, split);
+                if let Some(paths) = &paths {
+                    info_key.push('\n');
+                    save_cached(paths, &info_key, &arrays.0, &arrays.1, &arrays.2)?;
+                }
+                arrays
+            }
         };
-        let drop_last = split != SplitKind::Valid || config.drop_last_partial_validation_sequence;
-        let sample_index = sample_index(
-            &lengths,
-            &document_index,
-            seq,
-            epochs,
-            tokens_per_epoch,
-            drop_last,
-            extra,
-        );
-        let total = sample_index.len() as u64 - 1;
-        let first = if separate_final_epoch {
-            samples_sans_final as u64
-        } else {
-            total
-        };
-        let mut shuffle_index: Vec<u64> = (0..first).collect();
-        rng.shuffle(&mut shuffle_index);
-        if first < total {
-            let mut last: Vec<u64> = (first..total).collect();
-            rng.shuffle(&mut last);
-            shuffle_index.extend(last);
-        }
-        if let Some(paths) = &paths {
-            info_key.push('\n');
-            save_cached(
-                paths,
-                &info_key,
-                &document_index,
-                &sample_index,
-                &shuffle_index,
-            )?;
-        }
         Ok(GptDataset {
             data,
             config,
@@ -325,7 +277,7 @@ impl GptDataset {
             lengths,
             epochs: epochs as usize,
             tokens_per_epoch: tokens_per_epoch as u64,
-            from_cache: false,
+            from_cache,
         })
     }
 
@@ -489,6 +441,64 @@ impl GptDataset {
         }
         mask
     }
+}
+
+/// What the indices are built for.
+struct Shape {
+    documents: Range<usize>,
+    num_samples: Option<u64>,
+    epochs: i64,
+    tokens_per_epoch: i64,
+}
+
+/// `_build_document_sample_shuffle_indices`: the three arrays, with one `RandomState` drawn
+/// in Megatron's order (documents, then samples).
+fn build_arrays(lengths: &[i32], shape: &Shape, config: &GptConfig, split: SplitKind) -> Arrays {
+    let (epochs, tokens_per_epoch) = (shape.epochs, shape.tokens_per_epoch);
+    let extra = i64::from(config.add_extra_token);
+    let seq = config.seq_length as i64;
+    let mut separate_final_epoch = false;
+    let mut samples_sans_final = 0i64;
+    if epochs > 1 {
+        let n = shape.num_samples.unwrap_or(0) as i64;
+        samples_sans_final = ((epochs - 1) * tokens_per_epoch - extra) / seq;
+        let from_final = n - samples_sans_final;
+        let per_epoch = (tokens_per_epoch - extra) / seq;
+        separate_final_epoch = from_final < (0.80 * per_epoch as f64) as i64;
+    }
+    let mut rng = RandomState::new(config.seed);
+    let docs: Vec<i32> = shape.documents.clone().map(|d| d as i32).collect();
+    let document_index = if separate_final_epoch {
+        let mut first = document_index(&docs, epochs as usize - 1, &mut rng);
+        first.extend(document_index(&docs, 1, &mut rng));
+        first
+    } else {
+        document_index(&docs, epochs as usize, &mut rng)
+    };
+    let drop_last = split != SplitKind::Valid || config.drop_last_partial_validation_sequence;
+    let sample_index = sample_index(
+        lengths,
+        &document_index,
+        seq,
+        epochs,
+        tokens_per_epoch,
+        drop_last,
+        extra,
+    );
+    let total = sample_index.len() as u64 - 1;
+    let first = if separate_final_epoch {
+        samples_sans_final as u64
+    } else {
+        total
+    };
+    let mut shuffle_index: Vec<u64> = (0..first).collect();
+    rng.shuffle(&mut shuffle_index);
+    if first < total {
+        let mut last: Vec<u64> = (first..total).collect();
+        rng.shuffle(&mut last);
+        shuffle_index.extend(last);
+    }
+    (document_index, sample_index, shuffle_index)
 }
 
 /// `_build_document_index` without a separate final epoch: `epochs` copies of `docs`, shuffled.
