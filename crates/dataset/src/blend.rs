@@ -179,18 +179,14 @@ impl GptBlend {
 
     /// Samples `indices` of the mixture as one batch.
     pub fn batch(&self, indices: &[usize]) -> GptBatch {
-        let mut out = GptBatch::default();
-        for &i in indices {
+        let seq = self.datasets[0].config().seq_length;
+        let mut batch = GptBatch::zeroed(indices.len(), seq);
+        let mut text = Vec::new();
+        for (row, &i) in indices.iter().enumerate() {
             let (d, s) = self.source(i);
-            let one = self.datasets[d].batch(&[s]);
-            out.batch_size += 1;
-            out.seq_length = one.seq_length;
-            out.tokens.extend(one.tokens);
-            out.labels.extend(one.labels);
-            out.loss_mask.extend(one.loss_mask);
-            out.position_ids.extend(one.position_ids);
+            self.datasets[d].fill_row(s, &mut batch, row, &mut text);
         }
-        out
+        batch
     }
 }
 

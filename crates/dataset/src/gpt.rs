@@ -181,6 +181,20 @@ pub struct GptBatch {
     pub position_ids: Vec<u32>,
 }
 
+impl GptBatch {
+    /// `rows` rows of `seq_length` zeros.
+    pub fn zeroed(rows: usize, seq_length: usize) -> GptBatch {
+        GptBatch {
+            batch_size: rows,
+            seq_length,
+            tokens: vec![0; rows * seq_length],
+            labels: vec![0; rows * seq_length],
+            loss_mask: vec![0.0; rows * seq_length],
+            position_ids: vec![0; rows * seq_length],
+        }
+    }
+}
+
 /// Where a build's arrays came from and what they hold.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct GptIndexInfo {
@@ -244,7 +258,7 @@ impl GptDataset {
                 tokens += tokens_per_epoch;
             }
         }
-        let mut info_key = describe(&data, split, &documents, num_samples, &config)?;
+        let mut info_key = describe(&data, split, &documents, num_samples, &config);
         let paths = cache.map(|dir| cache_paths(dir, &info_key, split));
         let cached = paths
             .as_ref()
@@ -364,61 +378,68 @@ impl GptDataset {
     /// Samples `indices` as a batch: inputs, labels, loss mask, positions, as Megatron's
     /// `GPTDataset.__getitem__` gives them.
     pub fn batch(&self, indices: &[usize]) -> GptBatch {
-        let s = self.config.seq_length;
-        let mut batch = GptBatch {
-            batch_size: indices.len(),
-            seq_length: s,
-            tokens: vec![0; indices.len() * s],
-            labels: vec![0; indices.len() * s],
-            loss_mask: vec![1.0; indices.len() * s],
-            position_ids: vec![0; indices.len() * s],
-        };
-        let mut text = vec![0u32; self.text_len()];
-        let pad = self.config.pad_id.unwrap_or(PAD_SENTINEL);
+        let mut batch = GptBatch::zeroed(indices.len(), self.config.seq_length);
+        let mut text = Vec::new();
         for (row, &idx) in indices.iter().enumerate() {
-            self.text_into(idx, &mut text);
-            for t in &mut text {
-                if *t == PAD_SENTINEL {
-                    *t = pad;
-                }
+            self.fill_row(idx, &mut batch, row, &mut text);
+        }
+        batch
+    }
+
+    /// Writes sample `idx` into row `row` of `batch` (`text` is scratch space).
+    pub(crate) fn fill_row(
+        &self,
+        idx: usize,
+        batch: &mut GptBatch,
+        row: usize,
+        text: &mut Vec<u32>,
+    ) {
+        let s = self.config.seq_length;
+        assert_eq!(batch.seq_length, s, "a batch of another sequence length");
+        text.resize(self.text_len(), 0);
+        self.text_into(idx, text);
+        let pad = self.config.pad_id.unwrap_or(PAD_SENTINEL);
+        for t in text.iter_mut() {
+            if *t == PAD_SENTINEL {
+                *t = pad;
             }
-            let range = row * s..(row + 1) * s;
-            let tokens = &mut batch.tokens[range.clone()];
-            let labels = &mut batch.labels[range.clone()];
-            if self.config.add_extra_token {
-                tokens.copy_from_slice(&text[..s]);
-                labels.copy_from_slice(&text[1..]);
-            } else {
-                tokens.copy_from_slice(&text);
-                labels[..s - 1].copy_from_slice(&text[1..]);
-                labels[s - 1] = pad;
-            }
-            let loss_mask = &mut batch.loss_mask[range.clone()];
-            let positions = &mut batch.position_ids[range];
-            let eod = self.config.eod_id;
-            let mut start = 0u32;
-            for j in 0..s {
-                positions[j] = j as u32 - start;
-                if Some(tokens[j]) == eod {
-                    if self.config.eod_mask_loss {
-                        loss_mask[j] = 0.0;
-                    }
-                    if self.config.reset_position_ids {
-                        start = j as u32 + 1;
-                    }
-                }
-            }
-            for j in 0..s {
-                if labels[j] == pad {
+        }
+        let range = row * s..(row + 1) * s;
+        let tokens = &mut batch.tokens[range.clone()];
+        let labels = &mut batch.labels[range.clone()];
+        if self.config.add_extra_token {
+            tokens.copy_from_slice(&text[..s]);
+            labels.copy_from_slice(&text[1..]);
+        } else {
+            tokens.copy_from_slice(text);
+            labels[..s - 1].copy_from_slice(&text[1..]);
+            labels[s - 1] = pad;
+        }
+        let loss_mask = &mut batch.loss_mask[range.clone()];
+        let positions = &mut batch.position_ids[range];
+        let eod = self.config.eod_id;
+        let mut start = 0u32;
+        for j in 0..s {
+            positions[j] = j as u32 - start;
+            loss_mask[j] = 1.0;
+            if Some(tokens[j]) == eod {
+                if self.config.eod_mask_loss {
                     loss_mask[j] = 0.0;
-                    labels[j] = 0;
                 }
-                if tokens[j] == pad {
-                    tokens[j] = 0;
+                if self.config.reset_position_ids {
+                    start = j as u32 + 1;
                 }
             }
         }
-        batch
+        for j in 0..s {
+            if labels[j] == pad {
+                loss_mask[j] = 0.0;
+                labels[j] = 0;
+            }
+            if tokens[j] == pad {
+                tokens[j] = 0;
+            }
+        }
     }
 
     /// Megatron's attention mask of one row of inputs, `seq_length²` entries, `true` where
@@ -561,9 +582,8 @@ fn describe(
     documents: &Range<usize>,
     num_samples: Option<u64>,
     config: &GptConfig,
-) -> Result<String> {
-    let idx = std::fs::read(data.idx_path()).map_err(|e| Error::io(data.idx_path(), e))?;
-    let digest = Sha256::digest(&idx);
+) -> String {
+    let digest = Sha256::digest(data.idx_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let description = serde_json::json!({
         "class": "GPTDataset",
@@ -577,7 +597,7 @@ fn describe(
         "drop_last_partial_validation_sequence": config.drop_last_partial_validation_sequence,
         "format": 1,
     });
-    Ok(serde_json::to_string_pretty(&description).expect("JSON of plain values"))
+    serde_json::to_string_pretty(&description).expect("JSON of plain values")
 }
 
 struct CachePaths {

@@ -772,6 +772,11 @@ impl IndexedDataset {
         self.bin.as_slice()
     }
 
+    /// The mapped `.idx`, whole (what the sample caches are keyed by).
+    pub(crate) fn idx_bytes(&self) -> &[u8] {
+        self.idx.as_slice()
+    }
+
     /// The `.idx` file.
     pub fn idx_path(&self) -> &Path {
         &self.idx_path
