@@ -9,7 +9,8 @@
 //! - [`gpt`]: Megatron's GPT samples — split, epochs, shuffled documents, samples of
 //!   `seq_length + 1` tokens across document boundaries, shuffled samples; the same samples
 //!   as Megatron for the same seed; batches of tokens, labels, loss mask and positions;
-//!   [`blend`]: weighted mixtures of datasets (`--data-path 0.3 fr 0.7 es`), as Megatron mixes.
+//!   [`blend`]: weighted mixtures of datasets (`--data-path 0.3 fr 0.7 es`), as Megatron mixes;
+//!   [`sampler`]: which samples each data-parallel rank reads, resumable from a sample count.
 //! - [`padded`]: BERT/classification batches padded with the tokenizer's pad id.
 //! - [`labelled`]: NeMo's text- and token-classification files and a label vocabulary.
 //!
@@ -43,6 +44,7 @@ pub mod labelled;
 pub mod npy;
 pub mod numpy_random;
 pub mod padded;
+pub mod sampler;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,7 @@ pub use convert::{ConvertOptions, ConvertReport, convert, output_prefix};
 pub use gpt::{GptBatch, GptConfig, GptDataset, Split, SplitKind};
 pub use indexed::{Builder, DType, IndexedDataset, Summary, Tokens, merge};
 pub use padded::{Example, PadOptions, PadTo, PaddedBatch, Specials};
+pub use sampler::PretrainingSampler;
 pub use tokenizer::{open_gpt2_files, open_tokenizer};
 
 /// What can go wrong, naming the file, line or field.

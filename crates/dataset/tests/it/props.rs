@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use lmforge_dataset::PretrainingSampler;
 use lmforge_dataset::labelled;
 use lmforge_dataset::npy::{self, Elem};
 use lmforge_dataset::padded::{self, Example, bert_example};
@@ -150,6 +151,33 @@ proptest! {
         }
         if let Err(e) = labelled::read_token_classification(&path, &path) {
             prop_assert!(e.to_string().contains("x.tsv"));
+        }
+    }
+
+    /// The ranks together read every sample once, in order, a whole step at a time; stopping
+    /// anywhere and resuming from the consumed count reads what the uninterrupted run reads.
+    #[test]
+    fn sampler_covers_and_resumes(total in 1u64..400, micro in 1u64..9, ranks in 1u64..5, stop in 0usize..40) {
+        let step = micro * ranks;
+        let mut seen = Vec::new();
+        let per_rank: Vec<Vec<Vec<usize>>> = (0..ranks)
+            .map(|r| PretrainingSampler::new(total, 0, micro, r, ranks).unwrap().collect())
+            .collect();
+        for k in 0..per_rank[0].len() {
+            for batches in &per_rank {
+                seen.extend(batches[k].iter().copied());
+            }
+        }
+        prop_assert_eq!(seen, (0..(total / step * step) as usize).collect::<Vec<_>>());
+        for r in 0..ranks {
+            let mut run = PretrainingSampler::new(total, 0, micro, r, ranks).unwrap();
+            for _ in 0..stop {
+                run.next();
+            }
+            if run.consumed() < total {
+                let resumed = PretrainingSampler::new(total, run.consumed(), micro, r, ranks).unwrap();
+                prop_assert!(run.eq(resumed));
+            }
         }
     }
 }
