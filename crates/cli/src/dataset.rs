@@ -153,9 +153,9 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
         workers: args.workers,
         ..ConvertOptions::default()
     };
-    let bar = ProgressBar::new_spinner().with_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
     let report = convert(
@@ -165,13 +165,12 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
         &options,
         &mut |p| {
             let secs = start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(p.file_bytes);
             bar.set_message(format!(
-                "{} documents, {} tokens, {:.1} MB read ({:.1} MB/s; {:.0} MB on disk in all)",
+                "{} documents, {} tokens, {:.1} MB/s of text",
                 p.documents,
                 p.tokens,
-                p.bytes as f64 / 1e6,
                 p.bytes as f64 / 1e6 / secs,
-                total as f64 / 1e6
             ));
         },
     )?;

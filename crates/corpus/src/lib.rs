@@ -112,14 +112,39 @@ impl Format {
     }
 }
 
+/// Counts the bytes read from a file (before decompression) for progress reporting.
+struct Counting<R> {
+    inner: R,
+    count: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// Opens a file for reading, decompressing `.gz` (multi-member, as `bgzip` and `cat a.gz b.gz`
 /// make them) and `.zst`.
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
+    open_counted(path, Arc::default())
+}
+
+fn open_counted(
+    path: &Path,
+    count: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>> {
     let io = |source| Error::Io {
         file: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
+    let file = Counting {
+        inner: File::open(path).map_err(io)?,
+        count,
+    };
     let name = path.to_string_lossy();
     let reader: Box<dyn Read + Send> = if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
@@ -252,6 +277,10 @@ pub struct Reader {
     keys: Vec<String>,
     current: Option<(Arc<PathBuf>, Open)>,
     failed: bool,
+    /// Bytes of the files before the current one, and of the current one so far.
+    done_bytes: u64,
+    current_bytes: Arc<std::sync::atomic::AtomicU64>,
+    current_size: u64,
 }
 
 impl Reader {
@@ -262,15 +291,36 @@ impl Reader {
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
             current: None,
             failed: false,
+            done_bytes: 0,
+            current_bytes: Arc::default(),
+            current_size: 0,
         }
     }
 
+    /// Bytes of the input files read so far, as stored (compressed): with the files' sizes, a
+    /// progress fraction. A parquet file counts when it is opened.
+    pub fn bytes_read(&self) -> u64 {
+        let current = self
+            .current_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(self.current_size);
+        self.done_bytes + current
+    }
+
     fn open_next(&mut self) -> Option<Result<()>> {
+        self.done_bytes += std::mem::take(&mut self.current_size);
         let path = self.files.next()?;
         let format = Format::of(&path);
+        self.current_size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.current_bytes = Arc::default();
+        if format == Format::Parquet {
+            // Parquet is read by column chunk, not front to back: count it whole.
+            self.current_bytes
+                .store(self.current_size, std::sync::atomic::Ordering::Relaxed);
+        }
         let opened = match format {
             Format::Parquet => parquet_rows::Rows::open(&path, &self.keys).map(Open::Parquet),
-            _ => open(&path).map(|reader| Open::Lines {
+            _ => open_counted(&path, self.current_bytes.clone()).map(|reader| Open::Lines {
                 reader,
                 format,
                 line: 0,

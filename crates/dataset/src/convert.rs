@@ -50,6 +50,8 @@ pub struct Progress {
     pub bytes: u64,
     /// Tokens written.
     pub tokens: u64,
+    /// Bytes of the input files read, as stored (compressed): against their sizes, a fraction.
+    pub file_bytes: u64,
 }
 
 /// What a conversion did: the JSON report written next to the output.
@@ -90,7 +92,8 @@ pub fn output_prefix(prefix: &Path, key: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-type Batch = (Vec<Record>, Vec<String>, u64);
+/// Records, the first few bad ones' reasons, how many were bad, file bytes read so far.
+type Batch = (Vec<Record>, Vec<String>, u64, u64);
 
 /// Converts `files` with `tokenizer` into datasets at `prefix` (see the module docs);
 /// `progress` is called after every batch.
@@ -145,7 +148,8 @@ pub fn convert(
             let mut bad = Vec::new();
             let mut bad_count = 0u64;
             let mut size = 0;
-            for record in Reader::new(reader_files, &keys) {
+            let mut reader = Reader::new(reader_files, &keys);
+            while let Some(record) = reader.next() {
                 match record {
                     Ok(record) => {
                         size += record.bytes as usize;
@@ -164,6 +168,7 @@ pub fn convert(
                         std::mem::take(&mut batch),
                         std::mem::take(&mut bad),
                         bad_count,
+                        reader.bytes_read(),
                     );
                     bad_count = 0;
                     size = 0;
@@ -172,11 +177,12 @@ pub fn convert(
                     }
                 }
             }
-            let _ = send.send((batch, bad, bad_count));
+            let _ = send.send((batch, bad, bad_count, reader.bytes_read()));
             Ok(())
         });
         let mut failure = None;
-        for (records, bad, bad_count) in receive.iter() {
+        for (records, bad, bad_count, file_bytes) in receive.iter() {
+            done.file_bytes = file_bytes;
             skipped += bad_count;
             for why in bad {
                 note_example(why);

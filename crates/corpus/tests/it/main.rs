@@ -46,7 +46,20 @@ fn compressed_jsonl_and_text() {
     std::fs::write(&zst, zstd::encode_all(lines.as_bytes(), 3).unwrap()).unwrap();
     let txt = dir.join("c.txt");
     std::fs::write(&txt, b"line one\nline \xff two\nthree").unwrap();
-    let (ok, bad) = texts(vec![gz, zst, txt], &["text"]);
+    let files = vec![gz, zst, txt];
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let mut reader = Reader::new(files.clone(), &["text"]);
+    assert_eq!(reader.bytes_read(), 0);
+    reader.next();
+    assert!(reader.bytes_read() > 0);
+    while reader.next().is_some() {}
+    assert_eq!(reader.bytes_read(), total, "every stored byte counted once");
+    assert!(reader.next().is_none());
+    assert_eq!(reader.bytes_read(), total);
+    let (ok, bad) = texts(files, &["text"]);
     let flat: Vec<&str> = ok.iter().map(|f| f[0].as_str()).collect();
     assert_eq!(flat, ["un", "deux", "un", "deux", "line one\n", "three"]);
     assert_eq!(bad.len(), 1);

@@ -87,9 +87,22 @@ fn documents_in_input_order_whatever_the_thread_count() {
             ..ConvertOptions::default()
         };
         let prefix = dir.join(format!("w{workers}"));
-        let mut calls = 0;
-        let report = convert(files.clone(), bpe(), &prefix, &options, &mut |_| calls += 1).unwrap();
-        assert!(calls > 3, "progress after every batch");
+        let mut seen = Vec::new();
+        let report = convert(files.clone(), bpe(), &prefix, &options, &mut |p| {
+            seen.push(p.file_bytes)
+        })
+        .unwrap();
+        assert!(seen.len() > 3, "progress after every batch");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+        let stored: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum();
+        assert_eq!(
+            seen.last(),
+            Some(&stored),
+            "all of every file read at the end"
+        );
         assert_eq!(report.skipped, 2);
         assert!(
             report.skipped_examples[0].contains("bad.jsonl:2: malformed JSON"),
