@@ -205,6 +205,13 @@ pub fn run(command: Command) -> Result<()> {
         Command::Inspect(args) => inspect(&args),
         Command::Merge(args) => {
             let summary = lmforge_dataset::merge(&args.input, &args.output_prefix)?;
+            let mut report = args.output_prefix.as_os_str().to_owned();
+            report.push(".report.json");
+            let inputs: Vec<String> = args.input.iter().map(|p| p.display().to_string()).collect();
+            crate::output::write_json(
+                Path::new(&report),
+                &serde_json::json!({ "inputs": inputs, "output": summary }),
+            )?;
             println!(
                 "{}: {} documents, {} sequences, {} tokens ({:?})",
                 args.output_prefix.display(),

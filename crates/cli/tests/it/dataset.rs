@@ -90,6 +90,9 @@ fn convert_inspect_merge_samples() {
         s(&merged),
     ]));
     assert!(stdout.contains("400 documents"), "{stdout}");
+    let merge_report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("merged.report.json")).unwrap()).unwrap();
+    assert_eq!(merge_report["output"]["documents"], 400);
 
     let stdout = ok(&lmforge(&[
         "dataset",
