@@ -94,11 +94,17 @@ impl Rows {
             };
             // The projected batch keeps the file's column order, not the keys'.
             let schema = batch.schema();
-            self.columns = self
-                .keys
-                .iter()
-                .map(|k| schema.index_of(k).unwrap_or(0))
-                .collect();
+            let columns: std::result::Result<Vec<usize>, _> =
+                self.keys.iter().map(|k| schema.index_of(k)).collect();
+            match columns {
+                Ok(columns) => self.columns = columns,
+                Err(e) => {
+                    return Some(Err(file_error(
+                        file,
+                        format!("after row {}: {e}", self.row),
+                    )));
+                }
+            }
             self.batch = Some(batch);
             self.at = 0;
         }
