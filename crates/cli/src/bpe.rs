@@ -1,13 +1,12 @@
 //! `lmforge bpe`: train a byte-level BPE tokenizer, encode and decode with one.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use lmforge_bpe::{Allowed, Bpe, BpeTrainer, Flavour};
 
-use crate::{corpus, lines, training};
+use crate::{lines, training};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -175,28 +174,10 @@ fn train(args: &TrainArgs) -> Result<()> {
 
 /// Opens a tokenizer in any of the formats lmforge-bpe reads.
 pub fn load(path: &Path, flavour: &str) -> Result<Bpe> {
-    let flavour: Flavour = flavour.parse()?;
-    let name = path.to_string_lossy();
-    if path.is_dir() {
-        let names: Vec<&str> = flavour.special_tokens(0).iter().map(|s| s.0).collect();
-        return Ok(Bpe::from_vocab_merges_files(
-            path.join("vocab.json"),
-            path.join("merges.txt"),
-            &names,
-            flavour.pattern(),
-        )?);
-    }
-    if [".tiktoken", ".tiktoken.gz", ".tiktoken.zst"]
-        .iter()
-        .any(|ext| name.ends_with(ext))
-    {
-        let mut data = Vec::new();
-        corpus::open(path)?
-            .read_to_end(&mut data)
-            .with_context(|| format!("{}: cannot decompress", path.display()))?;
-        return Ok(Bpe::from_tiktoken_flavour(&data, &name, flavour)?);
-    }
-    Ok(Bpe::from_tokenizer_json_file(path)?)
+    Ok(lmforge_dataset::open_bpe(
+        path,
+        flavour.parse::<Flavour>()?,
+    )?)
 }
 
 fn encode(args: &EncodeArgs) -> Result<()> {

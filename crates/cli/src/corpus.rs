@@ -7,7 +7,7 @@
 //! written.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -33,15 +33,6 @@ impl ReadStats {
         }
         self.skipped += 1;
     }
-}
-
-/// Opens a file for reading, decompressing `.gz` and `.zst`.
-pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
-    Ok(lmforge_corpus::open(path)?)
-}
-
-fn is_jsonl(path: &Path) -> bool {
-    lmforge_corpus::Format::of(path) == lmforge_corpus::Format::Jsonl
 }
 
 /// Calls `each` with batches of texts of about `batch_bytes`, file after file, and the reading
@@ -81,8 +72,8 @@ fn read(
     let mut batch: Vec<String> = Vec::new();
     let mut batch_len = 0;
     for path in files {
-        let mut reader = open(path)?;
-        let jsonl = is_jsonl(path);
+        let mut reader = lmforge_corpus::open(path)?;
+        let jsonl = lmforge_corpus::Format::of(path) == lmforge_corpus::Format::Jsonl;
         let mut line = Vec::new();
         let mut number = 0u64;
         loop {

@@ -55,7 +55,7 @@ pub use gpt::{GptBatch, GptConfig, GptDataset, Split, SplitKind};
 pub use indexed::{Builder, DType, IndexedDataset, Summary, Tokens, merge};
 pub use padded::{Example, PadOptions, PadTo, PaddedBatch, Specials};
 pub use sampler::PretrainingSampler;
-pub use tokenizer::{open_gpt2_files, open_tokenizer};
+pub use tokenizer::{open_bpe, open_gpt2_files, open_tokenizer};
 
 /// What can go wrong, naming the file, line or field.
 #[derive(Debug, thiserror::Error)]
