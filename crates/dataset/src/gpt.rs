@@ -158,7 +158,6 @@ pub struct GptDataset {
     /// `[doc_index position, offset]` pairs, one more than there are samples.
     sample_index: Vec<[i64; 2]>,
     shuffle_index: Vec<u64>,
-    lengths: Vec<i32>,
     epochs: usize,
     tokens_per_epoch: u64,
     from_cache: bool,
@@ -288,7 +287,6 @@ impl GptDataset {
             document_index,
             sample_index,
             shuffle_index,
-            lengths,
             epochs: epochs as usize,
             tokens_per_epoch: tokens_per_epoch as u64,
             from_cache,
@@ -357,14 +355,15 @@ impl GptDataset {
             } else {
                 0
             };
+            let length = self.data.length(seq);
             let stop = if i == end as usize {
                 end_off as usize + extra
             } else {
-                self.lengths[seq] as usize
+                length
             };
             // Megatron reads `length` ids where the sample index ends; near the very end
             // of the last epoch it can ask past the document, which its numpy slice clips.
-            let stop = stop.min(self.lengths[seq] as usize).max(offset);
+            let stop = stop.min(length).max(offset);
             let n = (stop - offset).min(out.len() - at);
             self.data
                 .get_part(seq, offset, n)
@@ -583,11 +582,9 @@ fn describe(
     num_samples: Option<u64>,
     config: &GptConfig,
 ) -> String {
-    let digest = Sha256::digest(data.idx_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     let description = serde_json::json!({
         "class": "GPTDataset",
-        "idx_sha256": hex,
+        "idx_sha256": data.idx_sha256(),
         "split": split.name(),
         "documents": [documents.start, documents.end],
         "num_samples": num_samples,

@@ -514,6 +514,7 @@ pub struct IndexedDataset {
     /// Length of the document index (D + 1).
     boundaries: usize,
     multimodal: bool,
+    idx_sha256: std::sync::OnceLock<String>,
 }
 
 fn le_u64(b: &[u8], at: usize) -> u64 {
@@ -593,6 +594,7 @@ impl IndexedDataset {
             sequences: s as usize,
             boundaries: d as usize,
             multimodal,
+            idx_sha256: std::sync::OnceLock::new(),
         };
         dataset.check()?;
         Ok(dataset)
@@ -777,9 +779,14 @@ impl IndexedDataset {
         self.bin.as_slice()
     }
 
-    /// The mapped `.idx`, whole (what the sample caches are keyed by).
-    pub(crate) fn idx_bytes(&self) -> &[u8] {
-        self.idx.as_slice()
+    /// SHA-256 of the `.idx`, hex, what the sample caches are keyed by: hashed once per opened
+    /// dataset, however many splits are built over it.
+    pub(crate) fn idx_sha256(&self) -> &str {
+        self.idx_sha256.get_or_init(|| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(self.idx.as_slice());
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        })
     }
 
     /// The `.idx` file.
