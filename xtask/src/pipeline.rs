@@ -2,10 +2,12 @@
 //!
 //! It runs the stages whose crates exist; each writes a JSON report under `--out`, and the run
 //! ends with a summary table. Today: `corpus` (the embedded corpus, verified and measured),
-//! `tokenizer` (a 32k byte-level BPE trained on it by `lmforge bpe train`: tokenizer.json),
+//! `clean` (`lmforge clean`: dedup, languages en/fr/es, cleaning, the French and Spanish
+//! blacklists, Gopher filters, into `clean/part-*.jsonl.zst`), `tokenizer` (a 32k byte-level
+//! BPE trained on the cleaned corpus by `lmforge bpe train`: tokenizer.json),
 //! `convert` (the corpus tokenized into Megatron's `data/corpus_text_document.{bin,idx}` by
 //! `lmforge convert`) and `device` (the chosen device opened and a GPT trained one step on it
-//! through the `lmforge` binary). Cleaning, pretraining, quantization and serving are added
+//! through the `lmforge` binary). Pretraining, quantization and serving are added
 //! here as their crates land.
 
 use std::collections::BTreeMap;
@@ -81,16 +83,64 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
     let lmforge = crate::target_dir(root).join("debug/lmforge");
 
     let start = Instant::now();
-    let tokenizer = out.join("tokenizer.json");
-    let inputs: Vec<String> = LANGUAGES
+    let cleaned = out.join("clean");
+    let cleaned_arg = cleaned.to_string_lossy().into_owned();
+    let default_arg = datasets.join("default").to_string_lossy().into_owned();
+    // The seed applied its blacklists to French and Spanish; the English LDNOOBW list would
+    // drop most of Shakespeare.
+    let blacklists: Vec<String> = ["fr", "es"]
         .iter()
         .map(|l| {
             datasets
-                .join(format!("default/{l}.jsonl.gz"))
+                .join(format!("blacklists/{l}.txt"))
                 .to_string_lossy()
                 .into_owned()
         })
         .collect();
+    run_checked(
+        &lmforge,
+        &[
+            "clean",
+            "--input",
+            &default_arg,
+            "--output",
+            &cleaned_arg,
+            "--languages",
+            "en,fr,es",
+            "--blacklist",
+            &blacklists[0],
+            "--blacklist",
+            &blacklists[1],
+            "--keep-fields",
+            "source",
+            "--seed",
+            "0",
+        ],
+    )?;
+    let clean_report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(cleaned.join("report.json"))?)?;
+    let inputs: Vec<String> = clean_report["outputs"]
+        .as_array()
+        .context("clean report without outputs")?
+        .iter()
+        .filter_map(|o| o["file"].as_str())
+        .map(|f| cleaned.join(f).to_string_lossy().into_owned())
+        .collect();
+    ensure!(!inputs.is_empty(), "the clean stage kept no document");
+    summary.push((
+        "clean",
+        start.elapsed().as_secs_f64(),
+        format!(
+            "{} of {} documents kept ({} near duplicates), {:.1} MB, in {cleaned_arg}",
+            clean_report["documents_out"],
+            clean_report["documents_in"],
+            clean_report["dedup"]["near_duplicates"],
+            clean_report["bytes_out"].as_f64().unwrap_or(0.0) / 1e6
+        ),
+    ));
+
+    let start = Instant::now();
+    let tokenizer = out.join("tokenizer.json");
     let mut args = vec!["bpe", "train", "--vocab-size", "32000", "--output"];
     let tokenizer_arg = tokenizer.to_string_lossy().into_owned();
     args.push(&tokenizer_arg);
@@ -153,7 +203,7 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         println!("{stage:<10} {seconds:>9.1}  {detail}");
     }
     println!(
-        "\nreports in {}; cleaning, training, quantization and serving stages join the pipeline \
+        "\nreports in {}; training, quantization and serving stages join the pipeline \
          as their crates land",
         out.display()
     );

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! lmforge device --device auto        # open a device and train a tiny GPT one step on it
+//! lmforge clean --input raw/ --output clean/ --languages fr,es --blacklist datasets/blacklists
 //! lmforge bpe train --input corpus.jsonl.gz --vocab-size 32000 --output tokenizer.json
 //! echo "Bonjour" | lmforge bpe encode --tokenizer tokenizer.json
 //! lmforge wordpiece train --input corpus.jsonl.gz --vocab-size 30000 --lowercase --output bert.json
@@ -13,6 +14,7 @@
 //! once by [`lmforge_model::DeviceSpec`].
 
 mod bpe;
+mod clean;
 mod corpus;
 mod dataset;
 mod device;
@@ -39,6 +41,9 @@ enum Command {
     /// Open a compute device and check that it trains: a forward and backward pass of a tiny
     /// GPT, timed, with a JSON report.
     Device(device::Args),
+    /// Clean a jsonl/parquet corpus: exact and MinHash near dedup, language, cleaning,
+    /// blacklists, Gopher quality filters; a report.
+    Clean(clean::Args),
     /// Byte-level BPE (the GPT tokenizer): train, encode, decode.
     #[command(subcommand)]
     Bpe(bpe::Command),
@@ -55,6 +60,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Device(args) => device::run(&args),
+        Command::Clean(args) => clean::run(&args),
         Command::Bpe(command) => bpe::run(command),
         Command::Wordpiece(command) => wordpiece::run(command),
         Command::Convert(args) => dataset::run_convert(&args),

@@ -256,6 +256,9 @@ pub struct Record {
     pub line: u64,
     /// One text per key.
     pub fields: Vec<String>,
+    /// One value per optional key ([`Reader::optional`]): absent or null is `None`, a number
+    /// is its decimal text (ids are often integers).
+    pub optional: Vec<Option<String>>,
     /// Bytes read for it: the whole line (as Megatron counts), or the fields' text (parquet).
     pub bytes: u64,
 }
@@ -275,6 +278,7 @@ enum Open {
 pub struct Reader {
     files: std::vec::IntoIter<PathBuf>,
     keys: Vec<String>,
+    optional: Vec<String>,
     current: Option<(Arc<PathBuf>, Open)>,
     failed: bool,
     /// Bytes of the files before the current one, and of the current one so far.
@@ -289,12 +293,20 @@ impl Reader {
         Reader {
             files: files.into_iter(),
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
+            optional: Vec::new(),
             current: None,
             failed: false,
             done_bytes: 0,
             current_bytes: Arc::default(),
             current_size: 0,
         }
+    }
+
+    /// Also take `keys` where a record has them (an id, metadata), in
+    /// [`Record::optional`]; a record without them is not an error. Plain-text files have none.
+    pub fn optional<S: AsRef<str>>(mut self, keys: &[S]) -> Reader {
+        self.optional = keys.iter().map(|k| k.as_ref().to_string()).collect();
+        self
     }
 
     /// Bytes of the input files read so far, as stored (compressed): with the files' sizes, a
@@ -319,7 +331,9 @@ impl Reader {
                 .store(self.current_size, std::sync::atomic::Ordering::Relaxed);
         }
         let opened = match format {
-            Format::Parquet => parquet_rows::Rows::open(&path, &self.keys).map(Open::Parquet),
+            Format::Parquet => {
+                parquet_rows::Rows::open(&path, &self.keys, &self.optional).map(Open::Parquet)
+            }
             _ => open_counted(&path, self.current_bytes.clone()).map(|reader| Open::Lines {
                 reader,
                 format,
@@ -356,7 +370,14 @@ impl Iterator for Reader {
                     format,
                     line,
                     buf,
-                } => next_line(file, reader, *format, line, buf, &self.keys),
+                } => next_line(
+                    file,
+                    reader,
+                    *format,
+                    line,
+                    buf,
+                    (&self.keys, &self.optional),
+                ),
             };
             match item {
                 None => self.current = None,
@@ -377,7 +398,7 @@ fn next_line(
     format: Format,
     line: &mut u64,
     buf: &mut Vec<u8>,
-    keys: &[String],
+    (keys, optional_keys): (&[String], &[String]),
 ) -> Option<Result<Record>> {
     loop {
         buf.clear();
@@ -409,6 +430,7 @@ fn next_line(
                     file: file.clone(),
                     line: *line,
                     fields: vec![text.to_string()],
+                    optional: vec![None; optional_keys.len()],
                     bytes,
                 })),
                 Err(e) => bad(format!("invalid UTF-8 at byte {}", e.valid_up_to())),
@@ -419,7 +441,12 @@ fn next_line(
         }
         let doc: serde_json::Value = match serde_json::from_slice(buf) {
             Ok(doc) => doc,
-            Err(e) => return bad(format!("malformed JSON ({e})")),
+            Err(e) => {
+                return bad(match std::str::from_utf8(buf) {
+                    Err(utf8) => format!("invalid UTF-8 at byte {}", utf8.valid_up_to()),
+                    Ok(_) => format!("malformed JSON ({e})"),
+                });
+            }
         };
         let mut fields = Vec::with_capacity(keys.len());
         for key in keys {
@@ -434,10 +461,25 @@ fn next_line(
                 None => return bad(format!("no field {key:?}")),
             }
         }
+        let mut optional = Vec::with_capacity(optional_keys.len());
+        for key in optional_keys {
+            optional.push(match doc.get(key) {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(text)) => Some(text.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                Some(other) => {
+                    return bad(format!(
+                        "field {key:?} is {}, not a string or number",
+                        json_kind(other)
+                    ));
+                }
+            });
+        }
         return Some(Ok(Record {
             file: file.clone(),
             line: *line,
             fields,
+            optional,
             bytes,
         }));
     }

@@ -16,9 +16,12 @@ const BATCH_ROWS: usize = 1024;
 pub(crate) struct Rows {
     batches: ParquetRecordBatchReader,
     keys: Vec<String>,
+    /// Optional keys the file has a column for (the others are always `None`).
+    optional: Vec<Option<String>>,
     batch: Option<RecordBatch>,
     /// Column index in `batch` of each key.
     columns: Vec<usize>,
+    optional_columns: Vec<Option<usize>>,
     at: usize,
     row: u64,
 }
@@ -31,7 +34,7 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 impl Rows {
-    pub(crate) fn open(path: &Path, keys: &[String]) -> Result<Rows> {
+    pub(crate) fn open(path: &Path, keys: &[String], optional_keys: &[String]) -> Result<Rows> {
         let file = File::open(path).map_err(|source| Error::Io {
             file: path.to_path_buf(),
             source,
@@ -60,6 +63,39 @@ impl Rows {
             }
             roots.push(index);
         }
+        let mut optional = Vec::with_capacity(optional_keys.len());
+        for key in optional_keys {
+            use arrow_schema::DataType;
+            match schema.column_with_name(key) {
+                Some((index, field))
+                    if matches!(
+                        field.data_type(),
+                        DataType::Utf8
+                            | DataType::LargeUtf8
+                            | DataType::Utf8View
+                            | DataType::Int32
+                            | DataType::Int64
+                            | DataType::UInt32
+                            | DataType::UInt64
+                    ) =>
+                {
+                    if !roots.contains(&index) {
+                        roots.push(index);
+                    }
+                    optional.push(Some(key.clone()));
+                }
+                Some((_, field)) => {
+                    return Err(file_error(
+                        path,
+                        format!(
+                            "column {key:?} is {}, not a string or integer",
+                            field.data_type()
+                        ),
+                    ));
+                }
+                None => optional.push(None),
+            }
+        }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let batches = builder
             .with_projection(mask)
@@ -69,8 +105,10 @@ impl Rows {
         Ok(Rows {
             batches,
             keys: keys.to_vec(),
+            optional,
             batch: None,
             columns: Vec::new(),
+            optional_columns: Vec::new(),
             at: 0,
             row: 0,
         })
@@ -96,6 +134,11 @@ impl Rows {
             let schema = batch.schema();
             let columns: std::result::Result<Vec<usize>, _> =
                 self.keys.iter().map(|k| schema.index_of(k)).collect();
+            self.optional_columns = self
+                .optional
+                .iter()
+                .map(|k| k.as_ref().and_then(|k| schema.index_of(k).ok()))
+                .collect();
             match columns {
                 Ok(columns) => self.columns = columns,
                 Err(e) => {
@@ -138,11 +181,41 @@ impl Rows {
             bytes += text.len() as u64;
             fields.push(text.to_string());
         }
+        let optional = self
+            .optional_columns
+            .iter()
+            .map(|&column| column.and_then(|c| optional_value(batch.column(c).as_ref(), at)))
+            .collect();
         Some(Ok(Record {
             file: file.clone(),
             line: self.row,
             fields,
+            optional,
             bytes,
         }))
+    }
+}
+
+fn optional_value(array: &dyn Array, at: usize) -> Option<String> {
+    use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
+    if array.is_null(at) {
+        return None;
+    }
+    if let Some(a) = array.as_string_opt::<i32>() {
+        Some(a.value(at).to_string())
+    } else if let Some(a) = array.as_string_opt::<i64>() {
+        Some(a.value(at).to_string())
+    } else if let Some(a) = array.as_string_view_opt() {
+        Some(a.value(at).to_string())
+    } else if let Some(a) = array.as_primitive_opt::<Int64Type>() {
+        Some(a.value(at).to_string())
+    } else if let Some(a) = array.as_primitive_opt::<Int32Type>() {
+        Some(a.value(at).to_string())
+    } else if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+        Some(a.value(at).to_string())
+    } else {
+        array
+            .as_primitive_opt::<UInt32Type>()
+            .map(|a| a.value(at).to_string())
     }
 }

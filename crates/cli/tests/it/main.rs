@@ -1,6 +1,7 @@
 //! The `lmforge` binary as a user runs it.
 
 mod bpe;
+mod clean;
 mod dataset;
 mod wordpiece;
 
