@@ -272,100 +272,93 @@ impl Cleaner {
         let mut optional = vec![self.config.id_field.clone()];
         optional.extend(self.config.keep_fields.iter().cloned());
 
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = sync_channel::<Batch>(4);
-            scope.spawn(|| read(files, &keys, &optional, cancel, tx));
-            for batch in rx {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Interrupted);
-                }
-                let first = ordinal;
-                let mut ordinals = Vec::with_capacity(batch.items.len());
-                let mut next = first;
-                for item in &batch.items {
-                    ordinals.push(matches!(item, Item::Doc(_)).then(|| {
-                        next += 1;
-                        next - 1
-                    }));
-                }
-                let filtered: Vec<Option<Filtered>> = batch
-                    .items
-                    .par_iter()
-                    .zip(&ordinals)
-                    .map(|(item, ordinal)| match (item, ordinal) {
-                        (Item::Doc(r), Some(o)) if !dups.contains_key(&(*o as u32)) => {
-                            Some(self.filter(&r.fields[0]))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                for ((item, o), filtered) in batch.items.into_iter().zip(ordinals).zip(filtered) {
-                    let record = match item {
-                        Item::Bad(e) => {
-                            state.malformed(&e);
-                            continue;
-                        }
-                        Item::Doc(record) => record,
-                    };
-                    let o = o.unwrap_or_default() as u32;
-                    ordinal += 1;
-                    let text = &record.fields[0];
-                    let id = record
-                        .optional
-                        .first()
-                        .cloned()
-                        .flatten()
-                        .unwrap_or_else(|| format!("{}:{}", record.file.display(), record.line));
-                    state.documents_in += 1;
-                    state.bytes_in += text.len() as u64;
-                    if let Some(dup) = dups.get(&o) {
-                        state.count_duplicate(dup.near, text.len() as u64);
-                        if let Some(out) = duplicates.as_mut() {
-                            let line = serde_json::json!({
-                                "id": id,
-                                "file": record.file.display().to_string(),
-                                "line": record.line,
-                                "ordinal": o,
-                                "duplicate_of": survivor_ids.get(&dup.of),
-                                "duplicate_of_ordinal": dup.of,
-                                "method": if dup.near { "minhash" } else { "exact" },
-                                "similarity": (dup.similarity * 1e4).round() / 1e4,
-                            });
-                            writeln!(out, "{line}").map_err(|source| Error::Io {
-                                file: duplicates_path.clone(),
-                                source,
-                            })?;
-                        }
+        let reading = Reading {
+            files,
+            keys: &keys,
+            optional: &optional,
+            cancel,
+            pass: Pass::Filter,
+            file_bytes,
+            progress,
+        };
+        reading.each_batch(|batch| {
+            let first = ordinal;
+            let mut ordinals = Vec::with_capacity(batch.items.len());
+            let mut next = first;
+            for item in &batch.items {
+                ordinals.push(matches!(item, Item::Doc(_)).then(|| {
+                    next += 1;
+                    next - 1
+                }));
+            }
+            let filtered: Vec<Option<Filtered>> = batch
+                .items
+                .par_iter()
+                .zip(&ordinals)
+                .map(|(item, ordinal)| match (item, ordinal) {
+                    (Item::Doc(r), Some(o)) if !dups.contains_key(&(*o as u32)) => {
+                        Some(self.filter(&r.fields[0]))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for ((item, o), filtered) in batch.items.into_iter().zip(ordinals).zip(filtered) {
+                let record = match item {
+                    Item::Bad(e) => {
+                        state.malformed(&e);
                         continue;
                     }
-                    if roots.contains(&o) {
-                        survivor_ids.insert(o, id.clone());
-                    }
-                    let Some(filtered) = filtered else { continue };
-                    if let Some(text) = state.count_filtered(self, text.len() as u64, &filtered) {
-                        let language = filtered
-                            .language
-                            .map(|d| (crate::language::code(d.lang), d.confidence as f32));
-                        writer.write(&Document {
-                            id: &id,
-                            text,
-                            language,
-                            extra: record.optional.get(1..).unwrap_or(&[]),
+                    Item::Doc(record) => record,
+                };
+                let o = o.unwrap_or_default() as u32;
+                ordinal += 1;
+                let text = &record.fields[0];
+                let id = record
+                    .optional
+                    .first()
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| format!("{}:{}", record.file.display(), record.line));
+                state.documents_in += 1;
+                state.bytes_in += text.len() as u64;
+                if let Some(dup) = dups.get(&o) {
+                    state.count_duplicate(dup.near, text.len() as u64);
+                    if let Some(out) = duplicates.as_mut() {
+                        let line = serde_json::json!({
+                            "id": id,
+                            "file": record.file.display().to_string(),
+                            "line": record.line,
+                            "ordinal": o,
+                            "duplicate_of": survivor_ids.get(&dup.of),
+                            "duplicate_of_ordinal": dup.of,
+                            "method": if dup.near { "minhash" } else { "exact" },
+                            "similarity": (dup.similarity * 1e4).round() / 1e4,
+                        });
+                        writeln!(out, "{line}").map_err(|source| Error::Io {
+                            file: duplicates_path.clone(),
+                            source,
                         })?;
                     }
+                    continue;
                 }
-                progress(&Progress {
-                    pass: Pass::Filter,
-                    bytes: batch.bytes_read,
-                    total_bytes: file_bytes,
-                    documents: ordinal,
-                });
+                if roots.contains(&o) {
+                    survivor_ids.insert(o, id.clone());
+                }
+                let Some(filtered) = filtered else { continue };
+                if let Some(text) = state.count_filtered(self, text.len() as u64, &filtered) {
+                    let language = filtered
+                        .language
+                        .map(|d| (crate::language::code(d.lang), d.confidence as f32));
+                    writer.write(&Document {
+                        id: &id,
+                        text,
+                        language,
+                        extra: record.optional.get(1..).unwrap_or(&[]),
+                    })?;
+                }
             }
-            Ok(())
+            Ok(ordinal)
         })?;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
         if let Some(n) = indexed_documents
             && n != ordinal
         {
@@ -436,73 +429,66 @@ impl Cleaner {
         let mut index = Index::new(perms);
         let mut ordinal: u64 = 0;
         let keys = [self.config.text_field.clone()];
-        std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = sync_channel::<Batch>(4);
-            scope.spawn(|| read(files, &keys, &[], cancel, tx));
-            for batch in rx {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(Error::Interrupted);
-                }
-                let hashed: Vec<Option<(u64, Option<Vec<u32>>)>> = batch
-                    .items
-                    .par_iter()
-                    .map_init(Scratch::default, |scratch, item| match item {
-                        Item::Doc(r) => {
-                            let text = &r.fields[0];
-                            let signature = near.then(|| {
-                                let mut signature = vec![0u32; perms];
-                                self.minhasher
-                                    .signature_into(text, scratch, &mut signature)
-                                    .then_some(signature)
-                            });
-                            Some((crate::text::exact_key(text), signature.flatten()))
-                        }
-                        Item::Bad(_) => None,
-                    })
-                    .collect();
-                for (key, signature) in hashed.into_iter().flatten() {
-                    let o = u32::try_from(ordinal)
-                        .ok()
-                        .filter(|&o| o < u32::MAX)
-                        .ok_or_else(|| {
-                            Error::Config(
-                                "dedup indexes at most 4,294,967,294 documents per run; \
+        let reading = Reading {
+            files,
+            keys: &keys,
+            optional: &[],
+            cancel,
+            pass: Pass::Dedup,
+            file_bytes,
+            progress,
+        };
+        reading.each_batch(|batch| {
+            let hashed: Vec<Option<(u64, Option<Vec<u32>>)>> = batch
+                .items
+                .par_iter()
+                .map_init(Scratch::default, |scratch, item| match item {
+                    Item::Doc(r) => {
+                        let text = &r.fields[0];
+                        let signature = near.then(|| {
+                            let mut signature = vec![0u32; perms];
+                            self.minhasher
+                                .signature_into(text, scratch, &mut signature)
+                                .then_some(signature)
+                        });
+                        Some((crate::text::exact_key(text), signature.flatten()))
+                    }
+                    Item::Bad(_) => None,
+                })
+                .collect();
+            for (key, signature) in hashed.into_iter().flatten() {
+                let o = u32::try_from(ordinal)
+                    .ok()
+                    .filter(|&o| o < u32::MAX)
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "dedup indexes at most 4,294,967,294 documents per run; \
                                  split the corpus"
-                                    .into(),
-                            )
-                        })?;
-                    ordinal += 1;
-                    match exact.entry(key) {
-                        std::collections::hash_map::Entry::Occupied(first) => {
-                            dups.insert(
-                                o,
-                                Dup {
-                                    of: *first.get(),
-                                    near: false,
-                                    similarity: 1.0,
-                                },
-                            );
-                        }
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            slot.insert(o);
-                            if let Some(signature) = signature {
-                                index.push(o, &signature);
-                            }
+                                .into(),
+                        )
+                    })?;
+                ordinal += 1;
+                match exact.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        dups.insert(
+                            o,
+                            Dup {
+                                of: *first.get(),
+                                near: false,
+                                similarity: 1.0,
+                            },
+                        );
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(o);
+                        if let Some(signature) = signature {
+                            index.push(o, &signature);
                         }
                     }
                 }
-                progress(&Progress {
-                    pass: Pass::Dedup,
-                    bytes: batch.bytes_read,
-                    total_bytes: file_bytes,
-                    documents: ordinal,
-                });
             }
-            Ok(())
+            Ok(ordinal)
         })?;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
         report.exact_duplicates = dups.len() as u64;
         report.indexed = index.len() as u64;
         // hashbrown: a (u64, u32) slot is 16 bytes with its padding, plus one control byte.
@@ -671,6 +657,47 @@ impl FilterState {
         self.documents_out += 1;
         self.bytes_out += text.len() as u64;
         Some(text)
+    }
+}
+
+/// One pass over the input: what to read, and whom to tell.
+struct Reading<'a> {
+    files: &'a [PathBuf],
+    keys: &'a [String],
+    optional: &'a [String],
+    cancel: &'a AtomicBool,
+    pass: Pass,
+    file_bytes: u64,
+    progress: &'a (dyn Fn(&Progress) + Sync),
+}
+
+impl Reading<'_> {
+    /// Reads on a thread of its own and hands each batch to `f` (which returns the documents
+    /// read so far), reporting progress after each; stops with [`Error::Interrupted`] once
+    /// `cancel` is set.
+    fn each_batch(&self, mut f: impl FnMut(Batch) -> Result<u64>) -> Result<()> {
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = sync_channel::<Batch>(4);
+            scope.spawn(|| read(self.files, self.keys, self.optional, self.cancel, tx));
+            for batch in rx {
+                if self.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted);
+                }
+                let bytes = batch.bytes_read;
+                let documents = f(batch)?;
+                (self.progress)(&Progress {
+                    pass: self.pass,
+                    bytes,
+                    total_bytes: self.file_bytes,
+                    documents,
+                });
+            }
+            Ok(())
+        })?;
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
     }
 }
 
