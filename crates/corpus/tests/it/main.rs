@@ -222,3 +222,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn optional_fields_may_be_absent_null_or_numbers() {
+    let dir = temp_dir("optional");
+    let jsonl = dir.join("docs.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text\": \"a\", \"id\": \"x1\"}\n{\"text\": \"b\", \"id\": 42}\n{\"text\": \"c\"}\n\
+         {\"text\": \"d\", \"id\": null}\n{\"text\": \"e\", \"id\": [1]}\n",
+    )
+    .unwrap();
+    let got: Vec<_> = Reader::new(vec![jsonl], &["text"])
+        .optional(&["id", "url"])
+        .collect();
+    let ok: Vec<_> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let ids: Vec<Option<&str>> = ok.iter().map(|r| r.optional[0].as_deref()).collect();
+    assert_eq!(ids, [Some("x1"), Some("42"), None, None]);
+    assert!(ok.iter().all(|r| r.optional[1].is_none()));
+    let bad = got[4].as_ref().unwrap_err().to_string();
+    assert!(
+        bad.ends_with("docs.jsonl:5: field \"id\" is an array, not a string or number"),
+        "{bad}"
+    );
+
+    let parquet = dir.join("docs.parquet");
+    let text: ArrayRef = Arc::new(StringArray::from(vec!["alpha", "beta"]));
+    let id: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None]));
+    write_parquet(&parquet, vec![("id", id), ("text", text)]);
+    let rows: Vec<_> = Reader::new(vec![parquet], &["text"])
+        .optional(&["id", "url"])
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows[0].optional, [Some("7".to_string()), None]);
+    assert_eq!(rows[1].optional, [None, None]);
+    assert_eq!(rows[1].fields, ["beta"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
