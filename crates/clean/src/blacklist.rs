@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
-use crate::{Error, Result};
+use crate::{Error, Result, io};
 
 /// One list of terms.
 pub struct List {
@@ -42,10 +42,7 @@ impl List {
     /// Reads a list file, one term per line. A file named after a language (`fr.txt`) is for
     /// documents identified as that language; any other name applies to every document.
     pub fn load(path: &Path) -> Result<List> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
@@ -99,10 +96,7 @@ pub fn load_all(paths: &[PathBuf], languages: &[String]) -> Result<Vec<List>> {
         if path.is_dir() {
             if languages.is_empty() {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                    .map_err(|source| Error::Io {
-                        file: path.clone(),
-                        source,
-                    })?
+                    .map_err(io(path))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|p| p.extension().is_some_and(|e| e == "txt"))
                     .collect();

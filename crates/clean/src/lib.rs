@@ -101,5 +101,13 @@ pub enum Error {
     Interrupted,
 }
 
+/// `map_err` for an I/O failure on `file`.
+pub(crate) fn io(file: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        file: file.to_path_buf(),
+        source,
+    }
+}
+
 /// This crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -6,7 +6,7 @@
 //! document while it is processed and nothing after, and bands run in parallel. It is also the
 //! shape a distributed run takes: band keys are what it shuffles on (docs/clean.md).
 
-use crate::minhash::Bands;
+use crate::minhash::{Bands, agreement};
 use rayon::prelude::*;
 
 /// Signatures per storage block: blocks of fixed size grow the store without the doubling
@@ -199,10 +199,6 @@ fn band_key(values: &[u32], band: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
-}
-
-fn agreement(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).filter(|(x, y)| x == y).count()
 }
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {

@@ -126,8 +126,12 @@ fn fmix64(mut h: u64) -> u64 {
 
 /// The fraction of positions where two signatures agree: the Jaccard estimate.
 pub fn similarity(a: &[u32], b: &[u32]) -> f64 {
-    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
-    same as f64 / a.len().max(1) as f64
+    agreement(a, b) as f64 / a.len().max(1) as f64
+}
+
+/// The number of positions where two signatures agree.
+pub fn agreement(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x == y).count()
 }
 
 /// `min(sig[i], a[i]·x + b[i])` for every shingle hash `x`: the hot loop. The portable version

@@ -15,7 +15,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use crate::config::OutputFormat;
-use crate::{Error, Result};
+use crate::{Error, Result, io};
 
 /// One kept document as written.
 pub struct Document<'a> {
@@ -48,13 +48,6 @@ pub struct Staging {
     output: PathBuf,
     temp: PathBuf,
     committed: bool,
-}
-
-fn io(file: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        file: file.to_path_buf(),
-        source,
-    }
 }
 
 impl Staging {

@@ -23,7 +23,7 @@ use crate::lsh::Index;
 use crate::minhash::{Bands, MinHasher, Scratch};
 use crate::output::{Document, ShardWriter, Staging};
 use crate::report::{DedupReport, LanguageReport, Malformed, Report, Stage, StageReport};
-use crate::{Error, Result};
+use crate::{Error, Result, io};
 
 /// Documents per batch handed to the thread pool (or fewer, at [`BATCH_BYTES`]).
 const BATCH_DOCS: usize = 1024;
@@ -258,12 +258,9 @@ impl Cleaner {
         let duplicates_path = staging.dir().join("duplicates.jsonl");
         let mut duplicates = match self.config.dedup {
             Dedup::None => None,
-            _ => Some(BufWriter::new(File::create(&duplicates_path).map_err(
-                |source| Error::Io {
-                    file: duplicates_path.clone(),
-                    source,
-                },
-            )?)),
+            _ => Some(BufWriter::new(
+                File::create(&duplicates_path).map_err(io(&duplicates_path))?,
+            )),
         };
         let roots: FxHashSet<u32> = dups.values().map(|d| d.of).collect();
         let mut survivor_ids: FxHashMap<u32, String> = FxHashMap::default();
@@ -334,10 +331,7 @@ impl Cleaner {
                             "method": if dup.near { "minhash" } else { "exact" },
                             "similarity": (dup.similarity * 1e4).round() / 1e4,
                         });
-                        writeln!(out, "{line}").map_err(|source| Error::Io {
-                            file: duplicates_path.clone(),
-                            source,
-                        })?;
+                        writeln!(out, "{line}").map_err(io(&duplicates_path))?;
                     }
                     continue;
                 }
@@ -368,10 +362,7 @@ impl Cleaner {
             )));
         }
         if let Some(mut out) = duplicates {
-            out.flush().map_err(|source| Error::Io {
-                file: duplicates_path.clone(),
-                source,
-            })?;
+            out.flush().map_err(io(&duplicates_path))?;
         }
         let outputs = writer.finish()?;
         let seconds = start.elapsed().as_secs_f64();
@@ -404,10 +395,7 @@ impl Cleaner {
             file: report_path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&report_path, json + "\n").map_err(|source| Error::Io {
-            file: report_path.clone(),
-            source,
-        })?;
+        std::fs::write(&report_path, json + "\n").map_err(io(&report_path))?;
         staging.commit()?;
         Ok(report)
     }
