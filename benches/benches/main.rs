@@ -8,6 +8,7 @@ use criterion::{criterion_group, criterion_main};
 mod bpe;
 mod clean;
 mod dataset;
+mod model;
 mod wordpiece;
 
 criterion_group!(
@@ -18,6 +19,7 @@ criterion_group!(
     clean::pipeline,
     dataset::convert,
     dataset::samples,
+    model::gpt,
     wordpiece::encode,
     wordpiece::train
 );

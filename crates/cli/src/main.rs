@@ -8,6 +8,10 @@
 //! lmforge wordpiece train --input corpus.jsonl.gz --vocab-size 30000 --lowercase --output bert.json
 //! lmforge convert --input corpus.jsonl.gz --tokenizer tokenizer.json --output-prefix data/corpus --append-eod
 //! lmforge dataset samples --data-path data/corpus_text_document --seq-length 1024 --split 969,30,1
+//! lmforge model info --config 1.7b
+//! lmforge model import --from hf/gpt2 --output ckpt/gpt2
+//! lmforge generate --checkpoint ckpt/gpt2 --prompt "Il était une fois" --tokens 50 --temperature 0.8 --top-p 0.9
+//! lmforge model embed --checkpoint all-MiniLM-L6-v2 --input sentences.txt
 //! ```
 //!
 //! Every subcommand that computes takes `--device` (`flex`, `wgpu`, `cuda:N`, `auto`), parsed
@@ -19,6 +23,7 @@ mod corpus;
 mod dataset;
 mod device;
 mod lines;
+mod model;
 mod output;
 mod training;
 mod wordpiece;
@@ -55,6 +60,12 @@ enum Command {
     /// Megatron .bin/.idx datasets: inspect, merge, draw GPT samples.
     #[command(subcommand)]
     Dataset(dataset::Command),
+    /// Models: size and memory of a config, Hugging Face import and GPT-2 export, sentence
+    /// embeddings.
+    #[command(subcommand)]
+    Model(model::Command),
+    /// Continue prompts with a GPT checkpoint (greedy, sampling or beam search).
+    Generate(model::GenerateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,5 +76,7 @@ fn main() -> anyhow::Result<()> {
         Command::Wordpiece(command) => wordpiece::run(command),
         Command::Convert(args) => dataset::run_convert(&args),
         Command::Dataset(command) => dataset::run(command),
+        Command::Model(command) => model::run(command),
+        Command::Generate(args) => model::run_generate(&args),
     }
 }

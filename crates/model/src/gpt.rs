@@ -1,91 +1,21 @@
-//! GPT, the causal language model, in GPT-2's shape: learned positions, pre-norm blocks,
-//! causal self-attention, a GELU MLP, a final LayerNorm and an LM head tied to the embedding.
+//! GPT, the causal language model: token embedding, positions (learned, sinusoidal, RoPE or
+//! ALiBi), pre-norm blocks of causal self-attention and an MLP, a final norm and an LM head
+//! tied to the embedding or not; plus the KV cache that makes decoding one token cost one
+//! token's work.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::gelu_approximate;
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor};
-use serde::{Deserialize, Serialize};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use crate::config::{GptConfig, NormKind, Positions};
 use crate::init::SeededInit;
+use crate::layers::{Mlp, Norm, alibi_bias, apply_rope, rope_tables, sinusoids};
 use crate::{Error, Result};
 
-/// The shape of a GPT. Serialised as the `config.json` beside a checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GptConfig {
-    /// Token ids are `0..vocab_size`.
-    pub vocab_size: usize,
-    /// Longest sequence the learned position table covers.
-    pub max_seq_len: usize,
-    /// Transformer blocks.
-    pub n_layer: usize,
-    /// Attention heads per block; must divide `d_model`.
-    pub n_head: usize,
-    /// Width of the residual stream.
-    pub d_model: usize,
-    /// Dropout on embeddings, attention output and MLP output (0 for inference).
-    pub dropout: f64,
-}
-
 impl GptConfig {
-    /// The model of tests and of the default pipeline: 4 layers of width 128, 4 heads.
-    pub fn tiny(vocab_size: usize) -> Self {
-        Self {
-            vocab_size,
-            max_seq_len: 256,
-            n_layer: 4,
-            n_head: 4,
-            d_model: 128,
-            dropout: 0.0,
-        }
-    }
-
-    /// Checks the fields against each other, naming the first one that is wrong.
-    pub fn validate(&self) -> Result<()> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("max_seq_len", self.max_seq_len),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-            ("d_model", self.d_model),
-        ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err(Error::config(field, "must be at least 1"));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_head) {
-            return Err(Error::config(
-                "d_model",
-                format!(
-                    "{} is not divisible by n_head = {}",
-                    self.d_model, self.n_head
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config(
-                "dropout",
-                format!("{} is not in [0, 1)", self.dropout),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Parameters, counting the tied LM head once.
-    pub fn num_params(&self) -> usize {
-        let d = self.d_model;
-        let block = 2 * (2 * d) // two LayerNorms
-            + d * 3 * d + 3 * d // qkv
-            + d * d + d // attention output
-            + d * 4 * d + 4 * d // MLP up
-            + 4 * d * d + d; // MLP down
-        self.vocab_size * d + self.max_seq_len * d + self.n_layer * block + 2 * d
-    }
-
     /// Builds the model with GPT-2's initialisation: N(0, 0.02) weights, zero biases, and the
     /// residual projections scaled by 1/sqrt(2·n_layer). The weights are drawn on the host from
     /// `seed` (see [`SeededInit`]), so a seed gives the same model on every backend and thread.
@@ -94,53 +24,77 @@ impl GptConfig {
         let mut init = SeededInit::new(seed);
         let residual_std = 0.02 / ((2 * self.n_layer) as f64).sqrt();
         let d = self.d_model;
+        let rms = self.norm == NormKind::RmsNorm;
+        let norm = |device: &Device| Norm::new(d, rms, self.bias && !rms, self.norm_eps, device);
         let wte = init.embedding(self.vocab_size, d, 0.02, device);
-        let wpe = init.embedding(self.max_seq_len, d, 0.01, device);
+        let wpe = (self.positions == Positions::Learned)
+            .then(|| init.embedding(self.max_seq_len, d, 0.01, device));
         let blocks = (0..self.n_layer)
             .map(|_| Block {
-                ln_1: LayerNormConfig::new(d).init(device),
-                attn_qkv: init.linear(d, 3 * d, 0.02, device),
-                attn_proj: init.linear(d, d, residual_std, device),
-                ln_2: LayerNormConfig::new(d).init(device),
-                mlp_up: init.linear(d, 4 * d, 0.02, device),
-                mlp_down: init.linear(4 * d, d, residual_std, device),
+                ln_1: norm(device),
+                attn: Attention {
+                    qkv: init.linear(d, 3 * d, 0.02, self.bias, device),
+                    proj: init.linear(d, d, residual_std, self.bias, device),
+                    n_head: self.n_head,
+                },
+                ln_2: norm(device),
+                mlp: Mlp::new(
+                    &mut init,
+                    self.activation,
+                    d,
+                    self.ffn_hidden(),
+                    self.bias,
+                    residual_std,
+                    device,
+                ),
                 dropout: DropoutConfig::new(self.dropout).init(),
-                n_head: self.n_head,
             })
             .collect();
+        let lm_head =
+            (!self.tie_embeddings).then(|| init.linear(d, self.vocab_size, 0.02, false, device));
         Ok(Gpt {
             wte,
             wpe,
             blocks,
-            ln_f: LayerNormConfig::new(d).init(device),
+            ln_f: norm(device),
+            lm_head,
             dropout: DropoutConfig::new(self.dropout).init(),
-            max_seq_len: self.max_seq_len,
+            config: self.clone(),
         })
     }
 }
 
-/// One pre-norm transformer block.
-#[derive(Module, Debug)]
-pub struct Block {
-    ln_1: LayerNorm,
-    /// Queries, keys and values in one matrix, as GPT-2's `c_attn`.
-    attn_qkv: Linear,
-    attn_proj: Linear,
-    ln_2: LayerNorm,
-    mlp_up: Linear,
-    mlp_down: Linear,
-    dropout: Dropout,
-    n_head: usize,
+/// What every block of one forward pass shares: the positions' rotations or biases and the
+/// padding mask, computed once rather than per layer.
+struct Frame {
+    rope: Option<(Tensor<4>, Tensor<4>)>,
+    alibi: Option<Tensor<4>>,
+    mask: Option<Tensor<4, Bool>>,
 }
 
-impl Block {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.dropout.forward(self.attention(self.ln_1.forward(x)));
-        let h = gelu_approximate(self.mlp_up.forward(self.ln_2.forward(x.clone())));
-        x + self.dropout.forward(self.mlp_down.forward(h))
-    }
+/// Causal multi-head self-attention with queries, keys and values in one matrix, as
+/// GPT-2's `c_attn`.
+///
+/// Not burn's `MultiHeadAttention`: that one is unfused (full score matrix), has separate
+/// q/k/v matrices and no way to rotate keys or add a bias; here burn's fused `attention` op
+/// does the work (flash kernels on GPU, a tiled kernel on flex; the unfused formula under
+/// autodiff), which has no dropout on the attention weights, so dropout is on the residual
+/// branches only.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub(crate) qkv: Linear,
+    pub(crate) proj: Linear,
+    #[module(skip)]
+    pub(crate) n_head: usize,
+}
 
-    fn attention(&self, x: Tensor<3>) -> Tensor<3> {
+impl Attention {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        frame: &Frame,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.n_head;
         let heads = |t: Tensor<3>| {
@@ -148,36 +102,165 @@ impl Block {
                 .swap_dims(1, 2)
         };
         let [q, k, v] = self
-            .attn_qkv
+            .qkv
             .forward(x)
             .chunk(3, 2)
             .try_into()
             .expect("chunk(3) of a dimension of size 3·d_model yields three tensors");
-        // burn's fused attention: flash kernels on GPU backends, a tiled kernel on flex, and the
-        // unfused softmax(QKᵀ/√d)V under autodiff, all with the causal mask applied inside.
+        let (mut q, mut k, mut v) = (heads(q), heads(k), heads(v));
+        if let Some((cos, sin)) = &frame.rope {
+            q = apply_rope(q, cos, sin);
+            k = apply_rope(k, cos, sin);
+        }
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.take() {
+                k = Tensor::cat(vec![past_k, k], 2);
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        // The causal mask is aligned bottom-right: with `past` cached keys, query i sees keys
+        // 0..=past+i, which is what decoding needs.
         let options = AttentionModuleOptions {
             scale: None,
             softcap: None,
             is_causal: true,
         };
-        let context = attention(heads(q), heads(k), heads(v), None, None, options);
+        let context = attention(q, k, v, frame.mask.clone(), frame.alibi.clone(), options);
         let context = context.swap_dims(1, 2).reshape([batch, seq, d_model]);
-        self.attn_proj.forward(context)
+        self.proj.forward(context)
     }
 }
 
-/// A GPT causal language model; build one with [`GptConfig::init`].
+/// One pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub(crate) ln_1: Norm,
+    pub(crate) attn: Attention,
+    pub(crate) ln_2: Norm,
+    pub(crate) mlp: Mlp,
+    pub(crate) dropout: Dropout,
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        frame: &Frame,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let attended = self
+            .attn
+            .forward(self.ln_1.forward(x.clone()), frame, cache);
+        let x = x + self.dropout.forward(attended);
+        let h = self.mlp.forward(self.ln_2.forward(x.clone()));
+        x + self.dropout.forward(h)
+    }
+}
+
+/// Keys and values of every layer for a batch of sequences being decoded.
+///
+/// Prompts of different lengths are left-padded to a common length, so that every sequence
+/// appends its next token in the same column; each sequence's positions count from its first
+/// real token, and its padding is masked out of attention. [`KvCache::select`] reorders or
+/// drops rows (beam search).
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Left padding of each row.
+    pad: Vec<usize>,
+    /// Columns filled, padding included.
+    len: usize,
+}
+
+impl KvCache {
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.pad.len()
+    }
+
+    /// Columns filled so far (the longest sequence's length).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing has been prefilled.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens of row `row`, padding excluded.
+    pub fn seq_len(&self, row: usize) -> usize {
+        self.len - self.pad[row]
+    }
+
+    /// The cache of rows `rows` (repeats allowed), in that order.
+    pub fn select(&self, rows: &[usize]) -> Result<KvCache> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch()) {
+            return Err(Error::Shape(format!(
+                "row {bad} of a cache of {} sequences",
+                self.batch()
+            )));
+        }
+        let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device()) else {
+            return Err(Error::Shape("select on an empty cache".into()));
+        };
+        let index = Tensor::<1, Int>::from_ints(
+            TensorData::new(
+                rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                [rows.len()],
+            ),
+            &device,
+        );
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                layer.as_ref().map(|(k, v)| {
+                    (
+                        k.clone().select(0, index.clone()),
+                        v.clone().select(0, index.clone()),
+                    )
+                })
+            })
+            .collect();
+        Ok(KvCache {
+            layers,
+            pad: rows.iter().map(|&r| self.pad[r]).collect(),
+            len: self.len,
+        })
+    }
+
+    /// Bytes the keys and values hold.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.shape().num_elements() + v.shape().num_elements()) * 4)
+            .sum()
+    }
+}
+
+/// A GPT causal language model; build one with [`GptConfig::init`] or load one with
+/// [`crate::checkpoint`].
 #[derive(Module, Debug)]
 pub struct Gpt {
-    wte: Embedding,
-    wpe: Embedding,
-    blocks: Vec<Block>,
-    ln_f: LayerNorm,
-    dropout: Dropout,
-    max_seq_len: usize,
+    pub(crate) wte: Embedding,
+    pub(crate) wpe: Option<Embedding>,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) ln_f: Norm,
+    pub(crate) lm_head: Option<Linear>,
+    pub(crate) dropout: Dropout,
+    #[module(skip)]
+    pub(crate) config: GptConfig,
 }
 
 impl Gpt {
+    /// The shape this model was built with.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`; position `t` sees tokens
     /// `0..=t` only.
     ///
@@ -185,29 +268,13 @@ impl Gpt {
     /// ids are made; checking here would cost a device round trip on every forward pass.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
         let [batch, seq] = tokens.dims();
-        if seq == 0 || seq > self.max_seq_len {
-            return Err(Error::SequenceLength {
-                len: seq,
-                max: self.max_seq_len,
-            });
-        }
+        self.check_len(seq)?;
         let device = tokens.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
             .reshape([1, seq])
             .expand([batch, seq]);
-        let mut x = self
-            .dropout
-            .forward(self.wte.forward(tokens) + self.wpe.forward(positions));
-        for block in &self.blocks {
-            x = block.forward(x);
-        }
-        let x = self.ln_f.forward(x);
-        let d_model = x.dims()[2];
-        // The LM head is the token embedding transposed (GPT-2's tied `lm_head`).
-        let vocab = self.wte.weight.val();
-        let vocab_size = vocab.dims()[0];
-        let logits = x.reshape([batch * seq, d_model]).matmul(vocab.transpose());
-        Ok(logits.reshape([batch, seq, vocab_size]))
+        let hidden = self.hidden(tokens, positions.clone(), positions, None, None);
+        Ok(self.head(hidden))
     }
 
     /// Mean next-token cross-entropy of `targets` `[batch, seq]` given `tokens` `[batch, seq]`.
@@ -228,5 +295,190 @@ impl Gpt {
                 targets.reshape([batch * seq]),
             );
         Ok(loss)
+    }
+
+    /// Runs the prompts (each at least one token) through the model, left-padded to the
+    /// longest, and returns the cache with the logits of each prompt's next token
+    /// `[batch, vocab]`.
+    pub fn prefill(&self, prompts: &[Vec<u32>], device: &Device) -> Result<(KvCache, Tensor<2>)> {
+        if prompts.is_empty() {
+            return Err(Error::Shape("no prompts".into()));
+        }
+        if let Some(empty) = prompts.iter().position(Vec::is_empty) {
+            return Err(Error::Shape(format!("prompt {empty} has no tokens")));
+        }
+        self.check_ids(prompts.iter().flatten().copied())?;
+        let len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        self.check_len(len)?;
+        let batch = prompts.len();
+        let pad: Vec<usize> = prompts.iter().map(|p| len - p.len()).collect();
+        let mut ids = Vec::with_capacity(batch * len);
+        for prompt in prompts {
+            ids.extend(std::iter::repeat_n(0i64, len - prompt.len()));
+            ids.extend(prompt.iter().map(|&t| t as i64));
+        }
+        let tokens = Tensor::<2, Int>::from_ints(TensorData::new(ids, [batch, len]), device);
+        let mut cache = KvCache {
+            layers: vec![None; self.blocks.len()],
+            pad,
+            len: 0,
+        };
+        let positions = cache.positions(0, len, device);
+        let mask = cache.padding_mask(0, len, self.config.n_head, device);
+        let hidden = self.hidden(tokens, positions.clone(), positions, mask, Some(&mut cache));
+        cache.len = len;
+        let d = self.config.d_model;
+        let last = hidden.slice([0..batch, len - 1..len, 0..d]);
+        Ok((
+            cache,
+            self.head(last).reshape([batch, self.config.vocab_size]),
+        ))
+    }
+
+    /// Appends one token to every sequence of `cache` and returns the logits of the next
+    /// `[batch, vocab]`.
+    pub fn decode(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Tensor<2>> {
+        if tokens.len() != cache.batch() {
+            return Err(Error::Shape(format!(
+                "{} tokens for a cache of {} sequences",
+                tokens.len(),
+                cache.batch()
+            )));
+        }
+        if cache.is_empty() {
+            return Err(Error::Shape("decode before prefill".into()));
+        }
+        self.check_ids(tokens.iter().copied())?;
+        let longest = (0..cache.batch())
+            .map(|r| cache.seq_len(r))
+            .max()
+            .unwrap_or(0);
+        self.check_len(longest + 1)?;
+        let Some(device) = cache
+            .layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.device())
+        else {
+            return Err(Error::Shape("decode before prefill".into()));
+        };
+        let batch = cache.batch();
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let tokens = Tensor::<2, Int>::from_ints(TensorData::new(ids, [batch, 1]), &device);
+        let past = cache.len;
+        let positions = cache.positions(past, 1, &device);
+        let key_positions = cache.positions(0, past + 1, &device);
+        let mask = cache.padding_mask(past, 1, self.config.n_head, &device);
+        let hidden = self.hidden(tokens, positions, key_positions, mask, Some(cache));
+        cache.len += 1;
+        Ok(self.head(hidden).reshape([batch, self.config.vocab_size]))
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len == 0 || len > self.config.max_seq_len {
+            return Err(Error::SequenceLength {
+                len,
+                max: self.config.max_seq_len,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_ids(&self, mut ids: impl Iterator<Item = u32>) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        match ids.find(|&id| id as usize >= vocab) {
+            Some(id) => Err(Error::TokenId { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
+    /// Final hidden states `[batch, seq, d_model]` of `tokens` at `positions`; the keys span
+    /// `key_positions` (cached ones first).
+    fn hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        key_positions: Tensor<2, Int>,
+        mask: Option<Tensor<4, Bool>>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let config = &self.config;
+        let mut x = self.wte.forward(tokens);
+        match (&self.wpe, config.positions) {
+            (Some(wpe), _) => x = x + wpe.forward(positions.clone()),
+            (None, Positions::Sinusoidal) => x = x + sinusoids(positions.clone(), config.d_model),
+            _ => {}
+        }
+        let frame = Frame {
+            rope: (config.positions == Positions::Rope)
+                .then(|| rope_tables(positions.clone(), config.head_dim(), config.rope_theta)),
+            alibi: (config.positions == Positions::Alibi)
+                .then(|| alibi_bias(positions, key_positions, config.n_head)),
+            mask,
+        };
+        let mut x = self.dropout.forward(x);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, &frame, layer);
+        }
+        self.ln_f.forward(x)
+    }
+
+    /// Logits of hidden states `[batch, seq, d_model]`.
+    fn head(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => {
+                let [batch, seq, d_model] = x.dims();
+                // The tied head is the token embedding transposed (GPT-2's `lm_head`).
+                let vocab = self.wte.weight.val();
+                let vocab_size = vocab.dims()[0];
+                x.reshape([batch * seq, d_model])
+                    .matmul(vocab.transpose())
+                    .reshape([batch, seq, vocab_size])
+            }
+        }
+    }
+}
+
+impl KvCache {
+    /// Positions `[batch, n]` of columns `start..start + n`: counted from each row's first
+    /// real token, 0 on padding.
+    fn positions(&self, start: usize, n: usize, device: &Device) -> Tensor<2, Int> {
+        let ids: Vec<i64> = self
+            .pad
+            .iter()
+            .flat_map(|&pad| (start..start + n).map(move |c| c.saturating_sub(pad) as i64))
+            .collect();
+        Tensor::from_ints(TensorData::new(ids, [self.batch(), n]), device)
+    }
+
+    /// The mask `[batch, heads, n, start + n]` hiding each row's padding from the queries of
+    /// columns `start..start + n`, or `None` when no row is padded. A padding query still sees
+    /// itself: a row with every key masked is NaN on some backends, and its NaN keys and
+    /// values would then poison the real rows through `0 · NaN`.
+    fn padding_mask(
+        &self,
+        start: usize,
+        n: usize,
+        heads: usize,
+        device: &Device,
+    ) -> Option<Tensor<4, Bool>> {
+        if self.pad.iter().all(|&p| p == 0) {
+            return None;
+        }
+        let keys = start + n;
+        let mut masked = Vec::with_capacity(self.batch() * n * keys);
+        for &pad in &self.pad {
+            for query in start..start + n {
+                masked.extend((0..keys).map(|key| key < pad && key != query));
+            }
+        }
+        let mask = Tensor::<4, Bool>::from_data(
+            TensorData::new(masked, [self.batch(), 1, n, keys]),
+            device,
+        );
+        Some(mask.expand([self.batch(), heads, n, keys]))
     }
 }

@@ -55,11 +55,18 @@ impl SeededInit {
         )
     }
 
-    /// A linear layer `d_in → d_out` with N(0, std²) weights and a zero bias.
-    pub fn linear(&mut self, d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+    /// A linear layer `d_in → d_out` with N(0, std²) weights and (with `bias`) a zero bias.
+    pub fn linear(
+        &mut self,
+        d_in: usize,
+        d_out: usize,
+        std: f64,
+        bias: bool,
+        device: &Device,
+    ) -> Linear {
         Linear {
             weight: self.matrix(d_in, d_out, std, device),
-            bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
         }
     }
 

@@ -1,8 +1,17 @@
 //! The language models of lmforge, written once against burn's [`Device`](burn::tensor::Device)
 //! so that the same code runs on flex (pure-Rust CPU), wgpu and CUDA.
 //!
-//! Two things live here so far: [`DeviceSpec`], which turns the `--device` flag of every
-//! computing subcommand into a device, and [`Gpt`], the causal language model in GPT-2's shape.
+//! - [`Gpt`] ([`GptConfig`]: learned, sinusoidal, RoPE or ALiBi positions; LayerNorm or
+//!   RMSNorm; GELU or SwiGLU; presets `tiny`, `gpt2-small`, `1.7b`) with a [`KvCache`] for
+//!   batched incremental decoding, and [`generate()`](generate::generate) (sampling, beam
+//!   search);
+//! - [`Bert`] with its masked-LM, sequence- and token-classification heads and
+//!   sentence-transformers pooling ([`bert`]);
+//! - [`checkpoint`]s of our own and Hugging Face GPT-2/BERT folders ([`hf`]);
+//! - [`accounting`]: parameters, FLOPs per token and memory per dtype;
+//! - [`DeviceSpec`], which turns the `--device` flag of every computing subcommand into a device.
+//!
+//! Training a step:
 //!
 //! ```
 //! use burn::tensor::{Int, Tensor};
@@ -20,13 +29,44 @@
 //! # let _ = gradients;
 //! # Ok::<(), lmforge_model::Error>(())
 //! ```
+//!
+//! Generating with the KV cache, from prompts of different lengths:
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use lmforge_model::GptConfig;
+//! use lmforge_model::generate::{GenerateOptions, Sampling, generate};
+//!
+//! let device = Device::flex();
+//! let model = GptConfig { n_layer: 1, d_model: 32, ..GptConfig::tiny(100) }.init(&device, 0)?;
+//! let options = GenerateOptions {
+//!     max_new_tokens: 5,
+//!     sampling: Sampling { temperature: 0.8, top_p: 0.9, seed: 7, ..Sampling::greedy() },
+//!     stop_tokens: vec![0],
+//! };
+//! let out = generate(&model, &[vec![5, 6, 7], vec![9]], &options, &device, |_, _| true)?;
+//! assert!(out.iter().all(|g| !g.tokens.is_empty() && g.tokens.len() <= 5));
+//! # Ok::<(), lmforge_model::Error>(())
+//! ```
 
+pub mod accounting;
+pub mod bert;
+pub mod checkpoint;
+mod config;
 mod device;
+pub mod generate;
 mod gpt;
+pub mod hf;
 mod init;
+mod layers;
 
+pub use bert::{Bert, BertBatch, BertConfig};
+pub use checkpoint::{load_bert, load_gpt, save_bert, save_gpt};
+pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
 pub use device::DeviceSpec;
-pub use gpt::{Block, Gpt, GptConfig};
+pub use generate::generate;
+pub use gpt::{Attention, Block, Gpt, KvCache};
+pub use layers::{Mlp, Norm};
 
 /// What can go wrong building or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +101,77 @@ pub enum Error {
         /// The model's `max_seq_len`.
         max: usize,
     },
+    /// `--config` named no preset.
+    #[error("unknown model preset `{given}`: expected tiny, gpt2-small, 1.7b or a config.json")]
+    UnknownPreset {
+        /// What the user wrote.
+        given: String,
+    },
+    /// A JSON file (config, checkpoint metadata) that does not parse.
+    #[error("{origin}: {message}")]
+    Json {
+        /// The file.
+        origin: String,
+        /// serde's message, with line and column.
+        message: String,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenId {
+        /// The id.
+        id: u32,
+        /// The model's `vocab_size`.
+        vocab: usize,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A checkpoint file that is not what it should be.
+    #[error("{path}: {message}")]
+    Checkpoint {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weight the model needs is not in the file.
+    #[error("{file}: tensor `{name}` is missing")]
+    MissingTensor {
+        /// The weights file.
+        file: std::path::PathBuf,
+        /// The tensor's name in that file.
+        name: String,
+    },
+    /// A weight of the wrong shape.
+    #[error("{file}: tensor `{name}` has shape {found:?}, the model needs {expected:?}")]
+    TensorShape {
+        /// The weights file.
+        file: std::path::PathBuf,
+        /// The tensor's name in that file.
+        name: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
     /// Tensors whose shapes do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
 }
 
 impl Error {
+    fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     fn config(field: &'static str, reason: impl Into<String>) -> Self {
         Error::Config {
             field,

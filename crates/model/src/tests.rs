@@ -61,9 +61,10 @@ fn config_roundtrips_through_json() {
 
 #[test]
 fn parameter_count_matches_the_module() {
-    let config = small();
-    let model = config.init(&Device::flex(), 0).unwrap();
-    assert_eq!(model.num_params(), config.num_params());
+    for config in variants().into_iter().chain([small()]) {
+        let model = config.init(&Device::flex(), 0).unwrap();
+        assert_eq!(model.num_params(), config.num_params(), "{config:?}");
+    }
 }
 
 #[test]
@@ -110,4 +111,95 @@ fn same_seed_same_weights() {
     let (a, b, c): (TensorData, TensorData, TensorData) = (weights(1), weights(1), weights(2));
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+/// Every architecture switch, each with a position scheme.
+fn variants() -> Vec<GptConfig> {
+    let base = GptConfig {
+        n_layer: 2,
+        d_model: 32,
+        max_seq_len: 24,
+        ..GptConfig::tiny(50)
+    };
+    let mut out = Vec::new();
+    for positions in [
+        Positions::Learned,
+        Positions::Sinusoidal,
+        Positions::Rope,
+        Positions::Alibi,
+    ] {
+        out.push(GptConfig {
+            positions,
+            ..base.clone()
+        });
+    }
+    out.push(GptConfig {
+        positions: Positions::Rope,
+        norm: NormKind::RmsNorm,
+        activation: Activation::Swiglu,
+        bias: false,
+        tie_embeddings: false,
+        ..base.clone()
+    });
+    // Six heads: ALiBi's slopes for a head count that is not a power of two.
+    out.push(GptConfig {
+        positions: Positions::Alibi,
+        n_head: 6,
+        d_model: 36,
+        ..base
+    });
+    out
+}
+
+fn logits_of(model: &Gpt, ids: &[u32], device: &Device) -> Vec<f32> {
+    let row: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    let tokens = Tensor::<2, Int>::from_ints(TensorData::new(row, [1, ids.len()]), device);
+    let logits = model.forward(tokens).unwrap();
+    let [_, seq, vocab] = logits.dims();
+    logits
+        .slice([0..1, seq - 1..seq, 0..vocab])
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "{what}: max |Δ| = {worst}");
+}
+
+#[test]
+fn cached_decoding_equals_the_full_forward_pass_for_every_position_type() {
+    let device = Device::flex();
+    for config in variants() {
+        let model = config.init(&device, 11).unwrap();
+        let mut seqs: Vec<Vec<u32>> = vec![
+            vec![3, 9, 27, 31, 42],
+            vec![7, 1],
+            vec![2, 4, 8, 16, 32, 14, 28],
+        ];
+        let (mut cache, mut logits) = model.prefill(&seqs, &device).unwrap();
+        for step in 0..6 {
+            let vocab = config.vocab_size;
+            let rows = logits.clone().into_data().try_to_vec::<f32>().unwrap();
+            let mut next = Vec::new();
+            for (row, seq) in seqs.iter().enumerate() {
+                let want = logits_of(&model, seq, &device);
+                let what = format!("{:?} step {step} row {row}", config.positions);
+                assert_close(&rows[row * vocab..(row + 1) * vocab], &want, &what);
+                next.push(((step * 13 + row * 7) % vocab) as u32);
+            }
+            for (seq, &t) in seqs.iter_mut().zip(&next) {
+                seq.push(t);
+            }
+            logits = model.decode(&mut cache, &next).unwrap();
+        }
+        assert_eq!(cache.len(), 7 + 6);
+        assert_eq!(cache.seq_len(1), 2 + 6);
+    }
 }

@@ -3,6 +3,7 @@
 mod bpe;
 mod clean;
 mod dataset;
+mod model;
 mod wordpiece;
 
 use std::process::Command;

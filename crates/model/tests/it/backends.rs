@@ -133,3 +133,93 @@ fn cuda_matches_flex_forward_and_backward() {
         .expect("--features cuda tests need a CUDA GPU");
     assert_same_training_signal(DeviceSpec::Cuda(0), device);
 }
+
+/// Logits of a forward pass and of cached decoding for every position scheme, and BERT's
+/// hidden states, on `device`.
+fn inference_outputs(device: &Device) -> Vec<Vec<f32>> {
+    use lmforge_model::{Activation, BertBatch, BertConfig, NormKind, Positions};
+    let base = config();
+    let variants = [
+        GptConfig {
+            positions: Positions::Sinusoidal,
+            ..base.clone()
+        },
+        GptConfig {
+            positions: Positions::Alibi,
+            ..base.clone()
+        },
+        GptConfig {
+            positions: Positions::Rope,
+            norm: NormKind::RmsNorm,
+            activation: Activation::Swiglu,
+            bias: false,
+            tie_embeddings: false,
+            ..base
+        },
+    ];
+    let mut out = Vec::new();
+    for config in variants {
+        let model = config.init(&Device::flex(), 5).unwrap().fork(device);
+        let (mut cache, first) = model
+            .prefill(&[vec![1, 2, 3, 4], vec![9, 8]], device)
+            .unwrap();
+        let next = model.decode(&mut cache, &[5, 7]).unwrap();
+        out.push(first.into_data().try_to_vec::<f32>().unwrap());
+        out.push(next.into_data().try_to_vec::<f32>().unwrap());
+    }
+    let bert_config = BertConfig {
+        d_model: 32,
+        d_ff: 64,
+        max_seq_len: 16,
+        ..BertConfig::tiny(64)
+    };
+    let bert = bert_config.init(&Device::flex(), 5).unwrap().fork(device);
+    let batch = BertBatch::new(&[vec![2, 9, 10, 3], vec![2, 5, 3]], 0, device).unwrap();
+    out.push(
+        bert.forward(&batch)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(),
+    );
+    out
+}
+
+#[test]
+fn wgpu_matches_flex_for_every_architecture_and_the_kv_cache() {
+    let device = match DeviceSpec::Wgpu.resolve() {
+        Ok(device) => device,
+        Err(err) if std::env::var_os("LMFORGE_REQUIRE_WGPU").is_none() => {
+            eprintln!("skipped: {err}");
+            return;
+        }
+        Err(err) => panic!("LMFORGE_REQUIRE_WGPU is set but {err}"),
+    };
+    let want = inference_outputs(&Device::flex());
+    let got = inference_outputs(&device);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let err = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-4, "output {i}: wgpu differs from flex by {err}");
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_flex_for_every_architecture_and_the_kv_cache() {
+    let device = DeviceSpec::Cuda(0)
+        .resolve()
+        .expect("--features cuda tests need a CUDA GPU");
+    let want = inference_outputs(&Device::flex());
+    for (i, (g, w)) in inference_outputs(&device).iter().zip(&want).enumerate() {
+        let err = g
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-3, "output {i}: cuda differs from flex by {err}");
+    }
+}

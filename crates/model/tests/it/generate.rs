@@ -1,0 +1,192 @@
+//! Generation: batched equals alone, seeds, stop tokens, cancellation, beam search.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use lmforge_model::generate::{Finish, GenerateOptions, Sampling, beam_search, generate};
+use lmforge_model::{Gpt, GptConfig, Positions};
+
+fn model(positions: Positions) -> Gpt {
+    let config = GptConfig {
+        n_layer: 2,
+        d_model: 32,
+        max_seq_len: 40,
+        positions,
+        ..GptConfig::tiny(30)
+    };
+    config.init(&Device::flex(), 9).unwrap()
+}
+
+fn options(max_new_tokens: usize, sampling: Sampling) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        sampling,
+        stop_tokens: Vec::new(),
+    }
+}
+
+/// Greedy decoding by full forward passes, no cache: the reference.
+fn greedy_reference(model: &Gpt, prompt: &[u32], n: usize) -> Vec<u32> {
+    let device = Device::flex();
+    let mut seq = prompt.to_vec();
+    for _ in 0..n {
+        let ids: Vec<i64> = seq.iter().map(|&t| t as i64).collect();
+        let len = ids.len();
+        let logits = model
+            .forward(Tensor::<2, Int>::from_ints(
+                TensorData::new(ids, [1, len]),
+                &device,
+            ))
+            .unwrap();
+        let last = logits.slice([0..1, len - 1..len, 0..30]).argmax(2);
+        seq.push(last.into_scalar::<i64>() as u32);
+    }
+    seq[prompt.len()..].to_vec()
+}
+
+#[test]
+fn batched_greedy_equals_each_prompt_alone_and_the_uncached_reference() {
+    let device = Device::flex();
+    for positions in [Positions::Learned, Positions::Rope, Positions::Alibi] {
+        let model = model(positions);
+        let prompts = vec![vec![1, 2, 3], vec![7], vec![4, 4, 4, 4, 4, 9]];
+        let together = generate(
+            &model,
+            &prompts,
+            &options(12, Sampling::greedy()),
+            &device,
+            |_, _| true,
+        )
+        .unwrap();
+        for (prompt, got) in prompts.iter().zip(&together) {
+            let alone = generate(
+                &model,
+                std::slice::from_ref(prompt),
+                &options(12, Sampling::greedy()),
+                &device,
+                |_, _| true,
+            )
+            .unwrap();
+            assert_eq!(got.tokens, alone[0].tokens, "{positions:?}");
+            assert_eq!(
+                got.tokens,
+                greedy_reference(&model, prompt, 12),
+                "{positions:?}"
+            );
+            assert_eq!(got.finish, Finish::Length);
+            assert!(got.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
+        }
+    }
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let device = Device::flex();
+    let model = model(Positions::Learned);
+    let sampling = |seed| Sampling {
+        temperature: 1.5,
+        top_k: 20,
+        top_p: 0.95,
+        repetition_penalty: 1.2,
+        seed,
+    };
+    let run = |seed| {
+        generate(
+            &model,
+            &[vec![1, 2], vec![3]],
+            &options(16, sampling(seed)),
+            &device,
+            |_, _| true,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|g| g.tokens)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn stop_tokens_callbacks_and_the_context_end_sequences() {
+    let device = Device::flex();
+    let model = model(Positions::Learned);
+    let prompt = vec![1, 2, 3];
+    let free = greedy_reference(&model, &prompt, 10);
+    // Stop on the fifth greedy token: the sequence ends with it.
+    let stop = free[4];
+    let first = free.iter().position(|&t| t == stop).unwrap();
+    let mut opts = options(10, Sampling::greedy());
+    opts.stop_tokens = vec![stop];
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &device,
+        |_, _| true,
+    )
+    .unwrap();
+    assert_eq!(out[0].tokens, free[..=first]);
+    assert_eq!(out[0].finish, Finish::Stop);
+    // The callback streams every token and can cancel.
+    let mut streamed = Vec::new();
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &options(10, Sampling::greedy()),
+        &device,
+        |row, t| {
+            streamed.push((row, t));
+            streamed.len() < 3
+        },
+    )
+    .unwrap();
+    assert_eq!(out[0].finish, Finish::Cancelled);
+    assert_eq!(out[0].tokens.len(), 3);
+    assert_eq!(
+        streamed.iter().map(|p| p.1).collect::<Vec<_>>(),
+        out[0].tokens
+    );
+    // The context (40) ends a long request early.
+    let out = generate(
+        &model,
+        &[vec![1; 35]],
+        &options(100, Sampling::greedy()),
+        &device,
+        |_, _| true,
+    )
+    .unwrap();
+    assert_eq!(out[0].tokens.len(), 5);
+    // Token ids outside the vocabulary are an error, not a panic.
+    assert!(
+        generate(
+            &model,
+            &[vec![30]],
+            &options(1, Sampling::greedy()),
+            &device,
+            |_, _| true
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn beam_search_of_width_one_is_greedy_and_beams_are_ranked() {
+    let device = Device::flex();
+    let model = model(Positions::Learned);
+    let prompt = [5, 6, 7];
+    let one = beam_search(&model, &prompt, 1, 8, &[], 1.0, &device).unwrap();
+    assert_eq!(one[0].tokens, greedy_reference(&model, &prompt, 8));
+    let four = beam_search(&model, &prompt, 4, 8, &[], 0.0, &device).unwrap();
+    assert_eq!(four.len(), 4);
+    assert!(four.windows(2).all(|w| w[0].score >= w[1].score));
+    // Summed log-probability: the best of four beams is at least the greedy path's.
+    assert!(
+        four[0].logprob >= one[0].logprob - 1e-4,
+        "{} < {}",
+        four[0].logprob,
+        one[0].logprob
+    );
+    // Distinct hypotheses.
+    let mut seen: Vec<_> = four.iter().map(|b| b.tokens.clone()).collect();
+    seen.dedup();
+    assert_eq!(seen.len(), 4);
+}
