@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::config::check_common;
 use crate::init::SeededInit;
 use crate::layers::Norm;
 use crate::{Error, Result};
@@ -81,7 +82,7 @@ impl BertConfig {
 
     /// Checks the fields, naming the first one that is wrong.
     pub fn validate(&self) -> Result<()> {
-        for (field, value) in [
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("max_seq_len", self.max_seq_len),
             ("type_vocab_size", self.type_vocab_size),
@@ -89,33 +90,14 @@ impl BertConfig {
             ("n_head", self.n_head),
             ("d_model", self.d_model),
             ("d_ff", self.d_ff),
-        ] {
-            if value == 0 {
-                return Err(Error::config(field, "must be at least 1"));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_head) {
-            return Err(Error::config(
-                "d_model",
-                format!(
-                    "{} is not divisible by n_head = {}",
-                    self.d_model, self.n_head
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config(
-                "dropout",
-                format!("{} is not in [0, 1)", self.dropout),
-            ));
-        }
-        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
-            return Err(Error::config(
-                "norm_eps",
-                format!("{} is not in (0, 1)", self.norm_eps),
-            ));
-        }
-        Ok(())
+        ];
+        check_common(
+            &sizes,
+            self.d_model,
+            self.n_head,
+            self.dropout,
+            self.norm_eps,
+        )
     }
 
     /// Parameters of the encoder with its pooler (the MLM head adds `d_model² + 3·d_model +

@@ -102,6 +102,41 @@ pub struct GptConfig {
     pub rope_theta: f64,
 }
 
+/// The checks GPT and BERT configs share: sizes at least 1, heads dividing the width, dropout
+/// in [0, 1), ε in (0, 1).
+pub(crate) fn check_common(
+    sizes: &[(&'static str, usize)],
+    d_model: usize,
+    n_head: usize,
+    dropout: f64,
+    norm_eps: f64,
+) -> Result<()> {
+    for &(field, value) in sizes {
+        if value == 0 {
+            return Err(Error::config(field, "must be at least 1"));
+        }
+    }
+    if !d_model.is_multiple_of(n_head) {
+        return Err(Error::config(
+            "d_model",
+            format!("{d_model} is not divisible by n_head = {n_head}"),
+        ));
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(Error::config(
+            "dropout",
+            format!("{dropout} is not in [0, 1)"),
+        ));
+    }
+    if !(norm_eps > 0.0 && norm_eps < 1.0) {
+        return Err(Error::config(
+            "norm_eps",
+            format!("{norm_eps} is not in (0, 1)"),
+        ));
+    }
+    Ok(())
+}
+
 /// The presets `--config` accepts by name.
 pub const PRESETS: &[&str] = &["tiny", "gpt2-small", "1.7b"];
 
@@ -189,7 +224,7 @@ impl GptConfig {
 
     /// Checks the fields against each other, naming the first one that is wrong.
     pub fn validate(&self) -> Result<()> {
-        let positive = [
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("max_seq_len", self.max_seq_len),
             ("n_layer", self.n_layer),
@@ -197,20 +232,13 @@ impl GptConfig {
             ("d_model", self.d_model),
             ("d_ff", self.ffn_hidden()),
         ];
-        for (field, value) in positive {
-            if value == 0 {
-                return Err(Error::config(field, "must be at least 1"));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_head) {
-            return Err(Error::config(
-                "d_model",
-                format!(
-                    "{} is not divisible by n_head = {}",
-                    self.d_model, self.n_head
-                ),
-            ));
-        }
+        check_common(
+            &sizes,
+            self.d_model,
+            self.n_head,
+            self.dropout,
+            self.norm_eps,
+        )?;
         if self.positions == Positions::Rope && !self.head_dim().is_multiple_of(2) {
             return Err(Error::config(
                 "n_head",
@@ -224,18 +252,6 @@ impl GptConfig {
             return Err(Error::config(
                 "d_model",
                 "sinusoidal positions need an even width",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::config(
-                "dropout",
-                format!("{} is not in [0, 1)", self.dropout),
-            ));
-        }
-        if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
-            return Err(Error::config(
-                "norm_eps",
-                format!("{} is not in (0, 1)", self.norm_eps),
             ));
         }
         if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {

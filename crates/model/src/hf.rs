@@ -148,14 +148,11 @@ impl Tensors {
         device: &Device,
     ) -> Result<Linear> {
         let weight = self.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let mut transposed = vec![0f32; weight.len()];
-        for o in 0..d_out {
-            for i in 0..d_in {
-                transposed[i * d_out + o] = weight[o * d_in + i];
-            }
-        }
         Ok(Linear {
-            weight: Param::from_data(TensorData::new(transposed, [d_in, d_out]), device),
+            weight: Param::from_data(
+                TensorData::new(transpose(&weight, d_out, d_in), [d_in, d_out]),
+                device,
+            ),
             bias: Some(self.vector(&format!("{prefix}.bias"), d_out, device)?),
         })
     }
@@ -172,6 +169,18 @@ impl Tensors {
         norm.bias = Some(Param::from_data(TensorData::new(bias, [d]), device));
         Ok(norm)
     }
+}
+
+/// `[rows, cols]` row-major as `[cols, rows]`: PyTorch's `nn.Linear` `[out, in]` as burn's
+/// `[in, out]`.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
 }
 
 /// A Hugging Face folder's `config.json`, parsed.
@@ -317,14 +326,8 @@ pub fn import_gpt2(dir: &Path, device: &Device) -> Result<Gpt> {
         None
     } else {
         let weight = t.take("lm_head.weight", &[v, d])?;
-        let mut transposed = vec![0f32; weight.len()];
-        for o in 0..v {
-            for i in 0..d {
-                transposed[i * v + o] = weight[o * d + i];
-            }
-        }
         Some(Linear {
-            weight: Param::from_data(TensorData::new(transposed, [d, v]), device),
+            weight: Param::from_data(TensorData::new(transpose(&weight, v, d), [d, v]), device),
             bias: None,
         })
     };
