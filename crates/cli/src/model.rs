@@ -295,11 +295,7 @@ fn embed(args: &EmbedArgs) -> Result<()> {
         let batch = BertBatch::new(pending, pad, &device)?;
         let embeddings = pooling.embed(&bert, &batch)?;
         let d = embeddings.dims()[1];
-        let values = embeddings
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let values = lmforge_model::host_values(embeddings);
         for row in values.chunks(d) {
             serde_json::to_writer(&mut *out, row)?;
             out.write_all(b"\n")?;

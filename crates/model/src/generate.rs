@@ -167,7 +167,7 @@ pub fn generate(
 
 /// `[rows, vocab]` logits as one vector per row.
 fn host_rows(logits: Tensor<2>, rows: usize) -> Vec<Vec<f32>> {
-    let values = crate::hf::host_values(logits);
+    let values = crate::host_values(logits);
     let vocab = values.len() / rows.max(1);
     values.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect()
 }

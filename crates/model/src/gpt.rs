@@ -202,7 +202,7 @@ impl KvCache {
                 self.batch()
             )));
         }
-        let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device()) else {
+        let Some(device) = self.device() else {
             return Err(Error::Shape("select on an empty cache".into()));
         };
         let index = Tensor::<1, Int>::from_ints(
@@ -229,6 +229,11 @@ impl KvCache {
             pad: rows.iter().map(|&r| self.pad[r]).collect(),
             len: self.len,
         })
+    }
+
+    /// The device the keys and values live on; `None` before prefill.
+    fn device(&self) -> Option<Device> {
+        self.layers.iter().flatten().next().map(|(k, _)| k.device())
     }
 
     /// Bytes the keys and values hold.
@@ -354,13 +359,7 @@ impl Gpt {
             .max()
             .unwrap_or(0);
         self.check_len(longest + 1)?;
-        let Some(device) = cache
-            .layers
-            .iter()
-            .flatten()
-            .next()
-            .map(|(k, _)| k.device())
-        else {
+        let Some(device) = cache.device() else {
             return Err(Error::Shape("decode before prefill".into()));
         };
         let batch = cache.batch();

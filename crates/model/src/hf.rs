@@ -22,7 +22,7 @@ use crate::bert::{Bert, BertConfig, BertForMaskedLm, EncoderLayer, MlmHead};
 use crate::config::{Activation, GptConfig, NormKind, Positions};
 use crate::gpt::{Attention, Block, Gpt};
 use crate::layers::{Mlp, Norm};
-use crate::{Error, Result};
+use crate::{Error, Result, host_values};
 
 /// The tensors of a safetensors file widened to f32, taken out by name as the model is built.
 pub struct Tensors {
@@ -558,14 +558,6 @@ pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
             .unwrap_or_default()
             .as_bytes(),
     )
-}
-
-/// A tensor's values on the host as f32.
-pub(crate) fn host_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("converted to f32 above")
 }
 
 /// Writes f32 tensors as one safetensors file, atomically.

@@ -180,6 +180,15 @@ impl Error {
     }
 }
 
+/// A tensor's values on the host as f32 (logits, embeddings, weights to export), whatever the
+/// backend's float type.
+pub fn host_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32 above")
+}
+
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
