@@ -25,10 +25,16 @@ mod device;
 mod lines;
 mod model;
 mod output;
+mod train;
 mod training;
 mod wordpiece;
 
 use clap::{Parser, Subcommand};
+
+// Training frees and reallocates [tokens × vocab] buffers every step; glibc returns them to the
+// OS and faults them in again, mimalloc keeps them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +72,15 @@ enum Command {
     Model(model::Command),
     /// Continue prompts with a GPT checkpoint (greedy, sampling or beam search).
     Generate(model::GenerateArgs),
+    /// Pretrain a GPT or BERT on .bin/.idx data, Megatron-style (resumable checkpoints,
+    /// metrics.jsonl, loss curve).
+    #[command(subcommand)]
+    Train(Box<train::TrainCommand>),
+    /// Validation and test loss and perplexity of a checkpoint on .bin/.idx data.
+    Eval(train::EvalArgs),
+    /// Fine-tune a pretrained model on a labelled task.
+    #[command(subcommand)]
+    Finetune(train::FinetuneCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,5 +93,8 @@ fn main() -> anyhow::Result<()> {
         Command::Dataset(command) => dataset::run(command),
         Command::Model(command) => model::run(command),
         Command::Generate(args) => model::run_generate(&args),
+        Command::Train(command) => train::run_train(*command),
+        Command::Eval(args) => train::run_eval(&args),
+        Command::Finetune(command) => train::run_finetune(command),
     }
 }

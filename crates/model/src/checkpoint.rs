@@ -18,7 +18,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::bert::{Bert, BertConfig};
+use crate::bert::{Bert, BertConfig, BertForMaskedLm};
 use crate::config::GptConfig;
 use crate::gpt::Gpt;
 use crate::{Error, Result, hf};
@@ -38,7 +38,7 @@ struct Meta {
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so a reader never sees
 /// half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_sibling(path);
     let result = fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
@@ -57,7 +57,10 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-fn save<M: Module>(
+/// Saves any module as our checkpoint: `model.safetensors` (burn's parameter paths) and
+/// `lmforge.json` naming `architecture` with `config`, the metadata last. Heads and models of
+/// other crates (a fine-tuned classifier) are saved through this.
+pub fn save_module<M: Module>(
     model: &M,
     architecture: &str,
     config: serde_json::Value,
@@ -74,6 +77,10 @@ fn save<M: Module>(
             message: e.to_string(),
         }
     })?;
+    sort_header(&tmp).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(&weights, e)
+    })?;
     fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
     // The metadata goes last: a folder with `lmforge.json` has its weights.
     let meta = Meta {
@@ -88,13 +95,27 @@ fn save<M: Module>(
 /// Saves a GPT as our checkpoint in `dir` (created if needed; its files replaced atomically).
 pub fn save_gpt(model: &Gpt, dir: &Path) -> Result<()> {
     let config = serde_json::to_value(model.config()).unwrap_or_default();
-    save(model, "gpt", config, dir)
+    save_module(model, "gpt", config, dir)
 }
 
 /// Saves a BERT encoder as our checkpoint in `dir`.
 pub fn save_bert(model: &Bert, dir: &Path) -> Result<()> {
     let config = serde_json::to_value(model.config()).unwrap_or_default();
-    save(model, "bert", config, dir)
+    save_module(model, "bert", config, dir)
+}
+
+/// Saves BERT with its masked-LM head (architecture `bert-mlm`): what MLM pretraining
+/// checkpoints, so that it can resume with the head; [`load_bert`] reads the encoder out of it.
+pub fn save_bert_mlm(model: &BertForMaskedLm, dir: &Path) -> Result<()> {
+    let config = serde_json::to_value(model.bert.config()).unwrap_or_default();
+    save_module(model, "bert-mlm", config, dir)
+}
+
+/// BERT with its masked-LM head from a `bert-mlm` checkpoint.
+pub fn load_bert_mlm(dir: &Path, device: &Device) -> Result<BertForMaskedLm> {
+    let config: BertConfig = read_config(dir, "bert-mlm")?;
+    config.validate()?;
+    load_weights(BertForMaskedLm::new(config.init(device, 0)?, 0), dir)
 }
 
 /// What a folder holds.
@@ -139,6 +160,11 @@ fn read_meta(dir: &Path) -> Result<Meta> {
     Ok(meta)
 }
 
+/// The `config` of our checkpoint in `dir`, which must be of `architecture`.
+pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path, architecture: &str) -> Result<T> {
+    meta_config(dir, read_meta(dir)?, architecture)
+}
+
 fn meta_config<T: serde::de::DeserializeOwned>(dir: &Path, meta: Meta, want: &str) -> Result<T> {
     let path = dir.join(META_FILE);
     if meta.architecture != want {
@@ -153,8 +179,39 @@ fn meta_config<T: serde::de::DeserializeOwned>(dir: &Path, meta: Meta, want: &st
     })
 }
 
-/// Applies the weights file of `dir` to `model`, every tensor present and of its shape.
-fn load_weights<M: Module + ModuleSnapshot>(mut model: M, dir: &Path) -> Result<M> {
+/// Rewrites a safetensors header in place with its keys sorted. burn's store keeps the
+/// `__metadata__` entries in a `HashMap`, so two saves of the same weights differed in the
+/// order of four keys; sorted, the same model is the same bytes (reproducible runs compare
+/// checkpoints by hash). The header keeps its length: same keys, same values, compact JSON,
+/// padded with the spaces the format allows.
+fn sort_header(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let mut file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let n = usize::try_from(u64::from_le_bytes(len)).map_err(|_| invalid("header length"))?;
+    if n > 100 << 20 {
+        return Err(invalid("a header over 100 MB"));
+    }
+    let mut header = vec![0u8; n];
+    file.read_exact(&mut header)?;
+    // serde_json's map is a BTreeMap (no `preserve_order`): re-serialising sorts every level.
+    let value: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| invalid("header is not JSON"))?;
+    let mut sorted = serde_json::to_vec(&value).map_err(|_| invalid("header"))?;
+    if sorted.len() > n {
+        return Err(invalid("the sorted header is longer"));
+    }
+    sorted.resize(n, b' ');
+    file.seek(SeekFrom::Start(8))?;
+    file.write_all(&sorted)?;
+    file.sync_all()
+}
+
+/// Applies the weights file of `dir` to `model`, every tensor present and of its shape; the
+/// loader of [`save_module`]'s folders once the caller has built the module from the config.
+pub fn load_weights<M: Module + ModuleSnapshot>(mut model: M, dir: &Path) -> Result<M> {
     let path = dir.join(WEIGHTS_FILE);
     if !path.is_file() {
         return Err(Error::Checkpoint {
@@ -209,6 +266,7 @@ pub fn load_gpt(dir: &Path, device: &Device) -> Result<Gpt> {
 /// A BERT encoder from our checkpoint or a Hugging Face BERT folder.
 pub fn load_bert(dir: &Path, device: &Device) -> Result<Bert> {
     match format(dir)? {
+        Format::Lmforge(kind) if kind == "bert-mlm" => Ok(load_bert_mlm(dir, device)?.bert),
         Format::Lmforge(_) => {
             let config: BertConfig = meta_config(dir, read_meta(dir)?, "bert")?;
             config.validate()?;

@@ -282,6 +282,32 @@ impl Gpt {
         Ok(self.head(hidden))
     }
 
+    /// The final hidden states `[batch, seq, d_model]` (after the last norm): what
+    /// [`Gpt::forward`] multiplies by [`Gpt::output_projection`] into logits. Training fuses
+    /// that product with its loss so that the `[tokens, vocab]` logits are never differentiated
+    /// through.
+    pub fn features(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
+        let [batch, seq] = tokens.dims();
+        self.check_len(seq)?;
+        let device = tokens.device();
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
+            .reshape([1, seq])
+            .expand([batch, seq]);
+        Ok(self.hidden(tokens, positions.clone(), positions, None, None))
+    }
+
+    /// The output projection `[vocab, d_model]` (the token embedding when tied) and its bias,
+    /// so that logits = features · projectionᵀ + bias.
+    pub fn output_projection(&self) -> (Tensor<2>, Option<Tensor<1>>) {
+        match &self.lm_head {
+            Some(head) => (
+                head.weight.val().transpose(),
+                head.bias.as_ref().map(|b| b.val()),
+            ),
+            None => (self.wte.weight.val(), None),
+        }
+    }
+
     /// Mean next-token cross-entropy of `targets` `[batch, seq]` given `tokens` `[batch, seq]`.
     pub fn loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Result<Tensor<1>> {
         if tokens.dims() != targets.dims() {

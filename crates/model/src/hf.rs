@@ -70,6 +70,16 @@ impl Tensors {
         })
     }
 
+    /// Takes tensor `name` with whatever shape it has (optimizer state keyed by parameter path).
+    pub fn remove(&mut self, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.tensors.remove(name)
+    }
+
+    /// The names of the tensors not yet taken, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
     /// Whether a tensor of that name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
@@ -561,10 +571,7 @@ pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
 }
 
 /// Writes f32 tensors as one safetensors file, atomically.
-pub(crate) fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
-) -> Result<()> {
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
     let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(name, shape, values)| {

@@ -61,7 +61,7 @@ mod init;
 mod layers;
 
 pub use bert::{Bert, BertBatch, BertConfig};
-pub use checkpoint::{load_bert, load_gpt, save_bert, save_gpt};
+pub use checkpoint::{load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_mlm, save_gpt};
 pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
 pub use device::DeviceSpec;
 pub use generate::generate;

@@ -4,6 +4,7 @@ mod bpe;
 mod clean;
 mod dataset;
 mod model;
+mod train;
 mod wordpiece;
 
 use std::process::Command;

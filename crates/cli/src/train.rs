@@ -1,0 +1,1010 @@
+//! `lmforge train gpt|bert`, `lmforge eval` and `lmforge finetune classify`, with Megatron-LM's
+//! flag names where Megatron has the flag.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use lmforge_dataset::blend::parse_data_path;
+use lmforge_dataset::labelled::read_text_classification;
+use lmforge_dataset::{GptBlend, GptConfig as DataConfig, Split, SplitKind};
+use lmforge_model::bert::BertForMaskedLm;
+use lmforge_model::checkpoint::{Format, format};
+use lmforge_model::{BertConfig, DeviceSpec, Gpt, GptConfig, load_bert, load_bert_mlm, load_gpt};
+use lmforge_tokenizer::Tokenizer;
+use lmforge_train::bert::{ClassifyConfig, MlmObjective, finetune_classify};
+use lmforge_train::checkpoint::{self, read_optimizer, read_state};
+use lmforge_train::gpt::GptObjective;
+use lmforge_train::{
+    AdamWConfig, DecayStyle, LossScaler, LrSchedule, Objective, Precision, PretrainConfig, Resume,
+    ScalerConfig, Splits, evaluate, pretrain,
+};
+use serde::Serialize;
+
+#[derive(clap::Subcommand)]
+pub enum TrainCommand {
+    /// Pretrain a GPT on .bin/.idx data (Megatron's pretrain_gpt.py flags).
+    Gpt(GptArgs),
+    /// Pretrain BERT with masked-LM on WordPiece .bin/.idx data.
+    Bert(BertArgs),
+}
+
+#[derive(clap::Subcommand)]
+pub enum FinetuneCommand {
+    /// Fine-tune BERT to classify `text<TAB>label` lines; accuracy and per-class F1.
+    Classify(ClassifyArgs),
+}
+
+fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+    s.parse().map_err(|e: lmforge_model::Error| e.to_string())
+}
+
+/// What `train gpt` and `train bert` share: data, batch, optimizer, schedule, precision,
+/// checkpoints.
+#[derive(clap::Args, Serialize, Clone)]
+pub struct Common {
+    /// Dataset prefix(es) of .bin/.idx, or `weight prefix` pairs.
+    #[arg(long, num_args = 1.., required = true)]
+    pub data_path: Vec<String>,
+    /// train,valid,test weights.
+    #[arg(long, default_value = "969,30,1")]
+    pub split: String,
+    /// Where the sample-index caches go (default: beside the data).
+    #[arg(long)]
+    pub data_cache_path: Option<PathBuf>,
+    /// tokenizer.json (or a WordPiece vocab.txt) the data was made with.
+    #[arg(long, conflicts_with_all = ["vocab_file", "merge_file"])]
+    pub tokenizer: Option<PathBuf>,
+    /// GPT-2 vocab.json (with --merge-file), instead of --tokenizer.
+    #[arg(long, requires = "merge_file")]
+    pub vocab_file: Option<PathBuf>,
+    /// GPT-2 merges.txt (with --vocab-file).
+    #[arg(long, requires = "vocab_file")]
+    pub merge_file: Option<PathBuf>,
+    /// Pad the vocabulary to a multiple of this (Megatron's default 128).
+    #[arg(long, default_value_t = 128)]
+    pub make_vocab_size_divisible_by: usize,
+    /// A preset or a JSON config of the model.
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    /// Transformer layers (overrides --config).
+    #[arg(long)]
+    pub num_layers: Option<usize>,
+    /// Width (overrides --config).
+    #[arg(long)]
+    pub hidden_size: Option<usize>,
+    /// Attention heads (overrides --config).
+    #[arg(long)]
+    pub num_attention_heads: Option<usize>,
+    /// Feed-forward width (overrides --config; default 4 × hidden).
+    #[arg(long)]
+    pub ffn_hidden_size: Option<usize>,
+    /// Positions the model can take (overrides --config).
+    #[arg(long)]
+    pub max_position_embeddings: Option<usize>,
+    /// Dropout on the residual branches (overrides --config).
+    #[arg(long)]
+    pub hidden_dropout: Option<f64>,
+    /// Tokens per sample (default: the model's positions).
+    #[arg(long)]
+    pub seq_length: Option<usize>,
+    /// Samples per micro-batch on one device.
+    #[arg(long, default_value_t = 4)]
+    pub micro_batch_size: usize,
+    /// Samples per optimizer step (default: micro batch × devices); a multiple of micro batch ×
+    /// devices, the quotient is the gradient accumulation.
+    #[arg(long)]
+    pub global_batch_size: Option<usize>,
+    /// Iterations to train.
+    #[arg(
+        long,
+        conflicts_with = "train_samples",
+        required_unless_present = "train_samples"
+    )]
+    pub train_iters: Option<u64>,
+    /// Samples to train on (instead of --train-iters).
+    #[arg(long)]
+    pub train_samples: Option<u64>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 6e-4)]
+    pub lr: f64,
+    /// Learning-rate floor.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f64,
+    /// Warmup iterations.
+    #[arg(long, conflicts_with_all = ["lr_warmup_samples", "lr_warmup_fraction"])]
+    pub lr_warmup_iters: Option<u64>,
+    /// Warmup samples.
+    #[arg(long, conflicts_with = "lr_warmup_fraction")]
+    pub lr_warmup_samples: Option<u64>,
+    /// Warmup as a fraction of the decay iterations.
+    #[arg(long)]
+    pub lr_warmup_fraction: Option<f64>,
+    /// cosine, linear or constant.
+    #[arg(long, default_value = "cosine")]
+    pub lr_decay_style: String,
+    /// Iterations over which the rate decays (default: the training length).
+    #[arg(long, conflicts_with = "lr_decay_samples")]
+    pub lr_decay_iters: Option<u64>,
+    /// Samples over which the rate decays.
+    #[arg(long)]
+    pub lr_decay_samples: Option<u64>,
+    /// Decoupled weight decay (not on biases and norms).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this; 0 disables.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_grad: f64,
+    /// AdamW β₁.
+    #[arg(long, default_value_t = 0.9)]
+    pub adam_beta1: f64,
+    /// AdamW β₂.
+    #[arg(long, default_value_t = 0.999)]
+    pub adam_beta2: f64,
+    /// AdamW ε.
+    #[arg(long, default_value_t = 1e-8)]
+    pub adam_eps: f64,
+    /// float16 compute with dynamic loss scaling (fp32 master weights).
+    #[arg(long, conflicts_with = "bf16")]
+    pub fp16: bool,
+    /// bfloat16 compute (fp32 master weights).
+    #[arg(long)]
+    pub bf16: bool,
+    /// A fixed loss scale instead of the dynamic one (fp16).
+    #[arg(long)]
+    pub loss_scale: Option<f64>,
+    /// First dynamic loss scale.
+    #[arg(long, default_value_t = 4_294_967_296.0)]
+    pub initial_loss_scale: f64,
+    /// Smallest dynamic loss scale.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_loss_scale: f64,
+    /// Clean iterations before the loss scale doubles.
+    #[arg(long, default_value_t = 1000)]
+    pub loss_scale_window: u64,
+    /// Overflows tolerated before the loss scale halves.
+    #[arg(long, default_value_t = 2)]
+    pub hysteresis: u64,
+    /// Iterations between log lines.
+    #[arg(long, default_value_t = 100)]
+    pub log_interval: u64,
+    /// Iterations between validations; 0: only at the end.
+    #[arg(long, default_value_t = 1000)]
+    pub eval_interval: u64,
+    /// Global batches per validation.
+    #[arg(long, default_value_t = 100)]
+    pub eval_iters: u64,
+    /// Where checkpoints, metrics.jsonl and loss.png go.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Iterations between checkpoints; 0: only at the end (and on Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub save_interval: u64,
+    /// Resume from this save folder or iteration folder (a folder without a checkpoint yet
+    /// starts fresh, so `--save X --load X` resumes whenever it can).
+    #[arg(long)]
+    pub load: Option<PathBuf>,
+    /// Stop with a checkpoint after an iteration divisible by this.
+    #[arg(long)]
+    pub exit_interval: Option<u64>,
+    /// Seed of initialisation, data order, dropout and masking.
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// No loss on end-of-document tokens.
+    #[arg(long)]
+    pub eod_mask_loss: bool,
+    /// Devices, comma-separated; several train data-parallel (flex, wgpu, cuda:N, auto).
+    #[arg(long, default_value = "auto", value_delimiter = ',', value_parser = parse_device)]
+    #[serde(skip)]
+    pub device: Vec<DeviceSpec>,
+    /// Peak dense TFLOP/s of one device in the training precision, for MFU.
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+}
+
+/// A flag given twice takes its last value, as Megatron's argparse does (launch scripts append
+/// overrides to a base command line).
+#[derive(clap::Args, Serialize)]
+#[command(args_override_self = true)]
+pub struct GptArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+}
+
+#[derive(clap::Args, Serialize)]
+#[command(args_override_self = true)]
+pub struct BertArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: Common,
+    /// Fraction of tokens masked for prediction.
+    #[arg(long, default_value_t = 0.15)]
+    pub mask_prob: f64,
+}
+
+/// The tokenizer, and the bytes of the tokenizer.json a checkpoint carries.
+struct DataTokenizer {
+    tokenizer: Box<dyn Tokenizer>,
+    json: Option<Vec<u8>>,
+}
+
+fn tokenizer(common: &Common) -> Result<DataTokenizer> {
+    if let (Some(vocab), Some(merges)) = (&common.vocab_file, &common.merge_file) {
+        let names: Vec<&str> = lmforge_bpe::Flavour::Gpt2
+            .special_tokens(0)
+            .iter()
+            .map(|s| s.0)
+            .collect();
+        let bpe = lmforge_bpe::Bpe::from_vocab_merges_files(
+            vocab,
+            merges,
+            &names,
+            lmforge_bpe::Flavour::Gpt2.pattern(),
+        )?;
+        let json = bpe.to_tokenizer_json().into_bytes();
+        return Ok(DataTokenizer {
+            tokenizer: Box::new(bpe),
+            json: Some(json),
+        });
+    }
+    let Some(path) = &common.tokenizer else {
+        bail!(
+            "give --tokenizer (or --vocab-file and --merge-file): the vocabulary sizes the model"
+        );
+    };
+    let tokenizer = lmforge_dataset::open_tokenizer(path)?;
+    let json = path
+        .extension()
+        .is_some_and(|e| e == "json")
+        .then(|| std::fs::read(path))
+        .transpose()
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(DataTokenizer { tokenizer, json })
+}
+
+fn padded_vocab(size: usize, multiple: usize) -> usize {
+    size.next_multiple_of(multiple.max(1))
+}
+
+/// The devices, opened, with autodiff.
+fn devices(specs: &[DeviceSpec]) -> Result<Vec<Device>> {
+    if specs.is_empty() {
+        bail!("--device: give at least one device");
+    }
+    specs.iter().map(|s| Ok(s.resolve()?.autodiff())).collect()
+}
+
+/// The run's schedule and sizes, from iterations or samples.
+struct Plan {
+    config: PretrainConfig,
+    seq_length: usize,
+    /// The tokenizer's end-of-document id (for `--eod-mask-loss`).
+    eod: Option<u32>,
+}
+
+fn plan(common: &Common, max_positions: usize, flops_per_token: f64, ranks: usize) -> Result<Plan> {
+    let micro = common.micro_batch_size;
+    let global = common.global_batch_size.unwrap_or(micro * ranks);
+    let seq_length = common.seq_length.unwrap_or(max_positions);
+    if seq_length > max_positions {
+        bail!(
+            "--seq-length {seq_length} exceeds the model's {max_positions} positions (--max-position-embeddings)"
+        );
+    }
+    if seq_length < 2 {
+        bail!("--seq-length must be at least 2");
+    }
+    let per_iter = global as u64;
+    let to_iters = |samples: u64| samples.div_ceil(per_iter.max(1));
+    let train_iters = match (common.train_iters, common.train_samples) {
+        (Some(i), _) => i,
+        (None, Some(s)) => to_iters(s),
+        (None, None) => bail!("give --train-iters or --train-samples"),
+    };
+    if train_iters == 0 {
+        bail!("--train-iters must be at least 1");
+    }
+    let decay = common
+        .lr_decay_iters
+        .or(common.lr_decay_samples.map(to_iters))
+        .unwrap_or(train_iters);
+    let warmup = match (
+        common.lr_warmup_iters,
+        common.lr_warmup_samples,
+        common.lr_warmup_fraction,
+    ) {
+        (Some(i), _, _) => i,
+        (_, Some(s), _) => to_iters(s),
+        (_, _, Some(f)) if (0.0..=1.0).contains(&f) => (f * decay as f64).round() as u64,
+        (_, _, Some(f)) => bail!("--lr-warmup-fraction {f} is not between 0 and 1"),
+        _ => 0,
+    };
+    let style: DecayStyle = common.lr_decay_style.parse()?;
+    let scaler = match (common.fp16, common.loss_scale) {
+        (true, Some(scale)) => LossScaler::Static { scale },
+        (true, None) => LossScaler::dynamic(ScalerConfig {
+            initial_scale: common.initial_loss_scale,
+            min_scale: common.min_loss_scale,
+            growth_interval: common.loss_scale_window,
+            hysteresis: common.hysteresis,
+        }),
+        (false, _) => LossScaler::None,
+    };
+    let precision = match (common.fp16, common.bf16) {
+        (true, _) => Precision::Fp16,
+        (_, true) => Precision::Bf16,
+        _ => Precision::Fp32,
+    };
+    let config = PretrainConfig {
+        micro_batch: micro,
+        global_batch: global,
+        seq_length,
+        train_iters,
+        schedule: LrSchedule {
+            max_lr: common.lr,
+            min_lr: common.min_lr,
+            warmup_steps: warmup,
+            decay_steps: decay.max(warmup + 1),
+            style,
+        },
+        adamw: AdamWConfig {
+            beta1: common.adam_beta1,
+            beta2: common.adam_beta2,
+            eps: common.adam_eps,
+            weight_decay: common.weight_decay,
+        },
+        clip_grad: (common.clip_grad > 0.0).then_some(common.clip_grad),
+        precision,
+        scaler,
+        log_interval: common.log_interval,
+        eval_interval: common.eval_interval,
+        eval_iters: common.eval_iters,
+        save: common.save.clone(),
+        save_interval: common.save_interval,
+        exit_at: None,
+        seed: common.seed,
+        flops_per_token,
+        peak_flops: common.peak_tflops.map(|t| t * 1e12 * ranks as f64),
+        progress: true,
+        unigram_entropy: None,
+    };
+    config.micro_batches(ranks)?;
+    config.schedule.validate()?;
+    config.adamw.validate()?;
+    Ok(Plan {
+        config,
+        seq_length,
+        eod: None,
+    })
+}
+
+fn splits(common: &Common, config: &PretrainConfig, eod: Option<u32>) -> Result<Splits> {
+    let prefixes = parse_data_path(&common.data_path)?;
+    let split = Split::parse(&common.split)?;
+    let mut data = DataConfig::new(config.seq_length, common.seed as u32);
+    data.eod_id = eod;
+    data.eod_mask_loss = common.eod_mask_loss;
+    let cache = common.data_cache_path.as_deref();
+    let train_samples = config.train_iters * config.global_batch as u64;
+    let eval_samples = (config.eval_iters * config.global_batch as u64).max(1);
+    let weights = split.weights();
+    let build = |kind, n| GptBlend::build(&prefixes, &split, kind, n, &data, cache);
+    Ok(Splits {
+        train: build(SplitKind::Train, train_samples)?,
+        valid: (weights[1] > 0.0)
+            .then(|| build(SplitKind::Valid, eval_samples))
+            .transpose()?,
+        test: (weights[2] > 0.0)
+            .then(|| build(SplitKind::Test, eval_samples))
+            .transpose()?,
+    })
+}
+
+/// The checkpoint `--load` names, or none when the folder holds none yet.
+fn load_dir(common: &Common) -> Result<Option<PathBuf>> {
+    let Some(load) = &common.load else {
+        return Ok(None);
+    };
+    match checkpoint::resolve(load) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(_)
+            if !load.join(checkpoint::LATEST_FILE).exists()
+                && !load.join(checkpoint::STATE_FILE).exists() =>
+        {
+            eprintln!(
+                "--load {}: no checkpoint there yet, starting from scratch",
+                load.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while the checkpoint is being written kills the process the usual way.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: finishing this iteration, saving a checkpoint, then stopping");
+    });
+    stop
+}
+
+/// The model's shape from --config and the Megatron overrides.
+fn gpt_config(common: &Common, vocab: usize) -> Result<GptConfig> {
+    let mut config = crate::model::gpt_config(&common.config, Some(vocab))?;
+    if let Some(n) = common.num_layers {
+        config.n_layer = n;
+    }
+    if let Some(h) = common.hidden_size {
+        config.d_model = h;
+    }
+    if let Some(a) = common.num_attention_heads {
+        config.n_head = a;
+    }
+    if let Some(f) = common.ffn_hidden_size {
+        config.d_ff = Some(f);
+    }
+    if let Some(p) = common.max_position_embeddings {
+        config.max_seq_len = p;
+    }
+    if let Some(d) = common.hidden_dropout {
+        config.dropout = d;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn bert_config(common: &Common, vocab: usize) -> Result<BertConfig> {
+    let mut config = match common.config.as_str() {
+        "tiny" => BertConfig::tiny(vocab),
+        "base" => BertConfig {
+            vocab_size: vocab,
+            ..BertConfig::base()
+        },
+        path => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("--config {path}: neither tiny, base nor a readable file")
+            })?;
+            let mut c: BertConfig =
+                serde_json::from_str(&text).with_context(|| format!("--config {path}"))?;
+            c.vocab_size = vocab;
+            c
+        }
+    };
+    if let Some(n) = common.num_layers {
+        config.n_layer = n;
+    }
+    if let Some(h) = common.hidden_size {
+        config.d_model = h;
+    }
+    if let Some(a) = common.num_attention_heads {
+        config.n_head = a;
+    }
+    if let Some(f) = common.ffn_hidden_size {
+        config.d_ff = f;
+    }
+    if let Some(p) = common.max_position_embeddings {
+        config.max_seq_len = p;
+    }
+    if let Some(d) = common.hidden_dropout {
+        config.dropout = d;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn print_start(name: &str, parameters: usize, plan: &Plan, ranks: usize, precision: Precision) {
+    let c = &plan.config;
+    eprintln!(
+        "{name}: {parameters} parameters, {:.3e} training FLOPs/token; {} iterations of {} samples × {} tokens \
+         ({} micro-batch(es) of {} on {ranks} device(s)), {precision:?}",
+        c.flops_per_token,
+        c.train_iters,
+        c.global_batch,
+        plan.seq_length,
+        c.global_batch / (c.micro_batch * ranks),
+        c.micro_batch,
+    );
+    if c.peak_flops.is_none() {
+        eprintln!("(MFU is printed when --peak-tflops gives the device's peak)");
+    }
+}
+
+fn finish(report: &lmforge_train::PretrainReport) {
+    eprintln!(
+        "{} iterations ({} this run) in {:.1} s, {:.0} tokens/s{}{}",
+        report.iterations,
+        report.iterations - report.start_iteration,
+        report.seconds,
+        report.tokens_per_second,
+        report
+            .mfu
+            .map(|m| format!(", MFU {:.1} %", m * 100.0))
+            .unwrap_or_default(),
+        if report.interrupted {
+            " (stopped early)"
+        } else {
+            ""
+        }
+    );
+    if let (Some(l), Some(p)) = (report.valid_loss, report.valid_perplexity) {
+        eprintln!("validation loss {l:.4}, perplexity {p:.2}");
+    }
+    if let (Some(l), Some(p)) = (report.test_loss, report.test_perplexity) {
+        eprintln!("test loss {l:.4}, perplexity {p:.2}");
+    }
+    if let Some(dir) = &report.checkpoint {
+        eprintln!("checkpoint: {}", dir.display());
+    }
+}
+
+/// The run's own arguments must match the checkpoint's model; the data position comes from it.
+fn resume(dir: &Path, device: &Device) -> Result<Resume> {
+    let state = read_state(dir)?;
+    let optimizer = read_optimizer(dir, &state, device)?;
+    eprintln!(
+        "resuming from {} (iteration {}, {} samples consumed)",
+        dir.display(),
+        state.iteration,
+        state.consumed_train_samples
+    );
+    Ok(Resume { optimizer, state })
+}
+
+fn run_pretrain<M: burn::module::Module + Clone>(
+    model: M,
+    objective: &dyn Objective<M>,
+    common: &Common,
+    plan: &Plan,
+    devices: &[Device],
+    resumed: Option<Resume>,
+    args: serde_json::Value,
+) -> Result<()> {
+    let eod = plan.eod;
+    let data = splits(common, &plan.config, eod)?;
+    let stop = ctrl_c();
+    let mut config = plan.config.clone();
+    let entropy = lmforge_train::pretrain::unigram_entropy(&parse_data_path(&common.data_path)?)?;
+    eprintln!("unigram entropy of the data: {entropy:.4} nats/token (the loss to beat)");
+    config.unigram_entropy = Some(entropy);
+    config.exit_at = common.exit_interval.map(|n| {
+        let from = resumed.as_ref().map_or(0, |r| r.state.iteration);
+        (from / n.max(1) + 1) * n.max(1)
+    });
+    let (_, report) = pretrain(
+        model, objective, &data, &config, devices, resumed, &stop, args,
+    )?;
+    finish(&report);
+    Ok(())
+}
+
+pub fn run_train(command: TrainCommand) -> Result<()> {
+    match command {
+        TrainCommand::Gpt(args) => train_gpt(&args),
+        TrainCommand::Bert(args) => train_bert(&args),
+    }
+}
+
+fn train_gpt(args: &GptArgs) -> Result<()> {
+    let common = &args.common;
+    let DataTokenizer {
+        tokenizer,
+        json: tokenizer_json,
+    } = tokenizer(common)?;
+    let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
+    let config = gpt_config(common, vocab)?;
+    let devices = devices(&common.device)?;
+    let plan = plan(common, config.max_seq_len, 0.0, devices.len())?;
+    let plan = Plan {
+        config: PretrainConfig {
+            flops_per_token: config.training_flops_per_token(plan.seq_length),
+            ..plan.config
+        },
+        seq_length: plan.seq_length,
+        eod: tokenizer.eod_id(),
+    };
+    let device = &devices[0];
+    let (model, resumed): (Gpt, Option<Resume>) = match load_dir(common)? {
+        Some(dir) => {
+            let model = load_gpt(&dir, device)?;
+            if model.config() != &config {
+                bail!(
+                    "--load {}: the checkpoint's model ({}) differs from the one the flags describe ({}); \
+                     give the flags the run was started with",
+                    dir.display(),
+                    serde_json::to_string(model.config())?,
+                    serde_json::to_string(&config)?
+                );
+            }
+            (model, Some(resume(&dir, device)?))
+        }
+        None => (config.init(device, common.seed)?, None),
+    };
+    print_start(
+        "gpt",
+        config.num_params(),
+        &plan,
+        devices.len(),
+        plan.config.precision,
+    );
+    let objective = GptObjective { tokenizer_json };
+    run_pretrain(
+        model,
+        &objective,
+        common,
+        &plan,
+        &devices,
+        resumed,
+        serde_json::to_value(args)?,
+    )
+}
+
+fn train_bert(args: &BertArgs) -> Result<()> {
+    let common = &args.common;
+    let DataTokenizer {
+        tokenizer,
+        json: tokenizer_json,
+    } = tokenizer(common)?;
+    let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
+    let config = bert_config(common, vocab)?;
+    let devices = devices(&common.device)?;
+    // Encoder FLOPs per token: 6 × parameters + attention (Kaplan et al.), bidirectional.
+    let attention = |seq: usize| 12.0 * (config.n_layer * config.d_model * seq) as f64;
+    let plan = plan(common, config.max_seq_len, 0.0, devices.len())?;
+    let plan = Plan {
+        config: PretrainConfig {
+            flops_per_token: 6.0 * config.num_params() as f64 + attention(plan.seq_length),
+            ..plan.config
+        },
+        seq_length: plan.seq_length,
+        eod: tokenizer.eod_id(),
+    };
+    let mut objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
+    if !(args.mask_prob > 0.0 && args.mask_prob < 1.0) {
+        bail!("--mask-prob {} must be between 0 and 1", args.mask_prob);
+    }
+    objective.rule.probability = args.mask_prob;
+    objective.tokenizer_json = tokenizer_json;
+    let device = &devices[0];
+    let (model, resumed) = match load_dir(common)? {
+        Some(dir) => {
+            let model = load_bert_mlm(&dir, device)?;
+            if model.bert.config() != &config {
+                bail!(
+                    "--load {}: the checkpoint's model differs from the one the flags describe",
+                    dir.display()
+                );
+            }
+            (model, Some(resume(&dir, device)?))
+        }
+        None => (
+            BertForMaskedLm::new(config.init(device, common.seed)?, common.seed ^ 1),
+            None,
+        ),
+    };
+    print_start(
+        "bert",
+        config.num_params(),
+        &plan,
+        devices.len(),
+        plan.config.precision,
+    );
+    run_pretrain(
+        model,
+        &objective,
+        common,
+        &plan,
+        &devices,
+        resumed,
+        serde_json::to_value(args)?,
+    )
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// A training save folder, an iteration folder, or any lmforge GPT / BERT-MLM checkpoint.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset prefix(es), or `weight prefix` pairs.
+    #[arg(long, num_args = 1.., required = true)]
+    data_path: Vec<String>,
+    /// train,valid,test weights (default: the training run's, else 969,30,1).
+    #[arg(long)]
+    split: Option<String>,
+    /// Tokens per sample (default: the training run's, else the model's positions).
+    #[arg(long)]
+    seq_length: Option<usize>,
+    /// Seed of the sample order (default: the training run's, else 1234).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 8)]
+    micro_batch_size: usize,
+    /// Batches per split (at most the split's samples).
+    #[arg(long, default_value_t = 100)]
+    eval_iters: u64,
+    /// Where to compute.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceSpec,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    checkpoint: PathBuf,
+    architecture: String,
+    seq_length: usize,
+    samples: usize,
+    valid_loss: Option<f64>,
+    valid_perplexity: Option<f64>,
+    test_loss: Option<f64>,
+    test_perplexity: Option<f64>,
+}
+
+pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let dir = checkpoint::resolve(&args.checkpoint).unwrap_or_else(|_| args.checkpoint.clone());
+    let recorded = read_state(&dir).ok().map(|s| s.args);
+    let recorded_str = |key: &str| {
+        recorded
+            .as_ref()
+            .and_then(|a| a[key].as_str().map(str::to_string))
+    };
+    let recorded_u64 = |key: &str| recorded.as_ref().and_then(|a| a[key].as_u64());
+    let device = args.device.resolve()?;
+    let architecture = match format(&dir)? {
+        Format::Lmforge(a) => a,
+        Format::HuggingFace(kind) => kind,
+    };
+    let split = Split::parse(
+        &args
+            .split
+            .clone()
+            .or_else(|| recorded_str("split"))
+            .unwrap_or_else(|| "969,30,1".into()),
+    )?;
+    let seed = args.seed.or_else(|| recorded_u64("seed")).unwrap_or(1234);
+    let prefixes = parse_data_path(&args.data_path)?;
+    let samples = (args.eval_iters as usize) * args.micro_batch_size;
+    let evaluate_on = |seq: usize,
+                       objective: &dyn Fn(&GptBlend) -> Result<f64>|
+     -> Result<[Option<f64>; 2]> {
+        let data = DataConfig::new(seq, seed as u32);
+        let weights = split.weights();
+        let mut out = [None, None];
+        for (slot, (kind, weight)) in out.iter_mut().zip([
+            (SplitKind::Valid, weights[1]),
+            (SplitKind::Test, weights[2]),
+        ]) {
+            if weight > 0.0 {
+                let blend = GptBlend::build(&prefixes, &split, kind, samples as u64, &data, None)?;
+                *slot = Some(objective(&blend)?);
+            }
+        }
+        Ok(out)
+    };
+    let (seq_length, losses) = match architecture.as_str() {
+        "gpt" | "gpt2" => {
+            let model = load_gpt(&dir, &device)?;
+            let seq = args
+                .seq_length
+                .or_else(|| recorded_u64("seq_length").map(|s| s as usize))
+                .unwrap_or(model.config().max_seq_len);
+            let objective = GptObjective {
+                tokenizer_json: None,
+            };
+            let losses = evaluate_on(seq, &|blend| {
+                Ok(evaluate(
+                    &model,
+                    &objective,
+                    blend,
+                    samples,
+                    args.micro_batch_size,
+                    &device,
+                )?)
+            })?;
+            (seq, losses)
+        }
+        "bert-mlm" => {
+            let model = load_bert_mlm(&dir, &device)?;
+            let tokenizer = lmforge_dataset::open_tokenizer(dir.join("tokenizer.json"))
+                .with_context(|| {
+                    format!(
+                        "{}: masked-LM evaluation needs the checkpoint's tokenizer.json",
+                        dir.display()
+                    )
+                })?;
+            let objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
+            let seq = args
+                .seq_length
+                .or_else(|| recorded_u64("seq_length").map(|s| s as usize))
+                .unwrap_or(model.bert.config().max_seq_len);
+            let losses = evaluate_on(seq, &|blend| {
+                Ok(evaluate(
+                    &model,
+                    &objective,
+                    blend,
+                    samples,
+                    args.micro_batch_size,
+                    &device,
+                )?)
+            })?;
+            (seq, losses)
+        }
+        other => bail!(
+            "{}: a `{other}` checkpoint; lmforge eval reads GPT and BERT-MLM ones",
+            dir.display()
+        ),
+    };
+    let report = EvalReport {
+        checkpoint: dir.clone(),
+        architecture,
+        seq_length,
+        samples,
+        valid_loss: losses[0],
+        valid_perplexity: losses[0].map(f64::exp),
+        test_loss: losses[1],
+        test_perplexity: losses[1].map(f64::exp),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", dir.display());
+        for (name, loss) in [("validation", losses[0]), ("test", losses[1])] {
+            if let Some(l) = loss {
+                println!("{name:>10}  loss {l:.4}  perplexity {:.3}", l.exp());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A BERT reading of the `--config` flag for fine-tuning from scratch.
+#[derive(clap::Args, Serialize)]
+pub struct ClassifyArgs {
+    /// `text<TAB>label` lines to learn from.
+    #[arg(long)]
+    train: PathBuf,
+    /// `text<TAB>label` lines to score after each epoch.
+    #[arg(long)]
+    valid: PathBuf,
+    /// A pretrained BERT (ours, `bert-mlm`, or a Hugging Face folder); without it, a fresh
+    /// `--config` model.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// tiny, base or a JSON BertConfig (only without --checkpoint).
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// tokenizer.json or vocab.txt (default: the checkpoint's tokenizer.json).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Where the classifier, metrics.jsonl and report.json go.
+    #[arg(long)]
+    output: PathBuf,
+    /// Passes over the training file.
+    #[arg(long, default_value_t = 3)]
+    epochs: u64,
+    /// Examples per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Longest input in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_seq_length: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Fraction of the steps warming up.
+    #[arg(long, default_value_t = 0.1)]
+    warmup_ratio: f64,
+    /// Decoupled weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Seed of the head, the shuffles and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where to compute.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    #[serde(skip)]
+    device: DeviceSpec,
+}
+
+pub fn run_finetune(command: FinetuneCommand) -> Result<()> {
+    let FinetuneCommand::Classify(args) = command;
+    let tokenizer_path = args
+        .tokenizer
+        .clone()
+        .or_else(|| args.checkpoint.as_ref().map(|c| c.join("tokenizer.json")))
+        .context("give --tokenizer (or a --checkpoint that carries tokenizer.json)")?;
+    let tokenizer = lmforge_dataset::open_tokenizer(&tokenizer_path)?;
+    let device = args.device.resolve()?.autodiff();
+    let bert = match &args.checkpoint {
+        Some(dir) => load_bert(dir, &device)?,
+        None => {
+            let common_like = BertConfig::tiny(tokenizer.vocab_size());
+            let config = match args.config.as_str() {
+                "tiny" => common_like,
+                "base" => BertConfig {
+                    vocab_size: tokenizer.vocab_size(),
+                    ..BertConfig::base()
+                },
+                path => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("--config {path}"))?;
+                    serde_json::from_str(&text).with_context(|| format!("--config {path}"))?
+                }
+            };
+            config.validate()?;
+            config.init(&device, args.seed)?
+        }
+    };
+    if bert.config().vocab_size < tokenizer.vocab_size() {
+        bail!(
+            "the model's vocabulary ({}) is smaller than the tokenizer's ({})",
+            bert.config().vocab_size,
+            tokenizer.vocab_size()
+        );
+    }
+    let train = read_text_classification(&args.train)?;
+    let valid = read_text_classification(&args.valid)?;
+    let config = ClassifyConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        max_seq_length: args.max_seq_length.min(bert.config().max_seq_len),
+        lr: args.lr,
+        warmup_ratio: args.warmup_ratio,
+        adamw: AdamWConfig {
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+        clip_grad: Some(1.0),
+        seed: args.seed,
+        output: args.output.clone(),
+        progress: true,
+    };
+    let stop = ctrl_c();
+    let (_, report) = finetune_classify(
+        bert,
+        tokenizer.as_ref(),
+        (&args.train, &train),
+        (&args.valid, &valid),
+        &config,
+        &device,
+        &stop,
+    )?;
+    if let Some(json) = tokenizer_path
+        .extension()
+        .is_some_and(|e| e == "json")
+        .then(|| std::fs::read(&tokenizer_path))
+        .transpose()?
+    {
+        lmforge_model::checkpoint::write_atomic(&args.output.join("tokenizer.json"), &json)?;
+    }
+    println!(
+        "accuracy {:.4}  macro F1 {:.4}  ({} validation examples, {} steps, {:.1} s)",
+        report.valid.accuracy,
+        report.valid.macro_f1,
+        report.valid.examples,
+        report.steps,
+        report.seconds
+    );
+    println!(
+        "{:<20} {:>9} {:>9} {:>9} {:>8}",
+        "label", "precision", "recall", "F1", "support"
+    );
+    for c in &report.valid.classes {
+        println!(
+            "{:<20} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    Ok(())
+}

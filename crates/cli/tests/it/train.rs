@@ -1,0 +1,343 @@
+//! `lmforge train`, `lmforge eval` and `lmforge finetune` as a user runs them: corpus →
+//! tokenizer → .bin/.idx → train, interrupt, resume → eval → generate; BERT likewise.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::lmforge;
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lmforge-cli-train-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn fails_with(out: &std::process::Output, message: &str) {
+    assert!(!out.status.success(), "succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(message), "{message:?} not in {err}");
+}
+
+/// A jsonl corpus of short sentences, a tokenizer (`bpe` or `wordpiece`) and its .bin/.idx.
+fn data(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
+    let corpus = dir.join("corpus.jsonl");
+    let sentences = [
+        "the cat sat on the mat and looked at the dog",
+        "le chat est sur le tapis et regarde le chien",
+        "el gato está en la alfombra y mira al perro",
+        "a dog ran in the park with a red ball",
+    ];
+    let mut text = String::new();
+    for i in 0..120 {
+        let line = format!("{} {}", sentences[i % 4], sentences[(i / 4) % 4]);
+        text.push_str(&serde_json::json!({ "text": line }).to_string());
+        text.push('\n');
+    }
+    fs::write(&corpus, text).unwrap();
+    let tokenizer = dir.join("tokenizer.json");
+    let mut args = vec![
+        kind,
+        "train",
+        "--input",
+        s(&corpus),
+        "--vocab-size",
+        "300",
+        "--output",
+        s(&tokenizer),
+    ];
+    if kind == "bpe" {
+        args.extend(["--special-tokens", "<|endoftext|>"]);
+    }
+    ok(&lmforge(&args));
+    let prefix = dir.join("corpus");
+    ok(&lmforge(&[
+        "convert",
+        "--input",
+        s(&corpus),
+        "--tokenizer",
+        s(&tokenizer),
+        "--output-prefix",
+        s(&prefix),
+        "--append-eod",
+    ]));
+    (tokenizer, dir.join("corpus_text_document"))
+}
+
+fn gpt_flags<'a>(data: &'a Path, tokenizer: &'a Path, save: &'a Path) -> Vec<&'a str> {
+    vec![
+        "train",
+        "gpt",
+        "--data-path",
+        s(data),
+        "--tokenizer",
+        s(tokenizer),
+        "--split",
+        "80,10,10",
+        "--num-layers",
+        "2",
+        "--hidden-size",
+        "32",
+        "--num-attention-heads",
+        "2",
+        "--max-position-embeddings",
+        "64",
+        "--seq-length",
+        "32",
+        "--micro-batch-size",
+        "2",
+        "--global-batch-size",
+        "4",
+        "--train-iters",
+        "6",
+        "--lr",
+        "3e-3",
+        "--lr-warmup-iters",
+        "2",
+        "--log-interval",
+        "1",
+        "--eval-interval",
+        "3",
+        "--eval-iters",
+        "1",
+        "--save",
+        s(save),
+        "--load",
+        s(save),
+        "--device",
+        "flex",
+    ]
+}
+
+#[test]
+fn train_interrupt_resume_eval_and_generate() {
+    let dir = tempdir("gpt");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let save = dir.join("run");
+    let mut first = gpt_flags(&prefix, &tokenizer, &save);
+    first.extend(["--exit-interval", "3"]);
+    let out = lmforge(&first);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("parameters") && err.contains("FLOPs/token"),
+        "{err}"
+    );
+    assert!(err.contains("unigram entropy"), "{err}");
+    assert_eq!(
+        fs::read_to_string(save.join("latest_checkpointed_iteration.txt")).unwrap(),
+        "3"
+    );
+
+    // `--save X --load X` resumes where the first run stopped.
+    let out = lmforge(&gpt_flags(&prefix, &tokenizer, &save));
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"));
+    let metrics = fs::read_to_string(save.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let iterations: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.get("loss").is_some())
+        .map(|l| l["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(iterations, [1, 2, 3, 4, 5, 6]);
+    assert!(lines.iter().any(|l| l.get("val_ppl").is_some()));
+    for key in ["lr", "grad_norm", "tokens_per_second"] {
+        assert!(lines[0].get(key).is_some(), "{key} missing in {}", lines[0]);
+    }
+    assert!(save.join("loss.png").is_file());
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(save.join("train_report.json")).unwrap()).unwrap();
+    assert_eq!(report["iterations"], 6);
+    assert!(report["unigram_entropy"].as_f64().unwrap() > 1.0);
+
+    let out = ok(&lmforge(&[
+        "eval",
+        "--checkpoint",
+        s(&save),
+        "--data-path",
+        s(&prefix),
+        "--device",
+        "flex",
+        "--json",
+        "--eval-iters",
+        "2",
+        "--micro-batch-size",
+        "2",
+    ]));
+    let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(eval["seq_length"], 32, "taken from the run's arguments");
+    let ppl = eval["valid_perplexity"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 300.0, "{ppl}");
+
+    // The iteration folder is a model checkpoint with its tokenizer.
+    let out = ok(&lmforge(&[
+        "generate",
+        "--checkpoint",
+        s(&save.join("iter_0000006")),
+        "--prompt",
+        "the cat",
+        "--tokens",
+        "4",
+        "--greedy",
+        "--device",
+        "flex",
+    ]));
+    assert!(out.starts_with("the cat"), "{out}");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn inconsistent_flags_are_errors_naming_the_flag() {
+    let dir = tempdir("flags");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let save = dir.join("run");
+    let base = gpt_flags(&prefix, &tokenizer, &save);
+    let with = |extra: &[&str]| {
+        let mut args = base.clone();
+        args.extend(extra);
+        lmforge(&args)
+    };
+    fails_with(
+        &with(&["--global-batch-size", "6", "--micro-batch-size", "4"]),
+        "--global-batch-size",
+    );
+    fails_with(&with(&["--seq-length", "65"]), "--seq-length 65");
+    fails_with(&with(&["--fp16", "--bf16"]), "--bf16");
+    fails_with(&with(&["--lr-decay-style", "step"]), "--lr-decay-style");
+    fails_with(&with(&["--min-lr", "1"]), "--min-lr");
+    fails_with(
+        &with(&["--tensor-model-parallel-size", "2"]),
+        "--tensor-model-parallel-size",
+    );
+    // A checkpoint of another shape is refused on --load.
+    ok(&with(&["--train-iters", "1", "--eval-interval", "0"]));
+    fails_with(&with(&["--hidden-size", "48"]), "differs");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bert_pretrains_then_classifies() {
+    let dir = tempdir("bert");
+    let (tokenizer, prefix) = data(&dir, "wordpiece");
+    let save = dir.join("mlm");
+    ok(&lmforge(&[
+        "train",
+        "bert",
+        "--data-path",
+        s(&prefix),
+        "--tokenizer",
+        s(&tokenizer),
+        "--split",
+        "90,10,0",
+        "--num-layers",
+        "1",
+        "--hidden-size",
+        "32",
+        "--num-attention-heads",
+        "2",
+        "--ffn-hidden-size",
+        "64",
+        "--max-position-embeddings",
+        "64",
+        "--seq-length",
+        "32",
+        "--micro-batch-size",
+        "4",
+        "--train-iters",
+        "4",
+        "--lr",
+        "1e-3",
+        "--eval-interval",
+        "0",
+        "--eval-iters",
+        "1",
+        "--save",
+        s(&save),
+        "--device",
+        "flex",
+    ]));
+    let checkpoint = save.join("iter_0000004");
+    let meta = fs::read_to_string(checkpoint.join("lmforge.json")).unwrap();
+    assert!(meta.contains("bert-mlm"), "{meta}");
+
+    let (train, valid) = (dir.join("train.tsv"), dir.join("valid.tsv"));
+    let example = |i: usize| {
+        let animals = ["cat", "dog", "gato", "chat"];
+        let (word, label) = if i.is_multiple_of(2) {
+            ("park", "outside")
+        } else {
+            ("mat", "inside")
+        };
+        format!("the {} is on the {word}\t{label}\n", animals[i % 4])
+    };
+    fs::write(&train, (0..64).map(example).collect::<String>()).unwrap();
+    fs::write(&valid, (100..116).map(example).collect::<String>()).unwrap();
+    let output = dir.join("classifier");
+    let out = ok(&lmforge(&[
+        "finetune",
+        "classify",
+        "--train",
+        s(&train),
+        "--valid",
+        s(&valid),
+        "--checkpoint",
+        s(&checkpoint),
+        "--output",
+        s(&output),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--lr",
+        "2e-3",
+        "--device",
+        "flex",
+    ]));
+    assert!(
+        out.contains("accuracy") && out.contains("inside") && out.contains("outside"),
+        "{out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(output.join("report.json")).unwrap()).unwrap();
+    let accuracy = report["valid"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.9, "{accuracy}");
+    assert_eq!(report["valid"]["classes"].as_array().unwrap().len(), 2);
+
+    // A validation label the training file lacks is named with its line.
+    fs::write(&valid, "the cat is on the roof\tabove\n").unwrap();
+    fails_with(
+        &lmforge(&[
+            "finetune",
+            "classify",
+            "--train",
+            s(&train),
+            "--valid",
+            s(&valid),
+            "--checkpoint",
+            s(&checkpoint),
+            "--output",
+            s(&output),
+            "--device",
+            "flex",
+        ]),
+        "valid.tsv:1",
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

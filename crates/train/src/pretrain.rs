@@ -1,0 +1,555 @@
+//! The pretraining loop Megatron-LM's `pretrain()` runs, for any model with an [`Objective`]:
+//! iterations of one global batch read from the GPT samples of crates/dataset (where the data
+//! resumes is the consumed-samples count), a step ([`train_step`]), a log line, an evaluation
+//! every `eval_interval`, a checkpoint every `save_interval`, on Ctrl-C and at the end, and the
+//! test split once the run is over.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use lmforge_dataset::{GptBatch, GptBlend, PretrainingSampler};
+use serde::Serialize;
+
+use crate::checkpoint::{self, TrainerState};
+use crate::metrics::{MetricsLog, Record};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::scaler::LossScaler;
+use crate::schedule::LrSchedule;
+use crate::step::{Precision, StepConfig, train_step};
+use crate::{Error, Result};
+
+/// What a model is trained on: the loss of a batch, and how the model is saved.
+pub trait Objective<M> {
+    /// Mean loss of `batch` on `model` (on `device`); `seed` seeds every random draw of this
+    /// micro-batch (masking), so that the same iteration draws the same after a resume.
+    fn loss(&self, model: &M, batch: &GptBatch, seed: u64, device: &Device) -> Result<Tensor<1>>;
+
+    /// Writes the model's checkpoint files into `dir` (an lmforge model folder).
+    fn save(&self, model: &M, dir: &Path) -> Result<()>;
+}
+
+/// The data: the three splits' samples.
+pub struct Splits {
+    /// Training samples (enough for `train_iters × global_batch`).
+    pub train: GptBlend,
+    /// Validation samples, if the split gives any.
+    pub valid: Option<GptBlend>,
+    /// Test samples, if the split gives any.
+    pub test: Option<GptBlend>,
+}
+
+/// A run's settings (the flags of `lmforge train`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PretrainConfig {
+    /// Samples per micro-batch on one device (`--micro-batch-size`).
+    pub micro_batch: usize,
+    /// Samples per optimizer step, all devices and accumulation together (`--global-batch-size`).
+    pub global_batch: usize,
+    /// Tokens per sample (`--seq-length`).
+    pub seq_length: usize,
+    /// Iterations to run in total (`--train-iters`).
+    pub train_iters: u64,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// AdamW's constants.
+    pub adamw: AdamWConfig,
+    /// Global-norm clipping (`--clip-grad`).
+    pub clip_grad: Option<f64>,
+    /// Arithmetic.
+    pub precision: Precision,
+    /// The loss scaler a fresh run starts with.
+    pub scaler: LossScaler,
+    /// Iterations between log lines (`--log-interval`).
+    pub log_interval: u64,
+    /// Iterations between evaluations; 0: only at the end (`--eval-interval`).
+    pub eval_interval: u64,
+    /// Batches (of `global_batch` samples) per evaluation (`--eval-iters`).
+    pub eval_iters: u64,
+    /// Where checkpoints and `metrics.jsonl` go (`--save`).
+    pub save: Option<PathBuf>,
+    /// Iterations between checkpoints; 0: only at the end (`--save-interval`).
+    pub save_interval: u64,
+    /// Stop (with a checkpoint) once this iteration is done (Megatron's `--exit-interval`).
+    pub exit_at: Option<u64>,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Training FLOPs per token (for MFU).
+    pub flops_per_token: f64,
+    /// Peak FLOP/s of all devices together, when known (`--peak-tflops`).
+    pub peak_flops: Option<f64>,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// The unigram entropy of the data (nats/token), the loss of a model that ignores context:
+    /// reported beside the losses as the baseline to beat ([`unigram_entropy`]).
+    pub unigram_entropy: Option<f64>,
+}
+
+/// Entropy in nats of the token frequencies of the datasets at `prefixes` (weighted by their
+/// blend weights): the cross-entropy of the best model that ignores context.
+pub fn unigram_entropy(prefixes: &[(std::path::PathBuf, f64)]) -> Result<f64> {
+    let mut counts: std::collections::HashMap<u32, f64> = std::collections::HashMap::new();
+    let total_weight: f64 = prefixes.iter().map(|p| p.1).sum();
+    for (prefix, weight) in prefixes {
+        let data = lmforge_dataset::IndexedDataset::open(prefix)?;
+        let tokens = data.tokens().to_vec();
+        if tokens.is_empty() {
+            continue;
+        }
+        let share = weight / total_weight / tokens.len() as f64;
+        for t in tokens {
+            *counts.entry(t).or_default() += share;
+        }
+    }
+    let total: f64 = counts.values().sum();
+    Ok(counts
+        .values()
+        .map(|&c| {
+            let p = c / total;
+            -p * p.ln()
+        })
+        .sum())
+}
+
+impl PretrainConfig {
+    /// Micro-batches each rank runs per step, or an error naming the flag when the global batch
+    /// is not a multiple of micro batch × ranks.
+    pub fn micro_batches(&self, ranks: usize) -> Result<usize> {
+        let per_step = self.micro_batch * ranks;
+        if self.micro_batch == 0
+            || self.global_batch == 0
+            || !self.global_batch.is_multiple_of(per_step)
+        {
+            return Err(Error::Config {
+                field: "global-batch-size",
+                reason: format!(
+                    "{} is not a multiple of --micro-batch-size {} × {} data-parallel device(s)",
+                    self.global_batch, self.micro_batch, ranks
+                ),
+            });
+        }
+        Ok(self.global_batch / per_step)
+    }
+}
+
+/// Where a resumed run starts.
+pub struct Resume {
+    /// The optimizer as saved.
+    pub optimizer: AdamW,
+    /// The trainer state as saved.
+    pub state: TrainerState,
+}
+
+/// What a run did (written as `train_report.json` in `--save`).
+#[derive(Clone, Debug, Serialize)]
+pub struct PretrainReport {
+    /// Parameters of the model.
+    pub parameters: usize,
+    /// Training FLOPs per token.
+    pub flops_per_token: f64,
+    /// The iteration the run started from (0, or the resumed one).
+    pub start_iteration: u64,
+    /// Iterations completed in total.
+    pub iterations: u64,
+    /// Training samples consumed.
+    pub consumed_samples: u64,
+    /// Iterations skipped on overflow.
+    pub skipped_iterations: u64,
+    /// Mean training loss of the last logged window.
+    pub last_loss: Option<f64>,
+    /// Final validation loss and perplexity.
+    pub valid_loss: Option<f64>,
+    /// `exp(valid_loss)`.
+    pub valid_perplexity: Option<f64>,
+    /// Test loss at the end.
+    pub test_loss: Option<f64>,
+    /// `exp(test_loss)`.
+    pub test_perplexity: Option<f64>,
+    /// Training tokens per second, iterations after the first.
+    pub tokens_per_second: f64,
+    /// Model FLOPs utilisation, when the peak is known.
+    pub mfu: Option<f64>,
+    /// Seconds of this invocation.
+    pub seconds: f64,
+    /// The data's unigram entropy, when computed: the baseline the losses should beat.
+    pub unigram_entropy: Option<f64>,
+    /// Whether Ctrl-C (or `exit_at`) ended the run early.
+    pub interrupted: bool,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// The seed of one micro-batch's random draws: a pure function of the run's seed and the
+/// position, so a resumed run draws what the uninterrupted one drew.
+pub fn micro_seed(seed: u64, iteration: u64, rank: usize, micro: usize) -> u64 {
+    // SplitMix64's finaliser over the packed position.
+    let mut z = seed
+        ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ ((rank as u64) << 48)
+        ^ ((micro as u64) << 32);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Mean loss of `model` over the first `samples` samples of `data`, in micro-batches.
+pub fn evaluate<M: Module + Clone>(
+    model: &M,
+    objective: &dyn Objective<M>,
+    data: &GptBlend,
+    samples: usize,
+    micro_batch: usize,
+    device: &Device,
+) -> Result<f64> {
+    let samples = samples.min(data.len());
+    if samples == 0 {
+        return Err(Error::Config {
+            field: "eval-iters",
+            reason: "the split has no sample to evaluate".into(),
+        });
+    }
+    let model = model.valid();
+    let mut total = 0.0;
+    let mut batches = 0usize;
+    let indices: Vec<usize> = (0..samples).collect();
+    for (b, chunk) in indices.chunks(micro_batch.max(1)).enumerate() {
+        let batch = data.batch(chunk);
+        let loss = objective.loss(&model, &batch, micro_seed(u64::MAX, 0, 0, b), device)?;
+        let value = f64::from(loss.into_scalar::<f32>());
+        if !value.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "evaluation batch {b}: the loss is {value}"
+            )));
+        }
+        total += value;
+        batches += 1;
+    }
+    Ok(total / batches as f64)
+}
+
+/// Trains `model` on `splits` with `config` on `devices` (data parallel over several),
+/// starting fresh or from `resume`. `stop` is polled after every iteration (Ctrl-C): the run
+/// then saves a checkpoint and returns. `args` is recorded in every checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub fn pretrain<M: Module + Clone>(
+    mut model: M,
+    objective: &dyn Objective<M>,
+    splits: &Splits,
+    config: &PretrainConfig,
+    devices: &[Device],
+    resume: Option<Resume>,
+    stop: &AtomicBool,
+    args: serde_json::Value,
+) -> Result<(M, PretrainReport)> {
+    let started = Instant::now();
+    let micro_batches = config.micro_batches(devices.len())?;
+    config.schedule.validate()?;
+    config.adamw.validate()?;
+    let device = devices.first().ok_or_else(|| Error::Config {
+        field: "device",
+        reason: "no device".into(),
+    })?;
+    let (mut optimizer, mut state) = match resume {
+        Some(Resume { optimizer, state }) => (optimizer, state),
+        None => (
+            AdamW::new(config.adamw),
+            TrainerState {
+                format: 1,
+                iteration: 0,
+                consumed_train_samples: 0,
+                scheduler_steps: 0,
+                skipped_iterations: 0,
+                adam_step: 0,
+                adamw: config.adamw,
+                loss_scaler: config.scaler.clone(),
+                seed: config.seed,
+                args: serde_json::Value::Null,
+            },
+        ),
+    };
+    state.args = args;
+    let start_iteration = state.iteration;
+    crate::optim::check_moments(&model, &optimizer)?;
+    let parameters = model.num_params();
+    let mut log = match &config.save {
+        Some(save) => {
+            std::fs::create_dir_all(save).map_err(|e| Error::io(save, e))?;
+            let resumed = (start_iteration > 0).then_some(start_iteration);
+            Some(MetricsLog::open(&save.join("metrics.jsonl"), resumed)?)
+        }
+        None => None,
+    };
+    let bar = crate::progress_bar(config.progress, config.train_iters, start_iteration);
+    // Without a terminal (a log file, a batch job) the bar is hidden: its lines go to stderr,
+    // one per log interval, as Megatron prints them.
+    let plain = config.progress && bar.is_hidden();
+    let say = |line: String| {
+        if plain {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let step_config = StepConfig {
+        micro_batches,
+        clip_grad: config.clip_grad,
+        precision: config.precision,
+    };
+    let tokens_per_iteration = (config.global_batch * config.seq_length) as f64;
+    let eval_samples = (config.eval_iters as usize) * config.global_batch;
+    let mut window = Window::default();
+    let mut timed_seconds = 0.0;
+    let mut timed_iterations = 0u64;
+    let mut last_loss = None;
+    let mut last_valid = None;
+    let mut checkpoint_dir = None;
+    let mut interrupted = false;
+    let save_now =
+        |model: &M, state: &TrainerState, optimizer: &AdamW, log: &Option<MetricsLog>| {
+            let Some(save) = &config.save else {
+                return Ok(None);
+            };
+            let mut state = state.clone();
+            state.adam_step = optimizer.step;
+            let dir = checkpoint::save(save, &state, optimizer, |dir| objective.save(model, dir))?;
+            if let Some(log) = log {
+                log.plot()?;
+            }
+            Ok::<_, Error>(Some(dir))
+        };
+    while state.iteration < config.train_iters {
+        let iteration_started = Instant::now();
+        let iteration = state.iteration + 1;
+        let total = splits.train.len() as u64;
+        let mut batches: Vec<Vec<GptBatch>> = Vec::with_capacity(devices.len());
+        for rank in 0..devices.len() {
+            let sampler = PretrainingSampler::new(
+                total,
+                state.consumed_train_samples,
+                config.micro_batch as u64,
+                rank as u64,
+                devices.len() as u64,
+            )?;
+            let rank_batches: Vec<GptBatch> = sampler
+                .take(micro_batches)
+                .map(|indices| splits.train.batch(&indices))
+                .collect();
+            if rank_batches.len() < micro_batches {
+                return Err(Error::Config {
+                    field: "train-iters",
+                    reason: format!(
+                        "the training split ran out of samples at iteration {iteration}"
+                    ),
+                });
+            }
+            batches.push(rank_batches);
+        }
+        let lr = config.schedule.lr(state.scheduler_steps + 1);
+        let seed = config.seed;
+        let (updated, outcome) = train_step(
+            model,
+            devices,
+            &mut optimizer,
+            &mut state.loss_scaler,
+            lr,
+            &step_config,
+            |m, rank, micro| {
+                let s = micro_seed(seed, iteration, rank, micro);
+                devices[rank].seed(s);
+                objective.loss(m, &batches[rank][micro], s, &devices[rank])
+            },
+        )
+        .map_err(|e| match e {
+            Error::NonFinite(what) => Error::NonFinite(format!(
+                "iteration {iteration}: {what}; lower --lr, set --clip-grad, or train in --fp16 \
+                 with loss scaling to skip such steps"
+            )),
+            other => other,
+        })?;
+        model = updated;
+        state.iteration = iteration;
+        state.consumed_train_samples += config.global_batch as u64;
+        if outcome.skipped {
+            state.skipped_iterations += 1;
+        } else {
+            state.scheduler_steps += 1;
+        }
+        let seconds = iteration_started.elapsed().as_secs_f64();
+        if iteration > start_iteration + 1 || config.train_iters == start_iteration + 1 {
+            timed_seconds += seconds;
+            timed_iterations += 1;
+        }
+        window.add(&outcome, lr, seconds);
+        let evaluate_now = config.eval_interval > 0 && iteration % config.eval_interval == 0;
+        let log_now = config.log_interval > 0 && iteration % config.log_interval == 0;
+        let mut record = None;
+        if log_now || evaluate_now || iteration == config.train_iters {
+            let tokens_per_second =
+                tokens_per_iteration * window.iterations as f64 / window.seconds;
+            let mfu = config
+                .peak_flops
+                .map(|peak| tokens_per_second * config.flops_per_token / peak);
+            last_loss = window.mean_loss();
+            record = Some(Record {
+                iteration,
+                consumed_samples: state.consumed_train_samples,
+                loss: last_loss,
+                lr: Some(lr),
+                grad_norm: Some(outcome.grad_norm),
+                loss_scale: (config.precision == Precision::Fp16).then_some(outcome.loss_scale),
+                skipped: (window.skipped > 0).then_some(window.skipped),
+                tokens_per_second: Some(tokens_per_second),
+                mfu,
+                val_loss: None,
+                val_ppl: None,
+                elapsed_seconds: started.elapsed().as_secs_f64(),
+            });
+            let message = format!(
+                "loss {:.4} lr {lr:.3e} grad norm {:.3} {:.0} tok/s{}",
+                last_loss.unwrap_or(f64::NAN),
+                outcome.grad_norm,
+                tokens_per_second,
+                mfu.map(|m| format!(" MFU {:.1} %", m * 100.0))
+                    .unwrap_or_default()
+            );
+            if plain {
+                eprintln!("iteration {iteration}/{}: {message}", config.train_iters);
+            }
+            bar.set_message(message);
+            window = Window::default();
+        }
+        if evaluate_now && let Some(valid) = &splits.valid {
+            let loss = evaluate(
+                &model,
+                objective,
+                valid,
+                eval_samples,
+                config.micro_batch,
+                device,
+            )?;
+            last_valid = Some(loss);
+            if let Some(record) = &mut record {
+                record.val_loss = Some(loss);
+                record.val_ppl = Some(loss.exp());
+            }
+            say(format!(
+                "iteration {iteration}: validation loss {loss:.4}, perplexity {:.2}",
+                loss.exp()
+            ));
+        }
+        if let (Some(record), Some(log)) = (record, &mut log) {
+            log.push(record)?;
+        }
+        bar.set_position(iteration);
+        let stop_now = stop.load(Ordering::Relaxed) || config.exit_at == Some(iteration);
+        let save_due = config.save_interval > 0 && iteration % config.save_interval == 0;
+        if (save_due || stop_now) && iteration < config.train_iters {
+            checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);
+        }
+        if stop_now && iteration < config.train_iters {
+            interrupted = true;
+            say(format!("stopped after iteration {iteration}"));
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let mut test_loss = None;
+    if !interrupted {
+        if let Some(valid) = &splits.valid
+            && (config.eval_interval == 0 || state.iteration % config.eval_interval != 0)
+        {
+            let loss = evaluate(
+                &model,
+                objective,
+                valid,
+                eval_samples,
+                config.micro_batch,
+                device,
+            )?;
+            last_valid = Some(loss);
+            if let Some(log) = &mut log {
+                log.push(Record {
+                    iteration: state.iteration,
+                    consumed_samples: state.consumed_train_samples,
+                    val_loss: Some(loss),
+                    val_ppl: Some(loss.exp()),
+                    elapsed_seconds: started.elapsed().as_secs_f64(),
+                    ..Record::default()
+                })?;
+            }
+        }
+        if let Some(test) = &splits.test {
+            test_loss = Some(evaluate(
+                &model,
+                objective,
+                test,
+                eval_samples,
+                config.micro_batch,
+                device,
+            )?);
+        }
+        if state.iteration > start_iteration || checkpoint_dir.is_none() {
+            checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);
+        }
+    }
+    let tokens_per_second = if timed_seconds > 0.0 {
+        tokens_per_iteration * timed_iterations as f64 / timed_seconds
+    } else {
+        0.0
+    };
+    let report = PretrainReport {
+        parameters,
+        flops_per_token: config.flops_per_token,
+        start_iteration,
+        iterations: state.iteration,
+        consumed_samples: state.consumed_train_samples,
+        skipped_iterations: state.skipped_iterations,
+        last_loss,
+        valid_loss: last_valid,
+        valid_perplexity: last_valid.map(f64::exp),
+        test_loss,
+        test_perplexity: test_loss.map(f64::exp),
+        tokens_per_second,
+        mfu: config
+            .peak_flops
+            .map(|peak| tokens_per_second * config.flops_per_token / peak),
+        seconds: started.elapsed().as_secs_f64(),
+        unigram_entropy: config.unigram_entropy,
+        interrupted,
+        checkpoint: checkpoint_dir,
+    };
+    if let Some(save) = &config.save {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        lmforge_model::checkpoint::write_atomic(&save.join("train_report.json"), json.as_bytes())?;
+    }
+    Ok((model, report))
+}
+
+/// Sums over the iterations since the last log line.
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    counted: u64,
+    iterations: u64,
+    skipped: u64,
+    seconds: f64,
+}
+
+impl Window {
+    fn add(&mut self, outcome: &crate::step::StepOutcome, _lr: f64, seconds: f64) {
+        self.iterations += 1;
+        self.seconds += seconds;
+        if outcome.skipped {
+            self.skipped += 1;
+        } else {
+            self.loss += outcome.loss;
+            self.counted += 1;
+        }
+    }
+
+    fn mean_loss(&self) -> Option<f64> {
+        (self.counted > 0).then(|| self.loss / self.counted as f64)
+    }
+}

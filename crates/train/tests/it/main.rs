@@ -1,0 +1,3 @@
+//! Integration tests of lmforge-train on flex.
+
+mod train;
