@@ -14,7 +14,7 @@ use lmforge_dataset::{
 use lmforge_tokenizer::Tokenizer;
 
 /// The tokenizer flags of Megatron: a file, or GPT-2's vocab.json + merges.txt.
-#[derive(clap::Args)]
+#[derive(clap::Args, serde::Serialize, Clone)]
 pub struct TokenizerArgs {
     /// tokenizer.json (BPE or WordPiece), a BERT vocab.txt, a .tiktoken rank file, or a
     /// directory with GPT-2's vocab.json + merges.txt.

@@ -54,15 +54,9 @@ pub struct Common {
     /// Where the sample-index caches go (default: beside the data).
     #[arg(long)]
     pub data_cache_path: Option<PathBuf>,
-    /// tokenizer.json (or a WordPiece vocab.txt) the data was made with.
-    #[arg(long, conflicts_with_all = ["vocab_file", "merge_file"])]
-    pub tokenizer: Option<PathBuf>,
-    /// GPT-2 vocab.json (with --merge-file), instead of --tokenizer.
-    #[arg(long, requires = "merge_file")]
-    pub vocab_file: Option<PathBuf>,
-    /// GPT-2 merges.txt (with --vocab-file).
-    #[arg(long, requires = "vocab_file")]
-    pub merge_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tokenizer: crate::dataset::TokenizerArgs,
     /// Pad the vocabulary to a multiple of this (Megatron's default 128).
     #[arg(long, default_value_t = 128)]
     pub make_vocab_size_divisible_by: usize,
@@ -232,36 +226,33 @@ struct DataTokenizer {
 }
 
 fn tokenizer(common: &Common) -> Result<DataTokenizer> {
-    if let (Some(vocab), Some(merges)) = (&common.vocab_file, &common.merge_file) {
-        let names: Vec<&str> = lmforge_bpe::Flavour::Gpt2
-            .special_tokens(0)
-            .iter()
-            .map(|s| s.0)
-            .collect();
-        let bpe = lmforge_bpe::Bpe::from_vocab_merges_files(
-            vocab,
-            merges,
-            &names,
-            lmforge_bpe::Flavour::Gpt2.pattern(),
-        )?;
-        let json = bpe.to_tokenizer_json().into_bytes();
-        return Ok(DataTokenizer {
-            tokenizer: Box::new(bpe),
-            json: Some(json),
-        });
-    }
-    let Some(path) = &common.tokenizer else {
-        bail!(
-            "give --tokenizer (or --vocab-file and --merge-file): the vocabulary sizes the model"
-        );
+    let flags = &common.tokenizer;
+    let tokenizer = flags.open()?;
+    // The checkpoint carries a tokenizer.json: the file itself, or GPT-2's two files written
+    // as one.
+    let json = match (&flags.tokenizer, &flags.vocab_file, &flags.merge_file) {
+        (Some(path), _, _) => path
+            .extension()
+            .is_some_and(|e| e == "json")
+            .then(|| std::fs::read(path))
+            .transpose()
+            .with_context(|| format!("reading {}", path.display()))?,
+        (None, Some(vocab), Some(merges)) => {
+            let names: Vec<&str> = lmforge_bpe::Flavour::Gpt2
+                .special_tokens(0)
+                .iter()
+                .map(|s| s.0)
+                .collect();
+            let bpe = lmforge_bpe::Bpe::from_vocab_merges_files(
+                vocab,
+                merges,
+                &names,
+                lmforge_bpe::Flavour::Gpt2.pattern(),
+            )?;
+            Some(bpe.to_tokenizer_json().into_bytes())
+        }
+        _ => None,
     };
-    let tokenizer = lmforge_dataset::open_tokenizer(path)?;
-    let json = path
-        .extension()
-        .is_some_and(|e| e == "json")
-        .then(|| std::fs::read(path))
-        .transpose()
-        .with_context(|| format!("reading {}", path.display()))?;
     Ok(DataTokenizer { tokenizer, json })
 }
 
@@ -437,27 +428,21 @@ fn ctrl_c() -> Arc<AtomicBool> {
     stop
 }
 
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
 /// The model's shape from --config and the Megatron overrides.
 fn gpt_config(common: &Common, vocab: usize) -> Result<GptConfig> {
     let mut config = crate::model::gpt_config(&common.config, Some(vocab))?;
-    if let Some(n) = common.num_layers {
-        config.n_layer = n;
-    }
-    if let Some(h) = common.hidden_size {
-        config.d_model = h;
-    }
-    if let Some(a) = common.num_attention_heads {
-        config.n_head = a;
-    }
-    if let Some(f) = common.ffn_hidden_size {
-        config.d_ff = Some(f);
-    }
-    if let Some(p) = common.max_position_embeddings {
-        config.max_seq_len = p;
-    }
-    if let Some(d) = common.hidden_dropout {
-        config.dropout = d;
-    }
+    set(&mut config.n_layer, common.num_layers);
+    set(&mut config.d_model, common.hidden_size);
+    set(&mut config.n_head, common.num_attention_heads);
+    set(&mut config.d_ff, common.ffn_hidden_size.map(Some));
+    set(&mut config.max_seq_len, common.max_position_embeddings);
+    set(&mut config.dropout, common.hidden_dropout);
     config.validate()?;
     Ok(config)
 }
@@ -479,24 +464,12 @@ fn bert_config(common: &Common, vocab: usize) -> Result<BertConfig> {
             c
         }
     };
-    if let Some(n) = common.num_layers {
-        config.n_layer = n;
-    }
-    if let Some(h) = common.hidden_size {
-        config.d_model = h;
-    }
-    if let Some(a) = common.num_attention_heads {
-        config.n_head = a;
-    }
-    if let Some(f) = common.ffn_hidden_size {
-        config.d_ff = f;
-    }
-    if let Some(p) = common.max_position_embeddings {
-        config.max_seq_len = p;
-    }
-    if let Some(d) = common.hidden_dropout {
-        config.dropout = d;
-    }
+    set(&mut config.n_layer, common.num_layers);
+    set(&mut config.d_model, common.hidden_size);
+    set(&mut config.n_head, common.num_attention_heads);
+    set(&mut config.d_ff, common.ffn_hidden_size);
+    set(&mut config.max_seq_len, common.max_position_embeddings);
+    set(&mut config.dropout, common.hidden_dropout);
     config.validate()?;
     Ok(config)
 }

@@ -272,14 +272,7 @@ impl Gpt {
     /// Ids must be below `vocab_size`. The tokenizer and dataset crates guarantee it where the
     /// ids are made; checking here would cost a device round trip on every forward pass.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Result<Tensor<3>> {
-        let [batch, seq] = tokens.dims();
-        self.check_len(seq)?;
-        let device = tokens.device();
-        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
-            .reshape([1, seq])
-            .expand([batch, seq]);
-        let hidden = self.hidden(tokens, positions.clone(), positions, None, None);
-        Ok(self.head(hidden))
+        Ok(self.head(self.features(tokens)?))
     }
 
     /// The final hidden states `[batch, seq, d_model]` (after the last norm): what

@@ -299,6 +299,16 @@ pub fn pretrain<M: Module + Clone>(
     };
     let tokens_per_iteration = (config.global_batch * config.seq_length) as f64;
     let eval_samples = (config.eval_iters as usize) * config.global_batch;
+    let evaluate_on = |model: &M, data: &GptBlend| {
+        evaluate(
+            model,
+            objective,
+            data,
+            eval_samples,
+            config.micro_batch,
+            device,
+        )
+    };
     let mut window = Window::default();
     let mut timed_seconds = 0.0;
     let mut timed_iterations = 0u64;
@@ -421,14 +431,7 @@ pub fn pretrain<M: Module + Clone>(
             window = Window::default();
         }
         if evaluate_now && let Some(valid) = &splits.valid {
-            let loss = evaluate(
-                &model,
-                objective,
-                valid,
-                eval_samples,
-                config.micro_batch,
-                device,
-            )?;
+            let loss = evaluate_on(&model, valid)?;
             last_valid = Some(loss);
             if let Some(record) = &mut record {
                 record.val_loss = Some(loss);
@@ -460,14 +463,7 @@ pub fn pretrain<M: Module + Clone>(
         if let Some(valid) = &splits.valid
             && (config.eval_interval == 0 || state.iteration % config.eval_interval != 0)
         {
-            let loss = evaluate(
-                &model,
-                objective,
-                valid,
-                eval_samples,
-                config.micro_batch,
-                device,
-            )?;
+            let loss = evaluate_on(&model, valid)?;
             last_valid = Some(loss);
             if let Some(log) = &mut log {
                 log.push(Record {
@@ -481,14 +477,7 @@ pub fn pretrain<M: Module + Clone>(
             }
         }
         if let Some(test) = &splits.test {
-            test_loss = Some(evaluate(
-                &model,
-                objective,
-                test,
-                eval_samples,
-                config.micro_batch,
-                device,
-            )?);
+            test_loss = Some(evaluate_on(&model, test)?);
         }
         if state.iteration > start_iteration || checkpoint_dir.is_none() {
             checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);

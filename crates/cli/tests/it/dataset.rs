@@ -4,16 +4,7 @@
 use std::io::Write;
 
 use crate::bpe::{dir, s};
-use crate::lmforge;
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::{lmforge, ok};
 
 #[test]
 fn convert_inspect_merge_samples() {

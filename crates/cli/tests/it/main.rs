@@ -10,6 +10,32 @@ mod wordpiece;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A fresh temporary folder for one test (`area` and `name` keep tests apart).
+pub fn tempdir(area: &str, name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("lmforge-cli-{area}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Stdout of a run that must succeed (its stderr in the failure message).
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A run that must fail with `message` on stderr.
+pub fn fails_with(out: &std::process::Output, message: &str) {
+    assert!(!out.status.success(), "succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(message), "{message:?} not in {err}");
+}
+
 /// Runs the `lmforge` binary with `args`.
 pub fn lmforge(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lmforge"))

@@ -5,32 +5,11 @@ use std::path::{Path, PathBuf};
 
 use lmforge_model::{GptConfig, save_gpt};
 
-use crate::lmforge;
+use crate::bpe::s;
+use crate::{fails_with, lmforge, ok};
 
 fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lmforge-cli-model-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn fails_with(out: &std::process::Output, message: &str) {
-    assert!(!out.status.success(), "succeeded");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(message), "{message:?} not in {err}");
+    crate::tempdir("model", name)
 }
 
 /// A tiny GPT checkpoint with a BPE tokenizer trained for it.

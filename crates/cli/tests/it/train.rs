@@ -4,32 +4,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::lmforge;
+use crate::bpe::s;
+use crate::{fails_with, lmforge, ok};
 
 fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lmforge-cli-train-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn fails_with(out: &std::process::Output, message: &str) {
-    assert!(!out.status.success(), "succeeded");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(message), "{message:?} not in {err}");
+    crate::tempdir("train", name)
 }
 
 /// A jsonl corpus of short sentences, a tokenizer (`bpe` or `wordpiece`) and its .bin/.idx.

@@ -310,6 +310,28 @@ fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
     }
 }
 
+/// `pretrain` on flex with no recorded arguments.
+fn run(
+    model: Gpt,
+    objective: &dyn Objective<Gpt>,
+    data: &Splits,
+    config: &PretrainConfig,
+    resume: Option<Resume>,
+    stop: &AtomicBool,
+) -> lmforge_train::Result<(Gpt, lmforge_train::PretrainReport)> {
+    let devices = [device()];
+    pretrain(
+        model,
+        objective,
+        data,
+        config,
+        &devices,
+        resume,
+        stop,
+        serde_json::Value::Null,
+    )
+}
+
 fn objective() -> GptObjective {
     GptObjective {
         tokenizer_json: None,
@@ -327,15 +349,13 @@ fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     let fresh = || small_config().init(&device, 9).unwrap();
 
     let straight = dir.join("straight");
-    let (_, report) = pretrain(
+    let (_, report) = run(
         fresh(),
         &objective(),
         &data,
         &pretrain_config(&straight, iters),
-        std::slice::from_ref(&device),
         None,
         &stop,
-        serde_json::json!({"run": "straight"}),
     )
     .unwrap();
     assert_eq!(report.iterations, iters);
@@ -344,17 +364,7 @@ fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     let broken = dir.join("broken");
     let mut config = pretrain_config(&broken, iters);
     config.exit_at = Some(5);
-    let (_, report) = pretrain(
-        fresh(),
-        &objective(),
-        &data,
-        &config,
-        std::slice::from_ref(&device),
-        None,
-        &stop,
-        serde_json::Value::Null,
-    )
-    .unwrap();
+    let (_, report) = run(fresh(), &objective(), &data, &config, None, &stop).unwrap();
     assert!(report.interrupted);
     assert_eq!(report.iterations, 5);
     let saved = checkpoint::resolve(&broken).unwrap();
@@ -365,15 +375,13 @@ fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     let model = lmforge_model::load_gpt(&saved, &device).unwrap();
     let optimizer = read_optimizer(&saved, &state, &device).unwrap();
     let resume = Resume { optimizer, state };
-    pretrain(
+    run(
         model,
         &objective(),
         &data,
         &pretrain_config(&broken, iters),
-        std::slice::from_ref(&device),
         Some(resume),
         &stop,
-        serde_json::Value::Null,
     )
     .unwrap();
 
@@ -426,15 +434,13 @@ fn ctrl_c_saves_a_checkpoint_and_stops() {
     let data = splits(&prefix, 16, 40, 4);
     let stop = AtomicBool::new(true);
     let device = device();
-    let (_, report) = pretrain(
+    let (_, report) = run(
         small_config().init(&device, 9).unwrap(),
         &objective(),
         &data,
         &pretrain_config(&dir.join("run"), 10),
-        std::slice::from_ref(&device),
         None,
         &stop,
-        serde_json::Value::Null,
     )
     .unwrap();
     assert!(report.interrupted);
@@ -479,15 +485,13 @@ fn a_nan_loss_stops_with_a_message_or_is_skipped_under_loss_scaling() {
     let stop = AtomicBool::new(false);
     let device = device();
     let model = small_config().init(&device, 9).unwrap();
-    let error = pretrain(
+    let error = run(
         model.clone(),
         &Poisoned,
         &data,
         &pretrain_config(&dir.join("fp32"), 3),
-        std::slice::from_ref(&device),
         None,
         &stop,
-        serde_json::Value::Null,
     )
     .unwrap_err();
     assert!(matches!(error, Error::NonFinite(_)), "{error}");
@@ -504,17 +508,7 @@ fn a_nan_loss_stops_with_a_message_or_is_skipped_under_loss_scaling() {
     no_eval.valid = None;
     no_eval.test = None;
     let before = values(&model);
-    let (after, report) = pretrain(
-        model,
-        &Poisoned,
-        &no_eval,
-        &config,
-        std::slice::from_ref(&device),
-        None,
-        &stop,
-        serde_json::Value::Null,
-    )
-    .unwrap();
+    let (after, report) = run(model, &Poisoned, &no_eval, &config, None, &stop).unwrap();
     assert_eq!(report.skipped_iterations, 3);
     assert_eq!(
         values(&after),
@@ -579,15 +573,13 @@ fn damaged_checkpoints_are_errors_naming_the_file() {
     let device = device();
     let mut config = pretrain_config(&dir.join("run"), 2);
     config.eval_interval = 0;
-    pretrain(
+    run(
         small_config().init(&device, 9).unwrap(),
         &objective(),
         &data,
         &config,
-        std::slice::from_ref(&device),
         None,
         &stop,
-        serde_json::Value::Null,
     )
     .unwrap();
     let saved = checkpoint::resolve(&dir.join("run")).unwrap();
@@ -601,18 +593,16 @@ fn damaged_checkpoints_are_errors_naming_the_file() {
     .init(&device, 0)
     .unwrap();
     let optimizer = read_optimizer(&saved, &state, &device).unwrap();
-    let error = pretrain(
+    let error = run(
         other,
         &objective(),
         &data,
         &config,
-        std::slice::from_ref(&device),
         Some(Resume {
             optimizer,
             state: state.clone(),
         }),
         &stop,
-        serde_json::Value::Null,
     )
     .unwrap_err();
     assert!(error.to_string().contains("--load"), "{error}");
