@@ -358,7 +358,7 @@ fn plan(common: &Common, max_positions: usize, flops_per_token: f64, ranks: usiz
         exit_at: None,
         seed: common.seed,
         flops_per_token,
-        peak_flops: common.peak_tflops.map(|t| t * 1e12 * ranks as f64),
+        peak_flops: None,
         progress: true,
         unigram_entropy: None,
     };
@@ -474,6 +474,17 @@ fn bert_config(common: &Common, vocab: usize) -> Result<BertConfig> {
     Ok(config)
 }
 
+/// `--peak-tflops`, else the table's figure for the first device when it names itself.
+fn peak_flops(common: &Common, devices: &[Device], precision: Precision) -> Option<f64> {
+    let per_device = common.peak_tflops.or_else(|| {
+        let name = devices.first()?.identity()?.name;
+        let peak = lmforge_train::peak_tflops(&name, precision)?;
+        eprintln!("{name}: {peak} TFLOP/s peak in {precision:?} (override with --peak-tflops)");
+        Some(peak)
+    })?;
+    Some(per_device * 1e12 * devices.len() as f64)
+}
+
 fn print_start(name: &str, parameters: usize, plan: &Plan, ranks: usize, precision: Precision) {
     let c = &plan.config;
     eprintln!(
@@ -487,7 +498,7 @@ fn print_start(name: &str, parameters: usize, plan: &Plan, ranks: usize, precisi
         c.micro_batch,
     );
     if c.peak_flops.is_none() {
-        eprintln!("(MFU is printed when --peak-tflops gives the device's peak)");
+        eprintln!("(MFU is printed for known GPUs, or when --peak-tflops gives the peak)");
     }
 }
 
@@ -579,6 +590,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
     let plan = Plan {
         config: PretrainConfig {
             flops_per_token: config.training_flops_per_token(plan.seq_length),
+            peak_flops: peak_flops(common, &devices, plan.config.precision),
             ..plan.config
         },
         seq_length: plan.seq_length,
@@ -635,6 +647,7 @@ fn train_bert(args: &BertArgs) -> Result<()> {
     let plan = Plan {
         config: PretrainConfig {
             flops_per_token: 6.0 * config.num_params() as f64 + attention(plan.seq_length),
+            peak_flops: peak_flops(common, &devices, plan.config.precision),
             ..plan.config
         },
         seq_length: plan.seq_length,

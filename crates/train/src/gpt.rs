@@ -77,18 +77,20 @@ fn f32_tensor<const D: usize>(t: Tensor<D>) -> Tensor<D> {
 }
 
 /// `Σᵢ wᵢ · −log softmax(hᵢ · Wᵀ + b)[labelᵢ]` for features `h` `[n, d]`, an output projection
-/// `W` `[vocab, d]` and bias `b`, with the gradients computed in closed form:
-/// `g = w · (softmax − onehot)`, `∂h = g·W`, `∂W = gᵀ·h`, `∂b = Σ g`.
+/// `W` `[vocab, d]` and bias `b`, with the gradients computed in closed form. With `p` the
+/// softmax and `Y` the one-hot labels, `g = w ∘ (p − Y)`, so
+/// `∂h = w ∘ (p·W − W[labels])`, `∂W = pᵀ·(w ∘ h) − Σᵢ wᵢhᵢ added at row labelᵢ`, and
+/// `∂b = pᵀ·w − Σᵢ wᵢ added at labelᵢ`: the weights and the one-hot part only ever touch
+/// `[n, d]` and `[vocab, d]` matrices.
 ///
 /// Why: at language-model vocabularies the `[n, vocab]` logits dominate memory traffic.
 /// Autodiff through burn's composed log-softmax (max, subtract, exp, sum, log, subtract, gather)
-/// allocates and walks that matrix about a dozen times forward and backward; here the logits are
-/// computed outside the autodiff graph, turned into `g` by one fused softmax and one scatter,
-/// and only the `[n, d]` and `[vocab, d]` gradients enter the graph (as `Σ h · ∂h` and
-/// `Σ W · ∂W` with the right-hand factors held constant) — the fusion PyTorch's `cross_entropy`
-/// and Megatron's vocab-parallel loss do by hand too. Logits are f32 whatever the model's
-/// precision. A probability that underflows f32 (a logit gap beyond ~87) reports a per-token
-/// loss of 87.3; its gradient stays exact.
+/// allocates and walks that matrix about a dozen times forward and backward; here it is written
+/// once by the matmul, once by a fused softmax, and read by the two gradient matmuls — the
+/// fusion PyTorch's `cross_entropy` and Megatron's vocab-parallel loss do by hand too. Only the
+/// small gradients enter the autodiff graph (as `Σ h ∘ ∂h` and `Σ W ∘ ∂W` with `∂h`, `∂W` held
+/// constant). Logits are f32 whatever the model's precision. A probability that underflows f32
+/// (a logit gap beyond ~87) reports a per-token loss of 87.3; its gradient stays exact.
 pub fn head_cross_entropy(
     features: Tensor<2>,
     projection: Tensor<2>,
@@ -105,11 +107,11 @@ pub fn head_cross_entropy(
     if let Some(b) = &bias {
         logits = logits + b.clone().inner().unsqueeze();
     }
-    let index: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
-    let index = Tensor::<2, Int>::from_data(TensorData::new(index, [n, 1]), &device);
+    let rows: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
     let weight = Tensor::<2>::from_data(TensorData::new(weights.to_vec(), [n, 1]), &device);
     let p = softmax(logits, 1);
-    let p_label = p.clone().gather(1, index.clone());
+    let p_label = p.clone().gather(1, rows.clone().reshape([n, 1]));
     let value = p_label
         .clamp_min(f32::MIN_POSITIVE)
         .log()
@@ -119,24 +121,23 @@ pub fn head_cross_entropy(
     if !features.is_autodiff() {
         return value;
     }
-    let minus_one = Tensor::<2>::full([n, 1], -1.0, &device);
-    let mut g = p.scatter(1, index, minus_one, IndexingUpdateOp::Add);
-    // Uniform weights (no loss mask) scale the small products instead of the big matrix.
-    let uniform = weights.windows(2).all(|p| p[0] == p[1]);
-    let scale = if uniform {
-        weights.first().copied().unwrap_or(0.0)
-    } else {
-        1.0
-    };
-    if !uniform {
-        g = g.mul(weight);
-    }
-    let d_features = g.clone().matmul(w).mul_scalar(scale);
-    let d_projection = g.clone().transpose().matmul(h).mul_scalar(scale);
+    let d_features = (p.clone().matmul(w.clone()) - w.select(0, rows.clone())).mul(weight.clone());
+    let weighted = h.mul(weight.clone());
+    let d_projection = weighted
+        .clone()
+        .transpose()
+        .matmul(p.clone())
+        .transpose()
+        .select_assign(0, rows.clone(), weighted.neg(), IndexingUpdateOp::Add);
     let mut surrogate = features.mul(Tensor::from_inner(d_features)).sum()
         + projection.mul(Tensor::from_inner(d_projection)).sum();
     if let Some(b) = bias {
-        let d_bias = g.sum_dim(0).reshape([-1]).mul_scalar(scale);
+        let d_bias = weight
+            .clone()
+            .transpose()
+            .matmul(p)
+            .reshape([-1])
+            .select_assign(0, rows, weight.reshape([-1]).neg(), IndexingUpdateOp::Add);
         surrogate = surrogate + b.mul(Tensor::from_inner(d_bias)).sum();
     }
     let shift = value - surrogate.clone().inner();

@@ -56,6 +56,7 @@ pub mod checkpoint;
 pub mod gpt;
 pub mod metrics;
 pub mod optim;
+pub mod peak;
 pub mod plot;
 pub mod pretrain;
 pub mod scaler;
@@ -63,6 +64,7 @@ pub mod schedule;
 pub mod step;
 
 pub use optim::{AdamW, AdamWConfig, Grads, clip_by_global_norm};
+pub use peak::peak_tflops;
 pub use pretrain::{Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, pretrain};
 pub use scaler::{LossScaler, ScalerConfig};
 pub use schedule::{DecayStyle, LrSchedule};
