@@ -391,7 +391,7 @@ pub fn pretrain<M: Module + Clone>(
             timed_seconds += seconds;
             timed_iterations += 1;
         }
-        window.add(&outcome, lr, seconds);
+        window.add(&outcome, seconds);
         let evaluate_now = config.eval_interval > 0 && iteration % config.eval_interval == 0;
         let log_now = config.log_interval > 0 && iteration % config.log_interval == 0;
         let mut record = None;
@@ -527,7 +527,7 @@ struct Window {
 }
 
 impl Window {
-    fn add(&mut self, outcome: &crate::step::StepOutcome, _lr: f64, seconds: f64) {
+    fn add(&mut self, outcome: &crate::step::StepOutcome, seconds: f64) {
         self.iterations += 1;
         self.seconds += seconds;
         if outcome.skipped {
