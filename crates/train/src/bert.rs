@@ -433,11 +433,7 @@ pub fn finetune_classify(
             scores.accuracy,
             scores.macro_f1
         );
-        if config.progress && bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
+        crate::say(&bar, config.progress, line);
         log.push(Record {
             iteration: step,
             consumed_samples: step * config.batch_size as u64,

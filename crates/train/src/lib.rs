@@ -120,6 +120,16 @@ impl Error {
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Prints a line above the bar; without a terminal (a log file, a batch job) the bar is hidden
+/// and a run that asked for progress gets the line on stderr instead, as Megatron prints them.
+pub(crate) fn say(bar: &ProgressBar, progress: bool, line: String) {
+    if progress && bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// A bar over `len` steps starting at `position`, or a hidden one.
 pub(crate) fn progress_bar(show: bool, len: u64, position: u64) -> ProgressBar {
     if !show || position >= len {

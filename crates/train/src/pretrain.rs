@@ -87,19 +87,25 @@ pub struct PretrainConfig {
     pub unigram_entropy: Option<f64>,
 }
 
+/// Tokens of each dataset [`unigram_entropy`] counts: its frequencies settle long before, and
+/// a web-scale `.bin` must not be read whole at start-up.
+pub const UNIGRAM_SAMPLE_TOKENS: usize = 64 << 20;
+
 /// Entropy in nats of the token frequencies of the datasets at `prefixes` (weighted by their
-/// blend weights): the cross-entropy of the best model that ignores context.
+/// blend weights; the first [`UNIGRAM_SAMPLE_TOKENS`] of each): the cross-entropy of the best
+/// model that ignores context.
 pub fn unigram_entropy(prefixes: &[(std::path::PathBuf, f64)]) -> Result<f64> {
     let mut counts: std::collections::HashMap<u32, f64> = std::collections::HashMap::new();
     let total_weight: f64 = prefixes.iter().map(|p| p.1).sum();
     for (prefix, weight) in prefixes {
         let data = lmforge_dataset::IndexedDataset::open(prefix)?;
-        let tokens = data.tokens().to_vec();
-        if tokens.is_empty() {
+        let tokens = data.tokens();
+        let n = tokens.len().min(UNIGRAM_SAMPLE_TOKENS);
+        if n == 0 {
             continue;
         }
-        let share = weight / total_weight / tokens.len() as f64;
-        for t in tokens {
+        let share = weight / total_weight / n as f64;
+        for t in tokens.slice(0..n).to_vec() {
             *counts.entry(t).or_default() += share;
         }
     }
@@ -282,16 +288,9 @@ pub fn pretrain<M: Module + Clone>(
         None => None,
     };
     let bar = crate::progress_bar(config.progress, config.train_iters, start_iteration);
-    // Without a terminal (a log file, a batch job) the bar is hidden: its lines go to stderr,
-    // one per log interval, as Megatron prints them.
+    // Without a terminal the log lines go to stderr, one per log interval.
     let plain = config.progress && bar.is_hidden();
-    let say = |line: String| {
-        if plain {
-            eprintln!("{line}");
-        } else {
-            bar.println(line);
-        }
-    };
+    let say = |line: String| crate::say(&bar, config.progress, line);
     let step_config = StepConfig {
         micro_batches,
         clip_grad: config.clip_grad,

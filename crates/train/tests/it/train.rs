@@ -92,6 +92,27 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// One step on one flex device over one batch.
+fn one_batch_step(
+    model: Gpt,
+    optimizer: &mut AdamW,
+    scaler: &mut LossScaler,
+    lr: f64,
+    config: &StepConfig,
+    batch: &GptBatch,
+) -> lmforge_train::Result<(Gpt, lmforge_train::StepOutcome)> {
+    let device = device();
+    train_step(
+        model,
+        std::slice::from_ref(&device),
+        optimizer,
+        scaler,
+        lr,
+        config,
+        |m, _, _| gpt_loss(m, batch, &device),
+    )
+}
+
 fn step_config(micro_batches: usize) -> StepConfig {
     StepConfig {
         micro_batches,
@@ -113,14 +134,13 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
     let mut first = None;
     let mut last = 0.0;
     for _ in 0..150 {
-        let (m, outcome) = train_step(
+        let (m, outcome) = one_batch_step(
             model,
-            std::slice::from_ref(&device),
             &mut optimizer,
             &mut scaler,
             1e-2,
             &step_config(1),
-            |m, _, _| gpt_loss(m, &batch, &device),
+            &batch,
         )
         .unwrap();
         model = m;
@@ -202,16 +222,8 @@ fn clipping_bounds_the_update() {
         clip_grad: Some(1e-3),
         precision: Precision::Fp32,
     };
-    let (_, outcome) = train_step(
-        start,
-        std::slice::from_ref(&device),
-        &mut optimizer,
-        &mut scaler,
-        1e-3,
-        &config,
-        |m, _, _| gpt_loss(m, &batch, &device),
-    )
-    .unwrap();
+    let (_, outcome) =
+        one_batch_step(start, &mut optimizer, &mut scaler, 1e-3, &config, &batch).unwrap();
     assert!(
         outcome.grad_norm > 1e-3,
         "the norm reported is the one before clipping"
@@ -539,16 +551,8 @@ fn half_precision_trains_on_fp32_master_weights() {
         };
         let mut losses = Vec::new();
         for _ in 0..40 {
-            let (m, outcome) = train_step(
-                model,
-                std::slice::from_ref(&device),
-                &mut optimizer,
-                &mut scaler,
-                1e-2,
-                &config,
-                |m, _, _| gpt_loss(m, &batch, &device),
-            )
-            .unwrap();
+            let (m, outcome) =
+                one_batch_step(model, &mut optimizer, &mut scaler, 1e-2, &config, &batch).unwrap();
             model = m;
             if !outcome.skipped {
                 losses.push(outcome.loss);
