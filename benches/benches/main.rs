@@ -9,6 +9,7 @@ mod bpe;
 mod clean;
 mod dataset;
 mod model;
+mod quant;
 mod wordpiece;
 
 criterion_group!(
@@ -20,6 +21,7 @@ criterion_group!(
     dataset::convert,
     dataset::samples,
     model::gpt,
+    quant::kernels,
     wordpiece::encode,
     wordpiece::train
 );

@@ -29,6 +29,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "hyper",
         ],
     ),
+    // Quantization sits between the model and serving: it needs no tokenizer, data or
+    // training code, so a server can take it without them.
+    (
+        "lmforge-quant",
+        &[
+            "tokenizers",
+            "lmforge-tokenizer",
+            "lmforge-dataset",
+            "lmforge-train",
+            "axum",
+            "hyper",
+        ],
+    ),
 ];
 /// Leaves of the crate graph: nothing else in the workspace may depend on these.
 const LEAVES: &[&str] = &["lmforge-serve", "lmforge-cli"];

@@ -11,6 +11,7 @@
 //! lmforge model info --config 1.7b
 //! lmforge model import --from hf/gpt2 --output ckpt/gpt2
 //! lmforge generate --checkpoint ckpt/gpt2 --prompt "Il était une fois" --tokens 50 --temperature 0.8 --top-p 0.9
+//! lmforge quantize --checkpoint runs/default/train --scheme q4_0 --output ckpt/q4_0 --data-path data/corpus_text_document
 //! lmforge model embed --checkpoint all-MiniLM-L6-v2 --input sentences.txt
 //! ```
 //!
@@ -25,6 +26,7 @@ mod device;
 mod lines;
 mod model;
 mod output;
+mod quant;
 mod train;
 mod training;
 mod wordpiece;
@@ -78,6 +80,9 @@ enum Command {
     Train(Box<train::TrainCommand>),
     /// Validation and test loss and perplexity of a checkpoint on .bin/.idx data.
     Eval(train::EvalArgs),
+    /// Quantize a GPT checkpoint's weights (int8, int8-tensor, q8_0, q4_0), reporting size,
+    /// error, perplexity and decoding speed before and after.
+    Quantize(quant::Args),
     /// Fine-tune a pretrained model on a labelled task.
     #[command(subcommand)]
     Finetune(train::FinetuneCommand),
@@ -95,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => model::run_generate(&args),
         Command::Train(command) => train::run_train(*command),
         Command::Eval(args) => train::run_eval(&args),
+        Command::Quantize(args) => quant::run(&args),
         Command::Finetune(command) => train::run_finetune(command),
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use lmforge_model::accounting::{Dtype, gib};
 use lmforge_model::bert::SentencePooling;
 use lmforge_model::checkpoint::{Format, format};
-use lmforge_model::generate::{GenerateOptions, Sampling, beam_search, generate};
+use lmforge_model::generate::{GenerateOptions, Sampling, beam_search, generate, generate_with};
 use lmforge_model::{BertBatch, DeviceSpec, GptConfig, PRESETS, load_bert, load_gpt};
 use lmforge_tokenizer::Tokenizer;
 use serde::Serialize;
@@ -34,7 +34,7 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+pub(crate) fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     s.parse().map_err(|e: lmforge_model::Error| e.to_string())
 }
 
@@ -371,6 +371,27 @@ pub struct GenerateArgs {
     /// Print JSON (prompt, text, tokens, finish, tokens/s) instead of text.
     #[arg(long)]
     json: bool,
+    /// cpu: lmforge-quant's CPU engine (reads quantized weights as codes); burn: the burn
+    /// model on --device (quantized weights dequantized); auto: cpu on flex without beam
+    /// search, else burn.
+    #[arg(long, default_value = "auto")]
+    engine: Engine,
+}
+
+enum Loaded {
+    Cpu(Box<lmforge_quant::CpuGpt>),
+    Burn(Box<lmforge_model::Gpt>),
+}
+
+/// Which implementation decodes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// cpu on the flex device (and not beam search), burn otherwise.
+    Auto,
+    /// lmforge-quant's CPU engine.
+    Cpu,
+    /// The burn model on --device.
+    Burn,
 }
 
 #[derive(Serialize)]
@@ -382,8 +403,23 @@ struct Sample {
 }
 
 pub fn run_generate(args: &GenerateArgs) -> Result<()> {
-    let device = args.device.resolve()?;
-    let model = load_gpt(&args.checkpoint, &device)?;
+    let (device, spec) = args.device.resolve_named()?;
+    let cpu = match args.engine {
+        Engine::Auto => spec == DeviceSpec::Flex && args.beam_width.is_none(),
+        Engine::Cpu if args.beam_width.is_some() => {
+            bail!("--beam-width runs on --engine burn (the CPU engine has no beam search)")
+        }
+        Engine::Cpu => true,
+        Engine::Burn => false,
+    };
+    let loaded = if cpu {
+        Loaded::Cpu(Box::new(lmforge_quant::CpuGpt::load(&args.checkpoint)?))
+    } else {
+        Loaded::Burn(Box::new(lmforge_quant::load_gpt(
+            &args.checkpoint,
+            &device,
+        )?))
+    };
     let tokenizer = open_tokenizer(&args.checkpoint, &args.tokenizer)?;
     let prompts: Vec<Vec<u32>> = args
         .prompt
@@ -408,8 +444,11 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         if prompts.len() != 1 {
             bail!("--beam-width takes one --prompt");
         }
+        let Loaded::Burn(model) = &loaded else {
+            bail!("--beam-width needs the burn engine");
+        };
         let beams = beam_search(
-            &model,
+            model,
             &prompts[0],
             width,
             args.tokens,
@@ -448,7 +487,7 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         if stream {
             print!("{}", args.prompt[0]);
         }
-        let out = generate(&model, &prompts, &options, &device, |_, token| {
+        let on_token = |_: usize, token: u32| {
             if stream {
                 so_far.push(token);
                 // Decoding the whole continuation each time keeps multi-byte characters whole.
@@ -462,7 +501,11 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
                 }
             }
             true
-        })?;
+        };
+        let out = match &loaded {
+            Loaded::Cpu(engine) => generate_with(engine.as_ref(), &prompts, &options, on_token)?,
+            Loaded::Burn(model) => generate(model, &prompts, &options, &device, on_token)?,
+        };
         if stream {
             let text = tokenizer.decode(&out[0].tokens)?;
             println!("{}", text.get(shown..).unwrap_or(""));

@@ -696,12 +696,26 @@ fn train_bert(args: &BertArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// A training save folder, an iteration folder, or any lmforge GPT / BERT-MLM checkpoint.
+    /// A training save folder, an iteration folder, or any lmforge GPT (quantized too) /
+    /// BERT-MLM checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
+    #[command(flatten)]
+    data: EvalData,
+    /// Where to compute.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceSpec,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which samples a checkpoint is evaluated on (shared by `eval` and `quantize`).
+#[derive(clap::Args, Clone)]
+pub struct EvalData {
     /// Dataset prefix(es), or `weight prefix` pairs.
-    #[arg(long, num_args = 1.., required = true)]
-    data_path: Vec<String>,
+    #[arg(long, num_args = 1..)]
+    pub data_path: Vec<String>,
     /// train,valid,test weights (default: the training run's, else 969,30,1).
     #[arg(long)]
     split: Option<String>,
@@ -717,12 +731,6 @@ pub struct EvalArgs {
     /// Batches per split (at most the split's samples).
     #[arg(long, default_value_t = 100)]
     eval_iters: u64,
-    /// Where to compute.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    device: DeviceSpec,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Serialize)]
@@ -737,71 +745,90 @@ struct EvalReport {
     test_perplexity: Option<f64>,
 }
 
-pub fn run_eval(args: &EvalArgs) -> Result<()> {
-    let dir = checkpoint::resolve(&args.checkpoint).unwrap_or_else(|_| args.checkpoint.clone());
-    let recorded = read_state(&dir).ok().map(|s| s.args);
+/// Validation and test losses of a GPT or BERT-MLM checkpoint: `(seq_length, samples,
+/// [valid, test])`. `recorded` is the training folder whose trainer.json supplies defaults
+/// (split, sequence length, seed); `model` replaces the GPT read from `dir`.
+pub fn eval_losses(
+    dir: &Path,
+    recorded: &Path,
+    data: &EvalData,
+    model: Option<&Gpt>,
+    device: &Device,
+) -> Result<(usize, usize, [Option<f64>; 2])> {
+    if data.data_path.is_empty() {
+        bail!("--data-path is required");
+    }
+    let recorded = read_state(recorded).ok().map(|s| s.args);
     let recorded_str = |key: &str| {
         recorded
             .as_ref()
             .and_then(|a| a[key].as_str().map(str::to_string))
     };
     let recorded_u64 = |key: &str| recorded.as_ref().and_then(|a| a[key].as_u64());
-    let device = args.device.resolve()?;
-    let architecture = match format(&dir)? {
+    let architecture = match format(dir)? {
         Format::Lmforge(a) => a,
         Format::HuggingFace(kind) => kind,
     };
     let split = Split::parse(
-        &args
+        &data
             .split
             .clone()
             .or_else(|| recorded_str("split"))
             .unwrap_or_else(|| "969,30,1".into()),
     )?;
-    let seed = args.seed.or_else(|| recorded_u64("seed")).unwrap_or(1234);
-    let prefixes = parse_data_path(&args.data_path)?;
-    let samples = (args.eval_iters as usize) * args.micro_batch_size;
-    let evaluate_on = |seq: usize,
-                       objective: &dyn Fn(&GptBlend) -> Result<f64>|
-     -> Result<[Option<f64>; 2]> {
-        let data = DataConfig::new(seq, seed as u32);
-        let weights = split.weights();
-        let mut out = [None, None];
-        for (slot, (kind, weight)) in out.iter_mut().zip([
-            (SplitKind::Valid, weights[1]),
-            (SplitKind::Test, weights[2]),
-        ]) {
-            if weight > 0.0 {
-                let blend = GptBlend::build(&prefixes, &split, kind, samples as u64, &data, None)?;
-                *slot = Some(objective(&blend)?);
+    let seed = data.seed.or_else(|| recorded_u64("seed")).unwrap_or(1234);
+    let prefixes = parse_data_path(&data.data_path)?;
+    let samples = (data.eval_iters as usize) * data.micro_batch_size;
+    let evaluate_on =
+        |seq: usize, objective: &dyn Fn(&GptBlend) -> Result<f64>| -> Result<[Option<f64>; 2]> {
+            let config = DataConfig::new(seq, seed as u32);
+            let weights = split.weights();
+            let mut out = [None, None];
+            for (slot, (kind, weight)) in out.iter_mut().zip([
+                (SplitKind::Valid, weights[1]),
+                (SplitKind::Test, weights[2]),
+            ]) {
+                if weight > 0.0 {
+                    let blend =
+                        GptBlend::build(&prefixes, &split, kind, samples as u64, &config, None)?;
+                    *slot = Some(objective(&blend)?);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        };
+    let seq_length = |max: usize| {
+        data.seq_length
+            .or_else(|| recorded_u64("seq_length").map(|s| s as usize))
+            .unwrap_or(max)
     };
     let (seq_length, losses) = match architecture.as_str() {
         "gpt" | "gpt2" => {
-            let model = load_gpt(&dir, &device)?;
-            let seq = args
-                .seq_length
-                .or_else(|| recorded_u64("seq_length").map(|s| s as usize))
-                .unwrap_or(model.config().max_seq_len);
+            let loaded;
+            let model = match model {
+                Some(model) => model,
+                None => {
+                    loaded = lmforge_quant::load_gpt(dir, device)?;
+                    &loaded
+                }
+            };
+            let seq = seq_length(model.config().max_seq_len);
             let objective = GptObjective {
                 tokenizer_json: None,
             };
             let losses = evaluate_on(seq, &|blend| {
                 Ok(evaluate(
-                    &model,
+                    model,
                     &objective,
                     blend,
                     samples,
-                    args.micro_batch_size,
-                    &device,
+                    data.micro_batch_size,
+                    device,
                 )?)
             })?;
             (seq, losses)
         }
         "bert-mlm" => {
-            let model = load_bert_mlm(&dir, &device)?;
+            let model = load_bert_mlm(dir, device)?;
             let tokenizer = lmforge_dataset::open_tokenizer(dir.join("tokenizer.json"))
                 .with_context(|| {
                     format!(
@@ -810,18 +837,15 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
                     )
                 })?;
             let objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
-            let seq = args
-                .seq_length
-                .or_else(|| recorded_u64("seq_length").map(|s| s as usize))
-                .unwrap_or(model.bert.config().max_seq_len);
+            let seq = seq_length(model.bert.config().max_seq_len);
             let losses = evaluate_on(seq, &|blend| {
                 Ok(evaluate(
                     &model,
                     &objective,
                     blend,
                     samples,
-                    args.micro_batch_size,
-                    &device,
+                    data.micro_batch_size,
+                    device,
                 )?)
             })?;
             (seq, losses)
@@ -831,6 +855,17 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
             dir.display()
         ),
     };
+    Ok((seq_length, samples, losses))
+}
+
+pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let dir = checkpoint::resolve(&args.checkpoint).unwrap_or_else(|_| args.checkpoint.clone());
+    let device = args.device.resolve()?;
+    let architecture = match format(&dir)? {
+        Format::Lmforge(a) => a,
+        Format::HuggingFace(kind) => kind,
+    };
+    let (seq_length, samples, losses) = eval_losses(&dir, &dir, &args.data, None, &device)?;
     let report = EvalReport {
         checkpoint: dir.clone(),
         architecture,

@@ -34,6 +34,10 @@ struct Meta {
     format: u32,
     architecture: String,
     config: serde_json::Value,
+    /// Written by lmforge-quant: the scheme and the quantized tensors' layout. Such a folder's
+    /// weights are integer codes that only lmforge-quant reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quantization: Option<serde_json::Value>,
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so a reader never sees
@@ -87,6 +91,7 @@ pub fn save_module<M: Module>(
         format: 1,
         architecture: architecture.to_string(),
         config,
+        quantization: None,
     };
     let json = serde_json::to_string_pretty(&meta).unwrap_or_default();
     write_atomic(&dir.join(META_FILE), json.as_bytes())
@@ -251,7 +256,19 @@ pub fn load_weights<M: Module + ModuleSnapshot>(mut model: M, dir: &Path) -> Res
 pub fn load_gpt(dir: &Path, device: &Device) -> Result<Gpt> {
     match format(dir)? {
         Format::Lmforge(_) => {
-            let config: GptConfig = meta_config(dir, read_meta(dir)?, "gpt")?;
+            let meta = read_meta(dir)?;
+            if let Some(quantization) = &meta.quantization {
+                return Err(Error::Checkpoint {
+                    path: dir.join(META_FILE),
+                    message: format!(
+                        "holds weights quantized with {}: lmforge_quant::load_gpt reads it",
+                        quantization
+                            .get("scheme")
+                            .unwrap_or(&serde_json::Value::Null)
+                    ),
+                });
+            }
+            let config: GptConfig = meta_config(dir, meta, "gpt")?;
             config.validate()?;
             load_weights(config.init(device, 0)?, dir)
         }

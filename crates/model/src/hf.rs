@@ -182,8 +182,8 @@ impl Tensors {
 }
 
 /// `[rows, cols]` row-major as `[cols, rows]`: PyTorch's `nn.Linear` `[out, in]` as burn's
-/// `[in, out]`.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// `[in, out]` (and back).
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; values.len()];
     for r in 0..rows {
         for c in 0..cols {

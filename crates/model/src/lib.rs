@@ -66,7 +66,7 @@ pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
 pub use device::DeviceSpec;
 pub use generate::generate;
 pub use gpt::{Attention, Block, Gpt, KvCache};
-pub use layers::{Mlp, Norm};
+pub use layers::{Mlp, Norm, alibi_slopes};
 
 /// What can go wrong building or running a model.
 #[derive(Debug, thiserror::Error)]

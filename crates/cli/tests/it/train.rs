@@ -179,6 +179,89 @@ fn train_interrupt_resume_eval_and_generate() {
         "flex",
     ]));
     assert!(out.starts_with("the cat"), "{out}");
+
+    // Quantized, it reports what it cost, and eval and generate read it like any checkpoint.
+    let quantized = dir.join("q4_0");
+    let out = ok(&lmforge(&[
+        "quantize",
+        "--checkpoint",
+        s(&save),
+        "--scheme",
+        "q4_0",
+        "--output",
+        s(&quantized),
+        "--data-path",
+        s(&prefix),
+        "--eval-iters",
+        "2",
+        "--micro-batch-size",
+        "2",
+        "--bench-tokens",
+        "4",
+        "--device",
+        "flex",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["scheme"], "q4_0");
+    assert!(report["compression"].as_f64().unwrap() > 3.0, "{report}");
+    let before = report["perplexity"]["before"].as_f64().unwrap();
+    assert!(
+        (before - ppl).abs() < 1e-6 * ppl,
+        "the same samples as eval: {before} vs {ppl}"
+    );
+    assert!(report["tokens_per_second"]["after"].as_f64().unwrap() > 0.0);
+    assert!(quantized.join("quantize_report.json").is_file());
+    let out = ok(&lmforge(&[
+        "eval",
+        "--checkpoint",
+        s(&quantized),
+        "--data-path",
+        s(&prefix),
+        "--seq-length",
+        "32",
+        "--split",
+        "80,10,10",
+        "--device",
+        "flex",
+        "--json",
+        "--eval-iters",
+        "2",
+        "--micro-batch-size",
+        "2",
+    ]));
+    let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let after = report["perplexity"]["after"].as_f64().unwrap();
+    assert!((eval["valid_perplexity"].as_f64().unwrap() - after).abs() < 1e-6 * after);
+    for engine in ["cpu", "burn"] {
+        let out = ok(&lmforge(&[
+            "generate",
+            "--checkpoint",
+            s(&quantized),
+            "--prompt",
+            "the cat",
+            "--tokens",
+            "4",
+            "--greedy",
+            "--device",
+            "flex",
+            "--engine",
+            engine,
+        ]));
+        assert!(out.starts_with("the cat"), "{out}");
+    }
+    fails_with(
+        &lmforge(&[
+            "quantize",
+            "--checkpoint",
+            s(&save),
+            "--scheme",
+            "int4",
+            "--output",
+            s(&quantized),
+        ]),
+        "unknown quantization scheme `int4`",
+    );
     fs::remove_dir_all(&dir).unwrap();
 }
 

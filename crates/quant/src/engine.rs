@@ -1,0 +1,637 @@
+//! A CPU decoding engine for GPT over f32 or quantized weights.
+//!
+//! burn's flex backend runs a decoding step as some sixty small tensor operations, each a
+//! dispatch and an allocation, and its quantized matmul widens the weights to f32 first. Here
+//! a step is plain loops over host vectors: every matrix product goes through
+//! [`kernel::matmul`](crate::kernel::matmul), which reads int8 or 4-bit codes directly. Each
+//! sequence has its own key/value rows (no padding), and one step can mix the prompt chunk
+//! of one sequence with the next token of others.
+//!
+//! The arithmetic is the burn model's ([`lmforge_model::Gpt`]): the same norms, positions
+//! (learned, sinusoidal, RoPE, ALiBi), activations and tied head, so greedy decoding agrees
+//! with it token for token on f32 weights (tested), and on quantized weights agrees with the
+//! dequantized burn model that evaluation measures.
+
+use std::path::Path;
+
+use lmforge_model::generate::{Decoder, exp_le0};
+use lmforge_model::hf::transpose;
+use lmforge_model::{Activation, Gpt, GptConfig, NormKind, Positions, alibi_slopes};
+
+use crate::checkpoint::{Stored, Weights, gpt_tensors, read_quantized};
+use crate::kernel::matmul;
+use crate::matrix::Matrix;
+
+type ModelResult<T> = lmforge_model::Result<T>;
+
+fn missing(name: &str) -> lmforge_model::Error {
+    lmforge_model::Error::Shape(format!("the engine needs tensor `{name}`"))
+}
+
+/// LayerNorm or RMSNorm over one row.
+#[derive(Debug, Clone)]
+struct Norm {
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    eps: f32,
+    rms: bool,
+}
+
+impl Norm {
+    fn apply(&self, x: &[f32], out: &mut [f32]) {
+        let n = x.len() as f32;
+        let (mean, denom) = if self.rms {
+            let mean_square = x.iter().map(|v| v * v).sum::<f32>() / n;
+            (0.0, (mean_square + self.eps).sqrt())
+        } else {
+            let mean = x.iter().sum::<f32>() / n;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+            (mean, (var + self.eps).sqrt())
+        };
+        let inv = denom.recip();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = (x[i] - mean) * inv * self.weight[i] + self.bias.as_ref().map_or(0.0, |b| b[i]);
+        }
+    }
+
+    fn rows(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.weight.len();
+        let mut out = vec![0f32; x.len()];
+        for (row, o) in x.chunks(d).zip(out.chunks_mut(d)) {
+            self.apply(row, o);
+        }
+        out
+    }
+}
+
+/// A linear layer: weights with rows as outputs, and a bias.
+#[derive(Debug, Clone)]
+struct Dense {
+    weight: Matrix,
+    bias: Option<Vec<f32>>,
+}
+
+impl Dense {
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = matmul(&self.weight, x);
+        if let Some(bias) = &self.bias {
+            for row in y.chunks_mut(bias.len()) {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            }
+        }
+        y
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    ln_1: Norm,
+    qkv: Dense,
+    proj: Dense,
+    ln_2: Norm,
+    gate: Option<Dense>,
+    up: Dense,
+    down: Dense,
+}
+
+/// A GPT whose decoding runs on the CPU through this crate's kernels.
+#[derive(Debug, Clone)]
+pub struct CpuGpt {
+    config: GptConfig,
+    wte: Matrix,
+    wpe: Option<Vec<f32>>,
+    layers: Vec<Layer>,
+    ln_f: Norm,
+    lm_head: Option<Dense>,
+    slopes: Vec<f32>,
+}
+
+/// One sequence's keys and values, `[position, d_model]` per layer.
+#[derive(Debug, Clone, Default)]
+struct Sequence {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+}
+
+/// The sequences a [`CpuGpt`] is decoding.
+#[derive(Debug, Clone, Default)]
+pub struct CpuCache {
+    sequences: Vec<Sequence>,
+}
+
+impl CpuCache {
+    /// Sequences held.
+    pub fn batch(&self) -> usize {
+        self.sequences.len()
+    }
+
+    /// Tokens of sequence `i`.
+    pub fn seq_len(&self, i: usize) -> usize {
+        self.sequences[i].len
+    }
+
+    /// Bytes the keys and values hold.
+    pub fn bytes(&self) -> usize {
+        self.sequences
+            .iter()
+            .flat_map(|s| s.keys.iter().chain(&s.values))
+            .map(|v| v.len() * 4)
+            .sum()
+    }
+}
+
+struct Take<'a> {
+    weights: &'a mut Weights,
+}
+
+impl Take<'_> {
+    fn vector(&mut self, name: &str) -> ModelResult<Vec<f32>> {
+        match self.weights.remove(name) {
+            Some(Stored::F32 { values, .. }) => Ok(values),
+            Some(Stored::Quantized(..)) => Err(lmforge_model::Error::Shape(format!(
+                "tensor `{name}` is quantized; the engine reads it as f32"
+            ))),
+            None => Err(missing(name)),
+        }
+    }
+
+    fn optional(&mut self, name: &str) -> ModelResult<Option<Vec<f32>>> {
+        if self.weights.contains_key(name) {
+            self.vector(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A matrix with rows as outputs: burn's `[in, out]` f32 linears are transposed once here.
+    fn matrix(&mut self, name: &str, transposed: bool) -> ModelResult<Matrix> {
+        match self.weights.remove(name) {
+            Some(Stored::F32 { shape, values }) if shape.len() == 2 => {
+                let [a, b] = [shape[0], shape[1]];
+                if !transposed {
+                    return Ok(Matrix::F32 {
+                        rows: a,
+                        cols: b,
+                        values,
+                    });
+                }
+                Ok(Matrix::F32 {
+                    rows: b,
+                    cols: a,
+                    values: transpose(&values, a, b),
+                })
+            }
+            Some(Stored::Quantized(q, layout)) if layout.transposed == transposed => {
+                Ok(Matrix::Quantized(q))
+            }
+            Some(_) => Err(lmforge_model::Error::Shape(format!(
+                "tensor `{name}` is not laid out as the engine expects"
+            ))),
+            None => Err(missing(name)),
+        }
+    }
+
+    fn dense(&mut self, prefix: &str) -> ModelResult<Dense> {
+        Ok(Dense {
+            weight: self.matrix(&format!("{prefix}.weight"), true)?,
+            bias: self.optional(&format!("{prefix}.bias"))?,
+        })
+    }
+
+    fn norm(&mut self, prefix: &str, config: &GptConfig) -> ModelResult<Norm> {
+        Ok(Norm {
+            weight: self.vector(&format!("{prefix}.weight"))?,
+            bias: self.optional(&format!("{prefix}.bias"))?,
+            eps: config.norm_eps as f32,
+            rms: config.norm == NormKind::RmsNorm,
+        })
+    }
+}
+
+impl CpuGpt {
+    /// The engine over `weights` (parameter paths of [`Gpt`]; f32 or quantized).
+    pub fn from_weights(config: GptConfig, mut weights: Weights) -> ModelResult<CpuGpt> {
+        config.validate()?;
+        let mut take = Take {
+            weights: &mut weights,
+        };
+        let layers = (0..config.n_layer)
+            .map(|i| {
+                let p = format!("blocks.{i}");
+                Ok(Layer {
+                    ln_1: take.norm(&format!("{p}.ln_1"), &config)?,
+                    qkv: take.dense(&format!("{p}.attn.qkv"))?,
+                    proj: take.dense(&format!("{p}.attn.proj"))?,
+                    ln_2: take.norm(&format!("{p}.ln_2"), &config)?,
+                    gate: if config.activation == Activation::Swiglu {
+                        Some(take.dense(&format!("{p}.mlp.gate"))?)
+                    } else {
+                        None
+                    },
+                    up: take.dense(&format!("{p}.mlp.up"))?,
+                    down: take.dense(&format!("{p}.mlp.down"))?,
+                })
+            })
+            .collect::<ModelResult<Vec<_>>>()?;
+        let engine = CpuGpt {
+            wte: take.matrix("wte.weight", false)?,
+            wpe: take.optional("wpe.weight")?,
+            ln_f: take.norm("ln_f", &config)?,
+            lm_head: if config.tie_embeddings {
+                None
+            } else {
+                Some(take.dense("lm_head")?)
+            },
+            layers,
+            slopes: alibi_slopes(config.n_head),
+            config,
+        };
+        if let Some(name) = weights.keys().next() {
+            return Err(lmforge_model::Error::Shape(format!(
+                "tensor `{name}` belongs to no parameter of this model"
+            )));
+        }
+        Ok(engine)
+    }
+
+    /// The engine over a burn model's f32 weights (copied to the host).
+    pub fn from_gpt(model: &Gpt) -> crate::Result<CpuGpt> {
+        let weights = gpt_tensors(model)?
+            .into_iter()
+            .map(|(name, shape, values)| (name, Stored::F32 { shape, values }))
+            .collect();
+        Ok(CpuGpt::from_weights(model.config().clone(), weights)?)
+    }
+
+    /// Any GPT checkpoint: a quantized one keeps its codes, others are read as f32.
+    pub fn load(dir: &Path) -> crate::Result<CpuGpt> {
+        match read_quantized(dir)? {
+            Some((config, _, weights)) => Ok(CpuGpt::from_weights(config, weights)?),
+            None => CpuGpt::from_gpt(&lmforge_model::load_gpt(
+                dir,
+                &burn::tensor::Device::flex(),
+            )?),
+        }
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &GptConfig {
+        &self.config
+    }
+
+    /// Bytes of the weights as held.
+    pub fn weight_bytes(&self) -> usize {
+        let dense = |d: &Dense| d.weight.bytes() + d.bias.as_ref().map_or(0, |b| b.len() * 4);
+        let norm = |n: &Norm| (n.weight.len() + n.bias.as_ref().map_or(0, Vec::len)) * 4;
+        self.wte.bytes()
+            + self.wpe.as_ref().map_or(0, |w| w.len() * 4)
+            + norm(&self.ln_f)
+            + self.lm_head.as_ref().map_or(0, dense)
+            + self
+                .layers
+                .iter()
+                .map(|l| {
+                    norm(&l.ln_1)
+                        + norm(&l.ln_2)
+                        + dense(&l.qkv)
+                        + dense(&l.proj)
+                        + dense(&l.up)
+                        + dense(&l.down)
+                        + l.gate.as_ref().map_or(0, dense)
+                })
+                .sum::<usize>()
+    }
+
+    fn check(&self, tokens: &[u32], len: usize) -> ModelResult<()> {
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(lmforge_model::Error::TokenId { id, vocab });
+        }
+        if len == 0 || len > self.config.max_seq_len {
+            return Err(lmforge_model::Error::SequenceLength {
+                len,
+                max: self.config.max_seq_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends `work[i].1` to sequence `work[i].0` of `cache` and returns, per entry, the
+    /// logits after its last token. Entries must name distinct sequences.
+    pub fn step(
+        &self,
+        cache: &mut CpuCache,
+        work: &[(usize, &[u32])],
+    ) -> ModelResult<Vec<Vec<f32>>> {
+        let c = &self.config;
+        let d = c.d_model;
+        let mut seen = vec![false; cache.sequences.len()];
+        for &(s, tokens) in work {
+            if seen.get(s).copied().unwrap_or(false) {
+                return Err(lmforge_model::Error::Shape(format!(
+                    "sequence {s} twice in one step"
+                )));
+            }
+            if let Some(flag) = seen.get_mut(s) {
+                *flag = true;
+            }
+            let Some(seq) = cache.sequences.get(s) else {
+                return Err(lmforge_model::Error::Shape(format!(
+                    "no sequence {s} in the cache"
+                )));
+            };
+            self.check(tokens, seq.len + tokens.len())?;
+        }
+        // Rows: every token of every entry, with its sequence and position.
+        let rows: Vec<(usize, usize, u32)> = work
+            .iter()
+            .flat_map(|&(s, tokens)| {
+                let start = cache.sequences[s].len;
+                tokens
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, &t)| (s, start + i, t))
+            })
+            .collect();
+        let n = rows.len();
+        let mut x = vec![0f32; n * d];
+        for (&(_, pos, token), row) in rows.iter().zip(x.chunks_mut(d)) {
+            self.wte.row(token as usize, row);
+            match (&self.wpe, c.positions) {
+                (Some(wpe), _) => row
+                    .iter_mut()
+                    .zip(&wpe[pos * d..(pos + 1) * d])
+                    .for_each(|(v, p)| *v += p),
+                (None, Positions::Sinusoidal) => add_sinusoid(row, pos),
+                _ => {}
+            }
+        }
+        for sequence in &mut cache.sequences {
+            sequence.keys.resize(self.layers.len(), Vec::new());
+            sequence.values.resize(self.layers.len(), Vec::new());
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = layer.ln_1.rows(&x);
+            let mut qkv = layer.qkv.forward(&h);
+            if c.positions == Positions::Rope {
+                for (row, &(_, pos, _)) in qkv.chunks_mut(3 * d).zip(&rows) {
+                    let (q, rest) = row.split_at_mut(d);
+                    rope(q, pos, c.n_head, c.rope_theta);
+                    rope(&mut rest[..d], pos, c.n_head, c.rope_theta);
+                }
+            }
+            for (row, &(s, _, _)) in qkv.chunks(3 * d).zip(&rows) {
+                let sequence = &mut cache.sequences[s];
+                sequence.keys[l].extend_from_slice(&row[d..2 * d]);
+                sequence.values[l].extend_from_slice(&row[2 * d..]);
+            }
+            let mut context = vec![0f32; n * d];
+            for ((row, out), &(s, pos, _)) in
+                qkv.chunks(3 * d).zip(context.chunks_mut(d)).zip(&rows)
+            {
+                let sequence = &cache.sequences[s];
+                self.attend(&row[..d], &sequence.keys[l], &sequence.values[l], pos, out);
+            }
+            let attended = layer.proj.forward(&context);
+            x.iter_mut().zip(&attended).for_each(|(v, a)| *v += a);
+            let h = layer.ln_2.rows(&x);
+            let hidden = match &layer.gate {
+                Some(gate) => {
+                    let mut g = gate.forward(&h);
+                    let up = layer.up.forward(&h);
+                    g.iter_mut()
+                        .zip(&up)
+                        .for_each(|(g, u)| *g = *g / (1.0 + (-*g).exp()) * u);
+                    g
+                }
+                None => {
+                    let mut u = layer.up.forward(&h);
+                    u.iter_mut().for_each(|v| *v = gelu(*v));
+                    u
+                }
+            };
+            let out = layer.down.forward(&hidden);
+            x.iter_mut().zip(&out).for_each(|(v, a)| *v += a);
+        }
+        for &(s, tokens) in work {
+            cache.sequences[s].len += tokens.len();
+        }
+        // Only each entry's last row needs logits: the head is the largest matrix.
+        let mut last = Vec::with_capacity(work.len() * d);
+        let mut end = 0;
+        for &(_, tokens) in work {
+            end += tokens.len();
+            last.extend_from_slice(&x[(end - 1) * d..end * d]);
+        }
+        let last = self.ln_f.rows(&last);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(&last),
+            None => matmul(&self.wte, &last),
+        };
+        Ok(logits.chunks(c.vocab_size).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Causal attention of one query row at `pos` over keys `0..=pos`, all heads.
+    fn attend(&self, q: &[f32], keys: &[f32], values: &[f32], pos: usize, out: &mut [f32]) {
+        let c = &self.config;
+        let (d, hd) = (c.d_model, c.head_dim());
+        let scale = (hd as f32).sqrt().recip();
+        let mut scores = vec![0f32; pos + 1];
+        for h in 0..c.n_head {
+            let qh = &q[h * hd..(h + 1) * hd];
+            for (k, score) in scores.iter_mut().enumerate() {
+                let kh = &keys[k * d + h * hd..k * d + (h + 1) * hd];
+                *score = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
+                if c.positions == Positions::Alibi {
+                    *score += self.slopes[h] * (k as f32 - pos as f32);
+                }
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for s in scores.iter_mut() {
+                *s = exp_le0(*s - max);
+                sum += *s;
+            }
+            let oh = &mut out[h * hd..(h + 1) * hd];
+            oh.iter_mut().for_each(|v| *v = 0.0);
+            for (k, &p) in scores.iter().enumerate() {
+                let vh = &values[k * d + h * hd..k * d + (h + 1) * hd];
+                oh.iter_mut().zip(vh).for_each(|(o, v)| *o += p / sum * v);
+            }
+        }
+    }
+}
+
+/// GPT-2's tanh approximation of GELU (burn's `gelu_approximate`), with `tanh` from the
+/// vectorisable [`exp_le0`]: libm's `tanhf` was a tenth of a small model's decoding step.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    // tanh(u) = sign(u) · (1 − e^(−2|u|)) / (1 + e^(−2|u|)), the exponential never above 1.
+    let e = exp_le0(-2.0 * u.abs());
+    let tanh = ((1.0 - e) / (1.0 + e)).copysign(u);
+    0.5 * x * (1.0 + tanh)
+}
+
+/// The sinusoid of `pos` added to `row`: `sin` at even, `cos` at odd indices.
+fn add_sinusoid(row: &mut [f32], pos: usize) {
+    let d = row.len();
+    for i in 0..d / 2 {
+        let frequency = (1.0 / 10_000f64.powf(2.0 * i as f64 / d as f64)) as f32;
+        let angle = pos as f32 * frequency;
+        row[2 * i] += angle.sin();
+        row[2 * i + 1] += angle.cos();
+    }
+}
+
+/// RoPE's rotate-half rotation of each head of `x` (`n_head × head_dim`) at `pos`.
+fn rope(x: &mut [f32], pos: usize, n_head: usize, theta: f64) {
+    let hd = x.len() / n_head;
+    let half = hd / 2;
+    for head in x.chunks_mut(hd) {
+        for i in 0..half {
+            let frequency = (1.0 / theta.powf(2.0 * i as f64 / hd as f64)) as f32;
+            let (sin, cos) = (pos as f32 * frequency).sin_cos();
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+impl Decoder for CpuGpt {
+    type Cache = CpuCache;
+
+    fn max_seq_len(&self) -> usize {
+        self.config.max_seq_len
+    }
+
+    fn prefill(&self, prompts: &[Vec<u32>]) -> ModelResult<(CpuCache, Vec<Vec<f32>>)> {
+        if prompts.is_empty() {
+            return Err(lmforge_model::Error::Shape("no prompts".into()));
+        }
+        if let Some(empty) = prompts.iter().position(Vec::is_empty) {
+            return Err(lmforge_model::Error::Shape(format!(
+                "prompt {empty} has no tokens"
+            )));
+        }
+        let mut cache = CpuCache {
+            sequences: vec![Sequence::default(); prompts.len()],
+        };
+        let work: Vec<(usize, &[u32])> = prompts.iter().map(Vec::as_slice).enumerate().collect();
+        let logits = self.step(&mut cache, &work)?;
+        Ok((cache, logits))
+    }
+
+    fn decode(&self, cache: &mut CpuCache, tokens: &[u32]) -> ModelResult<Vec<Vec<f32>>> {
+        if tokens.len() != cache.batch() {
+            return Err(lmforge_model::Error::Shape(format!(
+                "{} tokens for a cache of {} sequences",
+                tokens.len(),
+                cache.batch()
+            )));
+        }
+        let work: Vec<(usize, &[u32])> = tokens
+            .iter()
+            .map(std::slice::from_ref)
+            .enumerate()
+            .collect();
+        self.step(cache, &work)
+    }
+
+    fn retain(&self, cache: CpuCache, rows: &[usize]) -> ModelResult<CpuCache> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= cache.batch()) {
+            return Err(lmforge_model::Error::Shape(format!(
+                "row {bad} of a cache of {} sequences",
+                cache.batch()
+            )));
+        }
+        Ok(CpuCache {
+            sequences: rows.iter().map(|&r| cache.sequences[r].clone()).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    fn engine() -> CpuGpt {
+        let config = GptConfig {
+            n_layer: 1,
+            d_model: 32,
+            max_seq_len: 6,
+            ..GptConfig::tiny(50)
+        };
+        CpuGpt::from_gpt(&config.init(&Device::flex(), 0).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let e = engine();
+        let err = |r: ModelResult<Vec<Vec<f32>>>| r.unwrap_err().to_string();
+        assert!(e.prefill(&[]).is_err());
+        assert!(
+            e.prefill(&[vec![1], vec![]])
+                .unwrap_err()
+                .to_string()
+                .contains("prompt 1")
+        );
+        assert!(
+            e.prefill(&[vec![50]])
+                .unwrap_err()
+                .to_string()
+                .contains("token id 50")
+        );
+        assert!(
+            e.prefill(&[vec![1; 7]])
+                .unwrap_err()
+                .to_string()
+                .contains("1..=6")
+        );
+        let (mut cache, logits) = e.prefill(&[vec![1, 2], vec![3]]).unwrap();
+        assert_eq!((logits.len(), logits[0].len()), (2, 50));
+        assert!(err(e.decode(&mut cache, &[1])).contains("1 tokens for a cache of 2"));
+        assert!(err(e.step(&mut cache, &[(0, &[1]), (0, &[2])])).contains("twice"));
+        assert!(err(e.step(&mut cache, &[(2, &[1])])).contains("no sequence 2"));
+        // A failed step leaves the cache as it was.
+        assert_eq!((cache.seq_len(0), cache.seq_len(1)), (2, 1));
+        let mut cache = e.retain(cache, &[1]).unwrap();
+        assert!(e.retain(cache.clone(), &[1]).is_err());
+        for _ in 0..5 {
+            e.decode(&mut cache, &[4]).unwrap();
+        }
+        assert!(err(e.decode(&mut cache, &[4])).contains("7 is outside 1..=6"));
+    }
+
+    #[test]
+    fn a_prompt_in_chunks_is_the_prompt_at_once() {
+        let e = engine();
+        let (_, whole) = e.prefill(&[vec![5, 6, 7, 8]]).unwrap();
+        let (mut cache, _) = e.prefill(&[vec![5]]).unwrap();
+        let chunked = e.step(&mut cache, &[(0, &[6, 7, 8])]).unwrap();
+        for (a, b) in whole[0].iter().zip(&chunked[0]) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        assert!(cache.bytes() > 0);
+    }
+
+    #[test]
+    fn helpers_match_their_definitions() {
+        assert!((gelu(1.0) - 0.841_192).abs() < 1e-5);
+        assert_eq!(gelu(0.0), 0.0);
+        let mut row = vec![0f32; 4];
+        add_sinusoid(&mut row, 0);
+        assert_eq!(row, [0.0, 1.0, 0.0, 1.0]);
+        // A rotation keeps the norm and is the identity at position 0.
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        rope(&mut x, 0, 1, 10_000.0);
+        assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
+        rope(&mut x, 3, 1, 10_000.0);
+        let norm: f32 = x.iter().map(|v| v * v).sum();
+        assert!((norm - 30.0).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,411 @@
+//! `y = x · Wᵀ` on the CPU with the weights read as stored — f32, or integer codes with their
+//! scales — never a whole f32 copy of a quantized matrix.
+//!
+//! Decoding one token is a matrix-vector product per layer: every weight is read once and used
+//! once. Two ways to use an integer code: widen it to f32 in a register and multiply (every
+//! scheme; what memory-bound matrices need, since the codes are a quarter of the bytes), or,
+//! for INT8 matrices of short rows ([`SHORT_ROW`]), round the input to i16 once and take exact
+//! integer dot products (what cache-resident small models need: there the widening is the
+//! bottleneck). The loops are written for LLVM's vectoriser (independent lanes, no reduction
+//! across them until the end) and run inside pulp's `#[target_feature]` dispatch, so they
+//! compile to AVX-512 or AVX2 where the CPU has it, with `mul_add` as one FMA instruction (a CPU
+//! without FMA takes pulp's scalar path, where it is a libm call: correct, slow, and older than
+//! 2013).
+
+use rayon::prelude::*;
+
+use crate::matrix::{Matrix, QMatrix};
+use crate::scheme::{BLOCK, Scheme};
+
+const LANES: usize = 32;
+
+/// Matrices smaller than this many weights run on the calling thread: a rayon split costs
+/// more than it saves on a 128 × 128 projection.
+const PARALLEL_WEIGHTS: usize = 1 << 18;
+
+#[inline(always)]
+fn sum_lanes(acc: [f32; LANES]) -> f32 {
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (wc, wt) = w.as_chunks::<LANES>();
+    for (xs, ws) in xc.iter().zip(wc) {
+        for k in 0..LANES {
+            acc[k] = xs[k].mul_add(ws[k], acc[k]);
+        }
+    }
+    sum_lanes(acc) + xt.iter().zip(wt).map(|(a, b)| a * b).sum::<f32>()
+}
+
+/// `Σ x·code` over one row of i8 codes (the per-row scale is applied by the caller).
+#[inline(always)]
+fn dot_i8(x: &[f32], codes: &[u8]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (qc, qt) = codes.as_chunks::<LANES>();
+    for (xs, qs) in xc.iter().zip(qc) {
+        for k in 0..LANES {
+            acc[k] = xs[k].mul_add((qs[k] as i8) as f32, acc[k]);
+        }
+    }
+    sum_lanes(acc)
+        + xt.iter()
+            .zip(qt)
+            .map(|(a, &q)| a * (q as i8) as f32)
+            .sum::<f32>()
+}
+
+/// Columns per exact integer partial sum: 512 · 32767 · 127 < 2³¹.
+const INT_CHUNK: usize = 512;
+
+/// `Σ x·code` with `x` as i16 (see [`Activations`]), in integers: LLVM turns the reduction of
+/// sign-extended products into `vpmaddwd` (two multiply-adds per 32-bit lane), where the f32
+/// path spends a widening, a conversion and an FMA on every code. Rows left over after the
+/// four-row groups of [`dot4_i16_i8`] take it.
+#[inline(always)]
+fn dot_i16_i8(x: &[i16], codes: &[u8]) -> f32 {
+    let mut total = 0f32;
+    for (xc, qc) in x.chunks(INT_CHUNK).zip(codes.chunks(INT_CHUNK)) {
+        let sum = xc.iter().zip(qc).fold(0i32, |acc, (&a, &q)| {
+            acc.wrapping_add((a as i32).wrapping_mul((q as i8) as i32))
+        });
+        total += sum as f32;
+    }
+    total
+}
+
+/// INT8 rows up to this long take the integer path ([`Activations`]); longer ones the f32 one.
+/// Short rows are a small model's, whose weights sit in the CPU's caches: there the f32
+/// path's widening and conversion of every code is the bottleneck, and integer dot products
+/// made the tiny GPT decode 1.8× faster than f32 instead of 1.1×. Long rows stream their codes
+/// from memory, the f32 path keeps up with that, and the integer one (per-row horizontal sums
+/// of `vpmaddwd`, or the fused loop below with 32-bit multiplies) ran gpt2-small's layers
+/// slower than it (docs/benchmarks.md).
+const SHORT_ROW: usize = 256;
+
+/// [`dot_i16_i8`] for four short rows at once: each input value is loaded once for four rows
+/// and the four sums run side by side, so the per-row horizontal sum — as costly as the loop
+/// on a 128-value row — is paid once per four rows: the tiny GPT's head ran in 60 µs instead
+/// of 85.
+#[inline(always)]
+fn dot4_i16_i8(x: &[i16], codes: &[u8], cols: usize) -> [f32; 4] {
+    let mut total = [0f32; 4];
+    let mut start = 0;
+    while start < x.len() {
+        let end = (start + INT_CHUNK).min(x.len());
+        let xs = &x[start..end];
+        let a = &codes[start..end];
+        let b = &codes[cols + start..cols + end];
+        let c = &codes[2 * cols + start..2 * cols + end];
+        let d = &codes[3 * cols + start..3 * cols + end];
+        let mut sum = [0i32; 4];
+        for ((((&v, &a), &b), &c), &d) in xs.iter().zip(a).zip(b).zip(c).zip(d) {
+            let v = v as i32;
+            sum[0] = sum[0].wrapping_add(v.wrapping_mul((a as i8) as i32));
+            sum[1] = sum[1].wrapping_add(v.wrapping_mul((b as i8) as i32));
+            sum[2] = sum[2].wrapping_add(v.wrapping_mul((c as i8) as i32));
+            sum[3] = sum[3].wrapping_add(v.wrapping_mul((d as i8) as i32));
+        }
+        for i in 0..4 {
+            total[i] += sum[i] as f32;
+        }
+        start = end;
+    }
+    total
+}
+
+/// Outputs `row..row + 4` of `w` for input `b` into `out[0]`, `out[n]`, `out[2n]`, `out[3n]`,
+/// where a four-row kernel exists; `false` where not.
+#[inline(always)]
+fn rows4(w: &Matrix, row: usize, a: &Activations<'_>, b: usize, n: usize, out: &mut [f32]) -> bool {
+    let (Matrix::Quantized(q), Some((values, scales))) = (w, &a.wide) else {
+        return false;
+    };
+    let cols = q.cols;
+    let x = &values[b * cols..(b + 1) * cols];
+    let codes = &q.codes[row * cols..(row + 4) * cols];
+    let sums = dot4_i16_i8(x, codes, cols);
+    for (i, sum) in sums.into_iter().enumerate() {
+        let w_scale = if q.scheme == Scheme::Int8 {
+            q.scales[row + i]
+        } else {
+            q.scales[0]
+        };
+        out[i * n + b] = w_scale * scales[b] * sum;
+    }
+    true
+}
+
+/// `Σ_blocks scale_b · Σ x·code` over one row of Q8_0 blocks.
+#[inline(always)]
+fn dot_q8_0(x: &[f32], codes: &[u8], scales: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (xc, xt) = x.as_chunks::<BLOCK>();
+    let (qc, qt) = codes.as_chunks::<BLOCK>();
+    for ((xs, qs), &s) in xc.iter().zip(qc).zip(scales) {
+        for k in 0..LANES {
+            acc[k] = xs[k].mul_add((qs[k] as i8) as f32 * s, acc[k]);
+        }
+    }
+    let tail = match scales.get(xc.len()) {
+        Some(&s) => {
+            s * xt
+                .iter()
+                .zip(qt)
+                .map(|(a, &q)| a * (q as i8) as f32)
+                .sum::<f32>()
+        }
+        None => 0.0,
+    };
+    sum_lanes(acc) + tail
+}
+
+/// One row of Q4_0 blocks: byte `i` of a block holds value `i` (low nibble) and `i + 16`.
+#[inline(always)]
+fn dot_q4_0(x: &[f32], codes: &[u8], scales: &[f32]) -> f32 {
+    const HALF: usize = BLOCK / 2;
+    let mut acc = [0f32; LANES];
+    let (xc, xt) = x.as_chunks::<BLOCK>();
+    let (qc, _) = codes.as_chunks::<HALF>();
+    for ((xs, qs), &s) in xc.iter().zip(qc).zip(scales) {
+        for k in 0..HALF {
+            let lo = (qs[k] & 15) as i32 - 8;
+            let hi = (qs[k] >> 4) as i32 - 8;
+            acc[k] = xs[k].mul_add(lo as f32 * s, acc[k]);
+            acc[k + HALF] = xs[k + HALF].mul_add(hi as f32 * s, acc[k + HALF]);
+        }
+    }
+    let mut tail = 0.0;
+    if let (Some(&s), Some(qs)) = (scales.get(xc.len()), qc.get(xc.len())) {
+        for (i, &a) in xt.iter().enumerate() {
+            let byte = qs[i % HALF];
+            let nibble = if i < HALF { byte & 15 } else { byte >> 4 };
+            tail += a * (nibble as i32 - 8) as f32;
+        }
+        tail *= s;
+    }
+    sum_lanes(acc) + tail
+}
+
+/// The inputs of one product: f32, and for INT8 matrices of short rows ([`SHORT_ROW`]) also
+/// as i16 with one scale per input row (`amax / 32767`). Rounding an input to 16 bits moves it
+/// by at most 1/65534 of its row's largest value — two orders of magnitude below the weights'
+/// own 8-bit rounding — and buys integer dot products. Inputs with a NaN or infinity stay on
+/// the f32 path.
+struct Activations<'a> {
+    x: &'a [f32],
+    wide: Option<(Vec<i16>, Vec<f32>)>,
+}
+
+impl<'a> Activations<'a> {
+    fn new(w: &Matrix, x: &'a [f32]) -> Self {
+        let int8 = matches!(
+            w,
+            Matrix::Quantized(QMatrix {
+                scheme: Scheme::Int8 | Scheme::Int8Tensor,
+                ..
+            })
+        );
+        let cols = w.cols().max(1);
+        let wide = (int8 && cols <= SHORT_ROW && x.iter().all(|v| v.is_finite())).then(|| {
+            let mut values = Vec::with_capacity(x.len());
+            let mut scales = Vec::with_capacity(x.len() / cols);
+            for row in x.chunks(cols) {
+                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = amax / 32767.0;
+                let inverse = if scale > 0.0 { scale.recip() } else { 0.0 };
+                values.extend(row.iter().map(|v| (v * inverse).round() as i16));
+                scales.push(scale);
+            }
+            (values, scales)
+        });
+        Activations { x, wide }
+    }
+}
+
+/// Output `row` of `w` for input `b` of `a`.
+#[inline(always)]
+fn row_dot(w: &Matrix, row: usize, a: &Activations<'_>, b: usize) -> f32 {
+    let cols = w.cols();
+    let x = &a.x[b * cols..(b + 1) * cols];
+    match w {
+        Matrix::F32 { values, .. } => dot_f32(x, &values[row * cols..(row + 1) * cols]),
+        Matrix::Quantized(q) => match &a.wide {
+            Some((values, scales)) => {
+                let codes = &q.codes[row * cols..(row + 1) * cols];
+                let w_scale = if q.scheme == Scheme::Int8 {
+                    q.scales[row]
+                } else {
+                    q.scales[0]
+                };
+                w_scale * scales[b] * dot_i16_i8(&values[b * cols..(b + 1) * cols], codes)
+            }
+            None => quantized_row_dot(q, row, x),
+        },
+    }
+}
+
+#[inline(always)]
+fn quantized_row_dot(q: &QMatrix, row: usize, x: &[f32]) -> f32 {
+    let row_bytes = q.scheme.row_bytes(q.cols);
+    let codes = &q.codes[row * row_bytes..(row + 1) * row_bytes];
+    let blocks = q.cols.div_ceil(BLOCK);
+    match q.scheme {
+        Scheme::Int8 => q.scales[row] * dot_i8(x, codes),
+        Scheme::Int8Tensor => q.scales[0] * dot_i8(x, codes),
+        Scheme::Q8_0 => dot_q8_0(x, codes, &q.scales[row * blocks..(row + 1) * blocks]),
+        Scheme::Q4_0 => dot_q4_0(x, codes, &q.scales[row * blocks..(row + 1) * blocks]),
+    }
+}
+
+/// Rows `first..first + out.len() / n` of `y` for every one of the `n` inputs, written
+/// `[row][input]` so that each weight row is read once for the whole batch.
+struct Rows<'a> {
+    w: &'a Matrix,
+    x: &'a Activations<'a>,
+    n: usize,
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Rows<'_> {
+    type Output = ();
+
+    // Inlined into pulp's `#[target_feature]` function, with everything below it: that is
+    // what lets LLVM use the wide registers.
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let n = self.n;
+        let mut groups = self.out.chunks_exact_mut(4 * n);
+        let mut row = self.first;
+        for group in &mut groups {
+            for b in 0..n {
+                if !rows4(self.w, row, self.x, b, n, group) {
+                    for i in 0..4 {
+                        group[i * n + b] = row_dot(self.w, row + i, self.x, b);
+                    }
+                }
+            }
+            row += 4;
+        }
+        for (i, o) in groups.into_remainder().chunks_mut(n).enumerate() {
+            for (b, y) in o.iter_mut().enumerate() {
+                *y = row_dot(self.w, row + i, self.x, b);
+            }
+        }
+    }
+}
+
+fn rows_into(w: &Matrix, x: &Activations<'_>, n: usize, first: usize, out: &mut [f32]) {
+    pulp::Arch::new().dispatch(Rows {
+        w,
+        x,
+        n,
+        first,
+        out,
+    })
+}
+
+/// `y[b][r] = Σ_c x[b][c] · w[r][c]` for the `x.len() / w.cols()` inputs of `x`: `y` is
+/// `[inputs, w.rows()]`, row-major. Rows are split across rayon's threads for large matrices.
+pub fn matmul(w: &Matrix, x: &[f32]) -> Vec<f32> {
+    let (rows, cols) = (w.rows(), w.cols());
+    let n = x.len() / cols.max(1);
+    let x = &Activations::new(w, x);
+    let mut by_row = vec![0f32; rows * n];
+    if rows * cols < PARALLEL_WEIGHTS {
+        rows_into(w, x, n, 0, &mut by_row);
+    } else {
+        // Chunks of rows sized for two per thread keep the threads busy to the end.
+        let chunk = rows
+            .div_ceil(rayon::current_num_threads() * 4)
+            .max(16)
+            .next_multiple_of(4);
+        by_row
+            .par_chunks_mut(chunk * n)
+            .enumerate()
+            .for_each(|(i, out)| rows_into(w, x, n, i * chunk, out));
+    }
+    if n == 1 {
+        return by_row;
+    }
+    let mut y = vec![0f32; rows * n];
+    for (r, values) in by_row.chunks(n).enumerate() {
+        for (b, &v) in values.iter().enumerate() {
+            y[b * rows + r] = v;
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+        let n = x.len() / cols;
+        let mut y = vec![0f32; n * rows];
+        for b in 0..n {
+            for r in 0..rows {
+                y[b * rows + r] = (0..cols)
+                    .map(|c| x[b * cols + c] as f64 * w[r * cols + c] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn inputs_the_integer_path_cannot_hold_take_the_f32_path() {
+        let w: Vec<f32> = (0..8 * 40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let q = Matrix::Quantized(QMatrix::quantize("w", &w, 8, 40, Scheme::Int8).unwrap());
+        let mut x = vec![0.5f32; 2 * 40];
+        x[3] = f32::NAN;
+        let y = matmul(&q, &x);
+        assert!(y[..8].iter().all(|v| v.is_nan()), "the NaN row stays NaN");
+        assert!(
+            y[8..].iter().all(|v| v.is_finite()),
+            "the other row is computed"
+        );
+        assert!(matmul(&q, &[0.0; 40]).iter().all(|&v| v == 0.0));
+    }
+
+    proptest! {
+        /// Every kernel equals the product with the dequantized matrix (up to summation order),
+        /// for ragged shapes and batches, on the thread path and the rayon path.
+        #[test]
+        fn kernels_match_the_dequantized_product(
+            rows in prop_oneof![1usize..40, 600usize..700],
+            cols in prop_oneof![1usize..100, Just(128usize)],
+            n in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed | 1;
+            let mut next = || {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                (state % 2001) as f32 / 1000.0 - 1.0
+            };
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+            let dense = Matrix::F32 { rows, cols, values: w.clone() };
+            let scale = cols as f32 * 1e-5;
+            for (a, b) in matmul(&dense, &x).iter().zip(reference(&w, rows, cols, &x)) {
+                prop_assert!((a - b).abs() <= scale, "f32 {} vs {}", a, b);
+            }
+            for scheme in Scheme::ALL {
+                let q = QMatrix::quantize("w", &w, rows, cols, scheme).unwrap();
+                let expected = reference(&q.dequantize(), rows, cols, &x);
+                let got = matmul(&Matrix::Quantized(q), &x);
+                prop_assert_eq!(got.len(), expected.len());
+                for (a, b) in got.iter().zip(expected) {
+                    prop_assert!((a - b).abs() <= scale, "{} {} vs {}", scheme, a, b);
+                }
+            }
+        }
+    }
+}
