@@ -48,7 +48,9 @@ pub const REPORT_FILE: &str = "quantize_report.json";
 
 pub fn run(args: &Args) -> Result<()> {
     let input = checkpoint::resolve(&args.checkpoint).unwrap_or_else(|_| args.checkpoint.clone());
-    if input.canonicalize().ok() == args.output.canonicalize().ok() {
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), args.output.canonicalize())
+        && a == b
+    {
         bail!("--output {} is the input checkpoint", args.output.display());
     }
     let options = QuantizeOptions {

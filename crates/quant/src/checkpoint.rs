@@ -673,6 +673,28 @@ mod tests {
         assert_eq!(tail, [0.5, -0.7, 0.0]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+        /// Whatever a model's weights, scheme and pruning, the written folder reads back as the
+        /// same codes, scales and f32 tensors.
+        #[test]
+        fn quantized_folders_read_back_exactly(seed in 0u64..1000, s in 0usize..4, prune: bool) {
+            let config = GptConfig { n_layer: 1, d_model: 40, n_head: 2, max_seq_len: 8, ..GptConfig::tiny(37) };
+            let model = config.init(&Device::flex(), seed).unwrap();
+            let options = QuantizeOptions { scheme: Scheme::ALL[s], prune_2_4: prune };
+            let (weights, _) = quantize_gpt(&model, options).unwrap();
+            let dir = std::env::temp_dir().join(format!("lmforge-quant-rt-{}-{seed}-{s}", std::process::id()));
+            save_quantized(&config, &weights, options, None, &dir).unwrap();
+            let (read_config, quantization, read) = read_quantized(&dir).unwrap().unwrap();
+            fs::remove_dir_all(&dir).unwrap();
+            proptest::prop_assert_eq!(read_config, config);
+            proptest::prop_assert_eq!(quantization.scheme, options.scheme);
+            proptest::prop_assert_eq!(quantization.sparsity.is_some(), prune);
+            proptest::prop_assert_eq!(read, weights);
+        }
+    }
+
     #[test]
     fn folders_without_quantization_are_not_read_here() {
         let dir = std::env::temp_dir().join(format!("lmforge-quant-meta-{}", std::process::id()));
