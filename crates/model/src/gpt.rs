@@ -64,6 +64,51 @@ impl GptConfig {
     }
 }
 
+impl GptConfig {
+    /// The path and shape of every parameter [`GptConfig::init`] builds, in its order, without
+    /// building it: what a loader checks a weights file against before allocating a model
+    /// (the tests hold it to the built model's own list for every architecture switch).
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        type Shapes = Vec<(String, Vec<usize>)>;
+        fn linear(out: &mut Shapes, prefix: &str, inputs: usize, outputs: usize, bias: bool) {
+            out.push((format!("{prefix}.weight"), vec![inputs, outputs]));
+            if bias {
+                out.push((format!("{prefix}.bias"), vec![outputs]));
+            }
+        }
+        let d = self.d_model;
+        let norm_bias = self.bias && self.norm != NormKind::RmsNorm;
+        let norm = |out: &mut Shapes, prefix: &str| {
+            out.push((format!("{prefix}.weight"), vec![d]));
+            if norm_bias {
+                out.push((format!("{prefix}.bias"), vec![d]));
+            }
+        };
+        let mut out = vec![("wte.weight".to_string(), vec![self.vocab_size, d])];
+        if self.positions == Positions::Learned {
+            out.push(("wpe.weight".into(), vec![self.max_seq_len, d]));
+        }
+        let hidden = self.ffn_hidden();
+        for b in 0..self.n_layer {
+            let p = format!("blocks.{b}");
+            norm(&mut out, &format!("{p}.ln_1"));
+            linear(&mut out, &format!("{p}.attn.qkv"), d, 3 * d, self.bias);
+            linear(&mut out, &format!("{p}.attn.proj"), d, d, self.bias);
+            norm(&mut out, &format!("{p}.ln_2"));
+            if self.activation == crate::config::Activation::Swiglu {
+                linear(&mut out, &format!("{p}.mlp.gate"), d, hidden, self.bias);
+            }
+            linear(&mut out, &format!("{p}.mlp.up"), d, hidden, self.bias);
+            linear(&mut out, &format!("{p}.mlp.down"), hidden, d, self.bias);
+        }
+        norm(&mut out, "ln_f");
+        if !self.tie_embeddings {
+            linear(&mut out, "lm_head", d, self.vocab_size, false);
+        }
+        out
+    }
+}
+
 /// What every block of one forward pass shares: the positions' rotations or biases and the
 /// padding mask, computed once rather than per layer.
 struct Frame {

@@ -203,3 +203,42 @@ fn cached_decoding_equals_the_full_forward_pass_for_every_position_type() {
         assert_eq!(cache.seq_len(1), 2 + 6);
     }
 }
+
+#[test]
+fn parameter_shapes_list_what_init_builds() {
+    use burn::store::ModuleSnapshot;
+    for config in [
+        small(),
+        GptConfig {
+            positions: Positions::Rope,
+            norm: NormKind::RmsNorm,
+            activation: Activation::Swiglu,
+            bias: false,
+            tie_embeddings: false,
+            ..small()
+        },
+        GptConfig {
+            positions: Positions::Alibi,
+            bias: false,
+            ..small()
+        },
+        GptConfig {
+            norm: NormKind::RmsNorm,
+            positions: Positions::Sinusoidal,
+            ..small()
+        },
+    ] {
+        let built: Vec<(String, Vec<usize>)> = config
+            .init(&Device::flex(), 0)
+            .unwrap()
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.shape.to_vec()))
+            .collect();
+        let mut listed = config.parameter_shapes();
+        let mut built = built;
+        listed.sort();
+        built.sort();
+        assert_eq!(listed, built, "{config:?}");
+    }
+}

@@ -577,23 +577,14 @@ pub fn read_weights(
     Ok(weights)
 }
 
-/// The parameter paths and shapes of a GPT of `config`, without its values.
-pub fn parameter_shapes(model: &Gpt) -> Vec<(String, Vec<usize>)> {
-    model
-        .collect(None, None, false)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
-        .collect()
-}
-
 /// A quantized checkpoint's config and weights (`None` when `dir` is not quantized).
 pub fn read_quantized(dir: &Path) -> Result<Option<(GptConfig, Quantization, Weights)>> {
     let Some((config, quantization)) = read_meta(dir)? else {
         return Ok(None);
     };
-    // The parameter list comes from a model built on the host; its values are never used.
-    let shapes = parameter_shapes(&config.init(&Device::flex(), 0)?);
-    let weights = read_weights(dir, &quantization, &shapes)?;
+    // Checked against the config's parameter list without building the model: a quantized
+    // model's point is not to hold its f32 weights.
+    let weights = read_weights(dir, &quantization, &config.parameter_shapes())?;
     Ok(Some((config, quantization, weights)))
 }
 

@@ -107,7 +107,7 @@ pub struct CpuGpt {
 }
 
 /// One sequence's keys and values, `[position, d_model]` per layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Sequence {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -367,10 +367,6 @@ impl CpuGpt {
                 _ => {}
             }
         }
-        for sequence in &mut cache.sequences {
-            sequence.keys.resize(self.layers.len(), Vec::new());
-            sequence.values.resize(self.layers.len(), Vec::new());
-        }
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.ln_1.rows(&x);
             let mut qkv = layer.qkv.forward(&h);
@@ -517,8 +513,14 @@ impl Decoder for CpuGpt {
                 "prompt {empty} has no tokens"
             )));
         }
+        let layers = self.layers.len();
+        let sequence = Sequence {
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+            len: 0,
+        };
         let mut cache = CpuCache {
-            sequences: vec![Sequence::default(); prompts.len()],
+            sequences: vec![sequence; prompts.len()],
         };
         let work: Vec<(usize, &[u32])> = prompts.iter().map(Vec::as_slice).enumerate().collect();
         let logits = self.step(&mut cache, &work)?;
