@@ -76,9 +76,9 @@ pub fn run(args: &Args) -> Result<()> {
     if !args.data.data_path.is_empty() {
         let device = args.device.resolve()?;
         let perplexity = |dir: &std::path::Path| -> Result<f64> {
-            let (_, _, [valid, test]) = eval_losses(dir, &input, &args.data, None, &device)?;
-            match valid.or(test) {
-                Some(loss) => Ok(loss.exp()),
+            let report = eval_losses(dir, &input, &args.data, &device)?;
+            match report.valid_perplexity.or(report.test_perplexity) {
+                Some(perplexity) => Ok(perplexity),
                 None => bail!("the split has no validation or test samples"),
             }
         };

@@ -734,27 +734,26 @@ pub struct EvalData {
 }
 
 #[derive(Serialize)]
-struct EvalReport {
+pub struct EvalReport {
     checkpoint: PathBuf,
     architecture: String,
     seq_length: usize,
     samples: usize,
     valid_loss: Option<f64>,
-    valid_perplexity: Option<f64>,
+    pub valid_perplexity: Option<f64>,
     test_loss: Option<f64>,
-    test_perplexity: Option<f64>,
+    pub test_perplexity: Option<f64>,
 }
 
-/// Validation and test losses of a GPT or BERT-MLM checkpoint: `(seq_length, samples,
-/// [valid, test])`. `recorded` is the training folder whose trainer.json supplies defaults
-/// (split, sequence length, seed); `model` replaces the GPT read from `dir`.
+/// Validation and test losses of the GPT (quantized too) or BERT-MLM checkpoint in `dir`.
+/// `recorded` is the training folder whose trainer.json supplies defaults (split, sequence
+/// length, seed).
 pub fn eval_losses(
     dir: &Path,
     recorded: &Path,
     data: &EvalData,
-    model: Option<&Gpt>,
     device: &Device,
-) -> Result<(usize, usize, [Option<f64>; 2])> {
+) -> Result<EvalReport> {
     if data.data_path.is_empty() {
         bail!("--data-path is required");
     }
@@ -803,21 +802,14 @@ pub fn eval_losses(
     };
     let (seq_length, losses) = match architecture.as_str() {
         "gpt" | "gpt2" => {
-            let loaded;
-            let model = match model {
-                Some(model) => model,
-                None => {
-                    loaded = lmforge_quant::load_gpt(dir, device)?;
-                    &loaded
-                }
-            };
+            let model = lmforge_quant::load_gpt(dir, device)?;
             let seq = seq_length(model.config().max_seq_len);
             let objective = GptObjective {
                 tokenizer_json: None,
             };
             let losses = evaluate_on(seq, &|blend| {
                 Ok(evaluate(
-                    model,
+                    &model,
                     &objective,
                     blend,
                     samples,
@@ -855,19 +847,8 @@ pub fn eval_losses(
             dir.display()
         ),
     };
-    Ok((seq_length, samples, losses))
-}
-
-pub fn run_eval(args: &EvalArgs) -> Result<()> {
-    let dir = checkpoint::resolve(&args.checkpoint).unwrap_or_else(|_| args.checkpoint.clone());
-    let device = args.device.resolve()?;
-    let architecture = match format(&dir)? {
-        Format::Lmforge(a) => a,
-        Format::HuggingFace(kind) => kind,
-    };
-    let (seq_length, samples, losses) = eval_losses(&dir, &dir, &args.data, None, &device)?;
-    let report = EvalReport {
-        checkpoint: dir.clone(),
+    Ok(EvalReport {
+        checkpoint: dir.to_path_buf(),
         architecture,
         seq_length,
         samples,
@@ -875,12 +856,21 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         valid_perplexity: losses[0].map(f64::exp),
         test_loss: losses[1],
         test_perplexity: losses[1].map(f64::exp),
-    };
+    })
+}
+
+pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let dir = checkpoint::resolve(&args.checkpoint).unwrap_or_else(|_| args.checkpoint.clone());
+    let device = args.device.resolve()?;
+    let report = eval_losses(&dir, &dir, &args.data, &device)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", dir.display());
-        for (name, loss) in [("validation", losses[0]), ("test", losses[1])] {
+        for (name, loss) in [
+            ("validation", report.valid_loss),
+            ("test", report.test_loss),
+        ] {
             if let Some(l) = loss {
                 println!("{name:>10}  loss {l:.4}  perplexity {:.3}", l.exp());
             }

@@ -207,16 +207,9 @@ fn cached_decoding_equals_the_full_forward_pass_for_every_position_type() {
 #[test]
 fn parameter_shapes_list_what_init_builds() {
     use burn::store::ModuleSnapshot;
-    for config in [
-        small(),
-        GptConfig {
-            positions: Positions::Rope,
-            norm: NormKind::RmsNorm,
-            activation: Activation::Swiglu,
-            bias: false,
-            tie_embeddings: false,
-            ..small()
-        },
+    // Beyond `variants()`: a LayerNorm without bias, and an RMSNorm (never a bias) beside
+    // biased linears.
+    let extra = [
         GptConfig {
             positions: Positions::Alibi,
             bias: false,
@@ -227,8 +220,9 @@ fn parameter_shapes_list_what_init_builds() {
             positions: Positions::Sinusoidal,
             ..small()
         },
-    ] {
-        let built: Vec<(String, Vec<usize>)> = config
+    ];
+    for config in variants().into_iter().chain(extra) {
+        let mut built: Vec<(String, Vec<usize>)> = config
             .init(&Device::flex(), 0)
             .unwrap()
             .collect(None, None, false)
@@ -236,7 +230,6 @@ fn parameter_shapes_list_what_init_builds() {
             .map(|t| (t.name.clone(), t.shape.to_vec()))
             .collect();
         let mut listed = config.parameter_shapes();
-        let mut built = built;
         listed.sort();
         built.sort();
         assert_eq!(listed, built, "{config:?}");
