@@ -310,7 +310,7 @@ fn argmax(values: &[f32]) -> usize {
 }
 
 /// Picks the next token from one row of logits; returns it with the model's log-probability.
-fn choose<'a>(
+pub fn choose<'a>(
     mut logits: Vec<f32>,
     seen: impl Iterator<Item = &'a u32>,
     sampling: &Sampling,

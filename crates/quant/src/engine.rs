@@ -21,6 +21,7 @@ use lmforge_model::{Activation, Gpt, GptConfig, NormKind, Positions, alibi_slope
 use crate::checkpoint::{Stored, Weights, gpt_tensors, read_quantized};
 use crate::kernel::matmul;
 use crate::matrix::Matrix;
+use crate::paged::{BLOCK_TOKENS, KvPool, SeqKv};
 
 type ModelResult<T> = lmforge_model::Result<T>;
 
@@ -106,18 +107,30 @@ pub struct CpuGpt {
     slopes: Vec<f32>,
 }
 
-/// One sequence's keys and values, `[position, d_model]` per layer.
-#[derive(Debug, Clone)]
-struct Sequence {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    len: usize,
+/// The sequences a [`CpuGpt`] is decoding through the [`Decoder`] interface: a growable
+/// [`KvPool`] and one block table per sequence.
+#[derive(Debug)]
+pub struct CpuCache {
+    pool: KvPool,
+    sequences: Vec<SeqKv>,
 }
 
-/// The sequences a [`CpuGpt`] is decoding.
-#[derive(Debug, Clone, Default)]
-pub struct CpuCache {
-    sequences: Vec<Sequence>,
+/// A copy of the pool with the sequences' block tables: the copies own the same block ids in
+/// the new pool, so no block has two owners.
+impl Clone for CpuCache {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            sequences: self
+                .sequences
+                .iter()
+                .map(|s| SeqKv {
+                    blocks: s.blocks.clone(),
+                    len: s.len,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl CpuCache {
@@ -131,14 +144,21 @@ impl CpuCache {
         self.sequences[i].len
     }
 
-    /// Bytes the keys and values hold.
+    /// Bytes of the blocks the sequences hold.
     pub fn bytes(&self) -> usize {
-        self.sequences
-            .iter()
-            .flat_map(|s| s.keys.iter().chain(&s.values))
-            .map(|v| v.len() * 4)
-            .sum()
+        self.pool.used_blocks() * self.pool.block_bytes()
     }
+}
+
+/// One sequence's share of a [`CpuGpt::forward`] step: positions appended to it.
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    /// The sequence (its block table grows as needed).
+    pub seq: &'a mut SeqKv,
+    /// Its next tokens: a prompt or part of one, or the last token chosen.
+    pub tokens: &'a [u32],
+    /// Logits after every one of `tokens` (prompt log-probabilities), not just the last.
+    pub every_logit: bool,
 }
 
 struct Take<'a> {
@@ -324,34 +344,77 @@ impl CpuGpt {
         cache: &mut CpuCache,
         work: &[(usize, &[u32])],
     ) -> ModelResult<Vec<Vec<f32>>> {
+        let mut seen = vec![false; cache.sequences.len()];
+        for &(s, _) in work {
+            match seen.get_mut(s) {
+                None => {
+                    return Err(lmforge_model::Error::Shape(format!(
+                        "no sequence {s} in the cache"
+                    )));
+                }
+                Some(true) => {
+                    return Err(lmforge_model::Error::Shape(format!(
+                        "sequence {s} twice in one step"
+                    )));
+                }
+                Some(flag) => *flag = true,
+            }
+        }
+        // The work's sequences as mutable borrows, in the work's order.
+        let mut slots: Vec<Option<&mut SeqKv>> = cache.sequences.iter_mut().map(Some).collect();
+        let mut chunks: Vec<Chunk<'_>> = work
+            .iter()
+            .map(|&(s, tokens)| Chunk {
+                seq: slots[s].take().expect("distinct, checked above"),
+                tokens,
+                every_logit: false,
+            })
+            .collect();
+        self.forward(&mut cache.pool, &mut chunks)
+    }
+
+    /// One step over many sequences of `pool`: appends each chunk's tokens to its sequence and
+    /// returns, per chunk, the logits after its last token (`vocab` values) or, with
+    /// `every_logit`, after each of its tokens (`tokens × vocab`). Every row is computed on
+    /// its own, so a sequence's logits do not depend on what else is in the step. On an error
+    /// (a bad token, a sequence past the context, a full pool) no sequence has changed.
+    pub fn forward(
+        &self,
+        pool: &mut KvPool,
+        chunks: &mut [Chunk<'_>],
+    ) -> ModelResult<Vec<Vec<f32>>> {
         let c = &self.config;
         let d = c.d_model;
-        let mut seen = vec![false; cache.sequences.len()];
-        for &(s, tokens) in work {
-            if seen.get(s).copied().unwrap_or(false) {
-                return Err(lmforge_model::Error::Shape(format!(
-                    "sequence {s} twice in one step"
-                )));
-            }
-            if let Some(flag) = seen.get_mut(s) {
-                *flag = true;
-            }
-            let Some(seq) = cache.sequences.get(s) else {
-                return Err(lmforge_model::Error::Shape(format!(
-                    "no sequence {s} in the cache"
-                )));
-            };
-            self.check(tokens, seq.len + tokens.len())?;
+        if pool.layers != c.n_layer || pool.d_model != d {
+            return Err(lmforge_model::Error::Shape(format!(
+                "a KV pool for {} layers of {} is not this model's ({} of {d})",
+                pool.layers, pool.d_model, c.n_layer
+            )));
         }
-        // Rows: every token of every entry, with its sequence and position.
-        let rows: Vec<(usize, usize, u32)> = work
+        for chunk in chunks.iter() {
+            if chunk.tokens.is_empty() {
+                return Err(lmforge_model::Error::Shape("a chunk without tokens".into()));
+            }
+            self.check(chunk.tokens, chunk.seq.len + chunk.tokens.len())?;
+        }
+        let mut growth: Vec<(&mut SeqKv, usize)> = chunks
+            .iter_mut()
+            .map(|chunk| (&mut *chunk.seq, chunk.tokens.len()))
+            .collect();
+        pool.reserve(&mut growth)
+            .map_err(lmforge_model::Error::Shape)?;
+        drop(growth);
+        // Rows: every token of every chunk, with its chunk and position.
+        let rows: Vec<(usize, usize, u32)> = chunks
             .iter()
-            .flat_map(|&(s, tokens)| {
-                let start = cache.sequences[s].len;
-                tokens
+            .enumerate()
+            .flat_map(|(i, chunk)| {
+                let start = chunk.seq.len;
+                chunk
+                    .tokens
                     .iter()
                     .enumerate()
-                    .map(move |(i, &t)| (s, start + i, t))
+                    .map(move |(j, &t)| (i, start + j, t))
             })
             .collect();
         let n = rows.len();
@@ -367,6 +430,7 @@ impl CpuGpt {
                 _ => {}
             }
         }
+        let mut scores = Vec::new();
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.ln_1.rows(&x);
             let mut qkv = layer.qkv.forward(&h);
@@ -377,17 +441,14 @@ impl CpuGpt {
                     rope(&mut rest[..d], pos, c.n_head, c.rope_theta);
                 }
             }
-            for (row, &(s, _, _)) in qkv.chunks(3 * d).zip(&rows) {
-                let sequence = &mut cache.sequences[s];
-                sequence.keys[l].extend_from_slice(&row[d..2 * d]);
-                sequence.values[l].extend_from_slice(&row[2 * d..]);
+            for (row, &(i, pos, _)) in qkv.chunks(3 * d).zip(&rows) {
+                pool.write(chunks[i].seq, l, pos, &row[d..2 * d], &row[2 * d..]);
             }
             let mut context = vec![0f32; n * d];
-            for ((row, out), &(s, pos, _)) in
+            for ((row, out), &(i, pos, _)) in
                 qkv.chunks(3 * d).zip(context.chunks_mut(d)).zip(&rows)
             {
-                let sequence = &cache.sequences[s];
-                self.attend(&row[..d], &sequence.keys[l], &sequence.values[l], pos, out);
+                self.attend(&row[..d], pool, chunks[i].seq, l, pos, &mut scores, out);
             }
             let attended = layer.proj.forward(&context);
             x.iter_mut().zip(&attended).for_each(|(v, a)| *v += a);
@@ -410,37 +471,62 @@ impl CpuGpt {
             let out = layer.down.forward(&hidden);
             x.iter_mut().zip(&out).for_each(|(v, a)| *v += a);
         }
-        for &(s, tokens) in work {
-            cache.sequences[s].len += tokens.len();
-        }
-        // Only each entry's last row needs logits: the head is the largest matrix.
-        let mut last = Vec::with_capacity(work.len() * d);
+        // Only the rows whose logits are wanted go through the head, the largest matrix.
+        let mut wanted = Vec::with_capacity(chunks.len() * d);
+        let mut counts = Vec::with_capacity(chunks.len());
         let mut end = 0;
-        for &(_, tokens) in work {
-            end += tokens.len();
-            last.extend_from_slice(&x[(end - 1) * d..end * d]);
+        for chunk in chunks.iter_mut() {
+            let start = end;
+            end += chunk.tokens.len();
+            chunk.seq.len += chunk.tokens.len();
+            let first = if chunk.every_logit { start } else { end - 1 };
+            wanted.extend_from_slice(&x[first * d..end * d]);
+            counts.push(end - first);
         }
-        let last = self.ln_f.rows(&last);
+        let last = self.ln_f.rows(&wanted);
         let logits = match &self.lm_head {
             Some(head) => head.forward(&last),
             None => matmul(&self.wte, &last),
         };
-        Ok(logits.chunks(c.vocab_size).map(<[f32]>::to_vec).collect())
+        let mut out = Vec::with_capacity(chunks.len());
+        let mut at = 0;
+        for count in counts {
+            let len = count * c.vocab_size;
+            out.push(logits[at..at + len].to_vec());
+            at += len;
+        }
+        Ok(out)
     }
 
-    /// Causal attention of one query row at `pos` over keys `0..=pos`, all heads.
-    fn attend(&self, q: &[f32], keys: &[f32], values: &[f32], pos: usize, out: &mut [f32]) {
+    /// Causal attention of one query row at `pos` over the sequence's keys `0..=pos`, all
+    /// heads, reading the pool block by block.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        q: &[f32],
+        pool: &KvPool,
+        seq: &SeqKv,
+        layer: usize,
+        pos: usize,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
         let c = &self.config;
         let (d, hd) = (c.d_model, c.head_dim());
         let scale = (hd as f32).sqrt().recip();
-        let mut scores = vec![0f32; pos + 1];
+        scores.clear();
+        scores.resize(pos + 1, 0.0);
         for h in 0..c.n_head {
             let qh = &q[h * hd..(h + 1) * hd];
-            for (k, score) in scores.iter_mut().enumerate() {
-                let kh = &keys[k * d + h * hd..k * d + (h + 1) * hd];
-                *score = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
-                if c.positions == Positions::Alibi {
-                    *score += self.slopes[h] * (k as f32 - pos as f32);
+            for (start, keys) in pool.runs(seq, layer, false, pos + 1) {
+                for (j, kr) in keys.chunks(d).enumerate() {
+                    let k = start + j;
+                    let kh = &kr[h * hd..(h + 1) * hd];
+                    let mut score = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    if c.positions == Positions::Alibi {
+                        score += self.slopes[h] * (k as f32 - pos as f32);
+                    }
+                    scores[k] = score;
                 }
             }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -451,9 +537,12 @@ impl CpuGpt {
             }
             let oh = &mut out[h * hd..(h + 1) * hd];
             oh.iter_mut().for_each(|v| *v = 0.0);
-            for (k, &p) in scores.iter().enumerate() {
-                let vh = &values[k * d + h * hd..k * d + (h + 1) * hd];
-                oh.iter_mut().zip(vh).for_each(|(o, v)| *o += p / sum * v);
+            for (start, values) in pool.runs(seq, layer, true, pos + 1) {
+                for (j, vr) in values.chunks(d).enumerate() {
+                    let p = scores[start + j];
+                    let vh = &vr[h * hd..(h + 1) * hd];
+                    oh.iter_mut().zip(vh).for_each(|(o, v)| *o += p / sum * v);
+                }
             }
         }
     }
@@ -513,14 +602,9 @@ impl Decoder for CpuGpt {
                 "prompt {empty} has no tokens"
             )));
         }
-        let layers = self.layers.len();
-        let sequence = Sequence {
-            keys: vec![Vec::new(); layers],
-            values: vec![Vec::new(); layers],
-            len: 0,
-        };
         let mut cache = CpuCache {
-            sequences: vec![sequence; prompts.len()],
+            pool: KvPool::growable(&self.config, BLOCK_TOKENS),
+            sequences: prompts.iter().map(|_| SeqKv::new()).collect(),
         };
         let work: Vec<(usize, &[u32])> = prompts.iter().map(Vec::as_slice).enumerate().collect();
         let logits = self.step(&mut cache, &work)?;
@@ -550,9 +634,24 @@ impl Decoder for CpuGpt {
                 cache.batch()
             )));
         }
-        Ok(CpuCache {
-            sequences: rows.iter().map(|&r| cache.sequences[r].clone()).collect(),
-        })
+        let mut cache = cache;
+        let mut slots: Vec<Option<SeqKv>> = cache.sequences.drain(..).map(Some).collect();
+        let mut sequences = Vec::with_capacity(rows.len());
+        for &r in rows {
+            match slots[r].take() {
+                Some(seq) => sequences.push(seq),
+                None => {
+                    return Err(lmforge_model::Error::Shape(format!(
+                        "row {r} twice in a retain"
+                    )));
+                }
+            }
+        }
+        for mut dropped in slots.into_iter().flatten() {
+            cache.pool.release(&mut dropped);
+        }
+        cache.sequences = sequences;
+        Ok(cache)
     }
 }
 
@@ -601,8 +700,13 @@ mod tests {
         assert!(err(e.step(&mut cache, &[(2, &[1])])).contains("no sequence 2"));
         // A failed step leaves the cache as it was.
         assert_eq!((cache.seq_len(0), cache.seq_len(1)), (2, 1));
+        assert!(e.retain(e.prefill(&[vec![1]]).unwrap().0, &[1]).is_err());
+        assert!(
+            e.retain(e.prefill(&[vec![1], vec![2]]).unwrap().0, &[1, 1])
+                .is_err()
+        );
         let mut cache = e.retain(cache, &[1]).unwrap();
-        assert!(e.retain(cache.clone(), &[1]).is_err());
+        assert_eq!(cache.bytes(), cache.pool.block_bytes());
         for _ in 0..5 {
             e.decode(&mut cache, &[4]).unwrap();
         }

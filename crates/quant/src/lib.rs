@@ -31,11 +31,13 @@ pub mod checkpoint;
 mod engine;
 pub mod kernel;
 mod matrix;
+mod paged;
 mod scheme;
 
 pub use checkpoint::{QuantizeOptions, QuantizeReport, load_gpt, quantize_checkpoint};
-pub use engine::{CpuCache, CpuGpt};
+pub use engine::{Chunk, CpuCache, CpuGpt};
 pub use matrix::{ErrorStats, Matrix, QMatrix};
+pub use paged::{BLOCK_TOKENS, KvPool, SeqKv};
 pub use scheme::{BLOCK, Scheme};
 
 /// What can go wrong quantizing or loading quantized weights.

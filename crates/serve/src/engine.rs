@@ -1,0 +1,537 @@
+//! The scheduler: one thread that owns the model and the KV pool and runs decoding steps over
+//! whatever requests are running, as vLLM's and TGI's routers do.
+//!
+//! Every step holds the next token of each running sequence plus, within a token budget,
+//! chunks of prompts being prefilled (so a long prompt never freezes the others). Requests
+//! join between steps when the pool can hold their prompt and `max_new_tokens` (reserved at
+//! admission, as TGI's token budget does: a running request can never run out of blocks, so
+//! none is ever preempted or corrupted; blocks are taken as positions are written) and leave as
+//! soon as they finish, disconnect or stop reading.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use lmforge_model::generate::{Finish, Sampling, choose, exp_le0};
+use lmforge_quant::{Chunk, CpuGpt, KvPool, SeqKv};
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::metrics::Metrics;
+
+/// What the scheduler sends back for one request, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Log-probability of each prompt token after the first (when asked for).
+    PromptLogprobs(Vec<f32>),
+    /// A generated token and its log-probability.
+    Token {
+        /// Token id.
+        id: u32,
+        /// Its log-probability under the model.
+        logprob: f32,
+    },
+    /// The request is over.
+    Done(Finish),
+    /// The model refused the request (a message for the client).
+    Failed(String),
+}
+
+/// A generation request for the scheduler.
+#[derive(Debug)]
+pub struct Job {
+    /// Prompt tokens (at least one).
+    pub prompt: Vec<u32>,
+    /// At most this many new tokens.
+    pub max_new_tokens: usize,
+    /// Token choice, with its seed.
+    pub sampling: Sampling,
+    /// Tokens that end the generation (included in it).
+    pub stop_tokens: Vec<u32>,
+    /// Send [`Event::PromptLogprobs`] first.
+    pub prompt_logprobs: bool,
+    /// Where events go. Bounded: a full channel means the client stopped reading, and the
+    /// request is dropped rather than the scheduler waiting for it.
+    pub events: tokio::sync::mpsc::Sender<Event>,
+}
+
+/// Events a request may have unread before it is dropped as a client that stopped reading.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// How requests are grouped into steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Requests join and leave the running batch between any two steps.
+    Continuous,
+    /// A batch is formed only when none is running and runs until its last request is done
+    /// (what a server without continuous batching does; kept to measure the difference).
+    Static,
+}
+
+impl std::str::FromStr for Scheduler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "continuous" => Ok(Self::Continuous),
+            "static" => Ok(Self::Static),
+            _ => Err(format!("unknown scheduler `{s}`: continuous or static")),
+        }
+    }
+}
+
+/// The scheduler's limits.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Sequences decoded together at most.
+    pub max_batch: usize,
+    /// Requests waiting at most; more are refused (HTTP 429).
+    pub max_queue: usize,
+    /// Bytes of the KV block pool.
+    pub kv_cache_bytes: usize,
+    /// Positions per KV block.
+    pub block_tokens: usize,
+    /// Prompt tokens prefilled per step at most (over all prefilling requests).
+    pub prefill_chunk: usize,
+    /// Continuous or static batching.
+    pub scheduler: Scheduler,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_queue: 256,
+            kv_cache_bytes: 256 << 20,
+            block_tokens: lmforge_quant::BLOCK_TOKENS,
+            prefill_chunk: 256,
+            scheduler: Scheduler::Continuous,
+        }
+    }
+}
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// `max_queue` requests are already waiting.
+    #[error("the server has {0} requests waiting; retry later")]
+    QueueFull(usize),
+    /// Prompt + new tokens exceed what the model or the KV pool can ever hold.
+    #[error(
+        "the prompt ({prompt} tokens) plus max tokens ({new}) is {} tokens; this server takes at most {limit}",
+        prompt + new
+    )]
+    TooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Tokens asked for.
+        new: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The scheduler has stopped (the server is shutting down).
+    #[error("the server is shutting down")]
+    Stopped,
+}
+
+/// The handlers' side of the scheduler: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    jobs: mpsc::Sender<Job>,
+    queued: Arc<AtomicUsize>,
+    max_queue: usize,
+    /// Longest prompt + generation a request may have.
+    pub limit: usize,
+}
+
+impl Engine {
+    /// Starts the scheduler thread over `model`.
+    pub fn start(
+        model: CpuGpt,
+        options: EngineOptions,
+        metrics: Arc<Metrics>,
+    ) -> (Engine, JoinHandle<()>) {
+        let pool = KvPool::with_bytes(model.config(), options.block_tokens, options.kv_cache_bytes);
+        let limit = model
+            .config()
+            .max_seq_len
+            .min(pool.blocks() * pool.block_tokens());
+        metrics
+            .kv_blocks_total
+            .store(pool.blocks(), Ordering::Relaxed);
+        let (jobs, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let engine = Engine {
+            jobs,
+            queued: queued.clone(),
+            max_queue: options.max_queue,
+            limit,
+        };
+        let thread = std::thread::Builder::new()
+            .name("lmforge-scheduler".into())
+            .spawn(move || {
+                Loop {
+                    model,
+                    pool,
+                    options,
+                    metrics,
+                    queued,
+                    waiting: VecDeque::new(),
+                    running: Vec::new(),
+                    reserved: 0,
+                }
+                .run(rx)
+            })
+            .expect("spawning the scheduler thread");
+        (engine, thread)
+    }
+
+    /// Queues a request, or says why not.
+    pub fn submit(&self, job: Job) -> Result<(), Rejected> {
+        let total = job.prompt.len() + job.max_new_tokens;
+        if job.prompt.is_empty() || total > self.limit {
+            return Err(Rejected::TooLong {
+                prompt: job.prompt.len(),
+                new: job.max_new_tokens,
+                limit: self.limit,
+            });
+        }
+        let before = self.queued.fetch_add(1, Ordering::SeqCst);
+        if before >= self.max_queue {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Rejected::QueueFull(before));
+        }
+        self.jobs.send(job).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            Rejected::Stopped
+        })
+    }
+
+    /// Requests waiting for a place in the batch.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+struct Running {
+    job: Job,
+    seq: SeqKv,
+    /// Prompt tokens already in the cache.
+    fed: usize,
+    generated: usize,
+    /// The token chosen last, fed at the next step.
+    last: u32,
+    rng: ChaCha8Rng,
+    reserved: usize,
+    admitted: Instant,
+    last_event: Instant,
+    tokens_seen: Vec<u32>,
+}
+
+struct Loop {
+    model: CpuGpt,
+    pool: KvPool,
+    options: EngineOptions,
+    metrics: Arc<Metrics>,
+    queued: Arc<AtomicUsize>,
+    waiting: VecDeque<(Job, Instant)>,
+    running: Vec<Running>,
+    /// Blocks promised to running requests.
+    reserved: usize,
+}
+
+/// How an event send went.
+enum Sent {
+    Ok,
+    /// The client is gone or stopped reading.
+    Gone,
+}
+
+fn send(events: &tokio::sync::mpsc::Sender<Event>, event: Event) -> Sent {
+    match events.try_send(event) {
+        Ok(()) => Sent::Ok,
+        Err(TrySendError::Full(_) | TrySendError::Closed(_)) => Sent::Gone,
+    }
+}
+
+impl Loop {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                if !open {
+                    break;
+                }
+                match rx.recv() {
+                    Ok(job) => self.waiting.push_back((job, Instant::now())),
+                    Err(_) => break,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(job) => self.waiting.push_back((job, Instant::now())),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            self.drop_abandoned();
+            self.admit();
+            self.publish();
+            if self.running.is_empty() {
+                if !self.waiting.is_empty() {
+                    // Nothing runs and the head does not fit: cannot happen (submit checks
+                    // the limit against the whole pool), but never spin on it.
+                    let (job, _) = self.waiting.pop_front().expect("not empty");
+                    self.queued.fetch_sub(1, Ordering::SeqCst);
+                    send(
+                        &job.events,
+                        Event::Failed("the KV cache cannot hold it".into()),
+                    );
+                }
+                continue;
+            }
+            self.step();
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        let m = &self.metrics;
+        m.running.store(self.running.len(), Ordering::Relaxed);
+        m.kv_blocks_used
+            .store(self.pool.used_blocks(), Ordering::Relaxed);
+    }
+
+    fn drop_abandoned(&mut self) {
+        let before = self.waiting.len();
+        self.waiting.retain(|(job, _)| !job.events.is_closed());
+        let gone = before - self.waiting.len();
+        if gone > 0 {
+            self.queued.fetch_sub(gone, Ordering::SeqCst);
+            self.metrics.cancelled.fetch_add(gone, Ordering::Relaxed);
+        }
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].job.events.is_closed() {
+                self.finish(i, None);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn admit(&mut self) {
+        if self.options.scheduler == Scheduler::Static && !self.running.is_empty() {
+            return;
+        }
+        while self.running.len() < self.options.max_batch {
+            let Some((job, _)) = self.waiting.front() else {
+                break;
+            };
+            let need = self.pool.blocks_for(job.prompt.len() + job.max_new_tokens);
+            if self.reserved + need > self.pool.blocks() {
+                break;
+            }
+            let (job, queued_at) = self.waiting.pop_front().expect("front exists");
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            self.reserved += need;
+            let now = Instant::now();
+            self.metrics.queue_time.observe(now - queued_at);
+            self.running.push(Running {
+                rng: ChaCha8Rng::seed_from_u64(job.sampling.seed),
+                tokens_seen: job.prompt.clone(),
+                job,
+                seq: SeqKv::new(),
+                fed: 0,
+                generated: 0,
+                last: 0,
+                reserved: need,
+                admitted: queued_at,
+                last_event: now,
+            });
+        }
+    }
+
+    /// Ends request `i`: its blocks go back; `finish` (if any) is sent.
+    fn finish(&mut self, i: usize, finish: Option<Finish>) {
+        let mut r = self.running.swap_remove(i);
+        self.pool.release(&mut r.seq);
+        self.reserved -= r.reserved;
+        match finish {
+            Some(f) => {
+                send(&r.job.events, Event::Done(f));
+                self.metrics.completed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.e2e.observe(r.admitted.elapsed());
+            }
+            None => {
+                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        // Decodes first (one token each), then prompt chunks in arrival order within budget.
+        let mut budget = self.options.prefill_chunk.max(1);
+        let mut plan: Vec<(usize, usize, usize)> = Vec::new(); // (running index, from, to)
+        for (i, r) in self.running.iter().enumerate() {
+            if r.fed == r.job.prompt.len() {
+                plan.push((i, 0, 1));
+            }
+        }
+        for (i, r) in self.running.iter().enumerate() {
+            let left = r.job.prompt.len() - r.fed;
+            if left > 0 && budget > 0 {
+                let take = left.min(budget);
+                budget -= take;
+                plan.push((i, r.fed, r.fed + take));
+            }
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let mut order: Vec<usize> = plan.iter().map(|p| p.0).collect();
+        order.sort_unstable();
+        let mut chunks: Vec<Chunk<'_>> = Vec::with_capacity(plan.len());
+        let mut by_index: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
+        for &(i, from, to) in &plan {
+            let r = by_index[i].take().expect("one chunk per request");
+            let prefill = r.fed < r.job.prompt.len();
+            let Running { job, seq, last, .. } = r;
+            chunks.push(Chunk {
+                seq,
+                tokens: if prefill {
+                    &job.prompt[from..to]
+                } else {
+                    std::slice::from_ref(last)
+                },
+                every_logit: prefill && job.prompt_logprobs,
+            });
+        }
+        let result = self.model.forward(&mut self.pool, &mut chunks);
+        drop(chunks);
+        let logits = match result {
+            Ok(logits) => logits,
+            Err(e) => {
+                // A request the model refuses (an id past the vocabulary): it alone fails.
+                // Find the culprits by running each alone would cost steps; every request of
+                // this step is told instead, and their blocks go back.
+                let message = e.to_string();
+                tracing::error!(error = %message, "decoding step failed");
+                let mut indices: Vec<usize> = plan.iter().map(|p| p.0).collect();
+                indices.sort_unstable_by_key(|&i| std::cmp::Reverse(i));
+                for i in indices {
+                    send(&self.running[i].job.events, Event::Failed(message.clone()));
+                    self.finish(i, None);
+                }
+                return;
+            }
+        };
+        let vocab = self.model.config().vocab_size;
+        let mut finished: Vec<(usize, Option<Finish>)> = Vec::new();
+        let now = Instant::now();
+        for (&(i, from, to), rows) in plan.iter().zip(logits) {
+            let r = &mut self.running[i];
+            let prefill = r.fed < r.job.prompt.len();
+            let mut last_row = &rows[..];
+            if prefill {
+                if r.job.prompt_logprobs {
+                    let lp = prompt_logprobs(&rows, vocab, &r.job.prompt, from, to);
+                    if matches!(send(&r.job.events, Event::PromptLogprobs(lp)), Sent::Gone) {
+                        finished.push((i, None));
+                        continue;
+                    }
+                    last_row = &rows[rows.len() - vocab..];
+                }
+                r.fed = to;
+                if r.fed < r.job.prompt.len() {
+                    continue;
+                }
+                if r.job.max_new_tokens == 0 {
+                    finished.push((i, Some(Finish::Length)));
+                    continue;
+                }
+            }
+            let (token, logprob) = choose(
+                last_row.to_vec(),
+                r.tokens_seen.iter(),
+                &r.job.sampling,
+                &mut r.rng,
+            );
+            r.generated += 1;
+            r.last = token;
+            r.tokens_seen.push(token);
+            if r.generated == 1 {
+                self.metrics.ttft.observe(now - r.admitted);
+            } else {
+                self.metrics.itl.observe(now - r.last_event);
+            }
+            r.last_event = now;
+            self.metrics
+                .tokens_generated
+                .fetch_add(1, Ordering::Relaxed);
+            if matches!(
+                send(&r.job.events, Event::Token { id: token, logprob }),
+                Sent::Gone
+            ) {
+                finished.push((i, None));
+            } else if r.job.stop_tokens.contains(&token) {
+                finished.push((i, Some(Finish::Stop)));
+            } else if r.generated >= r.job.max_new_tokens
+                || r.seq.len() >= self.model.config().max_seq_len
+            {
+                finished.push((i, Some(Finish::Length)));
+            }
+        }
+        // Highest index first: swap_remove keeps the lower indices valid.
+        finished.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
+        for (i, finish) in finished {
+            self.finish(i, finish);
+        }
+    }
+}
+
+/// Log-probabilities of `prompt[from + 1..=to]` (those the rows predict) from rows of logits
+/// after `prompt[from..to]`; the last row predicts a generated token and gives none.
+fn prompt_logprobs(rows: &[f32], vocab: usize, prompt: &[u32], from: usize, to: usize) -> Vec<f32> {
+    rows.chunks(vocab)
+        .take(to - from)
+        .enumerate()
+        .map(|(j, row)| (row, from + j + 1))
+        .filter(|&(_, next)| next < prompt.len())
+        .map(|(row, next)| row[prompt[next] as usize] - log_sum_exp(row))
+        .collect()
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + row.iter().map(|&l| exp_le0(l - max)).sum::<f32>().ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_logprobs_skip_the_first_token_and_the_generated_one() {
+        // vocab 2, uniform rows: every log-probability is ln ½.
+        let rows = vec![0.0; 2 * 3];
+        let lp = prompt_logprobs(&rows, 2, &[1, 0, 1], 0, 3);
+        assert_eq!(lp.len(), 2);
+        assert!(lp.iter().all(|v| (v - 0.5f32.ln()).abs() < 1e-6));
+        // A chunk in the middle: rows after tokens 1..3 predict tokens 2 and 3.
+        let lp = prompt_logprobs(&rows[..4], 2, &[1, 0, 1, 1], 1, 3);
+        assert_eq!(lp.len(), 2);
+    }
+
+    #[test]
+    fn schedulers_parse() {
+        assert_eq!("static".parse(), Ok(Scheduler::Static));
+        assert!("fifo".parse::<Scheduler>().is_err());
+    }
+}

@@ -1,0 +1,325 @@
+//! An HTTP server for lmforge GPTs: Megatron-LM's `PUT /api` and OpenAI's `/v1/completions`
+//! (with server-sent events) over one scheduler that batches requests continuously, keeps
+//! their keys and values in a paged block pool, and pushes back (HTTP 429) when full.
+//!
+//! - [`Server`]: a checkpoint (f32 or quantized) and [`ServeOptions`] in, a running server out;
+//! - [`engine`]: the scheduler thread ([`engine::Engine`]): continuous or static batching,
+//!   chunked prefill, admission by KV blocks, cancellation of abandoned requests;
+//! - [`text::TextStream`]: tokens to streamed text with stop sequences;
+//! - routes: `PUT /api`, `POST /v1/completions`, `GET /v1/models`, `POST /tokenize`,
+//!   `POST /detokenize`, `GET /health`, `GET /ready`, `GET /metrics`, `GET /` (playground).
+//!
+//! ```no_run
+//! use lmforge_serve::{ServeOptions, Server};
+//!
+//! # async fn run() -> Result<(), lmforge_serve::Error> {
+//! let options = ServeOptions { checkpoint: "runs/default/train".into(), ..ServeOptions::default() };
+//! let server = Server::load(options)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await.map_err(lmforge_serve::Error::Io)?;
+//! // curl -X PUT localhost:5000/api -d '{"prompts":["Il était une fois"], "tokens_to_generate":50}'
+//! server.run(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod api;
+mod beam;
+pub mod engine;
+pub mod fields;
+pub mod metrics;
+pub mod text;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use lmforge_tokenizer::Tokenizer;
+
+use engine::Engine;
+pub use engine::{EngineOptions, Scheduler};
+use fields::ApiError;
+use metrics::Metrics;
+
+/// What can stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The checkpoint could not be loaded.
+    #[error("loading {path}: {message}")]
+    Load {
+        /// The checkpoint folder or file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A bad option.
+    #[error("{option}: {message}")]
+    Option {
+        /// The option.
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The socket failed.
+    #[error("server: {0}")]
+    Io(std::io::Error),
+}
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// An lmforge GPT checkpoint (quantized or not) with its `tokenizer.json`.
+    pub checkpoint: PathBuf,
+    /// tokenizer.json (default: the checkpoint's).
+    pub tokenizer: Option<PathBuf>,
+    /// The scheduler's limits.
+    pub engine: EngineOptions,
+    /// Bearer token every API request must carry (none: open).
+    pub api_key: Option<String>,
+    /// Longest a request may take before it is cancelled (HTTP 504).
+    pub request_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// The name `/v1/models` lists (default: the checkpoint folder's name).
+    pub model_name: Option<String>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint: PathBuf::new(),
+            tokenizer: None,
+            engine: EngineOptions::default(),
+            api_key: None,
+            request_timeout: Duration::from_secs(300),
+            max_body_bytes: 1 << 20,
+            model_name: None,
+        }
+    }
+}
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    engine: Engine,
+    tokenizer: Box<dyn Tokenizer>,
+    metrics: Arc<Metrics>,
+    model_name: String,
+    api_key: Option<String>,
+    timeout: Duration,
+    ready: AtomicBool,
+    next_id: AtomicU64,
+    started_unix: u64,
+    checkpoint: PathBuf,
+    beam_model: Mutex<Option<lmforge_model::Gpt>>,
+}
+
+/// A loaded model behind its scheduler, ready to serve.
+pub struct Server {
+    state: Arc<AppState>,
+    scheduler: std::thread::JoinHandle<()>,
+    max_body_bytes: usize,
+}
+
+impl Server {
+    /// Loads the checkpoint and tokenizer and starts the scheduler.
+    pub fn load(options: ServeOptions) -> Result<Server, Error> {
+        let e = &options.engine;
+        for (option, value) in [
+            ("--max-batch", e.max_batch),
+            ("--max-queue", e.max_queue),
+            ("--block-tokens", e.block_tokens),
+            ("--prefill-chunk", e.prefill_chunk),
+        ] {
+            if value == 0 {
+                return Err(Error::Option {
+                    option,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        let load = |path: &PathBuf, message: String| Error::Load {
+            path: path.clone(),
+            message,
+        };
+        let model = lmforge_quant::CpuGpt::load(&options.checkpoint)
+            .map_err(|e| load(&options.checkpoint, e.to_string()))?;
+        let tokenizer_path = options
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| options.checkpoint.join("tokenizer.json"));
+        let tokenizer = lmforge_dataset::open_tokenizer(&tokenizer_path)
+            .map_err(|e| load(&tokenizer_path, e.to_string()))?;
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(load(
+                &tokenizer_path,
+                format!(
+                    "the tokenizer has {} tokens, the model {}",
+                    tokenizer.vocab_size(),
+                    model.config().vocab_size
+                ),
+            ));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let block_bytes =
+            lmforge_quant::KvPool::new(model.config(), e.block_tokens, 1).block_bytes();
+        if options.engine.kv_cache_bytes < block_bytes {
+            return Err(Error::Option {
+                option: "--kv-cache-mb",
+                message: format!("holds no block of {block_bytes} bytes"),
+            });
+        }
+        let (engine, scheduler) = Engine::start(model, options.engine.clone(), metrics.clone());
+        let model_name = options.model_name.clone().unwrap_or_else(|| {
+            let c = options
+                .checkpoint
+                .canonicalize()
+                .unwrap_or(options.checkpoint.clone());
+            c.file_name()
+                .map_or("lmforge".into(), |n| n.to_string_lossy().into_owned())
+        });
+        let state = Arc::new(AppState {
+            engine,
+            tokenizer,
+            metrics,
+            model_name,
+            api_key: options.api_key.clone(),
+            timeout: options.request_timeout,
+            ready: AtomicBool::new(true),
+            next_id: AtomicU64::new(0),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            checkpoint: options.checkpoint.clone(),
+            beam_model: Mutex::new(None),
+        });
+        Ok(Server {
+            state,
+            scheduler,
+            max_body_bytes: options.max_body_bytes,
+        })
+    }
+
+    /// The longest prompt + generation a request may have.
+    pub fn context_limit(&self) -> usize {
+        self.state.engine.limit
+    }
+
+    /// The routes, for serving or for in-process tests.
+    pub fn router(&self) -> Router {
+        router(self.state.clone(), self.max_body_bytes)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops taking connections, lets
+    /// the requests in flight finish and stops the scheduler.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let state = self.state.clone();
+        let app = self.router();
+        let draining = state.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.ready.store(false, Ordering::Relaxed);
+                tracing::info!("shutting down: finishing the requests in flight");
+            })
+            .await
+            .map_err(Error::Io)?;
+        drop(state);
+        drop(self.state);
+        // The last handle to the scheduler is gone: it finishes its work and returns.
+        let _ = tokio::task::spawn_blocking(move || self.scheduler.join()).await;
+        Ok(())
+    }
+}
+
+fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    let api = Router::new()
+        .route("/api", put(api::megatron))
+        .route("/v1/completions", post(api::completions))
+        .route("/v1/models", get(api::models))
+        .route("/tokenize", post(api::tokenize))
+        .route("/detokenize", post(api::detokenize))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .merge(api)
+        .route("/", get(api::playground))
+        .route("/health", get(api::health))
+        .route("/ready", get(api::ready))
+        .route("/metrics", get(api::metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Bearer-token check (constant time in the key's length).
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.api_key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same = given.len() == key.len()
+            && given
+                .bytes()
+                .zip(key.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if !same {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid `Authorization: Bearer` key is required",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// A request id, a log line and a count per response; `Retry-After` on 429.
+async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().clone();
+    let start = Instant::now();
+    let span = tracing::info_span!("request", id, %method, route = %route);
+    let _entered = span.enter();
+    drop(_entered);
+    let mut response = next.run(request).await;
+    let status = response.status();
+    state.metrics.count_response(&route, status.as_u16());
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("req-{id}")) {
+        headers.insert("x-request-id", v);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            ms = api::elapsed_ms(start),
+            "response"
+        )
+    });
+    response
+}

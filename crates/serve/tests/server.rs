@@ -1,0 +1,321 @@
+//! The server on a random tiny GPT over loopback: both APIs, streaming, batching invariance,
+//! disconnects and bad requests.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use burn::tensor::Device;
+use lmforge_bpe::BpeTrainer;
+use lmforge_model::{GptConfig, save_gpt};
+use lmforge_serve::{EngineOptions, ServeOptions, Server};
+
+fn checkpoint(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lmforge-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut trainer = BpeTrainer::builder()
+        .vocab_size(300)
+        .min_frequency(1)
+        .special_tokens(["<|endoftext|>"])
+        .build()
+        .unwrap();
+    trainer.feed(&["Il était une fois une tortue.", "Érase una vez un gato."]);
+    let (bpe, _) = trainer.train().unwrap();
+    let config = GptConfig {
+        n_layer: 2,
+        d_model: 32,
+        max_seq_len: 96,
+        ..GptConfig::tiny(bpe.vocab_size())
+    };
+    save_gpt(&config.init(&Device::flex(), 3).unwrap(), &dir).unwrap();
+    bpe.save(dir.join("tokenizer.json")).unwrap();
+    dir
+}
+
+/// Starts a server on a free port; returns its address.
+fn start(name: &str, engine: EngineOptions, api_key: Option<&str>) -> SocketAddr {
+    let options = ServeOptions {
+        checkpoint: checkpoint(name),
+        engine,
+        api_key: api_key.map(str::to_string),
+        ..ServeOptions::default()
+    };
+    let server = Server::load(options).unwrap();
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            server.run(listener, std::future::pending()).await.unwrap();
+        });
+    });
+    addr
+}
+
+/// One HTTP/1.1 request with `Connection: close`; status and de-chunked body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer() {
+    let addr = start(
+        "batch",
+        EngineOptions {
+            max_batch: 8,
+            prefill_chunk: 7,
+            ..EngineOptions::default()
+        },
+        None,
+    );
+    let ask = r#"{"prompt": "Il était une fois", "max_tokens": 20, "temperature": 0}"#;
+    let (status, _, alone) = http(addr, "POST", "/v1/completions", ask, "");
+    assert_eq!(status, 200, "{alone}");
+    let alone = json(&alone)["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same request among seven others with longer prompts, sampled, joining and leaving.
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = if i % 2 == 0 {
+                    ask.to_string()
+                } else {
+                    format!(r#"{{"prompt": "Érase una vez {i} un gato y una tortue", "max_tokens": {}, "temperature": 1.0, "seed": {i}}}"#, 5 + 7 * i)
+                };
+                http(addr, "POST", "/v1/completions", &body, "")
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let (status, _, body) = h.join().unwrap();
+        assert_eq!(status, 200, "{body}");
+        if i % 2 == 0 {
+            assert_eq!(json(&body)["choices"][0]["text"].as_str().unwrap(), alone);
+        }
+    }
+    // Megatron's request, unchanged from the seed's curl command.
+    let (status, _, body) = http(
+        addr,
+        "PUT",
+        "/api",
+        r#"{"prompts":["Il était une fois une tortue qui vivait dans "], "tokens_to_generate":10, "logprobs": true}"#,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert!(
+        v["text"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Il était une fois une tortue qui vivait dans ")
+    );
+    let segments = v["segments"][0].as_array().unwrap().len();
+    assert_eq!(v["logprobs"][0].as_array().unwrap().len(), segments - 1);
+    // Streaming ends with [DONE] and carries the anti-buffering headers.
+    let (status, head, body) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": "Il était", "max_tokens": 8, "temperature": 0, "stream": true}"#,
+        "",
+    );
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("cache-control: no-cache") && head.contains("x-accel-buffering: no"));
+    assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+    let streamed: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| json(d)["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    let (_, _, whole) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": "Il était", "max_tokens": 8, "temperature": 0}"#,
+        "",
+    );
+    assert_eq!(
+        streamed,
+        json(&whole)["choices"][0]["text"].as_str().unwrap()
+    );
+    let (_, _, tokens) = http(addr, "POST", "/tokenize", r#"{"prompt": "une tortue"}"#, "");
+    let ids = json(&tokens)["tokens"].clone();
+    let (_, _, text) = http(
+        addr,
+        "POST",
+        "/detokenize",
+        &format!(r#"{{"tokens": {ids}}}"#),
+        "",
+    );
+    assert_eq!(json(&text)["prompt"], "une tortue");
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, _, text) = http(addr, "GET", "/metrics", "", "");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+#[test]
+fn disconnected_clients_free_their_blocks() {
+    let addr = start(
+        "disconnect",
+        EngineOptions {
+            max_batch: 4,
+            ..EngineOptions::default()
+        },
+        None,
+    );
+    for i in 0..40 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let body = format!(
+            r#"{{"prompt": "Il était une fois {i}", "max_tokens": 60, "stream": {}}}"#,
+            i % 2 == 0
+        );
+        write!(s, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut first = [0u8; 64];
+        if i % 2 == 0 {
+            let _ = s.read(&mut first);
+        }
+        drop(s);
+    }
+    let mut used = f64::NAN;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        used = metric(addr, "lmforge_kv_blocks_used ");
+        if used == 0.0 && metric(addr, "lmforge_running_sequences ") == 0.0 {
+            break;
+        }
+    }
+    assert_eq!(used, 0.0);
+    assert!(metric(addr, "lmforge_generations_cancelled_total ") > 0.0);
+}
+
+#[test]
+fn bad_requests_are_4xx_json_naming_the_field() {
+    let addr = start(
+        "bad",
+        EngineOptions {
+            max_queue: 1,
+            ..EngineOptions::default()
+        },
+        Some("sesame"),
+    );
+    let key = "Authorization: Bearer sesame\r\n";
+    assert_eq!(http(addr, "PUT", "/api", r#"{"prompts":["a"]}"#, "").0, 401);
+    assert_eq!(
+        http(
+            addr,
+            "PUT",
+            "/api",
+            r#"{"prompts":["a"]}"#,
+            "Authorization: Bearer nope\r\n"
+        )
+        .0,
+        401
+    );
+    assert_eq!(http(addr, "GET", "/health", "", "").0, 200);
+    for (path, body, field) in [
+        (
+            "/api",
+            r#"{"prompts":["a"], "temperature": 0}"#,
+            "temperature",
+        ),
+        (
+            "/api",
+            r#"{"prompts":["a"], "top_k": 5, "top_p": 0.5}"#,
+            "top_p",
+        ),
+        ("/api", r#"{"prompts":[]}"#, "prompts"),
+        (
+            "/api",
+            r#"{"prompts":["a"], "tokens_to_generate": -3}"#,
+            "tokens_to_generate",
+        ),
+        (
+            "/api",
+            r#"{"prompts":["a", "b"], "beam_width": 2}"#,
+            "beam_width",
+        ),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "max_tokens": 5000}"#,
+            "max_tokens",
+        ),
+        ("/v1/completions", r#"{"prompt": 3}"#, "prompt"),
+        (
+            "/v1/completions",
+            r#"{"prompt": "a", "top_p": "high"}"#,
+            "top_p",
+        ),
+        ("/detokenize", r#"{"tokens": [1, 99999]}"#, "tokens"),
+    ] {
+        let (status, _, body) = http(
+            addr,
+            if path == "/api" { "PUT" } else { "POST" },
+            path,
+            body,
+            key,
+        );
+        assert_eq!(status, 400, "{path} {body}");
+        assert_eq!(json(&body)["error"]["param"], field, "{body}");
+    }
+    let (status, _, body) = http(addr, "POST", "/v1/completions", "{not json", key);
+    assert_eq!(status, 400);
+    assert!(body.contains("not valid JSON"));
+    let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(2 << 20));
+    assert_eq!(http(addr, "POST", "/v1/completions", &big, key).0, 413);
+}
