@@ -12,6 +12,7 @@
 //! lmforge model import --from hf/gpt2 --output ckpt/gpt2
 //! lmforge generate --checkpoint ckpt/gpt2 --prompt "Il était une fois" --tokens 50 --temperature 0.8 --top-p 0.9
 //! lmforge quantize --checkpoint runs/default/train --scheme q4_0 --output ckpt/q4_0 --data-path data/corpus_text_document
+//! lmforge serve --checkpoint runs/default/train --port 5000 --kv-cache-mb 256
 //! lmforge model embed --checkpoint all-MiniLM-L6-v2 --input sentences.txt
 //! ```
 //!
@@ -27,6 +28,7 @@ mod lines;
 mod model;
 mod output;
 mod quant;
+mod serve;
 mod train;
 mod training;
 mod wordpiece;
@@ -83,6 +85,9 @@ enum Command {
     /// Quantize a GPT checkpoint's weights (int8, int8-tensor, q8_0, q4_0), reporting size,
     /// error, perplexity and decoding speed before and after.
     Quantize(quant::Args),
+    /// Serve a GPT over HTTP: Megatron's PUT /api and OpenAI's /v1/completions, continuous
+    /// batching over a paged KV cache.
+    Serve(serve::Args),
     /// Fine-tune a pretrained model on a labelled task.
     #[command(subcommand)]
     Finetune(train::FinetuneCommand),
@@ -101,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(command) => train::run_train(*command),
         Command::Eval(args) => train::run_eval(&args),
         Command::Quantize(args) => quant::run(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::Finetune(command) => train::run_finetune(command),
     }
 }

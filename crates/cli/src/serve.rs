@@ -1,0 +1,103 @@
+//! `lmforge serve`: the HTTP server of lmforge-serve on a checkpoint.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lmforge_serve::{EngineOptions, Scheduler, ServeOptions, Server};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// An lmforge GPT checkpoint (quantized or not) with its tokenizer.json.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// tokenizer.json (default: the checkpoint's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// Sequences decoded together at most.
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Requests waiting at most; more get HTTP 429.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Memory of the paged KV cache, MiB.
+    #[arg(long, default_value_t = 256)]
+    kv_cache_mb: usize,
+    /// Prompt tokens prefilled per step at most.
+    #[arg(long, default_value_t = 256)]
+    prefill_chunk: usize,
+    /// continuous (requests join and leave between steps) or static (a batch runs to its end).
+    #[arg(long, default_value = "continuous")]
+    scheduler: Scheduler,
+    /// A file holding the Bearer key API requests must carry.
+    #[arg(long)]
+    api_key_file: Option<PathBuf>,
+    /// Seconds a request may take before it is cancelled.
+    #[arg(long, default_value_t = 300)]
+    request_timeout_s: u64,
+    /// Only the CPU engine serves: flex.
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.device != "flex" && args.device != "auto" {
+        anyhow::bail!(
+            "--device {}: the server's engine runs on the CPU (flex); GPU serving is not built yet",
+            args.device
+        );
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let api_key = match &args.api_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--api-key-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let options = ServeOptions {
+        checkpoint: args.checkpoint.clone(),
+        tokenizer: args.tokenizer.clone(),
+        engine: EngineOptions {
+            max_batch: args.max_batch,
+            max_queue: args.max_queue,
+            kv_cache_bytes: args.kv_cache_mb << 20,
+            prefill_chunk: args.prefill_chunk,
+            scheduler: args.scheduler,
+            ..EngineOptions::default()
+        },
+        api_key,
+        request_timeout: Duration::from_secs(args.request_timeout_s),
+        ..ServeOptions::default()
+    };
+    let server = Server::load(options)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let address = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        eprintln!(
+            "serving {} on http://{address} (context {}); try:\n  curl -X PUT {address}/api -H 'Content-Type: application/json' -d '{{\"prompts\":[\"Il était une fois\"], \"tokens_to_generate\":50}}'",
+            args.checkpoint.display(),
+            server.context_limit()
+        );
+        server
+            .run(listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}
