@@ -237,7 +237,7 @@ fn host_rows(logits: Tensor<2>, rows: usize) -> Vec<Vec<f32>> {
 /// `log Σ exp(logits)`, the normaliser of one row's log-softmax. Once per generated token over
 /// the whole vocabulary, so the exponential is [`exp_le0`] (vectorised) rather than libm's,
 /// which was a tenth of a small model's decoding time.
-fn log_sum_exp(logits: &[f32]) -> f32 {
+pub fn log_sum_exp(logits: &[f32]) -> f32 {
     // Sixteen running maxima: a single `fold(f32::max)` is a chain LLVM will not reorder.
     let mut maxima = [f32::NEG_INFINITY; 16];
     let (chunks, tail) = logits.as_chunks::<16>();

@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use lmforge_model::generate::{Finish, Sampling, choose, exp_le0};
+use lmforge_model::generate::{Finish, Sampling, choose, log_sum_exp};
 use lmforge_quant::{Chunk, CpuGpt, KvPool, SeqKv};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
@@ -221,14 +221,14 @@ struct Running {
     seq: SeqKv,
     /// Prompt tokens already in the cache.
     fed: usize,
-    generated: usize,
+    /// Tokens chosen so far.
+    generated: Vec<u32>,
     /// The token chosen last, fed at the next step.
     last: u32,
     rng: ChaCha8Rng,
     reserved: usize,
-    admitted: Instant,
+    queued_at: Instant,
     last_event: Instant,
-    tokens_seen: Vec<u32>,
 }
 
 struct Loop {
@@ -345,14 +345,13 @@ impl Loop {
             self.metrics.queue_time.observe(now - queued_at);
             self.running.push(Running {
                 rng: ChaCha8Rng::seed_from_u64(job.sampling.seed),
-                tokens_seen: job.prompt.clone(),
                 job,
                 seq: SeqKv::new(),
                 fed: 0,
-                generated: 0,
+                generated: Vec::new(),
                 last: 0,
                 reserved: need,
-                admitted: queued_at,
+                queued_at,
                 last_event: now,
             });
         }
@@ -367,7 +366,7 @@ impl Loop {
             Some(f) => {
                 send(&r.job.events, Event::Done(f));
                 self.metrics.completed.fetch_add(1, Ordering::Relaxed);
-                self.metrics.e2e.observe(r.admitted.elapsed());
+                self.metrics.e2e.observe(r.queued_at.elapsed());
             }
             None => {
                 self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -395,8 +394,6 @@ impl Loop {
         if plan.is_empty() {
             return;
         }
-        let mut order: Vec<usize> = plan.iter().map(|p| p.0).collect();
-        order.sort_unstable();
         let mut chunks: Vec<Chunk<'_>> = Vec::with_capacity(plan.len());
         let mut by_index: Vec<Option<&mut Running>> = self.running.iter_mut().map(Some).collect();
         for &(i, from, to) in &plan {
@@ -459,15 +456,14 @@ impl Loop {
             }
             let (token, logprob) = choose(
                 last_row.to_vec(),
-                r.tokens_seen.iter(),
+                r.job.prompt.iter().chain(&r.generated),
                 &r.job.sampling,
                 &mut r.rng,
             );
-            r.generated += 1;
             r.last = token;
-            r.tokens_seen.push(token);
-            if r.generated == 1 {
-                self.metrics.ttft.observe(now - r.admitted);
+            r.generated.push(token);
+            if r.generated.len() == 1 {
+                self.metrics.ttft.observe(now - r.queued_at);
             } else {
                 self.metrics.itl.observe(now - r.last_event);
             }
@@ -482,7 +478,7 @@ impl Loop {
                 finished.push((i, None));
             } else if r.job.stop_tokens.contains(&token) {
                 finished.push((i, Some(Finish::Stop)));
-            } else if r.generated >= r.job.max_new_tokens
+            } else if r.generated.len() >= r.job.max_new_tokens
                 || r.seq.len() >= self.model.config().max_seq_len
             {
                 finished.push((i, Some(Finish::Length)));
@@ -506,11 +502,6 @@ fn prompt_logprobs(rows: &[f32], vocab: usize, prompt: &[u32], from: usize, to: 
         .filter(|&(_, next)| next < prompt.len())
         .map(|(row, next)| row[prompt[next] as usize] - log_sum_exp(row))
         .collect()
-}
-
-fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + row.iter().map(|&l| exp_le0(l - max)).sum::<f32>().ln()
 }
 
 #[cfg(test)]

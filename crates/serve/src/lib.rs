@@ -302,8 +302,6 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
     let method = request.method().clone();
     let start = Instant::now();
     let span = tracing::info_span!("request", id, %method, route = %route);
-    let _entered = span.enter();
-    drop(_entered);
     let mut response = next.run(request).await;
     let status = response.status();
     state.metrics.count_response(&route, status.as_u16());

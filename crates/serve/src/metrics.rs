@@ -69,7 +69,7 @@ pub struct Metrics {
     pub completed: AtomicUsize,
     /// Generations ended because the client left or stopped reading.
     pub cancelled: AtomicUsize,
-    /// Request admitted → first token.
+    /// Request queued → first token.
     pub ttft: Histogram,
     /// Between two tokens of one request.
     pub itl: Histogram,
@@ -163,7 +163,7 @@ impl Metrics {
         self.ttft.write(
             &mut out,
             "lmforge_time_to_first_token_seconds",
-            "Admission to first token.",
+            "Queued to first token.",
         );
         self.itl.write(
             &mut out,
