@@ -14,14 +14,20 @@ pub fn kernels(c: &mut Criterion) {
     let mut group = c.benchmark_group("quant");
     group.sample_size(30);
     group.throughput(Throughput::Elements((rows * cols) as u64));
-    let dense = Matrix::F32 {
-        rows,
-        cols,
-        values: values.clone(),
-    };
+    let dense = Matrix::f32(rows, cols, &values);
     group.bench_function("matvec-f32-32000x128", |b| {
         b.iter(|| kernel::matmul(&dense, &x))
     });
+    // A batched decoding step's head: eight and 32 inputs (throughput still per weight, so
+    // the figure compares with the matrix-vector product's per input).
+    for n in [8, 32] {
+        let xs: Vec<f32> = (0..n * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        group.throughput(Throughput::Elements((n * rows * cols) as u64));
+        group.bench_function(format!("matmul-f32-32000x128-batch{n}"), |b| {
+            b.iter(|| kernel::matmul(&dense, &xs))
+        });
+    }
+    group.throughput(Throughput::Elements((rows * cols) as u64));
     for scheme in Scheme::ALL {
         let q = Matrix::Quantized(QMatrix::quantize("head", &values, rows, cols, scheme).unwrap());
         group.bench_function(format!("matvec-{scheme}-32000x128"), |b| {

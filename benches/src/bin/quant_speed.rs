@@ -2,13 +2,16 @@
 //! engine (and burn's flex model for reference):
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin quant-speed -- [CHECKPOINT] [--preset tiny|gpt2-small] [--tokens N] [--profile SCHEME|f32]
+//! cargo run --release -p lmforge-benches --bin quant-speed -- [CHECKPOINT] [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--profile SCHEME|f32] [--save DIR]
 //! ```
 //!
 //! Without a checkpoint the model is a seeded random one of the preset (vocabulary 32,000 for
 //! tiny): speed does not depend on what the weights have learned. Prints one line per scheme:
 //! the head's matrix-vector product alone, a decoding step at position 64, and greedy
 //! generation tokens/s (prefill included); ten rounds over the schemes, best of each.
+//! `--save DIR` writes the (random) model as a checkpoint instead and exits: with a
+//! tokenizer.json of `--vocab` ids beside it, `lmforge serve` serves it, which is how the
+//! serving benchmark gets a model of gpt2-small's shape (docs/benchmarks.md, "Serving").
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -49,13 +52,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = match &checkpoint {
         Some(dir) => lmforge_quant::load_gpt(dir, &device)?,
         None => {
-            let config = match preset.as_str() {
+            let mut config = match preset.as_str() {
                 "gpt2-small" => GptConfig::gpt2_small(),
                 _ => GptConfig::tiny(32_000),
             };
+            if let Some(vocab) = flag("--vocab") {
+                config.vocab_size = vocab.parse()?;
+            }
             config.init(&device, 0)?
         }
     };
+    if let Some(dir) = flag("--save") {
+        lmforge_model::save_gpt(&model, &PathBuf::from(&dir))?;
+        println!("saved to {dir}");
+        return Ok(());
+    }
     let config = model.config().clone();
     println!(
         "model: {} layers × {} wide, vocabulary {}, {} threads",
@@ -118,11 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|(name, _)| -> Result<Matrix, Box<dyn std::error::Error>> {
             Ok(match name.as_str() {
-                "f32" => Matrix::F32 {
-                    rows: config.vocab_size,
-                    cols: d,
-                    values: wte.clone(),
-                },
+                "f32" => Matrix::f32(config.vocab_size, d, &wte),
                 scheme => Matrix::Quantized(QMatrix::quantize(
                     "wte",
                     &wte,

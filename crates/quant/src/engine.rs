@@ -190,17 +190,9 @@ impl Take<'_> {
             Some(Stored::F32 { shape, values }) if shape.len() == 2 => {
                 let [a, b] = [shape[0], shape[1]];
                 if !transposed {
-                    return Ok(Matrix::F32 {
-                        rows: a,
-                        cols: b,
-                        values,
-                    });
+                    return Ok(Matrix::f32(a, b, &values));
                 }
-                Ok(Matrix::F32 {
-                    rows: b,
-                    cols: a,
-                    values: transpose(&values, a, b),
-                })
+                Ok(Matrix::f32(b, a, &transpose(&values, a, b)))
             }
             Some(Stored::Quantized(q, layout)) if layout.transposed == transposed => {
                 Ok(Matrix::Quantized(q))
@@ -522,7 +514,7 @@ impl CpuGpt {
                 for (j, kr) in keys.chunks(d).enumerate() {
                     let k = start + j;
                     let kh = &kr[h * hd..(h + 1) * hd];
-                    let mut score = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    let mut score = dot_lanes(qh, kh) * scale;
                     if c.positions == Positions::Alibi {
                         score += self.slopes[h] * (k as f32 - pos as f32);
                     }
@@ -535,17 +527,40 @@ impl CpuGpt {
                 *s = exp_le0(*s - max);
                 sum += *s;
             }
+            let inverse = sum.recip();
             let oh = &mut out[h * hd..(h + 1) * hd];
             oh.iter_mut().for_each(|v| *v = 0.0);
             for (start, values) in pool.runs(seq, layer, true, pos + 1) {
                 for (j, vr) in values.chunks(d).enumerate() {
-                    let p = scores[start + j];
+                    let p = scores[start + j] * inverse;
                     let vh = &vr[h * hd..(h + 1) * hd];
-                    oh.iter_mut().zip(vh).for_each(|(o, v)| *o += p / sum * v);
+                    oh.iter_mut().zip(vh).for_each(|(o, v)| *o += p * v);
                 }
             }
         }
     }
+}
+
+/// `Σ a·b` in eight independent lanes: a left-to-right sum is a chain of dependent adds that
+/// LLVM may not reorder, and attention's query-key products were a quarter of a batched step.
+/// (No `mul_add`: outside pulp's dispatch the build targets CPUs without FMA, where it is a
+/// libm call.)
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ac, at) = a.as_chunks::<8>();
+    let (bc, bt) = b.as_chunks::<8>();
+    for (x, y) in ac.iter().zip(bc) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    let tail: f32 = at.iter().zip(bt).map(|(x, y)| x * y).sum();
+    (lanes[0] + lanes[4])
+        + (lanes[1] + lanes[5])
+        + (lanes[2] + lanes[6])
+        + (lanes[3] + lanes[7])
+        + tail
 }
 
 /// GPT-2's tanh approximation of GELU (burn's `gelu_approximate`), with `tanh` from the

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::matrix::{Matrix, QMatrix};
+use crate::matrix::{Matrix, PANEL, QMatrix};
 use crate::scheme::{BLOCK, Scheme};
 
 const LANES: usize = 32;
@@ -26,19 +26,6 @@ const PARALLEL_WEIGHTS: usize = 1 << 18;
 #[inline(always)]
 fn sum_lanes(acc: [f32; LANES]) -> f32 {
     acc.iter().sum()
-}
-
-#[inline(always)]
-fn dot_f32(x: &[f32], w: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (xc, xt) = x.as_chunks::<LANES>();
-    let (wc, wt) = w.as_chunks::<LANES>();
-    for (xs, ws) in xc.iter().zip(wc) {
-        for k in 0..LANES {
-            acc[k] = xs[k].mul_add(ws[k], acc[k]);
-        }
-    }
-    sum_lanes(acc) + xt.iter().zip(wt).map(|(a, b)| a * b).sum::<f32>()
 }
 
 /// `Σ x·code` over one row of i8 codes (the per-row scale is applied by the caller).
@@ -121,8 +108,15 @@ fn dot4_i16_i8(x: &[i16], codes: &[u8], cols: usize) -> [f32; 4] {
 /// Outputs `row..row + 4` of `w` for input `b` into `out[0]`, `out[n]`, `out[2n]`, `out[3n]`,
 /// where a four-row kernel exists; `false` where not.
 #[inline(always)]
-fn rows4(w: &Matrix, row: usize, a: &Activations<'_>, b: usize, n: usize, out: &mut [f32]) -> bool {
-    let (Matrix::Quantized(q), Some((values, scales))) = (w, &a.wide) else {
+fn rows4(
+    q: &QMatrix,
+    row: usize,
+    a: &Activations<'_>,
+    b: usize,
+    n: usize,
+    out: &mut [f32],
+) -> bool {
+    let Some((values, scales)) = &a.wide else {
         return false;
     };
     let cols = q.cols;
@@ -202,15 +196,9 @@ struct Activations<'a> {
 }
 
 impl<'a> Activations<'a> {
-    fn new(w: &Matrix, x: &'a [f32]) -> Self {
-        let int8 = matches!(
-            w,
-            Matrix::Quantized(QMatrix {
-                scheme: Scheme::Int8 | Scheme::Int8Tensor,
-                ..
-            })
-        );
-        let cols = w.cols().max(1);
+    fn new(w: &QMatrix, x: &'a [f32]) -> Self {
+        let int8 = matches!(w.scheme, Scheme::Int8 | Scheme::Int8Tensor);
+        let cols = w.cols.max(1);
         let wide = (int8 && cols <= SHORT_ROW && x.iter().all(|v| v.is_finite())).then(|| {
             let mut values = Vec::with_capacity(x.len());
             let mut scales = Vec::with_capacity(x.len() / cols);
@@ -229,23 +217,20 @@ impl<'a> Activations<'a> {
 
 /// Output `row` of `w` for input `b` of `a`.
 #[inline(always)]
-fn row_dot(w: &Matrix, row: usize, a: &Activations<'_>, b: usize) -> f32 {
-    let cols = w.cols();
+fn row_dot(q: &QMatrix, row: usize, a: &Activations<'_>, b: usize) -> f32 {
+    let cols = q.cols;
     let x = &a.x[b * cols..(b + 1) * cols];
-    match w {
-        Matrix::F32 { values, .. } => dot_f32(x, &values[row * cols..(row + 1) * cols]),
-        Matrix::Quantized(q) => match &a.wide {
-            Some((values, scales)) => {
-                let codes = &q.codes[row * cols..(row + 1) * cols];
-                let w_scale = if q.scheme == Scheme::Int8 {
-                    q.scales[row]
-                } else {
-                    q.scales[0]
-                };
-                w_scale * scales[b] * dot_i16_i8(&values[b * cols..(b + 1) * cols], codes)
-            }
-            None => quantized_row_dot(q, row, x),
-        },
+    match &a.wide {
+        Some((values, scales)) => {
+            let codes = &q.codes[row * cols..(row + 1) * cols];
+            let w_scale = if q.scheme == Scheme::Int8 {
+                q.scales[row]
+            } else {
+                q.scales[0]
+            };
+            w_scale * scales[b] * dot_i16_i8(&values[b * cols..(b + 1) * cols], codes)
+        }
+        None => quantized_row_dot(q, row, x),
     }
 }
 
@@ -265,7 +250,7 @@ fn quantized_row_dot(q: &QMatrix, row: usize, x: &[f32]) -> f32 {
 /// Rows `first..first + out.len() / n` of `y` for every one of the `n` inputs, written
 /// `[row][input]` so that each weight row is read once for the whole batch.
 struct Rows<'a> {
-    w: &'a Matrix,
+    w: &'a QMatrix,
     x: &'a Activations<'a>,
     n: usize,
     first: usize,
@@ -300,7 +285,7 @@ impl pulp::WithSimd for Rows<'_> {
     }
 }
 
-fn rows_into(w: &Matrix, x: &Activations<'_>, n: usize, first: usize, out: &mut [f32]) {
+fn rows_into(w: &QMatrix, x: &Activations<'_>, n: usize, first: usize, out: &mut [f32]) {
     pulp::Arch::new().dispatch(Rows {
         w,
         x,
@@ -315,6 +300,10 @@ fn rows_into(w: &Matrix, x: &Activations<'_>, n: usize, first: usize, out: &mut 
 pub fn matmul(w: &Matrix, x: &[f32]) -> Vec<f32> {
     let (rows, cols) = (w.rows(), w.cols());
     let n = x.len() / cols.max(1);
+    let w = match w {
+        Matrix::F32 { panels, .. } => return panels_matmul(rows, cols, panels, x, n),
+        Matrix::Quantized(q) => q,
+    };
     let x = &Activations::new(w, x);
     let mut by_row = vec![0f32; rows * n];
     if rows * cols < PARALLEL_WEIGHTS {
@@ -337,6 +326,159 @@ pub fn matmul(w: &Matrix, x: &[f32]) -> Vec<f32> {
     for (r, values) in by_row.chunks(n).enumerate() {
         for (b, &v) in values.iter().enumerate() {
             y[b * rows + r] = v;
+        }
+    }
+    y
+}
+
+/// `acc[i] += v · column[i]`: one input value times one panel column, fused.
+#[inline(always)]
+fn fma_column(acc: &mut [f32; PANEL], v: f32, column: &[f32; PANEL]) {
+    for i in 0..PANEL {
+        acc[i] = v.mul_add(column[i], acc[i]);
+    }
+}
+
+// The two tiles below compute every output as the same sequence of fused multiply-adds over
+// the columns in order, so a request's logits are bit for bit the same alone or in a batch:
+// greedy batching invariance rests on it. Each keeps eight independent accumulators (one
+// AVX-512 register each), which hides the multiply-add latency, in separate variables: LLVM
+// kept an array of them on the stack. No horizontal sums: a panel column is a vector of
+// outputs.
+
+/// One panel × eight inputs (`xt`: the inputs column by column): each loaded column serves
+/// eight inputs, which is what makes a batched step cheaper per token than a single one.
+#[inline(always)]
+fn tile_1x8(panel: &[[f32; PANEL]], xt: &[[f32; 8]]) -> [[f32; PANEL]; 8] {
+    let [
+        mut a0,
+        mut a1,
+        mut a2,
+        mut a3,
+        mut a4,
+        mut a5,
+        mut a6,
+        mut a7,
+    ] = [[0f32; PANEL]; 8];
+    for (column, v) in panel.iter().zip(xt) {
+        fma_column(&mut a0, v[0], column);
+        fma_column(&mut a1, v[1], column);
+        fma_column(&mut a2, v[2], column);
+        fma_column(&mut a3, v[3], column);
+        fma_column(&mut a4, v[4], column);
+        fma_column(&mut a5, v[5], column);
+        fma_column(&mut a6, v[6], column);
+        fma_column(&mut a7, v[7], column);
+    }
+    [a0, a1, a2, a3, a4, a5, a6, a7]
+}
+
+/// Four panels × one input.
+#[inline(always)]
+fn tile_4x1(panels: [&[[f32; PANEL]]; 4], x: &[f32]) -> [[f32; PANEL]; 4] {
+    let [mut a0, mut a1, mut a2, mut a3] = [[0f32; PANEL]; 4];
+    let columns = panels[0]
+        .iter()
+        .zip(panels[1])
+        .zip(panels[2])
+        .zip(panels[3]);
+    for ((((c0, c1), c2), c3), &v) in columns.zip(x) {
+        fma_column(&mut a0, v, c0);
+        fma_column(&mut a1, v, c1);
+        fma_column(&mut a2, v, c2);
+        fma_column(&mut a3, v, c3);
+    }
+    [a0, a1, a2, a3]
+}
+
+/// One panel × one input (the last panels of a sweep).
+#[inline(always)]
+fn tile_1x1(panel: &[[f32; PANEL]], x: &[f32]) -> [f32; PANEL] {
+    let mut acc = [0f32; PANEL];
+    for (column, &v) in panel.iter().zip(x) {
+        fma_column(&mut acc, v, column);
+    }
+    acc
+}
+
+/// Every panel of `w` (those `out` has room for) times the inputs: eight at a time, then one
+/// at a time against four panels at a time.
+#[inline(always)]
+fn panel_sweep(w: &[f32], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
+    let count = out.len() / (n * PANEL);
+    let panel = |p: usize| w[p * cols * PANEL..(p + 1) * cols * PANEL].as_chunks().0;
+    let mut b0 = 0;
+    while b0 + 8 <= n {
+        // The eight inputs column by column: one contiguous load per column.
+        let xt: Vec<[f32; 8]> = (0..cols)
+            .map(|c| std::array::from_fn(|b| x[(b0 + b) * cols + c]))
+            .collect();
+        for p in 0..count {
+            for (b, values) in tile_1x8(panel(p), &xt).iter().enumerate() {
+                out[(p * n + b0 + b) * PANEL..][..PANEL].copy_from_slice(values);
+            }
+        }
+        b0 += 8;
+    }
+    for b in b0..n {
+        let x = &x[b * cols..(b + 1) * cols];
+        let mut p = 0;
+        while p + 4 <= count {
+            let tiles = tile_4x1(std::array::from_fn(|r| panel(p + r)), x);
+            for (r, values) in tiles.iter().enumerate() {
+                out[((p + r) * n + b) * PANEL..][..PANEL].copy_from_slice(values);
+            }
+            p += 4;
+        }
+        for p in p..count {
+            out[(p * n + b) * PANEL..][..PANEL].copy_from_slice(&tile_1x1(panel(p), x));
+        }
+    }
+}
+
+/// Panels of `w` (as many as `out` has room for) times all `n` inputs, into `out` laid out
+/// `[panel][input][PANEL]`.
+struct Panels<'a> {
+    w: &'a [f32],
+    cols: usize,
+    x: &'a [f32],
+    n: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Panels<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Panels { w, cols, x, n, out } = self;
+        panel_sweep(w, cols, x, n, out);
+    }
+}
+
+fn panels_matmul(rows: usize, cols: usize, panels: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+    let count = rows.div_ceil(PANEL);
+    let mut by_panel = vec![0f32; count * n * PANEL];
+    let run = |first: usize, out: &mut [f32]| {
+        let w = &panels[first * cols * PANEL..];
+        pulp::Arch::new().dispatch(Panels { w, cols, x, n, out });
+    };
+    if rows * cols < PARALLEL_WEIGHTS || n == 0 {
+        run(0, &mut by_panel);
+    } else {
+        // Four chunks per thread keep the threads busy to the end.
+        let chunk = count.div_ceil(rayon::current_num_threads() * 4).max(1);
+        by_panel
+            .par_chunks_mut(chunk * n * PANEL)
+            .enumerate()
+            .for_each(|(i, out)| run(i * chunk, out));
+    }
+    let mut y = vec![0f32; rows * n];
+    for (p, panel) in by_panel.chunks(n * PANEL).enumerate() {
+        for (b, values) in panel.chunks(PANEL).enumerate() {
+            let first = p * PANEL;
+            let take = PANEL.min(rows - first);
+            y[b * rows + first..][..take].copy_from_slice(&values[..take]);
         }
     }
     y
@@ -376,6 +518,38 @@ mod tests {
     }
 
     proptest! {
+        /// A batch's outputs are bit for bit each input's alone: the batched kernels keep the
+        /// single-input summation order.
+        #[test]
+        fn batching_changes_no_bit(
+            rows in 1usize..20,
+            cols in prop_oneof![1usize..100, Just(128usize)],
+            n in 2usize..9,
+            seed in any::<u64>(),
+        ) {
+            let mut state = seed | 1;
+            let mut next = || {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                (state % 2001) as f32 / 1000.0 - 1.0
+            };
+            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+            let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+            let mut matrices = vec![Matrix::f32(rows, cols, &w)];
+            for scheme in Scheme::ALL {
+                matrices.push(Matrix::Quantized(QMatrix::quantize("w", &w, rows, cols, scheme).unwrap()));
+            }
+            for m in &matrices {
+                let batched = matmul(m, &x);
+                for (b, input) in x.chunks(cols).enumerate() {
+                    let alone = matmul(m, input);
+                    prop_assert_eq!(
+                        batched[b * rows..(b + 1) * rows].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+
         /// Every kernel equals the product with the dequantized matrix (up to summation order),
         /// for ragged shapes and batches, on the thread path and the rayon path.
         #[test]
@@ -392,7 +566,7 @@ mod tests {
             };
             let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
             let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
-            let dense = Matrix::F32 { rows, cols, values: w.clone() };
+            let dense = Matrix::f32(rows, cols, &w);
             let scale = cols as f32 * 1e-5;
             for (a, b) in matmul(&dense, &x).iter().zip(reference(&w, rows, cols, &x)) {
                 prop_assert!((a - b).abs() <= scale, "f32 {} vs {}", a, b);

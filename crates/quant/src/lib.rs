@@ -36,7 +36,7 @@ mod scheme;
 
 pub use checkpoint::{QuantizeOptions, QuantizeReport, load_gpt, quantize_checkpoint};
 pub use engine::{Chunk, CpuCache, CpuGpt};
-pub use matrix::{ErrorStats, Matrix, QMatrix};
+pub use matrix::{ErrorStats, Matrix, PANEL, QMatrix};
 pub use paged::{BLOCK_TOKENS, KvPool, SeqKv};
 pub use scheme::{BLOCK, Scheme};
 

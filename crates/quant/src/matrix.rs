@@ -283,20 +283,47 @@ impl QMatrix {
 /// A weight matrix the CPU kernels multiply by: f32 or quantized, rows as output channels.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Matrix {
-    /// Row-major f32 values.
+    /// f32 values, packed in panels of [`PANEL`] rows (see [`Matrix::f32`]).
     F32 {
         /// Output channels.
         rows: usize,
         /// Values per row.
         cols: usize,
-        /// `rows × cols` values.
-        values: Vec<f32>,
+        /// Panel `p` holds rows `p·PANEL..(p+1)·PANEL` column by column: row `p·PANEL + i`,
+        /// column `c` is at `(p·cols + c)·PANEL + i`. The last panel is padded with zeros.
+        panels: Vec<f32>,
     },
     /// Codes and scales.
     Quantized(QMatrix),
 }
 
+/// Rows per panel of an f32 [`Matrix`]. Packed so, one column of a panel is one vector
+/// register's worth of outputs: the kernel multiplies it by one broadcast input value per
+/// input, so a product needs no horizontal sums, and each loaded weight serves every input of
+/// a batch (see `kernel.rs`).
+pub const PANEL: usize = 16;
+
 impl Matrix {
+    /// An f32 matrix from row-major `values` (`rows × cols` of them).
+    ///
+    /// # Panics
+    /// If `values.len() != rows · cols`.
+    pub fn f32(rows: usize, cols: usize, values: &[f32]) -> Matrix {
+        assert_eq!(
+            values.len(),
+            rows * cols,
+            "an f32 matrix of {rows} × {cols}"
+        );
+        let mut panels = vec![0f32; rows.div_ceil(PANEL) * PANEL * cols];
+        for (r, row) in values.chunks(cols.max(1)).enumerate() {
+            let (p, i) = (r / PANEL, r % PANEL);
+            for (c, &v) in row.iter().enumerate() {
+                panels[(p * cols + c) * PANEL + i] = v;
+            }
+        }
+        Matrix::F32 { rows, cols, panels }
+    }
+
     /// Output channels.
     pub fn rows(&self) -> usize {
         match self {
@@ -313,10 +340,10 @@ impl Matrix {
         }
     }
 
-    /// Bytes the weights take.
+    /// Bytes the weights take (without the padding of the last panel).
     pub fn bytes(&self) -> usize {
         match self {
-            Matrix::F32 { values, .. } => values.len() * 4,
+            Matrix::F32 { rows, cols, .. } => rows * cols * 4,
             Matrix::Quantized(q) => q.bytes(),
         }
     }
@@ -324,8 +351,12 @@ impl Matrix {
     /// Row `row` as f32 into `out`.
     pub fn row(&self, row: usize, out: &mut [f32]) {
         match self {
-            Matrix::F32 { cols, values, .. } => {
-                out.copy_from_slice(&values[row * cols..(row + 1) * cols])
+            Matrix::F32 { cols, panels, .. } => {
+                let (p, i) = (row / PANEL, row % PANEL);
+                let panel = &panels[p * cols * PANEL..(p + 1) * cols * PANEL];
+                for (o, column) in out.iter_mut().zip(panel.chunks_exact(PANEL)) {
+                    *o = column[i];
+                }
             }
             Matrix::Quantized(q) => q.dequantize_row(row, out),
         }
@@ -336,6 +367,23 @@ impl Matrix {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn packed_rows_read_back_as_given() {
+        for (rows, cols) in [(1, 1), (15, 3), (16, 8), (17, 5), (40, 128), (3, 0)] {
+            let values: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let m = Matrix::f32(rows, cols, &values);
+            assert_eq!(
+                (m.rows(), m.cols(), m.bytes()),
+                (rows, cols, rows * cols * 4)
+            );
+            let mut row = vec![f32::NAN; cols];
+            for r in 0..rows {
+                m.row(r, &mut row);
+                assert_eq!(row, values[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
 
     /// The seed talk's example, which docs/quant.md quotes with these numbers.
     #[test]
