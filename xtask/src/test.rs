@@ -84,9 +84,11 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
     }
     step("tests", &mut || {
         // Without a Vulkan driver the wgpu tests would skip; here that is a failure.
-        // Likewise the tokenizer oracles without their vocabularies.
+        // Likewise the tokenizer oracles without their vocabularies, and the playground check
+        // without a browser.
         let mut envs = vec![
             ("LMFORGE_REQUIRE_WGPU", "1".to_string()),
+            ("LMFORGE_REQUIRE_CHROMIUM", "1".to_string()),
             ("LMFORGE_REQUIRE_FIXTURES", "1".to_string()),
             ("LMFORGE_FIXTURES", fixtures.to_string_lossy().into_owned()),
         ];
@@ -181,6 +183,10 @@ fn prerequisites(flags: &Test) -> Result<()> {
              mesa-vulkan-drivers libvulkan1` (lavapipe, Mesa's CPU Vulkan driver)",
         );
     }
+    if Command::new("chromium").arg("--version").output().is_err() {
+        missing
+            .push("Chromium, to drive the serving playground headless: `apt-get install chromium`");
+    }
     if Command::new("curl").arg("--version").output().is_err() {
         missing.push("curl, to fetch the tokenizer fixtures: `apt-get install curl`");
     }
@@ -198,7 +204,7 @@ fn prerequisites(flags: &Test) -> Result<()> {
     if !missing.is_empty() {
         bail!("missing prerequisites:\n  - {}", missing.join("\n  - "));
     }
-    println!("Vulkan loader and driver found; curl, rustfmt and clippy present");
+    println!("Vulkan loader and driver found; chromium, curl, rustfmt and clippy present");
     Ok(())
 }
 

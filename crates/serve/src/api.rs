@@ -365,6 +365,8 @@ pub async fn completions(
         Some(_) => Some(integer(&map, "logprobs", 0, 0, 5)?),
     };
     let stream = boolean(&map, "stream", false)?;
+    // vLLM's extension: load tests need exact output lengths, whatever the model predicts.
+    let ignore_eos = boolean(&map, "ignore_eos", false)?;
     if integer(&map, "n", 1, 1, 1)? != 1 {
         return Err(ApiError::field("n", "must be 1"));
     }
@@ -394,7 +396,11 @@ pub async fn completions(
                 repetition_penalty: 1.0,
                 seed: seed.wrapping_add(i as u64),
             },
-            stop_tokens: state.tokenizer.eod_id().into_iter().collect(),
+            stop_tokens: if ignore_eos {
+                Vec::new()
+            } else {
+                state.tokenizer.eod_id().into_iter().collect()
+            },
             stops: stops.clone(),
             keep_stop: false,
             prompt_logprobs: false,

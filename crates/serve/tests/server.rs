@@ -319,3 +319,182 @@ fn bad_requests_are_4xx_json_naming_the_field() {
     let big = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(2 << 20));
     assert_eq!(http(addr, "POST", "/v1/completions", &big, key).0, 413);
 }
+
+/// The playground in headless Chromium (Debian's `chromium`): the page streams a greedy
+/// completion into `#generated`, and the text it shows is the one the API returns.
+/// `LMFORGE_REQUIRE_CHROMIUM=1` (set by `cargo xtask test`) makes a missing browser a failure.
+#[test]
+fn the_playground_streams_text_in_headless_chromium() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        });
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("LMFORGE_REQUIRE_CHROMIUM").is_none(),
+            "LMFORGE_REQUIRE_CHROMIUM is set but no chromium is on PATH (apt-get install chromium)"
+        );
+        eprintln!("skipped: no chromium on PATH");
+        return;
+    };
+    let addr = start("playground", EngineOptions::default(), None);
+    let ask = r#"{"prompt": "Il était une fois", "max_tokens": 12, "temperature": 0}"#;
+    let (_, _, expected) = http(addr, "POST", "/v1/completions", ask, "");
+    let expected = json(&expected)["choices"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let profile = std::env::temp_dir().join(format!("lmforge-chromium-{}", std::process::id()));
+    let url = format!(
+        "http://{addr}/?prompt=Il%20%C3%A9tait%20une%20fois&max_tokens=12&temperature=0&autorun=1"
+    );
+    // Virtual time lets the page run without a fixed sleep; a slow machine may dump the page
+    // before the stream ends, so it gets a few tries.
+    let mut dom = String::new();
+    for _ in 0..5 {
+        let output = std::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(["--virtual-time-budget=30000", "--dump-dom", &url])
+            .output()
+            .unwrap();
+        dom = String::from_utf8_lossy(&output.stdout).into_owned();
+        if dom.contains(r#"data-done="true""#) {
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        dom.contains(r#"data-done="true""#),
+        "the stream never ended: {dom}"
+    );
+    let chunks: usize = dom
+        .split(r#"data-chunks=""#)
+        .nth(1)
+        .and_then(|s| s.split('"').next()?.parse().ok())
+        .unwrap();
+    assert!(chunks >= 2, "{chunks} chunks: the page did not stream");
+    let shown = dom
+        .split(r#"<span class="gen" id="generated">"#)
+        .nth(1)
+        .and_then(|s| s.split("</span>").next())
+        .unwrap()
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&");
+    assert_eq!(shown, expected);
+}
+
+mod bodies {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use std::sync::OnceLock;
+
+    fn server() -> SocketAddr {
+        static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+        *ADDR.get_or_init(|| start("fuzz", EngineOptions::default(), None))
+    }
+
+    /// The fields the routes read, so that random bodies reach the validation of each.
+    const FIELDS: &[&str] = &[
+        "prompts",
+        "prompt",
+        "tokens_to_generate",
+        "max_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "logprobs",
+        "add_BOS",
+        "stop_on_eol",
+        "stop_on_double_eol",
+        "random_seed",
+        "seed",
+        "beam_width",
+        "stop_token",
+        "length_penalty",
+        "stop",
+        "stream",
+        "n",
+        "model",
+        "tokens",
+        "ignore_eos",
+        "max_len",
+        "sentences",
+    ];
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            prop_oneof![
+                any::<i64>(),
+                -3i64..300,
+                Just(i64::MAX),
+                Just(i64::MIN),
+                Just(u32::MAX as i64 + 1)
+            ]
+            .prop_map(Value::from),
+            prop_oneof![any::<f64>(), -2.0f64..3.0].prop_map(Value::from),
+            prop_oneof![Just(String::new()), "Il était [a-z ]{0,12}", ".{0,8}"]
+                .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(prop::sample::select(FIELDS), inner, 0..3).prop_map(
+                    |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                ),
+            ]
+        })
+    }
+
+    fn body() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::collection::btree_map(prop::sample::select(FIELDS), value(), 0..6)
+                .prop_map(|m| {
+                    let m: serde_json::Map<String, Value> =
+                        m.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                    Value::Object(m).to_string()
+                }),
+            1 => value().prop_map(|v| v.to_string()),
+            1 => ".{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Whatever the body, every route answers (2xx or a 4xx JSON error) and the server
+        /// stays up.
+        #[test]
+        fn no_body_breaks_the_server(body in body(), route in 0usize..4) {
+            let addr = server();
+            let (method, path) = [
+                ("PUT", "/api"),
+                ("POST", "/v1/completions"),
+                ("POST", "/tokenize"),
+                ("POST", "/detokenize"),
+            ][route];
+            let (status, _, answer) = http(addr, method, path, &body, "");
+            prop_assert!((200..500).contains(&status), "{status} {path} {body}: {answer}");
+            if status >= 400 {
+                let error: Value = serde_json::from_str(&answer).unwrap();
+                prop_assert!(error["error"]["message"].is_string(), "{answer}");
+            }
+            prop_assert_eq!(http(addr, "GET", "/health", "", "").0, 200);
+        }
+    }
+}
