@@ -17,6 +17,13 @@ tasks:
   pipeline [--out DIR] [--device D]
                            run the stages that exist on the embedded default corpus
                            (default --out runs/default, --device auto)
+  loadtest --url http://127.0.0.1:PORT [--concurrency 1,8,32] [--requests 64]
+           [--max-tokens 8:192] [--prompt-words 4:32] [--temperature 0] [--disconnect 0]
+           [--seed 0] [--max-seconds 600] [--out FILE]
+                           stream completions from a server on this machine at each
+                           concurrency; prints throughput and TTFT/end-to-end percentiles
+                           and writes them as JSON (default target/loadtest.json);
+                           --disconnect F drops that fraction of streams part way through
 ";
 
 #[derive(Debug)]
@@ -25,6 +32,7 @@ pub enum Task {
     Dataset(Dataset),
     Fixtures,
     Pipeline(Pipeline),
+    Loadtest(Loadtest),
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +50,23 @@ pub struct Dataset {
 pub struct Pipeline {
     pub out: String,
     pub device: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Loadtest {
+    pub url: String,
+    pub concurrency: Vec<usize>,
+    pub requests: usize,
+    /// Output lengths are drawn log-uniformly from this range.
+    pub max_tokens: [usize; 2],
+    pub prompt_words: [usize; 2],
+    pub temperature: f64,
+    /// The fraction of requests whose client disconnects part way through.
+    pub disconnect: f64,
+    pub seed: u64,
+    /// No request starts after this many seconds of a level.
+    pub max_seconds: f64,
+    pub out: Option<String>,
 }
 
 pub fn parse(args: &[String]) -> Result<Option<Task>> {
@@ -80,10 +105,71 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
             }
             Task::Pipeline(flags)
         }
+        "loadtest" => Task::Loadtest(loadtest(rest)?),
         "help" | "--help" | "-h" => return Ok(None),
         other => bail!("unknown task `{other}`\n\n{USAGE}"),
     };
     Ok(Some(task))
+}
+
+fn loadtest<'a>(mut args: impl Iterator<Item = &'a String>) -> Result<Loadtest> {
+    let mut flags = Loadtest {
+        url: String::new(),
+        concurrency: vec![1, 8, 32],
+        requests: 64,
+        max_tokens: [8, 192],
+        prompt_words: [4, 32],
+        temperature: 0.0,
+        disconnect: 0.0,
+        seed: 0,
+        max_seconds: 600.0,
+        out: None,
+    };
+    while let Some(arg) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("loadtest: {arg} needs a value"))?;
+        let number = |lo: f64, hi: f64| -> Result<f64> {
+            match value.parse::<f64>() {
+                Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+                _ => bail!("loadtest: {arg} {value}: give a number in [{lo}, {hi}]"),
+            }
+        };
+        let range = |lo: usize, hi: usize| -> Result<[usize; 2]> {
+            let parsed = value
+                .split_once(':')
+                .and_then(|(a, b)| Some([a.parse().ok()?, b.parse().ok()?]));
+            match parsed {
+                Some([a, b]) if lo <= a && a <= b && b <= hi => Ok([a, b]),
+                _ => bail!("loadtest: {arg} {value}: give MIN:MAX with {lo} <= MIN <= MAX <= {hi}"),
+            }
+        };
+        match arg.as_str() {
+            "--url" => flags.url = value.clone(),
+            "--concurrency" => {
+                flags.concurrency = value
+                    .split(',')
+                    .map(|c| c.trim().parse().ok().filter(|c| (1..=1024).contains(c)))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("loadtest: --concurrency {value}: give a list like 1,8,32 (each 1..=1024)")
+                    })?;
+            }
+            "--requests" => flags.requests = number(1.0, 100_000.0)? as usize,
+            "--max-tokens" => flags.max_tokens = range(1, 1 << 20)?,
+            "--prompt-words" => flags.prompt_words = range(1, 10_000)?,
+            "--temperature" => flags.temperature = number(0.0, 2.0)?,
+            "--disconnect" => flags.disconnect = number(0.0, 1.0)?,
+            "--seed" => flags.seed = number(0.0, 1e15)? as u64,
+            "--max-seconds" => flags.max_seconds = number(1.0, 3600.0)?,
+            "--out" => flags.out = Some(value.clone()),
+            other => bail!("loadtest: unknown flag {other}\n\n{USAGE}"),
+        }
+    }
+    if flags.url.is_empty() {
+        bail!("loadtest: --url is required (http://127.0.0.1:PORT)");
+    }
+    Ok(flags)
 }
 
 /// A task that takes one on/off flag: whether `name` was given; any other argument is an error.
@@ -123,6 +209,22 @@ mod tests {
             panic!("not a pipeline")
         };
         assert_eq!((p.out.as_str(), p.device.as_str()), ("runs/x", "wgpu"));
+        let Some(Task::Loadtest(l)) = parse_str(&[
+            "loadtest",
+            "--url",
+            "http://127.0.0.1:5000",
+            "--concurrency",
+            "32, 1",
+            "--max-tokens",
+            "16:64",
+        ])
+        .unwrap() else {
+            panic!("not a loadtest")
+        };
+        assert_eq!(
+            (l.concurrency, l.max_tokens, l.requests),
+            (vec![32, 1], [16, 64], 64)
+        );
     }
 
     #[test]
@@ -131,6 +233,19 @@ mod tests {
             (&["pipeline", "--out"][..], "--out needs a value"),
             (&["test", "--chek"][..], "unknown flag --chek"),
             (&["deploy"][..], "unknown task `deploy`"),
+            (&["loadtest"][..], "--url is required"),
+            (
+                &["loadtest", "--url", "x", "--concurrency", "1,0"][..],
+                "each 1..=1024",
+            ),
+            (
+                &["loadtest", "--url", "x", "--max-tokens", "9:3"][..],
+                "MIN:MAX",
+            ),
+            (
+                &["loadtest", "--url", "x", "--disconnect", "2"][..],
+                "[0, 1]",
+            ),
         ] {
             let err = parse_str(args).err().unwrap().to_string();
             assert!(err.contains(says), "{args:?}: {err}");

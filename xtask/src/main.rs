@@ -1,9 +1,10 @@
 //! `cargo xtask`: lmforge's repository tasks (tests as CI runs them, the embedded corpus, the
-//! pipeline). `cargo xtask` alone lists them.
+//! pipeline, the serving load test). `cargo xtask` alone lists them.
 
 mod dataset;
 mod fixtures;
 mod flags;
+mod loadtest;
 mod pipeline;
 mod test;
 #[cfg(test)]
@@ -25,6 +26,7 @@ fn main() -> Result<()> {
             fixtures::run(&root)?;
         }
         Some(flags::Task::Pipeline(f)) => pipeline::run(&root, &f)?,
+        Some(flags::Task::Loadtest(f)) => loadtest::run(&root, &f)?,
     }
     Ok(())
 }
