@@ -112,6 +112,10 @@ pub fn run(root: &Path, flags: &Loadtest) -> Result<()> {
         let path = root.join(format!("datasets/default/{lang}.jsonl.gz"));
         texts.extend(dataset::read_jsonl_gz(&path)?.into_iter().map(|d| d.text));
     }
+    ensure!(
+        !texts.is_empty(),
+        "the embedded corpus has no documents to cut prompts from"
+    );
     let plans: Vec<Plan> = (0..flags.requests)
         .map(|i| plan(flags, &texts, i as u64))
         .collect();
