@@ -112,19 +112,26 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
     Ok(Some(task))
 }
 
+impl Default for Loadtest {
+    /// The defaults USAGE lists (no URL: it is required).
+    fn default() -> Self {
+        Loadtest {
+            url: String::new(),
+            concurrency: vec![1, 8, 32],
+            requests: 64,
+            max_tokens: [8, 192],
+            prompt_words: [4, 32],
+            temperature: 0.0,
+            disconnect: 0.0,
+            seed: 0,
+            max_seconds: 600.0,
+            out: None,
+        }
+    }
+}
+
 fn loadtest<'a>(mut args: impl Iterator<Item = &'a String>) -> Result<Loadtest> {
-    let mut flags = Loadtest {
-        url: String::new(),
-        concurrency: vec![1, 8, 32],
-        requests: 64,
-        max_tokens: [8, 192],
-        prompt_words: [4, 32],
-        temperature: 0.0,
-        disconnect: 0.0,
-        seed: 0,
-        max_seconds: 600.0,
-        out: None,
-    };
+    let mut flags = Loadtest::default();
     while let Some(arg) = args.next() {
         let value = args
             .next()

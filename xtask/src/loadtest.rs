@@ -493,15 +493,10 @@ mod tests {
     fn flags() -> Loadtest {
         Loadtest {
             url: "http://127.0.0.1:5000".into(),
-            concurrency: vec![1],
             requests: 1000,
-            max_tokens: [8, 192],
-            prompt_words: [4, 32],
-            temperature: 0.0,
             disconnect: 0.3,
             seed: 7,
-            max_seconds: 10.0,
-            out: None,
+            ..Loadtest::default()
         }
     }
 

@@ -300,6 +300,9 @@ fn rows_into(w: &QMatrix, x: &Activations<'_>, n: usize, first: usize, out: &mut
 pub fn matmul(w: &Matrix, x: &[f32]) -> Vec<f32> {
     let (rows, cols) = (w.rows(), w.cols());
     let n = x.len() / cols.max(1);
+    if n == 0 {
+        return Vec::new();
+    }
     let w = match w {
         Matrix::F32 { panels, .. } => return panels_matmul(rows, cols, panels, x, n),
         Matrix::Quantized(q) => q,
@@ -463,7 +466,7 @@ fn panels_matmul(rows: usize, cols: usize, panels: &[f32], x: &[f32], n: usize) 
         let w = &panels[first * cols * PANEL..];
         pulp::Arch::new().dispatch(Panels { w, cols, x, n, out });
     };
-    if rows * cols < PARALLEL_WEIGHTS || n == 0 {
+    if rows * cols < PARALLEL_WEIGHTS {
         run(0, &mut by_panel);
     } else {
         // Four chunks per thread keep the threads busy to the end.
@@ -515,6 +518,22 @@ mod tests {
             "the other row is computed"
         );
         assert!(matmul(&q, &[0.0; 40]).iter().all(|&v| v == 0.0));
+        for m in [q, Matrix::f32(8, 40, &w)] {
+            assert!(matmul(&m, &[]).is_empty(), "no inputs, no outputs");
+        }
+    }
+
+    /// `a` and `b` values in [-1, 1], xorshift from `seed`.
+    fn values(seed: u64, a: usize, b: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2001) as f32 / 1000.0 - 1.0
+        };
+        let first = (0..a).map(|_| next()).collect();
+        (first, (0..b).map(|_| next()).collect())
     }
 
     proptest! {
@@ -522,18 +541,15 @@ mod tests {
         /// single-input summation order.
         #[test]
         fn batching_changes_no_bit(
-            rows in 1usize..20,
-            cols in prop_oneof![1usize..100, Just(128usize)],
-            n in 2usize..9,
+            (rows, cols) in prop_oneof![
+                (1usize..40, 1usize..100),
+                // Over PARALLEL_WEIGHTS: the rayon path.
+                (2050usize..2100, Just(128usize)),
+            ],
+            n in 2usize..12,
             seed in any::<u64>(),
         ) {
-            let mut state = seed | 1;
-            let mut next = || {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            };
-            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-            let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+            let (w, x) = values(seed, rows * cols, n * cols);
             let mut matrices = vec![Matrix::f32(rows, cols, &w)];
             for scheme in Scheme::ALL {
                 matrices.push(Matrix::Quantized(QMatrix::quantize("w", &w, rows, cols, scheme).unwrap()));
@@ -559,13 +575,7 @@ mod tests {
             n in 1usize..4,
             seed in any::<u64>(),
         ) {
-            let mut state = seed | 1;
-            let mut next = || {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            };
-            let w: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-            let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+            let (w, x) = values(seed, rows * cols, n * cols);
             let dense = Matrix::f32(rows, cols, &w);
             let scale = cols as f32 * 1e-5;
             for (a, b) in matmul(&dense, &x).iter().zip(reference(&w, rows, cols, &x)) {
