@@ -1,8 +1,14 @@
 //! `y = x · Wᵀ` on the CPU with the weights read as stored — f32, or integer codes with their
 //! scales — never a whole f32 copy of a quantized matrix.
 //!
-//! Decoding one token is a matrix-vector product per layer: every weight is read once and used
-//! once. Two ways to use an integer code: widen it to f32 in a register and multiply (every
+//! f32 matrices are packed in panels of [`PANEL`] rows, column by column ([`Matrix::f32`]): a
+//! tile multiplies one broadcast input value by a panel column (a vector of outputs), so there
+//! are no horizontal sums, and a batch's inputs share every loaded column, eight at a time —
+//! what makes a batched decoding step cheaper per token than a single one. Every output is the
+//! same sequence of fused multiply-adds over the columns whatever the batch, so batched and
+//! single results are bit for bit equal.
+//!
+//! Quantized matrices are read row by row. Two ways to use an integer code: widen it to f32 in a register and multiply (every
 //! scheme; what memory-bound matrices need, since the codes are a quarter of the bytes), or,
 //! for INT8 matrices of short rows ([`SHORT_ROW`]), round the input to i16 once and take exact
 //! integer dot products (what cache-resident small models need: there the widening is the
@@ -342,7 +348,7 @@ fn fma_column(acc: &mut [f32; PANEL], v: f32, column: &[f32; PANEL]) {
     }
 }
 
-// The two tiles below compute every output as the same sequence of fused multiply-adds over
+// The tiles below compute every output as the same sequence of fused multiply-adds over
 // the columns in order, so a request's logits are bit for bit the same alone or in a batch:
 // greedy batching invariance rests on it. Each keeps eight independent accumulators (one
 // AVX-512 register each), which hides the multiply-add latency, in separate variables: LLVM
@@ -404,26 +410,22 @@ fn tile_1x1(panel: &[[f32; PANEL]], x: &[f32]) -> [f32; PANEL] {
     acc
 }
 
-/// Every panel of `w` (those `out` has room for) times the inputs: eight at a time, then one
-/// at a time against four panels at a time.
+/// Every panel of `w` (those `out` has room for) times the inputs: eight at a time (`xt`, see
+/// [`eights`]), then one at a time against four panels at a time.
 #[inline(always)]
-fn panel_sweep(w: &[f32], cols: usize, x: &[f32], n: usize, out: &mut [f32]) {
+fn panel_sweep(w: &[f32], cols: usize, x: &[f32], xt: &[[f32; 8]], out: &mut [f32]) {
+    let n = x.len() / cols;
     let count = out.len() / (n * PANEL);
     let panel = |p: usize| w[p * cols * PANEL..(p + 1) * cols * PANEL].as_chunks().0;
-    let mut b0 = 0;
-    while b0 + 8 <= n {
-        // The eight inputs column by column: one contiguous load per column.
-        let xt: Vec<[f32; 8]> = (0..cols)
-            .map(|c| std::array::from_fn(|b| x[(b0 + b) * cols + c]))
-            .collect();
+    for (group, xt) in xt.chunks(cols).enumerate() {
+        let b0 = group * 8;
         for p in 0..count {
-            for (b, values) in tile_1x8(panel(p), &xt).iter().enumerate() {
+            for (b, values) in tile_1x8(panel(p), xt).iter().enumerate() {
                 out[(p * n + b0 + b) * PANEL..][..PANEL].copy_from_slice(values);
             }
         }
-        b0 += 8;
     }
-    for b in b0..n {
+    for b in xt.len() / cols * 8..n {
         let x = &x[b * cols..(b + 1) * cols];
         let mut p = 0;
         while p + 4 <= count {
@@ -445,7 +447,7 @@ struct Panels<'a> {
     w: &'a [f32],
     cols: usize,
     x: &'a [f32],
-    n: usize,
+    xt: &'a [[f32; 8]],
     out: &'a mut [f32],
 }
 
@@ -454,17 +456,44 @@ impl pulp::WithSimd for Panels<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let Panels { w, cols, x, n, out } = self;
-        panel_sweep(w, cols, x, n, out);
+        let Panels {
+            w,
+            cols,
+            x,
+            xt,
+            out,
+        } = self;
+        panel_sweep(w, cols, x, xt, out);
     }
 }
 
+/// The inputs in whole groups of eight, each group column by column (`cols` entries of eight
+/// values): one contiguous load per column in [`tile_1x8`]. Built once per product and shared
+/// by every thread's panels.
+fn eights(x: &[f32], cols: usize, n: usize) -> Vec<[f32; 8]> {
+    (0..n / 8)
+        .flat_map(|group| {
+            (0..cols).map(move |c| std::array::from_fn(|b| x[(group * 8 + b) * cols + c]))
+        })
+        .collect()
+}
+
 fn panels_matmul(rows: usize, cols: usize, panels: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+    if cols == 0 {
+        return vec![0f32; rows * n]; // empty sums
+    }
     let count = rows.div_ceil(PANEL);
     let mut by_panel = vec![0f32; count * n * PANEL];
+    let xt = &eights(x, cols, n);
     let run = |first: usize, out: &mut [f32]| {
         let w = &panels[first * cols * PANEL..];
-        pulp::Arch::new().dispatch(Panels { w, cols, x, n, out });
+        pulp::Arch::new().dispatch(Panels {
+            w,
+            cols,
+            x,
+            xt,
+            out,
+        });
     };
     if rows * cols < PARALLEL_WEIGHTS {
         run(0, &mut by_panel);
@@ -521,6 +550,7 @@ mod tests {
         for m in [q, Matrix::f32(8, 40, &w)] {
             assert!(matmul(&m, &[]).is_empty(), "no inputs, no outputs");
         }
+        assert_eq!(matmul(&Matrix::f32(3, 0, &[]), &[]), Vec::<f32>::new());
     }
 
     /// `a` and `b` values in [-1, 1], xorshift from `seed`.
