@@ -14,9 +14,23 @@ tasks:
                            --check rebuilds into target/ and compares byte for byte
   fixtures                 fetch the real vocabularies the tokenizer tests compare against
                            (GPT-2, cl100k, o200k; pinned by sha256) into target/fixtures
-  pipeline [--out DIR] [--device D]
-                           run the stages that exist on the embedded default corpus
-                           (default --out runs/default, --device auto)
+  pipeline [--config FILE] [--out DIR] [--device D] [--force STAGE] [--serve]
+                           the journey on the embedded corpus or FILE's (default
+                           datasets/default/pipeline.toml): clean, tokenizer, convert,
+                           train, eval, quantize, eval-quantized, samples, into DIR
+                           (default runs/default) with manifest.json and report.md;
+                           unchanged stages are skipped, --force STAGE re-runs it and
+                           every later one; --serve then serves the result
+  verify-repro [--config FILE] [--out DIR]
+                           run the pipeline twice from scratch (default config
+                           datasets/default/pipeline-short.toml, into DIR/a and DIR/b,
+                           default target/repro) and check identical output bytes up to
+                           the trained checkpoint, then that a third run skips every stage
+  bench [--filter NAME] [--no-peers] [--dry-run]
+                           the criterion benches (matching NAME), then the peer scripts of
+                           benches/peers/ in a virtualenv under target/, and rewrite the
+                           generated tables of docs/benchmarks.md; --dry-run only
+                           rewrites the tables from the last results
   loadtest --url http://127.0.0.1:PORT [--concurrency 1,8,32] [--requests 64]
            [--max-tokens 8:192] [--prompt-words 4:32] [--temperature 0] [--disconnect 0]
            [--seed 0] [--max-seconds 600] [--out FILE]
@@ -32,6 +46,8 @@ pub enum Task {
     Dataset(Dataset),
     Fixtures,
     Pipeline(Pipeline),
+    VerifyRepro(VerifyRepro),
+    Bench(Bench),
     Loadtest(Loadtest),
 }
 
@@ -46,10 +62,32 @@ pub struct Dataset {
     pub check: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Default)]
 pub struct Pipeline {
+    /// The TOML config (default: datasets/default/pipeline.toml).
+    pub config: Option<String>,
     pub out: String,
-    pub device: String,
+    /// Overrides the config's `device`.
+    pub device: Option<String>,
+    /// Re-run this stage and every later one even when their inputs are unchanged.
+    pub force: Option<String>,
+    /// Serve the result when the stages are done.
+    pub serve: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyRepro {
+    pub config: Option<String>,
+    pub out: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Bench {
+    /// Only the criterion benches whose name contains this.
+    pub filter: Option<String>,
+    pub no_peers: bool,
+    /// Rewrite the tables from the results already on disk.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +128,7 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
         "pipeline" => {
             let mut flags = Pipeline {
                 out: "runs/default".into(),
-                device: "auto".into(),
+                ..Pipeline::default()
             };
             while let Some(arg) = rest.next() {
                 let mut value = || match rest.next() {
@@ -98,12 +136,48 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
                     None => bail!("pipeline: {arg} needs a value"),
                 };
                 match arg.as_str() {
+                    "--config" => flags.config = Some(value()?),
                     "--out" => flags.out = value()?,
-                    "--device" => flags.device = value()?,
+                    "--device" => flags.device = Some(value()?),
+                    "--force" => flags.force = Some(value()?),
+                    "--serve" => flags.serve = true,
                     other => bail!("pipeline: unknown flag {other}\n\n{USAGE}"),
                 }
             }
             Task::Pipeline(flags)
+        }
+        "verify-repro" => {
+            let mut flags = VerifyRepro {
+                config: None,
+                out: "target/repro".into(),
+            };
+            while let Some(arg) = rest.next() {
+                let mut value = || match rest.next() {
+                    Some(v) => Ok(v.clone()),
+                    None => bail!("verify-repro: {arg} needs a value"),
+                };
+                match arg.as_str() {
+                    "--config" => flags.config = Some(value()?),
+                    "--out" => flags.out = value()?,
+                    other => bail!("verify-repro: unknown flag {other}\n\n{USAGE}"),
+                }
+            }
+            Task::VerifyRepro(flags)
+        }
+        "bench" => {
+            let mut flags = Bench::default();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--filter" => match rest.next() {
+                        Some(v) => flags.filter = Some(v.clone()),
+                        None => bail!("bench: --filter needs a value"),
+                    },
+                    "--no-peers" => flags.no_peers = true,
+                    "--dry-run" => flags.dry_run = true,
+                    other => bail!("bench: unknown flag {other}\n\n{USAGE}"),
+                }
+            }
+            Task::Bench(flags)
         }
         "loadtest" => Task::Loadtest(loadtest(rest)?),
         "help" | "--help" | "-h" => return Ok(None),
@@ -215,7 +289,37 @@ mod tests {
         else {
             panic!("not a pipeline")
         };
-        assert_eq!((p.out.as_str(), p.device.as_str()), ("runs/x", "wgpu"));
+        assert_eq!(
+            (p.out.as_str(), p.device.as_deref()),
+            ("runs/x", Some("wgpu"))
+        );
+        let Some(Task::Pipeline(p)) = parse_str(&[
+            "pipeline", "--force", "train", "--serve", "--config", "c.toml",
+        ])
+        .unwrap() else {
+            panic!("not a pipeline")
+        };
+        assert_eq!(
+            (
+                p.force.as_deref(),
+                p.serve,
+                p.config.as_deref(),
+                p.out.as_str()
+            ),
+            (Some("train"), true, Some("c.toml"), "runs/default")
+        );
+        let Some(Task::VerifyRepro(v)) = parse_str(&["verify-repro"]).unwrap() else {
+            panic!("not verify-repro")
+        };
+        assert_eq!((v.config, v.out.as_str()), (None, "target/repro"));
+        let Some(Task::Bench(b)) = parse_str(&["bench", "--filter", "bpe", "--no-peers"]).unwrap()
+        else {
+            panic!("not bench")
+        };
+        assert_eq!(
+            (b.filter.as_deref(), b.no_peers, b.dry_run),
+            (Some("bpe"), true, false)
+        );
         let Some(Task::Loadtest(l)) = parse_str(&[
             "loadtest",
             "--url",
@@ -238,6 +342,8 @@ mod tests {
     fn mistakes_name_the_flag() {
         for (args, says) in [
             (&["pipeline", "--out"][..], "--out needs a value"),
+            (&["pipeline", "--force"][..], "--force needs a value"),
+            (&["bench", "--fast"][..], "unknown flag --fast"),
             (&["test", "--chek"][..], "unknown flag --chek"),
             (&["deploy"][..], "unknown task `deploy`"),
             (&["loadtest"][..], "--url is required"),

@@ -1,6 +1,7 @@
 //! `cargo xtask`: lmforge's repository tasks (tests as CI runs them, the embedded corpus, the
-//! pipeline, the serving load test). `cargo xtask` alone lists them.
+//! pipeline and its reproducibility check, the benches, the serving load test). `cargo xtask` alone lists them.
 
+mod bench;
 mod dataset;
 mod fixtures;
 mod flags;
@@ -25,7 +26,11 @@ fn main() -> Result<()> {
         Some(flags::Task::Fixtures) => {
             fixtures::run(&root)?;
         }
-        Some(flags::Task::Pipeline(f)) => pipeline::run(&root, &f)?,
+        Some(flags::Task::Pipeline(f)) => {
+            pipeline::run(&root, &f)?;
+        }
+        Some(flags::Task::VerifyRepro(f)) => pipeline::verify_repro(&root, &f)?,
+        Some(flags::Task::Bench(f)) => bench::run(&root, &f)?,
         Some(flags::Task::Loadtest(f)) => loadtest::run(&root, &f)?,
     }
     Ok(())

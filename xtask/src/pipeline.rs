@@ -1,75 +1,141 @@
-//! `cargo xtask pipeline`: the journey from the embedded corpus to a model, stage by stage.
+//! `cargo xtask pipeline`: the journey from a corpus to a served model, one stage at a time.
 //!
-//! It runs the stages whose crates exist; each writes a JSON report under `--out`, and the run
-//! ends with a summary table. Today: `corpus` (the embedded corpus, verified and measured),
-//! `clean` (`lmforge clean`: dedup, languages en/fr/es, cleaning, the French and Spanish
-//! blacklists, Gopher filters, into `clean/part-*.jsonl.zst`), `tokenizer` (a 32k byte-level
-//! BPE trained on the cleaned corpus by `lmforge bpe train`: tokenizer.json),
-//! `convert` (the corpus tokenized into Megatron's `data/corpus_text_document.{bin,idx}` by
-//! `lmforge convert`) and `device` (the chosen device opened and a GPT trained one step on it
-//! through the `lmforge` binary). Pretraining, quantization and serving are added
-//! here as their crates land.
+//! Every stage is one or more `lmforge` commands run in the run folder (`--out`, relative paths
+//! only, so two runs write the same bytes wherever they live), with declared inputs and
+//! outputs. `manifest.json` records for each stage the sha256 of its inputs and outputs, its
+//! parameters, seed, git commit, rustc and duration; a stage whose inputs and parameters hash
+//! to the recorded key and whose outputs are still the recorded bytes is skipped
+//! (content-addressed), so an edit to `[train]` re-runs training and what follows and nothing
+//! before it. A failing stage removes its own partial outputs and stops the run; the earlier
+//! stages' outputs and records stay, and the next run starts from the failed stage.
+//!
+//! Stages: `clean` (`lmforge clean`) → `tokenizer` (`lmforge bpe train`) → `convert` (`lmforge
+//! convert`, Megatron's .bin/.idx) → `train` (`lmforge train gpt`) → `eval` (`lmforge eval`,
+//! fp32) → `quantize` (`lmforge quantize`, each scheme) → `eval-quantized` → `samples`
+//! (`lmforge generate` on every model). Then the summary table, `report.md`, and with `--serve`
+//! `lmforge serve`.
 
-use std::collections::BTreeMap;
+mod config;
+mod manifest;
+mod report;
+
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use serde::Serialize;
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
 
-use crate::dataset::{self, LANGUAGES};
-use crate::{cargo, flags::Pipeline};
+pub use self::config::Config;
+use self::manifest::{Manifest, StageRecord};
+pub use self::manifest::{Provenance, write_atomic as write_file_atomic};
+use crate::flags::{Pipeline, VerifyRepro};
 
-#[derive(Serialize)]
-struct LanguageReport {
-    documents: usize,
-    bytes: usize,
-    chars: usize,
-    /// Shortest, median and longest document, in bytes.
-    min_bytes: usize,
-    median_bytes: usize,
-    max_bytes: usize,
+/// The stages in order; `--force` takes one of these names.
+pub const STAGES: [&str; 8] = [
+    "clean",
+    "tokenizer",
+    "convert",
+    "train",
+    "eval",
+    "quantize",
+    "eval-quantized",
+    "samples",
+];
+
+/// The last stage whose outputs `verify-repro` requires to be the same bytes for the same
+/// config and seed on flex: all of them (the issue asks through the trained checkpoint; eval,
+/// quantization and greedy samples are deterministic functions of it).
+pub const REPRODUCIBLE_THROUGH: &str = "samples";
+
+/// What one stage reads, writes and runs. Paths are relative to the run folder, except corpus
+/// inputs, which are wherever the config says.
+struct Stage {
+    name: &'static str,
+    inputs: Vec<PathBuf>,
+    params: Value,
+    /// Files or folders this stage owns in the run folder: removed before it runs.
+    outputs: Vec<String>,
+    /// Folders its commands write into but do not create.
+    folders: Vec<&'static str>,
+    commands: Vec<Step>,
 }
 
-pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
+/// One `lmforge` command; with `stdout`, its standard output is the named file.
+struct Step {
+    args: Vec<String>,
+    stdout: Option<String>,
+}
+
+impl Step {
+    fn new<S: AsRef<str>>(args: impl IntoIterator<Item = S>) -> Step {
+        Step {
+            args: args.into_iter().map(|a| a.as_ref().to_string()).collect(),
+            stdout: None,
+        }
+    }
+
+    fn stdout_to(mut self, path: &str) -> Step {
+        self.stdout = Some(path.into());
+        self
+    }
+}
+
+/// What a finished run hands back to its callers (the summary, `verify-repro`).
+pub struct Outcome {
+    pub manifest: Manifest,
+}
+
+pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
+    let config_path = match &flags.config {
+        // Like --out, relative to the workspace (cargo xtask runs from anywhere in it).
+        Some(path) => root.join(path),
+        None => root.join("datasets/default/pipeline.toml"),
+    };
+    let mut config = Config::load(&config_path)?;
+    if let Some(device) = &flags.device {
+        config.device = device.clone();
+        config
+            .validate()
+            .with_context(|| format!("--device {device}"))?;
+    }
+    let force_from = match &flags.force {
+        Some(stage) => Some(STAGES.iter().position(|s| s == stage).with_context(|| {
+            format!(
+                "--force {stage}: no such stage; give one of {}",
+                STAGES.join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let base = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for (key, paths) in [
+        ("corpus.inputs", &config.corpus.inputs),
+        ("clean.blacklists", &config.clean.blacklists),
+    ] {
+        for path in paths {
+            let full = base.join(path);
+            ensure!(
+                full.exists(),
+                "pipeline config {}: `{key}` names {path}, which is not at {}",
+                config_path.display(),
+                full.display()
+            );
+        }
+    }
+    if config_path.starts_with(root.join("datasets")) {
+        crate::dataset::verify_checksums(&root.join("datasets"))?;
+    }
     let out = root.join(&flags.out);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut summary = Vec::new();
-
-    let start = Instant::now();
-    let datasets = root.join("datasets");
-    dataset::verify_checksums(&datasets)?;
-    let mut corpus = BTreeMap::new();
-    for lang in LANGUAGES {
-        let docs = dataset::read_jsonl_gz(&datasets.join(format!("default/{lang}.jsonl.gz")))?;
-        let mut sizes: Vec<usize> = docs.iter().map(|d| d.text.len()).collect();
-        sizes.sort_unstable();
-        corpus.insert(
-            lang,
-            LanguageReport {
-                documents: docs.len(),
-                bytes: sizes.iter().sum(),
-                chars: docs.iter().map(|d| d.text.chars().count()).sum(),
-                min_bytes: sizes.first().copied().unwrap_or(0),
-                median_bytes: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
-                max_bytes: sizes.last().copied().unwrap_or(0),
-            },
-        );
-    }
-    let report = out.join("corpus.json");
-    write_atomic(&report, &(serde_json::to_string_pretty(&corpus)? + "\n"))?;
-    let detail = corpus
-        .iter()
-        .map(|(lang, r)| format!("{lang} {} docs {:.1} MB", r.documents, r.bytes as f64 / 1e6))
-        .collect::<Vec<_>>()
-        .join(", ");
-    summary.push(("corpus", start.elapsed().as_secs_f64(), detail));
 
     // Built exactly as `cargo xtask test` builds it (whole workspace, test targets included):
     // any other selection unifies dependency features differently and recompiles burn.
-    cargo(
+    crate::cargo(
         root,
         &[
             "build",
@@ -81,149 +147,718 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<()> {
         &[],
     )?;
     let lmforge = crate::target_dir(root).join("debug/lmforge");
+    let provenance = manifest::Provenance::collect(root);
 
-    let start = Instant::now();
-    let cleaned = out.join("clean");
-    let cleaned_arg = cleaned.to_string_lossy().into_owned();
-    let default_arg = datasets.join("default").to_string_lossy().into_owned();
-    // The seed applied its blacklists to French and Spanish; the English LDNOOBW list would
-    // drop most of Shakespeare.
-    let blacklists: Vec<String> = ["fr", "es"]
-        .iter()
-        .map(|l| {
-            datasets
-                .join(format!("blacklists/{l}.txt"))
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    run_checked(
-        &lmforge,
-        &[
-            "clean",
-            "--input",
-            &default_arg,
-            "--output",
-            &cleaned_arg,
-            "--languages",
-            "en,fr,es",
-            "--blacklist",
-            &blacklists[0],
-            "--blacklist",
-            &blacklists[1],
-            "--keep-fields",
-            "source",
-            "--seed",
-            "0",
-        ],
-    )?;
-    let clean_report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(cleaned.join("report.json"))?)?;
-    let inputs: Vec<String> = clean_report["outputs"]
+    let manifest_path = out.join("manifest.json");
+    let mut manifest = Manifest::load(&manifest_path)?;
+    manifest.config = config_path.display().to_string();
+    manifest.config_sha256 = manifest::sha256_file(&config_path)?;
+    manifest.settings = serde_json::to_value(&config)?;
+    let started = Instant::now();
+    for (index, name) in STAGES.iter().enumerate() {
+        let stage = plan(name, &config, &base, &out)?;
+        let forced = force_from.is_some_and(|from| index >= from);
+        let record = run_stage(&lmforge, &out, &stage, &manifest, forced, &provenance);
+        match record {
+            Ok(record) => {
+                manifest.put(record);
+                manifest.save(&manifest_path)?;
+            }
+            Err(error) => {
+                manifest.put(StageRecord::failed(
+                    stage.name,
+                    &stage.params,
+                    &provenance,
+                    &error,
+                ));
+                manifest.save(&manifest_path)?;
+                return Err(error.context(format!(
+                    "pipeline stage `{name}` failed; the stages before it are kept in {} and \
+                     the next run starts from `{name}`",
+                    out.display()
+                )));
+            }
+        }
+    }
+    manifest.seconds = started.elapsed().as_secs_f64();
+    manifest.save(&manifest_path)?;
+
+    let summary = report::Summary::read(&out, &config, &manifest)?;
+    summary.print();
+    report::write_markdown(&out, &summary)?;
+    println!("\nmanifest: {}", manifest_path.display());
+    println!("report:   {}", out.join("report.md").display());
+
+    if flags.serve {
+        serve(&lmforge, &out, &config)?;
+    }
+    Ok(Outcome { manifest })
+}
+
+/// The stage `name` for this config, planned after the stages before it ran (its inputs are
+/// their outputs).
+fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<Stage> {
+    let seed = config.seed.to_string();
+    let device = config.device.as_str();
+    let data = "data/corpus_text_document";
+    let data_files = vec![
+        PathBuf::from(format!("{data}.bin")),
+        PathBuf::from(format!("{data}.idx")),
+    ];
+    let tokenizer = "tokenizer/tokenizer.json";
+    // The trained checkpoint itself: `generate` takes a checkpoint folder, not a save folder.
+    let trained = format!("train/iter_{:07}", config.train.train_iters);
+    let models = || {
+        std::iter::once(("fp32".to_string(), trained.clone())).chain(
+            config
+                .quantize
+                .schemes
+                .iter()
+                .map(|s| (s.clone(), format!("quantized/{s}"))),
+        )
+    };
+    let stage = match name {
+        "clean" => {
+            let c = &config.clean;
+            let mut args = vec!["clean".to_string(), "--input".into()];
+            let inputs: Vec<PathBuf> = config.corpus.inputs.iter().map(|i| base.join(i)).collect();
+            args.extend(inputs.iter().map(|p| absolute(p)));
+            args.extend(
+                [
+                    "--output",
+                    "clean",
+                    "--text-field",
+                    &config.corpus.text_field,
+                    "--dedup",
+                    &c.dedup,
+                    "--minhash-threshold",
+                    &c.threshold.to_string(),
+                    "--min-chars",
+                    &c.min_chars.to_string(),
+                    "--seed",
+                    &seed,
+                ]
+                .map(String::from),
+            );
+            if !c.languages.is_empty() {
+                args.extend(["--languages".into(), c.languages.join(",")]);
+            }
+            if !c.keep_fields.is_empty() {
+                args.extend(["--keep-fields".into(), c.keep_fields.join(",")]);
+            }
+            let blacklists: Vec<PathBuf> = c.blacklists.iter().map(|b| base.join(b)).collect();
+            for blacklist in &blacklists {
+                args.extend(["--blacklist".into(), absolute(blacklist)]);
+            }
+            Stage {
+                name,
+                inputs: inputs.into_iter().chain(blacklists).collect(),
+                // The corpus and blacklist files enter the key by content (as inputs), not by
+                // where the config says they are.
+                params: json!({
+                    "text_field": config.corpus.text_field,
+                    "languages": c.languages,
+                    "keep_fields": c.keep_fields,
+                    "dedup": c.dedup,
+                    "threshold": c.threshold,
+                    "min_chars": c.min_chars,
+                    "seed": config.seed,
+                }),
+                outputs: vec!["clean".into()],
+                folders: vec![],
+                commands: vec![Step::new(args)],
+            }
+        }
+        "tokenizer" => {
+            let shards = clean_shards(out)?;
+            let t = &config.tokenizer;
+            let mut args: Vec<String> = [
+                "bpe",
+                "train",
+                "--vocab-size",
+                &t.vocab_size.to_string(),
+                "--min-frequency",
+                &t.min_frequency.to_string(),
+                "--output",
+                tokenizer,
+                "--input",
+            ]
+            .map(String::from)
+            .into();
+            args.extend(shards.iter().map(|s| s.display().to_string()));
+            Stage {
+                name,
+                inputs: shards,
+                params: json!({ "tokenizer": t }),
+                outputs: vec!["tokenizer".into()],
+                folders: vec!["tokenizer"],
+                commands: vec![Step::new(args)],
+            }
+        }
+        "convert" => {
+            let shards = clean_shards(out)?;
+            let mut args: Vec<String> = [
+                "convert",
+                "--tokenizer",
+                tokenizer,
+                "--output-prefix",
+                "data/corpus",
+            ]
+            .map(String::from)
+            .into();
+            if config.convert.append_eod {
+                args.push("--append-eod".into());
+            }
+            args.push("--input".into());
+            args.extend(shards.iter().map(|s| s.display().to_string()));
+            Stage {
+                name,
+                inputs: std::iter::once(PathBuf::from(tokenizer))
+                    .chain(shards)
+                    .collect(),
+                params: json!({ "convert": config.convert }),
+                outputs: vec!["data".into()],
+                folders: vec!["data"],
+                commands: vec![Step::new(args)],
+            }
+        }
+        "train" => {
+            let t = &config.train;
+            let args: Vec<String> = [
+                "train",
+                "gpt",
+                "--data-path",
+                data,
+                "--tokenizer",
+                tokenizer,
+                "--data-cache-path",
+                "cache",
+                "--config",
+                &t.model,
+                "--seq-length",
+                &t.seq_length.to_string(),
+                "--micro-batch-size",
+                &t.micro_batch_size.to_string(),
+                "--global-batch-size",
+                &t.global_batch_size.to_string(),
+                "--train-iters",
+                &t.train_iters.to_string(),
+                "--lr",
+                &t.lr.to_string(),
+                "--min-lr",
+                &t.min_lr.to_string(),
+                "--lr-warmup-iters",
+                &t.lr_warmup_iters.to_string(),
+                "--lr-decay-style",
+                &t.lr_decay_style,
+                "--weight-decay",
+                &t.weight_decay.to_string(),
+                "--adam-beta2",
+                &t.adam_beta2.to_string(),
+                "--clip-grad",
+                &t.clip_grad.to_string(),
+                "--split",
+                &t.split,
+                "--log-interval",
+                &t.log_interval.to_string(),
+                "--eval-interval",
+                &t.eval_interval.to_string(),
+                "--eval-iters",
+                &t.eval_iters.to_string(),
+                "--save",
+                "train",
+                "--seed",
+                &seed,
+                "--device",
+                device,
+            ]
+            .map(String::from)
+            .into();
+            Stage {
+                name,
+                inputs: data_files
+                    .iter()
+                    .cloned()
+                    .chain([PathBuf::from(tokenizer)])
+                    .collect(),
+                params: json!({ "train": t, "seed": config.seed, "device": device }),
+                outputs: vec!["train".into(), "cache".into()],
+                folders: vec![],
+                commands: vec![Step::new(args)],
+            }
+        }
+        "eval" | "eval-quantized" => {
+            let which: Vec<(String, String)> = if name == "eval" {
+                models().take(1).collect()
+            } else {
+                models().skip(1).collect()
+            };
+            let mut inputs = data_files.clone();
+            let mut commands = Vec::new();
+            let mut outputs = Vec::new();
+            for (model, dir) in &which {
+                inputs.push(dir.into());
+                let report = format!("eval/{model}.json");
+                commands.push(
+                    Step::new([
+                        "eval",
+                        "--checkpoint",
+                        dir,
+                        "--data-path",
+                        data,
+                        "--eval-iters",
+                        &config.eval.eval_iters.to_string(),
+                        "--micro-batch-size",
+                        &config.eval.micro_batch_size.to_string(),
+                        // The training run's samples for every model: a quantized folder
+                        // carries no trainer.json to take them from.
+                        "--split",
+                        &config.train.split,
+                        "--seq-length",
+                        &config.train.seq_length.to_string(),
+                        "--seed",
+                        &seed,
+                        "--device",
+                        device,
+                        "--json",
+                    ])
+                    .stdout_to(&report),
+                );
+                outputs.push(report);
+            }
+            Stage {
+                name,
+                inputs,
+                params: json!({
+                    "eval": config.eval,
+                    "split": config.train.split,
+                    "seq_length": config.train.seq_length,
+                    "seed": config.seed,
+                    "device": device,
+                    "models": which,
+                }),
+                outputs,
+                folders: vec![],
+                commands,
+            }
+        }
+        "quantize" => {
+            let commands = config
+                .quantize
+                .schemes
+                .iter()
+                .map(|scheme| {
+                    Step::new([
+                        "quantize",
+                        "--checkpoint",
+                        &trained,
+                        "--scheme",
+                        scheme,
+                        "--output",
+                        &format!("quantized/{scheme}"),
+                        "--bench-tokens",
+                        "64",
+                        "--device",
+                        device,
+                    ])
+                })
+                .collect();
+            Stage {
+                name,
+                inputs: vec![trained.clone().into()],
+                params: json!({ "quantize": config.quantize }),
+                outputs: vec!["quantized".into()],
+                folders: vec!["quantized"],
+                commands,
+            }
+        }
+        "samples" => {
+            let s = &config.samples;
+            let mut inputs = Vec::new();
+            let mut commands = Vec::new();
+            let mut outputs = Vec::new();
+            for (model, dir) in models() {
+                let mut args = vec![
+                    "generate".to_string(),
+                    "--checkpoint".into(),
+                    dir.clone(),
+                    "--tokens".into(),
+                    s.tokens.to_string(),
+                    "--device".into(),
+                    device.into(),
+                    "--json".into(),
+                ];
+                if s.temperature > 0.0 {
+                    args.extend([
+                        "--temperature".into(),
+                        s.temperature.to_string(),
+                        "--top-p".into(),
+                        s.top_p.to_string(),
+                        "--seed".into(),
+                        seed.clone(),
+                    ]);
+                } else {
+                    args.push("--greedy".into());
+                }
+                for prompt in &s.prompts {
+                    args.extend(["--prompt".into(), prompt.clone()]);
+                }
+                let file = format!("samples/{model}.jsonl");
+                commands.push(Step::new(args).stdout_to(&file));
+                inputs.push(dir.into());
+                outputs.push(file);
+            }
+            Stage {
+                name,
+                inputs,
+                params: json!({ "samples": s, "seed": config.seed, "device": device }),
+                outputs,
+                folders: vec![],
+                commands,
+            }
+        }
+        other => bail!("no stage named {other}"),
+    };
+    Ok(stage)
+}
+
+/// The cleaned shards the clean stage wrote, as its report lists them.
+fn clean_shards(out: &Path) -> Result<Vec<PathBuf>> {
+    let path = out.join("clean/report.json");
+    let report: Value = serde_json::from_str(
+        &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    let shards: Vec<PathBuf> = report["outputs"]
         .as_array()
-        .context("clean report without outputs")?
+        .with_context(|| format!("{}: no `outputs`", path.display()))?
         .iter()
         .filter_map(|o| o["file"].as_str())
-        .map(|f| cleaned.join(f).to_string_lossy().into_owned())
+        .map(|f| Path::new("clean").join(f))
         .collect();
-    ensure!(!inputs.is_empty(), "the clean stage kept no document");
-    summary.push((
-        "clean",
-        start.elapsed().as_secs_f64(),
-        format!(
-            "{} of {} documents kept ({} near duplicates), {:.1} MB, in {cleaned_arg}",
-            clean_report["documents_out"],
-            clean_report["documents_in"],
-            clean_report["dedup"]["near_duplicates"],
-            clean_report["bytes_out"].as_f64().unwrap_or(0.0) / 1e6
-        ),
-    ));
+    ensure!(
+        !shards.is_empty(),
+        "the clean stage kept no document ({})",
+        path.display()
+    );
+    Ok(shards)
+}
 
-    let start = Instant::now();
-    let tokenizer = out.join("tokenizer.json");
-    let mut args = vec!["bpe", "train", "--vocab-size", "32000", "--output"];
-    let tokenizer_arg = tokenizer.to_string_lossy().into_owned();
-    args.push(&tokenizer_arg);
-    args.push("--input");
-    args.extend(inputs.iter().map(String::as_str));
-    run_checked(&lmforge, &args)?;
-    let trained: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("tokenizer.report.json"))?)?;
-    summary.push((
-        "tokenizer",
-        start.elapsed().as_secs_f64(),
-        format!(
-            "{} tokens, {} distinct pre-tokens, in {}",
-            trained["vocab_size"], trained["distinct_pre_tokens"], tokenizer_arg
-        ),
-    ));
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
 
-    let start = Instant::now();
-    let prefix = out.join("data/corpus");
-    let prefix_arg = prefix.to_string_lossy().into_owned();
-    let mut args = vec![
-        "convert",
-        "--tokenizer",
-        &tokenizer_arg,
-        "--output-prefix",
-        &prefix_arg,
-        "--append-eod",
-        "--input",
-    ];
-    args.extend(inputs.iter().map(String::as_str));
-    run_checked(&lmforge, &args)?;
-    let converted: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(out.join("data/corpus.report.json"))?)?;
-    summary.push((
-        "convert",
-        start.elapsed().as_secs_f64(),
-        format!(
-            "{} documents, {} tokens, {:.1} MB/s, in {prefix_arg}_text_document.{{bin,idx}}",
-            converted["documents"],
-            converted["tokens"],
-            converted["mb_per_s"].as_f64().unwrap_or(0.0)
-        ),
-    ));
-
-    let start = Instant::now();
-    let report = out.join("device.json");
-    let report_arg = report.to_string_lossy().into_owned();
-    run_checked(
-        &lmforge,
-        &["device", "--device", &flags.device, "--json", &report_arg],
-    )?;
-    summary.push((
-        "device",
-        start.elapsed().as_secs_f64(),
-        format!("report in {report_arg}"),
-    ));
-
-    println!("\n{:<10} {:>9}  detail", "stage", "seconds");
-    for (stage, seconds, detail) in &summary {
-        println!("{stage:<10} {seconds:>9.1}  {detail}");
+/// Runs `stage` unless the manifest says its inputs, parameters and outputs are unchanged.
+fn run_stage(
+    lmforge: &Path,
+    out: &Path,
+    stage: &Stage,
+    manifest: &Manifest,
+    forced: bool,
+    provenance: &manifest::Provenance,
+) -> Result<StageRecord> {
+    let inputs = manifest::hash_paths(out, &stage.inputs)
+        .with_context(|| format!("hashing the inputs of `{}`", stage.name))?;
+    let key = manifest::stage_key(stage.name, &stage.params, &inputs);
+    let output_paths: Vec<PathBuf> = stage.outputs.iter().map(PathBuf::from).collect();
+    if !forced
+        && let Some(previous) = manifest.stage(stage.name)
+        && previous.reusable(&key, out, &output_paths)
+    {
+        println!("== {}: unchanged, skipped (key {})", stage.name, &key[..12]);
+        let mut record = previous.clone();
+        record.skipped = true;
+        return Ok(record);
     }
+    println!("== {}", stage.name);
+    for output in &stage.outputs {
+        remove(&out.join(output))?;
+    }
+    let start = Instant::now();
+    let mut commands = Vec::new();
+    let result = (|| -> Result<()> {
+        for folder in &stage.folders {
+            let path = out.join(folder);
+            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        }
+        for step in &stage.commands {
+            commands.push(format!("lmforge {}", shell_words(&step.args)));
+            run_step(lmforge, out, step)?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        for output in &stage.outputs {
+            let _ = remove(&out.join(output));
+        }
+        return Err(error);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let outputs = manifest::hash_paths(out, &output_paths)?;
+    Ok(StageRecord {
+        name: stage.name.into(),
+        status: "ok".into(),
+        key,
+        skipped: false,
+        params: stage.params.clone(),
+        seed: stage.params.get("seed").and_then(Value::as_u64),
+        inputs,
+        outputs,
+        commands,
+        seconds,
+        git_commit: provenance.git_commit.clone(),
+        rustc: provenance.rustc.clone(),
+        finished_unix: manifest::now_unix(),
+        error: None,
+    })
+}
+
+fn run_step(lmforge: &Path, out: &Path, step: &Step) -> Result<()> {
+    println!("$ lmforge {}", shell_words(&step.args));
+    let mut command = Command::new(lmforge);
+    command.args(&step.args).current_dir(out);
+    for file in step.stdout.iter() {
+        let path = out.join(file);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        command.stdout(Stdio::piped());
+    }
+    let output = command
+        .spawn()
+        .with_context(|| format!("running {}", lmforge.display()))?
+        .wait_with_output()?;
+    ensure!(
+        output.status.success(),
+        "`lmforge {}` failed ({})",
+        step.args.first().map_or("", String::as_str),
+        output.status
+    );
+    if let Some(file) = &step.stdout {
+        crate::pipeline::manifest::write_atomic(&out.join(file), &output.stdout)?;
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> Result<()> {
+    let result = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else if path.exists() {
+        fs::remove_file(path)
+    } else {
+        Ok(())
+    };
+    result.with_context(|| format!("removing {}", path.display()))
+}
+
+/// Arguments as a shell would need them typed.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:,=".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `lmforge serve` on the run's chosen model, after printing how to talk to it.
+fn serve(lmforge: &Path, out: &Path, config: &Config) -> Result<()> {
+    let s = &config.serve;
+    let dir = if s.model == "fp32" {
+        "train".to_string()
+    } else {
+        format!("quantized/{}", s.model)
+    };
+    let url = format!("http://{}:{}", s.host, s.port);
     println!(
-        "\nreports in {}; training, quantization and serving stages join the pipeline \
-         as their crates land",
-        out.display()
+        "\nserving {} ({}) on {url}; Ctrl-C stops it. Try:\n\n  \
+         curl -X PUT {url}/api -H 'Content-Type: application/json' \
+         -d '{{\"prompts\":[\"Il était une fois\"],\"tokens_to_generate\":32}}'\n  \
+         curl {url}/v1/completions -H 'Content-Type: application/json' \
+         -d '{{\"prompt\":\"Había una vez\",\"max_tokens\":32,\"stream\":true}}'\n\n\
+         or open {url}/ in a browser.\n",
+        out.join(&dir).display(),
+        s.model
+    );
+    let status = Command::new(lmforge)
+        .args(["serve", "--checkpoint", &dir, "--host", &s.host])
+        .args(["--port", &s.port.to_string(), "--device"])
+        .arg(
+            if config.device.starts_with("cuda") || config.device == "wgpu" {
+                "auto"
+            } else {
+                &config.device
+            },
+        )
+        .current_dir(out)
+        .status()
+        .context("running lmforge serve")?;
+    ensure!(status.success(), "lmforge serve failed ({status})");
+    Ok(())
+}
+
+/// `cargo xtask verify-repro`: two fresh runs of one config must write the same bytes through
+/// the trained checkpoint, and a third run over the first must skip every stage.
+pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
+    let config = flags.config.clone().unwrap_or_else(|| {
+        root.join("datasets/default/pipeline-short.toml")
+            .display()
+            .to_string()
+    });
+    let out = root.join(&flags.out);
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let dir = out.join(name);
+        remove(&dir)?;
+        let pipeline = Pipeline {
+            config: Some(config.clone()),
+            out: dir.display().to_string(),
+            device: Some("flex".into()),
+            ..Pipeline::default()
+        };
+        runs.push(run(root, &pipeline)?.manifest);
+    }
+    let last = STAGES
+        .iter()
+        .position(|s| *s == REPRODUCIBLE_THROUGH)
+        .expect("a stage");
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for stage in &STAGES[..=last] {
+        let (a, b) = (
+            runs[0].stage(stage).context("run a lacks a stage")?,
+            runs[1].stage(stage).context("run b lacks a stage")?,
+        );
+        if a.key != b.key {
+            differences.push(format!("{stage}: the inputs or parameters differ"));
+        }
+        let names: std::collections::BTreeSet<_> =
+            a.outputs.keys().chain(b.outputs.keys()).collect();
+        for file in names {
+            if manifest::is_volatile(file) {
+                continue;
+            }
+            compared += 1;
+            if a.outputs.get(file) != b.outputs.get(file) {
+                differences.push(format!(
+                    "{stage}: {file}: {} against {}",
+                    a.outputs.get(file).map_or("missing", String::as_str),
+                    b.outputs.get(file).map_or("missing", String::as_str),
+                ));
+            }
+        }
+    }
+    ensure!(
+        differences.is_empty(),
+        "two runs of {config} differ:\n  {}",
+        differences.join("\n  ")
+    );
+    println!(
+        "\nverify-repro: {compared} output files of {} agree byte for byte between {} and {}",
+        STAGES[..=last].join(", "),
+        out.join("a").display(),
+        out.join("b").display()
+    );
+    let again = run(
+        root,
+        &Pipeline {
+            config: Some(config.clone()),
+            out: out.join("a").display().to_string(),
+            device: Some("flex".into()),
+            ..Pipeline::default()
+        },
+    )?;
+    let rerun: Vec<&str> = again
+        .manifest
+        .stages
+        .iter()
+        .filter(|s| !s.skipped)
+        .map(|s| s.name.as_str())
+        .collect();
+    ensure!(
+        rerun.is_empty(),
+        "a third run over unchanged inputs re-ran {rerun:?} instead of skipping them"
+    );
+    println!(
+        "verify-repro: a third run skipped all {} stages",
+        STAGES.len()
     );
     Ok(())
 }
 
-fn run_checked(program: &Path, args: &[&str]) -> Result<()> {
-    println!("$ {} {}", program.display(), args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {}", program.display()))?;
-    ensure!(status.success(), "{} failed ({status})", program.display());
-    Ok(())
-}
-
-/// Writes through a temporary file and a rename, so a report is whole or absent.
-fn write_atomic(path: &Path, contents: &str) -> Result<()> {
-    let temp = path.with_extension("tmp");
-    fs::write(&temp, contents).with_context(|| format!("writing {}", temp.display()))?;
-    fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
+/// A stage that fails stops the run with its error and leaves the earlier stages' outputs in
+/// place; the next run reuses them and starts from the failed stage. Checked on the short
+/// config's run in `out/a` (after `verify_repro`): training is made to fail, then fixed.
+pub fn check_failure_recovery(root: &Path, out: &Path) -> Result<()> {
+    let short = root.join("datasets/default/pipeline-short.toml");
+    let base = short.parent().context("a config folder")?;
+    let mut config = Config::load(&short)?;
+    let absolute_all = |paths: &mut Vec<String>| {
+        for path in paths.iter_mut() {
+            *path = absolute(&base.join(&*path));
+        }
+    };
+    absolute_all(&mut config.corpus.inputs);
+    absolute_all(&mut config.clean.blacklists);
+    config.train.model = "no-such-preset".into();
+    let failing = out.join("failing.toml");
+    write_file_atomic(&failing, toml::to_string(&config)?.as_bytes())?;
+    let run_in_a = |config: &Path| {
+        run(
+            root,
+            &Pipeline {
+                config: Some(config.display().to_string()),
+                out: out.join("a").display().to_string(),
+                device: Some("flex".into()),
+                ..Pipeline::default()
+            },
+        )
+    };
+    let error = match run_in_a(&failing) {
+        Ok(_) => bail!("a pipeline whose training cannot start succeeded"),
+        Err(error) => format!("{error:#}"),
+    };
+    ensure!(
+        error.contains("stage `train` failed"),
+        "the failure does not name its stage: {error}"
+    );
+    let manifest = Manifest::load(&out.join("a/manifest.json"))?;
+    let status = |name: &str| manifest.stage(name).map(|s| s.status.clone());
+    ensure!(
+        status("train").as_deref() == Some("failed") && !out.join("a/train").exists(),
+        "the failed stage is not recorded as failed, or left outputs behind"
+    );
+    for stage in ["clean", "tokenizer", "convert"] {
+        ensure!(
+            status(stage).as_deref() == Some("ok"),
+            "the failure lost the record of `{stage}`"
+        );
+    }
+    let again = run_in_a(&short)?;
+    let ran: Vec<&str> = again
+        .manifest
+        .stages
+        .iter()
+        .filter(|s| !s.skipped)
+        .map(|s| s.name.as_str())
+        .collect();
+    // Training writes the same bytes again, so everything after it is still up to date.
+    ensure!(
+        ran == ["train"],
+        "after the failure was fixed the pipeline re-ran {ran:?} instead of only `train`"
+    );
+    println!(
+        "failure recovery: the failed `train` stage kept the earlier stages and was resumed alone"
+    );
     Ok(())
 }

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
-use crate::flags::{Pipeline, Test};
+use crate::flags::{Test, VerifyRepro};
 use crate::{cargo, cargo_output, dataset};
 
 /// Dependencies a crate must never have (normal and build edges): what a crate does not depend
@@ -108,19 +108,22 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
     })?;
 
     step("pipeline", &mut || {
-        // The README's first command, on flex, into target/: it must keep working.
-        let out = crate::target_dir(root).join("pipeline-smoke");
-        let pipeline = Pipeline {
-            out: out.to_string_lossy().into_owned(),
-            device: "flex".into(),
-        };
-        crate::pipeline::run(root, &pipeline)?;
-        for report in ["corpus.json", "tokenizer.report.json", "device.json"] {
-            let text = std::fs::read_to_string(out.join(report))?;
-            serde_json::from_str::<serde_json::Value>(&text)
-                .with_context(|| format!("pipeline report {report}"))?;
-        }
-        Ok(())
+        // The README's first command on a shortened config, twice from scratch on flex: the
+        // same bytes through the trained checkpoint, then a third run that skips every stage.
+        let out = crate::target_dir(root).join("repro");
+        crate::pipeline::verify_repro(
+            root,
+            &VerifyRepro {
+                config: None,
+                out: out.to_string_lossy().into_owned(),
+            },
+        )?;
+        let report = std::fs::read_to_string(out.join("a/report.md"))?;
+        ensure!(
+            report.contains("| q4_0 |") && report.contains("![loss curve](train/loss.png)"),
+            "the pipeline's report.md lacks the models table or the loss curve"
+        );
+        crate::pipeline::check_failure_recovery(root, &out)
     })?;
     if !flags.no_lint {
         step("cuda type-check", &mut || {
