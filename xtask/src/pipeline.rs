@@ -134,18 +134,19 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     // Built exactly as `cargo xtask test` builds it (whole workspace, test targets included):
-    // any other selection unifies dependency features differently and recompiles burn.
-    crate::cargo(
-        root,
-        &[
-            "build",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--quiet",
-        ],
-        &[],
-    )?;
+    // any other selection unifies dependency features differently and recompiles burn. A CUDA
+    // device needs the CUDA build (docs/ARCHITECTURE.md, "Backends").
+    let mut build = vec![
+        "build",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--quiet",
+    ];
+    if config.device.starts_with("cuda") {
+        build.extend(["--features", "lmforge-cli/cuda"]);
+    }
+    crate::cargo(root, &build, &[])?;
     let lmforge = crate::target_dir(root).join("debug/lmforge");
     let provenance = manifest::Provenance::collect(root);
 
