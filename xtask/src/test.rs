@@ -109,7 +109,7 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
 
     step("pipeline", &mut || {
         // The README's first command on a shortened config, twice from scratch on flex: the
-        // same bytes through the trained checkpoint, then a third run that skips every stage.
+        // same bytes in every stage's outputs, then a third run that skips every stage.
         let out = crate::target_dir(root).join("repro");
         crate::pipeline::verify_repro(
             root,
