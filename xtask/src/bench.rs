@@ -122,7 +122,7 @@ pub fn run(root: &Path, flags: &Bench) -> Result<()> {
     let doc = root.join("docs/benchmarks.md");
     let text = fs::read_to_string(&doc).with_context(|| format!("reading {}", doc.display()))?;
     let rewritten = splice(&text, &block).with_context(|| format!("in {}", doc.display()))?;
-    crate::pipeline::write_file_atomic(&doc, rewritten.as_bytes())?;
+    crate::write_atomic(&doc, rewritten.as_bytes())?;
     println!(
         "rewrote the generated tables of {} ({} criterion benches, {} peer outputs)",
         doc.display(),

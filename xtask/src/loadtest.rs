@@ -173,10 +173,10 @@ pub fn run(root: &Path, flags: &Loadtest) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+    crate::write_atomic(
+        &out,
+        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
+    )?;
     println!("report: {}", out.display());
     let failed: usize = report.levels.iter().map(|l| l.failed).sum();
     ensure!(failed == 0, "{failed} requests failed (see the report)");

@@ -72,6 +72,16 @@ fn cargo(root: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Writes through a temporary file and a rename: the file is whole or absent.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    std::fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
 /// `cargo ARGS`, returning its standard output.
 fn cargo_output(root: &Path, args: &[&str]) -> Result<String> {
     let output = cargo_command(root, args)

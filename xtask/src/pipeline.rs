@@ -28,8 +28,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 pub use self::config::Config;
+pub use self::manifest::Provenance;
 use self::manifest::{Manifest, StageRecord};
-pub use self::manifest::{Provenance, write_atomic as write_file_atomic};
 use crate::flags::{Pipeline, VerifyRepro};
 
 /// The stages in order; `--force` takes one of these names.
@@ -43,11 +43,6 @@ pub const STAGES: [&str; 8] = [
     "eval-quantized",
     "samples",
 ];
-
-/// The last stage whose outputs `verify-repro` requires to be the same bytes for the same
-/// config and seed on flex: all of them (the issue asks through the trained checkpoint; eval,
-/// quantization and greedy samples are deterministic functions of it).
-pub const REPRODUCIBLE_THROUGH: &str = "samples";
 
 /// What one stage reads, writes and runs. Paths are relative to the run folder, except corpus
 /// inputs, which are wherever the config says.
@@ -153,7 +148,7 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
     let manifest_path = out.join("manifest.json");
     let mut manifest = Manifest::load(&manifest_path)?;
     manifest.config = config_path.display().to_string();
-    manifest.config_sha256 = manifest::sha256_file(&config_path)?;
+    manifest.config_sha256 = crate::dataset::sha256_file(&config_path)?;
     manifest.settings = serde_json::to_value(&config)?;
     let started = Instant::now();
     for (index, name) in STAGES.iter().enumerate() {
@@ -325,7 +320,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
         }
         "train" => {
             let t = &config.train;
-            let args: Vec<String> = [
+            let mut args: Vec<String> = [
                 "train",
                 "gpt",
                 "--data-path",
@@ -334,38 +329,6 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 tokenizer,
                 "--data-cache-path",
                 "cache",
-                "--config",
-                &t.model,
-                "--seq-length",
-                &t.seq_length.to_string(),
-                "--micro-batch-size",
-                &t.micro_batch_size.to_string(),
-                "--global-batch-size",
-                &t.global_batch_size.to_string(),
-                "--train-iters",
-                &t.train_iters.to_string(),
-                "--lr",
-                &t.lr.to_string(),
-                "--min-lr",
-                &t.min_lr.to_string(),
-                "--lr-warmup-iters",
-                &t.lr_warmup_iters.to_string(),
-                "--lr-decay-style",
-                &t.lr_decay_style,
-                "--weight-decay",
-                &t.weight_decay.to_string(),
-                "--adam-beta2",
-                &t.adam_beta2.to_string(),
-                "--clip-grad",
-                &t.clip_grad.to_string(),
-                "--split",
-                &t.split,
-                "--log-interval",
-                &t.log_interval.to_string(),
-                "--eval-interval",
-                &t.eval_interval.to_string(),
-                "--eval-iters",
-                &t.eval_iters.to_string(),
                 "--save",
                 "train",
                 "--seed",
@@ -375,6 +338,23 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
             ]
             .map(String::from)
             .into();
+            // Every `[train]` key is the Megatron flag of the same name (`model` is --config),
+            // so the flags are the keys: a new key reaches the trainer without a second list.
+            let Value::Object(keys) = serde_json::to_value(t)? else {
+                bail!("[train] is not a table");
+            };
+            for (key, value) in keys {
+                let flag = if key == "model" {
+                    "config".into()
+                } else {
+                    key.replace('_', "-")
+                };
+                let value = match value {
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                };
+                args.extend([format!("--{flag}"), value]);
+            }
             Stage {
                 name,
                 inputs: data_files
@@ -621,7 +601,7 @@ fn run_step(lmforge: &Path, out: &Path, step: &Step) -> Result<()> {
     println!("$ lmforge {}", shell_words(&step.args));
     let mut command = Command::new(lmforge);
     command.args(&step.args).current_dir(out);
-    for file in step.stdout.iter() {
+    if let Some(file) = &step.stdout {
         let path = out.join(file);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
@@ -639,7 +619,7 @@ fn run_step(lmforge: &Path, out: &Path, step: &Step) -> Result<()> {
         output.status
     );
     if let Some(file) = &step.stdout {
-        crate::pipeline::manifest::write_atomic(&out.join(file), &output.stdout)?;
+        crate::write_atomic(&out.join(file), &output.stdout)?;
     }
     Ok(())
 }
@@ -708,34 +688,42 @@ fn serve(lmforge: &Path, out: &Path, config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask verify-repro`: two fresh runs of one config must write the same bytes through
-/// the trained checkpoint, and a third run over the first must skip every stage.
+/// The pipeline on flex with `config` into `out` (the runs `verify-repro` compares).
+fn run_on_flex(root: &Path, config: &Path, out: &Path) -> Result<Outcome> {
+    let pipeline = Pipeline {
+        config: Some(config.display().to_string()),
+        out: out.display().to_string(),
+        device: Some("flex".into()),
+        ..Pipeline::default()
+    };
+    run(root, &pipeline)
+}
+
+/// The stages a run executed rather than skipped.
+fn ran(outcome: &Outcome) -> Vec<&str> {
+    let stages = outcome.manifest.stages.iter();
+    stages
+        .filter(|s| !s.skipped)
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+/// `cargo xtask verify-repro`: two fresh runs of one config must write the same bytes in every
+/// stage's outputs, and a third run over the first must skip every stage.
 pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
-    let config = flags.config.clone().unwrap_or_else(|| {
-        root.join("datasets/default/pipeline-short.toml")
-            .display()
-            .to_string()
-    });
+    let config = match &flags.config {
+        Some(path) => root.join(path),
+        None => root.join("datasets/default/pipeline-short.toml"),
+    };
     let out = root.join(&flags.out);
     let mut runs = Vec::new();
     for name in ["a", "b"] {
-        let dir = out.join(name);
-        remove(&dir)?;
-        let pipeline = Pipeline {
-            config: Some(config.clone()),
-            out: dir.display().to_string(),
-            device: Some("flex".into()),
-            ..Pipeline::default()
-        };
-        runs.push(run(root, &pipeline)?.manifest);
+        remove(&out.join(name))?;
+        runs.push(run_on_flex(root, &config, &out.join(name))?.manifest);
     }
-    let last = STAGES
-        .iter()
-        .position(|s| *s == REPRODUCIBLE_THROUGH)
-        .expect("a stage");
     let mut compared = 0;
     let mut differences = Vec::new();
-    for stage in &STAGES[..=last] {
+    for stage in STAGES {
         let (a, b) = (
             runs[0].stage(stage).context("run a lacks a stage")?,
             runs[1].stage(stage).context("run b lacks a stage")?,
@@ -761,31 +749,18 @@ pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
     }
     ensure!(
         differences.is_empty(),
-        "two runs of {config} differ:\n  {}",
+        "two runs of {} differ:\n  {}",
+        config.display(),
         differences.join("\n  ")
     );
     println!(
         "\nverify-repro: {compared} output files of {} agree byte for byte between {} and {}",
-        STAGES[..=last].join(", "),
+        STAGES.join(", "),
         out.join("a").display(),
         out.join("b").display()
     );
-    let again = run(
-        root,
-        &Pipeline {
-            config: Some(config.clone()),
-            out: out.join("a").display().to_string(),
-            device: Some("flex".into()),
-            ..Pipeline::default()
-        },
-    )?;
-    let rerun: Vec<&str> = again
-        .manifest
-        .stages
-        .iter()
-        .filter(|s| !s.skipped)
-        .map(|s| s.name.as_str())
-        .collect();
+    let again = run_on_flex(root, &config, &out.join("a"))?;
+    let rerun = ran(&again);
     ensure!(
         rerun.is_empty(),
         "a third run over unchanged inputs re-ran {rerun:?} instead of skipping them"
@@ -813,18 +788,8 @@ pub fn check_failure_recovery(root: &Path, out: &Path) -> Result<()> {
     absolute_all(&mut config.clean.blacklists);
     config.train.model = "no-such-preset".into();
     let failing = out.join("failing.toml");
-    write_file_atomic(&failing, toml::to_string(&config)?.as_bytes())?;
-    let run_in_a = |config: &Path| {
-        run(
-            root,
-            &Pipeline {
-                config: Some(config.display().to_string()),
-                out: out.join("a").display().to_string(),
-                device: Some("flex".into()),
-                ..Pipeline::default()
-            },
-        )
-    };
+    crate::write_atomic(&failing, toml::to_string(&config)?.as_bytes())?;
+    let run_in_a = |config: &Path| run_on_flex(root, config, &out.join("a"));
     let error = match run_in_a(&failing) {
         Ok(_) => bail!("a pipeline whose training cannot start succeeded"),
         Err(error) => format!("{error:#}"),
@@ -846,13 +811,7 @@ pub fn check_failure_recovery(root: &Path, out: &Path) -> Result<()> {
         );
     }
     let again = run_in_a(&short)?;
-    let ran: Vec<&str> = again
-        .manifest
-        .stages
-        .iter()
-        .filter(|s| !s.skipped)
-        .map(|s| s.name.as_str())
-        .collect();
+    let ran = ran(&again);
     // Training writes the same bytes again, so everything after it is still up to date.
     ensure!(
         ran == ["train"],

@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+use crate::dataset::hex;
+use crate::dataset::sha256_file;
+use crate::write_atomic;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Manifest {
@@ -206,22 +209,6 @@ fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buffer)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
 /// The content address of a stage run: its name, parameters and input bytes. Input paths
 /// outside the run folder enter by file name only, so a moved corpus keeps its key; volatile
 /// inputs (timings) do not enter, so a re-run upstream stage that wrote the same artifacts
@@ -241,20 +228,6 @@ pub fn stage_key(name: &str, params: &Value, inputs: &BTreeMap<String, String>) 
         .collect();
     let canonical = serde_json::json!({ "stage": name, "params": params, "inputs": inputs });
     hex(&Sha256::digest(canonical.to_string().as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Through a temporary file and a rename: whole or absent.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    fs::write(&temp, bytes).with_context(|| format!("writing {}", temp.display()))?;
-    fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 pub fn now_unix() -> u64 {

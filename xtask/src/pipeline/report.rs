@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::config::Config;
-use super::manifest::{self, Manifest};
+use super::manifest::Manifest;
 
 /// One model's numbers: fp32 or a quantization scheme.
 pub struct ModelRow {
@@ -59,7 +59,7 @@ impl Summary {
             .as_str()
             .map(|c| out.join(c))
             .context("train_report.json names no checkpoint")?;
-        let mut models = Vec::new();
+        let mut models: Vec<ModelRow> = Vec::new();
         let mut names = vec!["fp32".to_string()];
         names.extend(config.quantize.schemes.iter().cloned());
         for name in &names {
@@ -69,6 +69,12 @@ impl Summary {
             } else {
                 let dir = out.join(format!("quantized/{name}"));
                 let report = read_json(&dir.join("quantize_report.json"))?;
+                // Every quantize run timed the f32 model too; the first one's stands for it.
+                if let Some(fp32) = models.first_mut() {
+                    fp32.tokens_per_second = fp32
+                        .tokens_per_second
+                        .or(report["tokens_per_second"]["before"].as_f64());
+                }
                 (
                     weights_bytes(&dir),
                     report["tokens_per_second"]["after"].as_f64(),
@@ -81,15 +87,6 @@ impl Summary {
                 test_perplexity: eval["test_perplexity"].as_f64(),
                 tokens_per_second,
             });
-        }
-        if let Some(fp32) = models.first_mut() {
-            let report = read_json(&out.join(format!(
-                "quantized/{}/quantize_report.json",
-                config.quantize.schemes.first().map_or("", String::as_str)
-            )));
-            fp32.tokens_per_second = report
-                .ok()
-                .and_then(|r| r["tokens_per_second"]["before"].as_f64());
         }
         let mut samples = Vec::new();
         for name in &names {
@@ -249,5 +246,5 @@ pub fn write_markdown(out: &Path, summary: &Summary) -> Result<()> {
         let cell = |s: &str| one_line(s).replace('|', "\\|");
         let _ = writeln!(md, "| {model} | {} | {} |", cell(prompt), cell(text));
     }
-    manifest::write_atomic(&out.join("report.md"), md.as_bytes())
+    crate::write_atomic(&out.join("report.md"), md.as_bytes())
 }
