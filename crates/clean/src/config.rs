@@ -114,6 +114,11 @@ pub struct Config {
     pub format: OutputFormat,
     /// A shard is closed once this many bytes of text are in it.
     pub shard_bytes: u64,
+    /// The input is cut into parts of about this many stored bytes ([`lmforge_corpus::split`]:
+    /// compressed files whole, plain files by byte range, parquet by row group). A part is
+    /// the unit a sharded run's ranks share out, and a shard never spans two parts, so the
+    /// output files are the same whether one process or many wrote them.
+    pub part_bytes: u64,
 }
 
 impl Default for Config {
@@ -134,6 +139,7 @@ impl Default for Config {
             seed: 0,
             format: OutputFormat::Jsonl,
             shard_bytes: 256 << 20,
+            part_bytes: 256 << 20,
         }
     }
 }
@@ -193,6 +199,9 @@ impl Config {
         }
         if self.shard_bytes == 0 {
             return bad("shard_bytes", "must be at least 1".into());
+        }
+        if self.part_bytes == 0 {
+            return bad("part_bytes", "must be at least 1".into());
         }
         Ok(())
     }
@@ -291,8 +300,8 @@ impl Config {
         }
         let _ = writeln!(
             s,
-            "output: {:?} shards of <= {} bytes of text",
-            self.format, self.shard_bytes
+            "output: {:?} shards of <= {} bytes of text, a new one for every input part of ~{} bytes",
+            self.format, self.shard_bytes, self.part_bytes
         );
         s
     }

@@ -59,6 +59,7 @@ pub mod output;
 pub mod quality;
 mod report;
 mod run;
+pub mod sharded;
 pub mod synthetic;
 pub mod text;
 
@@ -96,6 +97,9 @@ pub enum Error {
     /// The two passes read different inputs.
     #[error("{0}")]
     InputChanged(String),
+    /// A task's output folder or marker (a sharded run).
+    #[error(transparent)]
+    Task(#[from] lmforge_executor::Error),
     /// Stopped by the caller (Ctrl-C); nothing was written.
     #[error("interrupted; nothing was written")]
     Interrupted,

@@ -101,10 +101,9 @@ impl Index {
     /// first document. Deterministic: the result does not depend on thread count.
     pub fn clusters(&self, bands: Bands, threshold: f64) -> Clusters {
         let n = self.len();
-        let rows = bands.rows.max(1);
-        let used = (bands.bands * rows).min(self.perms);
-        let need = ((threshold * self.perms as f64) - 1e-9).ceil().max(0.0) as usize;
-        let per_band: Vec<(Vec<(u32, u32)>, u64)> = (0..used / rows)
+        let (used, rows) = used_bands(bands, self.perms);
+        let need = needed_agreement(threshold, self.perms);
+        let per_band: Vec<(Vec<(u32, u32)>, u64)> = (0..used)
             .into_par_iter()
             .map(|band| self.band_pairs(band * rows..(band + 1) * rows, band as u64, need))
             .collect();
@@ -154,7 +153,7 @@ impl Index {
 
         let mut pairs = Vec::new();
         let mut compared = 0u64;
-        let mut representatives: Vec<u32> = Vec::with_capacity(MAX_REPRESENTATIVES);
+        let mut members: Vec<(u64, &[u32])> = Vec::new();
         let mut start = 0;
         while start < keys.len() {
             let bucket = keys[start] >> 32;
@@ -163,29 +162,66 @@ impl Index {
                 end += 1;
             }
             if end - start > 1 {
-                representatives.clear();
-                for &key in &keys[start..end] {
+                members.clear();
+                members.extend(keys[start..end].iter().map(|&key| {
                     let position = key as u32;
-                    let signature = self.signature(position as usize);
-                    let mut matched = false;
-                    for &earlier in &representatives {
-                        compared += 1;
-                        let other = self.signature(earlier as usize);
-                        if agreement(signature, other) >= need {
-                            pairs.push((earlier, position));
-                            matched = true;
-                            break;
-                        }
-                    }
-                    if !matched && representatives.len() < MAX_REPRESENTATIVES {
-                        representatives.push(position);
-                    }
-                }
+                    (u64::from(position), self.signature(position as usize))
+                }));
+                compared += verify_bucket(&members, need, &mut pairs);
             }
             start = end;
         }
+        let pairs = pairs
+            .into_iter()
+            .map(|(a, b)| (a as u32, b as u32))
+            .collect();
         (pairs, compared)
     }
+}
+
+/// One bucket's members, in input order, each with its signature: every member is compared
+/// with up to [`MAX_REPRESENTATIVES`] earlier ones that matched no one before them, and the
+/// first that agrees on `need` values makes a pair (earlier, later). Returns the comparisons.
+pub(crate) fn verify_bucket<S: AsRef<[u32]>>(
+    members: &[(u64, S)],
+    need: usize,
+    pairs: &mut Vec<(u64, u64)>,
+) -> u64 {
+    let mut compared = 0;
+    let mut representatives: Vec<usize> = Vec::with_capacity(MAX_REPRESENTATIVES);
+    for (at, (ordinal, signature)) in members.iter().enumerate() {
+        let mut matched = false;
+        for &earlier in &representatives {
+            compared += 1;
+            let (other, other_signature) = &members[earlier];
+            if agreement(signature.as_ref(), other_signature.as_ref()) >= need {
+                pairs.push((*other, *ordinal));
+                matched = true;
+                break;
+            }
+        }
+        if !matched && representatives.len() < MAX_REPRESENTATIVES {
+            representatives.push(at);
+        }
+    }
+    compared
+}
+
+/// Values of a signature two documents must share to be duplicates at `threshold`.
+pub(crate) fn needed_agreement(threshold: f64, perms: usize) -> usize {
+    ((threshold * perms as f64) - 1e-9).ceil().max(0.0) as usize
+}
+
+/// The bands used (each `rows` values; those that do not fit the signature are dropped).
+pub(crate) fn used_bands(bands: Bands, perms: usize) -> (usize, usize) {
+    let rows = bands.rows.max(1);
+    ((bands.bands * rows).min(perms) / rows, rows)
+}
+
+/// The bucket a signature falls in for `band`: the top 32 bits of its band key, which is what
+/// [`Index::clusters`] sorts on.
+pub(crate) fn bucket(signature: &[u32], band: usize, rows: usize) -> u32 {
+    (band_key(&signature[band * rows..(band + 1) * rows], band as u64) >> 32) as u32
 }
 
 /// The band's values folded into 64 bits (equal bands, equal keys; the band number seeds it).
@@ -201,7 +237,7 @@ fn band_key(values: &[u32], band: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-fn find(parent: &mut [u32], mut x: u32) -> u32 {
+pub(crate) fn find(parent: &mut [u32], mut x: u32) -> u32 {
     while parent[x as usize] != x {
         let grand = parent[parent[x as usize] as usize];
         parent[x as usize] = grand;
@@ -211,7 +247,7 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
 }
 
 /// The smaller root wins, so a cluster's root is its first document whatever the union order.
-fn union(parent: &mut [u32], a: u32, b: u32) {
+pub(crate) fn union(parent: &mut [u32], a: u32, b: u32) {
     let (ra, rb) = (find(parent, a), find(parent, b));
     if ra < rb {
         parent[rb as usize] = ra;

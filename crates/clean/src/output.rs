@@ -30,7 +30,7 @@ pub struct Document<'a> {
 }
 
 /// A file written, for the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct OutputFile {
     /// File name inside the output directory.
     pub file: String,
@@ -328,6 +328,12 @@ impl ShardWriter {
         info.bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
         self.done.push(info);
         Ok(())
+    }
+
+    /// Closes the open shard, if any: the next document starts a new one (at an input part's
+    /// start, so that shards are the same however the parts were shared out).
+    pub fn cut(&mut self) -> Result<()> {
+        self.close()
     }
 
     /// Closes the last shard; the files written.

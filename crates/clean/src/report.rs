@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::minhash::Bands;
@@ -54,7 +54,7 @@ impl Stage {
 
 /// One stage's counters. Bytes are UTF-8 bytes of text: as read before cleaning, as cleaned
 /// from the cleaning stage on.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
     /// Its name.
     pub stage: String,
@@ -73,7 +73,7 @@ pub struct StageReport {
 }
 
 /// Counters for one detected language (`und`: nothing detected or language stage off).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LanguageReport {
     /// Documents detected as it (that reached the language stage).
     pub documents: u64,
@@ -86,7 +86,7 @@ pub struct LanguageReport {
 }
 
 /// Records and files that could not be read.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Malformed {
     /// Bad records skipped (malformed JSON, missing field, invalid UTF-8, null cell).
     pub records: u64,
@@ -97,7 +97,7 @@ pub struct Malformed {
 }
 
 /// Dedup details.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DedupReport {
     /// Documents dropped as exact copies.
     pub exact_duplicates: u64,
@@ -122,7 +122,7 @@ pub struct DedupReport {
 }
 
 /// The whole run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// Input files.
     pub inputs: Vec<PathBuf>,
@@ -162,6 +162,9 @@ pub struct Report {
     pub documents_per_second: f64,
     /// MB (10⁶ bytes) of text read per second of wall time.
     pub mb_per_second: f64,
+    /// A sharded run's ranks and steps (absent when one process ran it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharded: Option<crate::sharded::ShardedReport>,
 }
 
 impl Report {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::Instant;
 
-use lmforge_corpus::{Reader, Record};
+use lmforge_corpus::{Part, Reader, Record};
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use whatlang::Lang;
@@ -21,7 +21,7 @@ use crate::config::{Config, Dedup};
 use crate::language::{Detected, Identifier};
 use crate::lsh::Index;
 use crate::minhash::{Bands, MinHasher, Scratch};
-use crate::output::{Document, ShardWriter, Staging};
+use crate::output::{Document, OutputFile, ShardWriter, Staging};
 use crate::report::{DedupReport, LanguageReport, Malformed, Report, Stage, StageReport};
 use crate::{Error, Result, io};
 
@@ -88,21 +88,26 @@ pub struct Cleaner {
     lists: Vec<List>,
 }
 
-#[derive(Clone, Copy)]
-struct Dup {
-    of: u32,
-    near: bool,
-    similarity: f32,
+/// A dropped duplicate: its survivor's ordinal, how it was found, the similarity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Dup {
+    pub(crate) of: u64,
+    pub(crate) near: bool,
+    pub(crate) similarity: f32,
 }
 
-enum Item {
+pub(crate) enum Item {
     Doc(Record),
     Bad(lmforge_corpus::Error),
 }
 
-struct Batch {
-    items: Vec<Item>,
-    bytes_read: u64,
+pub(crate) struct Batch {
+    pub(crate) items: Vec<Item>,
+    pub(crate) bytes_read: u64,
+    /// The part it comes from (its index in the parts read).
+    pub(crate) part: usize,
+    /// On a part's last batch: the lines the part held.
+    pub(crate) lines: Option<u64>,
 }
 
 impl Cleaner {
@@ -234,141 +239,46 @@ impl Cleaner {
     ) -> Result<Report> {
         let start = Instant::now();
         let staging = Staging::new(output)?;
-        let file_bytes: u64 = files
-            .iter()
-            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
-            .sum();
+        let parts = lmforge_corpus::split(files, self.config.part_bytes)?;
+        let file_bytes: u64 = parts.iter().map(|p| p.bytes).sum();
         let mut dedup = DedupReport::default();
-        let mut dups: FxHashMap<u32, Dup> = FxHashMap::default();
+        let mut dups: FxHashMap<u64, Dup> = FxHashMap::default();
         let mut indexed_documents = None;
         if self.config.dedup != Dedup::None {
             indexed_documents =
-                Some(self.dedup_pass(files, file_bytes, progress, cancel, &mut dups, &mut dedup)?);
+                Some(self.dedup_pass(&parts, file_bytes, progress, cancel, &mut dups, &mut dedup)?);
         }
         let index_seconds = start.elapsed().as_secs_f64();
 
         let filter_start = Instant::now();
-        let mut state = FilterState::new(self);
-        let mut writer = ShardWriter::new(
-            staging.dir(),
-            self.config.format,
-            self.config.shard_bytes,
-            &self.config.keep_fields,
-        );
-        let duplicates_path = staging.dir().join("duplicates.jsonl");
-        let mut duplicates = match self.config.dedup {
-            Dedup::None => None,
-            _ => Some(BufWriter::new(
-                File::create(&duplicates_path).map_err(io(&duplicates_path))?,
-            )),
-        };
-        let roots: FxHashSet<u32> = dups.values().map(|d| d.of).collect();
-        let mut survivor_ids: FxHashMap<u32, String> = FxHashMap::default();
-        let mut ordinal: u64 = 0;
-        let keys = [self.config.text_field.clone()];
-        let mut optional = vec![self.config.id_field.clone()];
-        optional.extend(self.config.keep_fields.iter().cloned());
-
+        let roots: FxHashSet<u64> = dups.values().map(|d| d.of).collect();
+        let mut filtering = Filtering::new(self, staging.dir(), &dups, roots, 0)?;
         let reading = Reading {
-            files,
-            keys: &keys,
-            optional: &optional,
+            parts: &parts,
+            lines: None,
+            keys: &filtering.keys(),
+            optional: &filtering.optional(),
             cancel,
             pass: Pass::Filter,
             file_bytes,
             progress,
         };
-        reading.each_batch(|batch| {
-            let first = ordinal;
-            let mut ordinals = Vec::with_capacity(batch.items.len());
-            let mut next = first;
-            for item in &batch.items {
-                ordinals.push(matches!(item, Item::Doc(_)).then(|| {
-                    next += 1;
-                    next - 1
-                }));
-            }
-            let filtered: Vec<Option<Filtered>> = batch
-                .items
-                .par_iter()
-                .zip(&ordinals)
-                .map(|(item, ordinal)| match (item, ordinal) {
-                    (Item::Doc(r), Some(o)) if !dups.contains_key(&(*o as u32)) => {
-                        Some(self.filter(&r.fields[0]))
-                    }
-                    _ => None,
-                })
-                .collect();
-            for ((item, o), filtered) in batch.items.into_iter().zip(ordinals).zip(filtered) {
-                let record = match item {
-                    Item::Bad(e) => {
-                        state.malformed(&e);
-                        continue;
-                    }
-                    Item::Doc(record) => record,
-                };
-                let o = o.unwrap_or_default() as u32;
-                ordinal += 1;
-                let text = &record.fields[0];
-                let id = record
-                    .optional
-                    .first()
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_else(|| format!("{}:{}", record.file.display(), record.line));
-                state.documents_in += 1;
-                state.bytes_in += text.len() as u64;
-                if let Some(dup) = dups.get(&o) {
-                    state.count_duplicate(dup.near, text.len() as u64);
-                    if let Some(out) = duplicates.as_mut() {
-                        let line = serde_json::json!({
-                            "id": id,
-                            "file": record.file.display().to_string(),
-                            "line": record.line,
-                            "ordinal": o,
-                            "duplicate_of": survivor_ids.get(&dup.of),
-                            "duplicate_of_ordinal": dup.of,
-                            "method": if dup.near { "minhash" } else { "exact" },
-                            "similarity": (dup.similarity * 1e4).round() / 1e4,
-                        });
-                        writeln!(out, "{line}").map_err(io(&duplicates_path))?;
-                    }
-                    continue;
-                }
-                if roots.contains(&o) {
-                    survivor_ids.insert(o, id.clone());
-                }
-                let Some(filtered) = filtered else { continue };
-                if let Some(text) = state.count_filtered(self, text.len() as u64, &filtered) {
-                    let language = filtered
-                        .language
-                        .map(|d| (crate::language::code(d.lang), d.confidence as f32));
-                    writer.write(&Document {
-                        id: &id,
-                        text,
-                        language,
-                        extra: record.optional.get(1..).unwrap_or(&[]),
-                    })?;
-                }
-            }
-            Ok(ordinal)
-        })?;
+        reading.each_batch(|batch| filtering.batch(batch))?;
+        let filtered = filtering.finish()?;
         if let Some(n) = indexed_documents
-            && n != ordinal
+            && n != filtered.documents
         {
             return Err(Error::InputChanged(format!(
-                "the dedup pass read {n} documents and the filter pass {ordinal}: \
-                 an input file changed during the run"
+                "the dedup pass read {n} documents and the filter pass {}: \
+                 an input file changed during the run",
+                filtered.documents
             )));
         }
-        if let Some(mut out) = duplicates {
-            out.flush().map_err(io(&duplicates_path))?;
-        }
-        let outputs = writer.finish()?;
         let seconds = start.elapsed().as_secs_f64();
-        if ordinal > 0 {
-            dedup.index_bytes_per_document = dedup.index_bytes as f64 / ordinal as f64;
+        if filtered.documents > 0 {
+            dedup.index_bytes_per_document = dedup.index_bytes as f64 / filtered.documents as f64;
         }
+        let state = filtered.state;
         let report = Report {
             inputs: files.to_vec(),
             output: output.to_path_buf(),
@@ -382,33 +292,52 @@ impl Cleaner {
             languages: state.languages,
             malformed: state.malformed,
             dedup,
-            outputs,
+            outputs: filtered.outputs,
             threads: rayon::current_num_threads(),
             index_seconds,
             filter_seconds: filter_start.elapsed().as_secs_f64(),
             seconds,
             documents_per_second: state.documents_in as f64 / seconds.max(1e-9),
             mb_per_second: state.bytes_in as f64 / 1e6 / seconds.max(1e-9),
+            sharded: None,
         };
-        let report_path = staging.dir().join("report.json");
-        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Output {
-            file: report_path.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::write(&report_path, json + "\n").map_err(io(&report_path))?;
+        write_report(&staging.dir().join("report.json"), &report)?;
         staging.commit()?;
         Ok(report)
+    }
+
+    /// Per document of a batch (in parallel): the exact key and, for near dedup, the MinHash
+    /// signature (`None` for a text too short for one shingle); `None` for a bad record.
+    pub(crate) fn hash_batch(&self, items: &[Item]) -> Vec<Option<(u64, Option<Vec<u32>>)>> {
+        let near = self.config.dedup == Dedup::Minhash;
+        let perms = self.minhasher.perms();
+        items
+            .par_iter()
+            .map_init(Scratch::default, |scratch, item| match item {
+                Item::Doc(r) => {
+                    let text = &r.fields[0];
+                    let signature = near.then(|| {
+                        let mut signature = vec![0u32; perms];
+                        self.minhasher
+                            .signature_into(text, scratch, &mut signature)
+                            .then_some(signature)
+                    });
+                    Some((crate::text::exact_key(text), signature.flatten()))
+                }
+                Item::Bad(_) => None,
+            })
+            .collect()
     }
 
     /// Pass 1: exact keys (first copy wins) and, for near dedup, signatures of the documents
     /// that are not exact copies, then clustering. Returns the documents read.
     fn dedup_pass(
         &self,
-        files: &[PathBuf],
+        parts: &[Part],
         file_bytes: u64,
         progress: &(dyn Fn(&Progress) + Sync),
         cancel: &AtomicBool,
-        dups: &mut FxHashMap<u32, Dup>,
+        dups: &mut FxHashMap<u64, Dup>,
         report: &mut DedupReport,
     ) -> Result<u64> {
         let near = self.config.dedup == Dedup::Minhash;
@@ -418,7 +347,8 @@ impl Cleaner {
         let mut ordinal: u64 = 0;
         let keys = [self.config.text_field.clone()];
         let reading = Reading {
-            files,
+            parts,
+            lines: None,
             keys: &keys,
             optional: &[],
             cancel,
@@ -427,31 +357,14 @@ impl Cleaner {
             progress,
         };
         reading.each_batch(|batch| {
-            let hashed: Vec<Option<(u64, Option<Vec<u32>>)>> = batch
-                .items
-                .par_iter()
-                .map_init(Scratch::default, |scratch, item| match item {
-                    Item::Doc(r) => {
-                        let text = &r.fields[0];
-                        let signature = near.then(|| {
-                            let mut signature = vec![0u32; perms];
-                            self.minhasher
-                                .signature_into(text, scratch, &mut signature)
-                                .then_some(signature)
-                        });
-                        Some((crate::text::exact_key(text), signature.flatten()))
-                    }
-                    Item::Bad(_) => None,
-                })
-                .collect();
-            for (key, signature) in hashed.into_iter().flatten() {
+            for (key, signature) in self.hash_batch(&batch.items).into_iter().flatten() {
                 let o = u32::try_from(ordinal)
                     .ok()
                     .filter(|&o| o < u32::MAX)
                     .ok_or_else(|| {
                         Error::Config(
-                            "dedup indexes at most 4,294,967,294 documents per run; \
-                                 split the corpus"
+                            "one process indexes at most 4,294,967,294 documents; \
+                             run it sharded (--ranks N)"
                                 .into(),
                         )
                     })?;
@@ -459,9 +372,9 @@ impl Cleaner {
                 match exact.entry(key) {
                     std::collections::hash_map::Entry::Occupied(first) => {
                         dups.insert(
-                            o,
+                            o.into(),
                             Dup {
-                                of: *first.get(),
+                                of: (*first.get()).into(),
                                 near: false,
                                 similarity: 1.0,
                             },
@@ -492,9 +405,9 @@ impl Cleaner {
             report.near_duplicates = clusters.duplicates.len() as u64;
             for d in clusters.duplicates {
                 dups.insert(
-                    d.ordinal,
+                    d.ordinal.into(),
                     Dup {
-                        of: d.of,
+                        of: d.of.into(),
                         near: true,
                         similarity: d.similarity,
                     },
@@ -510,20 +423,221 @@ impl Cleaner {
             0
         };
         report.index_bytes =
-            (index.heap_bytes() + exact_bytes + bands_in_flight + dups.capacity() * 17) as u64;
+            (index.heap_bytes() + exact_bytes + bands_in_flight + dups.capacity() * 25) as u64;
         Ok(ordinal)
     }
 }
 
+/// `report.json`, pretty-printed.
+pub(crate) fn write_report(path: &Path, report: &Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| Error::Output {
+        file: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(path, json + "\n").map_err(io(path))
+}
+
+/// What the filter pass leaves: its counters, the shards written, the documents read.
+pub(crate) struct FilterDone {
+    pub(crate) state: FilterState,
+    pub(crate) outputs: Vec<OutputFile>,
+    pub(crate) documents: u64,
+    /// (ordinal, id) of every survivor read (a sharded run's merge names survivors that a
+    /// later rank's duplicates point at).
+    pub(crate) survivors: Vec<(u64, String)>,
+}
+
+/// The filter pass over batches in input order: duplicates dropped and listed, stages 3-6,
+/// counters, shards (a new one at every input part).
+pub(crate) struct Filtering<'a> {
+    cleaner: &'a Cleaner,
+    dups: &'a FxHashMap<u64, Dup>,
+    roots: FxHashSet<u64>,
+    survivor_ids: FxHashMap<u64, String>,
+    survivors: Vec<(u64, String)>,
+    state: FilterState,
+    writer: ShardWriter,
+    duplicates: Option<(PathBuf, BufWriter<File>)>,
+    ordinal: u64,
+    documents: u64,
+    part: Option<usize>,
+}
+
+impl<'a> Filtering<'a> {
+    /// Writes into `dir`; the first document read has ordinal `first_ordinal`.
+    pub(crate) fn new(
+        cleaner: &'a Cleaner,
+        dir: &Path,
+        dups: &'a FxHashMap<u64, Dup>,
+        roots: FxHashSet<u64>,
+        first_ordinal: u64,
+    ) -> Result<Filtering<'a>> {
+        let config = &cleaner.config;
+        let duplicates = match config.dedup {
+            Dedup::None => None,
+            _ => {
+                let path = dir.join("duplicates.jsonl");
+                let file = File::create(&path).map_err(io(&path))?;
+                Some((path, BufWriter::new(file)))
+            }
+        };
+        Ok(Filtering {
+            cleaner,
+            dups,
+            roots,
+            survivor_ids: FxHashMap::default(),
+            survivors: Vec::new(),
+            state: FilterState::new(cleaner),
+            writer: ShardWriter::new(dir, config.format, config.shard_bytes, &config.keep_fields),
+            duplicates,
+            ordinal: first_ordinal,
+            documents: 0,
+            part: None,
+        })
+    }
+
+    /// The fields read: the text.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        vec![self.cleaner.config.text_field.clone()]
+    }
+
+    /// The optional fields read: the id, then the kept fields.
+    pub(crate) fn optional(&self) -> Vec<String> {
+        let config = &self.cleaner.config;
+        let mut optional = vec![config.id_field.clone()];
+        optional.extend(config.keep_fields.iter().cloned());
+        optional
+    }
+
+    /// One batch; returns the documents read so far.
+    pub(crate) fn batch(&mut self, batch: Batch) -> Result<u64> {
+        if self.part != Some(batch.part) {
+            self.writer.cut()?;
+            self.part = Some(batch.part);
+        }
+        let cleaner = self.cleaner;
+        let mut ordinals = Vec::with_capacity(batch.items.len());
+        let mut next = self.ordinal;
+        for item in &batch.items {
+            ordinals.push(matches!(item, Item::Doc(_)).then(|| {
+                next += 1;
+                next - 1
+            }));
+        }
+        let dups = self.dups;
+        let filtered: Vec<Option<Filtered>> = batch
+            .items
+            .par_iter()
+            .zip(&ordinals)
+            .map(|(item, ordinal)| match (item, ordinal) {
+                (Item::Doc(r), Some(o)) if !dups.contains_key(o) => {
+                    Some(cleaner.filter(&r.fields[0]))
+                }
+                _ => None,
+            })
+            .collect();
+        for ((item, o), filtered) in batch.items.into_iter().zip(ordinals).zip(filtered) {
+            let record = match item {
+                Item::Bad(e) => {
+                    self.state.malformed(&e);
+                    continue;
+                }
+                Item::Doc(record) => record,
+            };
+            let o = o.unwrap_or_default();
+            self.ordinal += 1;
+            self.documents += 1;
+            let text = &record.fields[0];
+            let id = record
+                .optional
+                .first()
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| format!("{}:{}", record.file.display(), record.line));
+            self.state.documents_in += 1;
+            self.state.bytes_in += text.len() as u64;
+            if let Some(dup) = dups.get(&o) {
+                self.state.count_duplicate(dup.near, text.len() as u64);
+                if let Some((path, out)) = self.duplicates.as_mut() {
+                    let line = duplicate_line(
+                        &id,
+                        &record,
+                        o,
+                        self.survivor_ids.get(&dup.of).map(String::as_str),
+                        dup,
+                    );
+                    writeln!(out, "{line}").map_err(io(path))?;
+                }
+                continue;
+            }
+            if self.roots.contains(&o) {
+                self.survivor_ids.insert(o, id.clone());
+                self.survivors.push((o, id.clone()));
+            }
+            let Some(filtered) = filtered else { continue };
+            if let Some(text) = self
+                .state
+                .count_filtered(cleaner, text.len() as u64, &filtered)
+            {
+                let language = filtered
+                    .language
+                    .map(|d| (crate::language::code(d.lang), d.confidence as f32));
+                self.writer.write(&Document {
+                    id: &id,
+                    text,
+                    language,
+                    extra: record.optional.get(1..).unwrap_or(&[]),
+                })?;
+            }
+        }
+        Ok(self.ordinal)
+    }
+
+    /// Closes the shards and `duplicates.jsonl`.
+    pub(crate) fn finish(self) -> Result<FilterDone> {
+        if let Some((path, mut out)) = self.duplicates {
+            out.flush().map_err(io(&path))?;
+        }
+        Ok(FilterDone {
+            state: self.state,
+            outputs: self.writer.finish()?,
+            documents: self.documents,
+            survivors: self.survivors,
+        })
+    }
+}
+
+/// One line of `duplicates.jsonl`; `survivor` is `None` only in a sharded run's rank, whose
+/// survivor can be on an earlier rank (the merge fills it in).
+fn duplicate_line(
+    id: &str,
+    record: &Record,
+    ordinal: u64,
+    survivor: Option<&str>,
+    dup: &Dup,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "file": record.file.display().to_string(),
+        "line": record.line,
+        "ordinal": ordinal,
+        "duplicate_of": survivor,
+        "duplicate_of_ordinal": dup.of,
+        "method": if dup.near { "minhash" } else { "exact" },
+        "similarity": (dup.similarity * 1e4).round() / 1e4,
+    })
+}
+
 /// The filter pass's counters.
-struct FilterState {
-    documents_in: u64,
-    bytes_in: u64,
-    documents_out: u64,
-    bytes_out: u64,
-    stages: Vec<StageReport>,
-    languages: BTreeMap<String, LanguageReport>,
-    malformed: Malformed,
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FilterState {
+    pub(crate) documents_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) documents_out: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) stages: Vec<StageReport>,
+    pub(crate) languages: BTreeMap<String, LanguageReport>,
+    pub(crate) malformed: Malformed,
 }
 
 impl FilterState {
@@ -553,6 +667,40 @@ impl FilterState {
             languages: BTreeMap::new(),
             malformed: Malformed::default(),
         }
+    }
+
+    /// Adds another rank's counters (which come after these in input order).
+    pub(crate) fn add(&mut self, other: FilterState) {
+        self.documents_in += other.documents_in;
+        self.bytes_in += other.bytes_in;
+        self.documents_out += other.documents_out;
+        self.bytes_out += other.bytes_out;
+        if self.stages.is_empty() {
+            self.stages = other.stages;
+        } else {
+            for (s, o) in self.stages.iter_mut().zip(other.stages) {
+                s.documents_in += o.documents_in;
+                s.bytes_in += o.bytes_in;
+                s.documents_out += o.documents_out;
+                s.bytes_out += o.bytes_out;
+                for (reason, n) in o.dropped {
+                    *s.dropped.entry(reason).or_default() += n;
+                }
+            }
+        }
+        for (language, o) in other.languages {
+            let l = self.languages.entry(language).or_default();
+            l.documents += o.documents;
+            l.bytes += o.bytes;
+            l.documents_out += o.documents_out;
+            l.bytes_out += o.bytes_out;
+        }
+        self.malformed.records += other.malformed.records;
+        self.malformed.files += other.malformed.files;
+        let room = EXAMPLES.saturating_sub(self.malformed.examples.len());
+        self.malformed
+            .examples
+            .extend(other.malformed.examples.into_iter().take(room));
     }
 
     fn malformed(&mut self, e: &lmforge_corpus::Error) {
@@ -649,24 +797,27 @@ impl FilterState {
 }
 
 /// One pass over the input: what to read, and whom to tell.
-struct Reading<'a> {
-    files: &'a [PathBuf],
-    keys: &'a [String],
-    optional: &'a [String],
-    cancel: &'a AtomicBool,
-    pass: Pass,
-    file_bytes: u64,
-    progress: &'a (dyn Fn(&Progress) + Sync),
+pub(crate) struct Reading<'a> {
+    pub(crate) parts: &'a [Part],
+    /// Lines before each part's first line, when known (a sharded run's filter step); else
+    /// counted on as the parts of one file are read in order.
+    pub(crate) lines: Option<&'a [u64]>,
+    pub(crate) keys: &'a [String],
+    pub(crate) optional: &'a [String],
+    pub(crate) cancel: &'a AtomicBool,
+    pub(crate) pass: Pass,
+    pub(crate) file_bytes: u64,
+    pub(crate) progress: &'a (dyn Fn(&Progress) + Sync),
 }
 
 impl Reading<'_> {
     /// Reads on a thread of its own and hands each batch to `f` (which returns the documents
     /// read so far), reporting progress after each; stops with [`Error::Interrupted`] once
     /// `cancel` is set.
-    fn each_batch(&self, mut f: impl FnMut(Batch) -> Result<u64>) -> Result<()> {
+    pub(crate) fn each_batch(&self, mut f: impl FnMut(Batch) -> Result<u64>) -> Result<()> {
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = sync_channel::<Batch>(4);
-            scope.spawn(|| read(self.files, self.keys, self.optional, self.cancel, tx));
+            scope.spawn(|| read(self, tx));
             for batch in rx {
                 if self.cancel.load(Ordering::Relaxed) {
                     return Err(Error::Interrupted);
@@ -689,19 +840,22 @@ impl Reading<'_> {
     }
 }
 
-/// The reader thread: records of each file in batches; a fatal error in one file is passed
-/// on and reading goes on with the next file.
-fn read(
-    files: &[PathBuf],
-    keys: &[String],
-    optional: &[String],
-    cancel: &AtomicBool,
-    tx: SyncSender<Batch>,
-) {
+/// The reader thread: records of each part in batches (a batch never spans two parts, and
+/// every part ends with one that says how many lines it held); a fatal error ends that part
+/// and reading goes on with the next.
+fn read(reading: &Reading<'_>, tx: SyncSender<Batch>) {
     let mut done = 0u64;
-    for file in files {
-        let size = std::fs::metadata(file).map_or(0, |m| m.len());
-        let mut reader = Reader::new(vec![file.clone()], keys).optional(optional);
+    let mut previous: Option<(&Part, u64)> = None;
+    for (at, part) in reading.parts.iter().enumerate() {
+        let before = match (part.span, reading.lines, previous) {
+            (lmforge_corpus::Span::RowGroups { first_row, .. }, _, _) => first_row,
+            (_, Some(lines), _) => lines[at],
+            (_, None, Some((p, line))) if p.file == part.file => line,
+            _ => 0,
+        };
+        let mut reader = Reader::parts(vec![part.clone()], reading.keys)
+            .optional(reading.optional)
+            .first_line(before);
         let mut items = Vec::with_capacity(BATCH_DOCS);
         let mut bytes = 0;
         loop {
@@ -716,17 +870,19 @@ fn read(
                 None => {}
             }
             if end || items.len() >= BATCH_DOCS || bytes >= BATCH_BYTES {
-                if cancel.load(Ordering::Relaxed) {
+                if reading.cancel.load(Ordering::Relaxed) {
                     return;
                 }
                 let bytes_read = if end {
-                    done + size
+                    done + part.bytes
                 } else {
                     done + reader.bytes_read()
                 };
                 let batch = Batch {
                     items: std::mem::take(&mut items),
                     bytes_read,
+                    part: at,
+                    lines: end.then(|| reader.line() - before),
                 };
                 if tx.send(batch).is_err() {
                     return;
@@ -737,6 +893,7 @@ fn read(
                 break;
             }
         }
-        done += size;
+        previous = Some((part, reader.line()));
+        done += part.bytes;
     }
 }

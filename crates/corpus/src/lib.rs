@@ -33,6 +33,9 @@
 //! ```
 
 mod parquet_rows;
+mod part;
+
+pub use part::{Part, Span, assign, split};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -269,6 +272,8 @@ enum Open {
         format: Format,
         line: u64,
         buf: Vec<u8>,
+        /// Offset of the next line and where lines stop starting (a [`Span::Bytes`] part).
+        range: Option<(u64, u64)>,
     },
     Parquet(parquet_rows::Rows),
 }
@@ -276,11 +281,16 @@ enum Open {
 /// Records of the files in order (see the crate docs for the formats). Plain-text files give
 /// the line as the one field whatever the keys. After a fatal error the reader ends.
 pub struct Reader {
-    files: std::vec::IntoIter<PathBuf>,
+    parts: std::vec::IntoIter<Part>,
     keys: Vec<String>,
     optional: Vec<String>,
     current: Option<(Arc<PathBuf>, Open)>,
     failed: bool,
+    /// Lines before the first part's first line, when the caller knows them.
+    first_line: Option<u64>,
+    /// The last part opened (file, span) and the line (or row) number reached in it.
+    last: Option<(PathBuf, Span)>,
+    line: u64,
     /// Bytes of the files before the current one, and of the current one so far.
     done_bytes: u64,
     current_bytes: Arc<std::sync::atomic::AtomicU64>,
@@ -290,12 +300,30 @@ pub struct Reader {
 impl Reader {
     /// A reader of `files` taking the fields `keys` (at least one) of each record.
     pub fn new<S: AsRef<str>>(files: Vec<PathBuf>, keys: &[S]) -> Reader {
+        let parts = files
+            .into_iter()
+            .map(|file| Part {
+                file,
+                span: Span::Whole,
+                bytes: 0,
+            })
+            .collect();
+        Reader::parts(parts, keys)
+    }
+
+    /// A reader of the records in `parts` ([`split`]). Line numbers run on across adjacent
+    /// byte parts of one file; a byte part read first starts at [`Reader::first_line`], or,
+    /// without it, after counting the lines before it.
+    pub fn parts<S: AsRef<str>>(parts: Vec<Part>, keys: &[S]) -> Reader {
         Reader {
-            files: files.into_iter(),
+            parts: parts.into_iter(),
             keys: keys.iter().map(|k| k.as_ref().to_string()).collect(),
             optional: Vec::new(),
             current: None,
             failed: false,
+            first_line: None,
+            last: None,
+            line: 0,
             done_bytes: 0,
             current_bytes: Arc::default(),
             current_size: 0,
@@ -307,6 +335,23 @@ impl Reader {
     pub fn optional<S: AsRef<str>>(mut self, keys: &[S]) -> Reader {
         self.optional = keys.iter().map(|k| k.as_ref().to_string()).collect();
         self
+    }
+
+    /// The first part starts after `lines` lines of its file (what an earlier task counted),
+    /// so that a byte part's records are numbered as in the whole file without a scan.
+    pub fn first_line(mut self, lines: u64) -> Reader {
+        self.first_line = Some(lines);
+        self
+    }
+
+    /// The line (or row) number of the last record read: after the last part, how many lines
+    /// the reader went through (with [`Reader::first_line`]'s offset).
+    pub fn line(&self) -> u64 {
+        match &self.current {
+            Some((_, Open::Lines { line, .. })) => *line,
+            Some((_, Open::Parquet(rows))) => rows.row(),
+            None => self.line,
+        }
     }
 
     /// Bytes of the input files read so far, as stored (compressed): with the files' sizes, a
@@ -321,28 +366,118 @@ impl Reader {
 
     fn open_next(&mut self) -> Option<Result<()>> {
         self.done_bytes += std::mem::take(&mut self.current_size);
-        let path = self.files.next()?;
+        let part = self.parts.next()?;
+        let path = part.file.clone();
         let format = Format::of(&path);
-        self.current_size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.current_size = match part.span {
+            Span::Whole => std::fs::metadata(&path).map_or(0, |m| m.len()),
+            _ => part.bytes,
+        };
         self.current_bytes = Arc::default();
         if format == Format::Parquet {
             // Parquet is read by column chunk, not front to back: count it whole.
             self.current_bytes
                 .store(self.current_size, std::sync::atomic::Ordering::Relaxed);
         }
-        let opened = match format {
-            Format::Parquet => {
-                parquet_rows::Rows::open(&path, &self.keys, &self.optional).map(Open::Parquet)
+        // Lines before this part: the caller's count for the first, the previous part's end
+        // for the next byte part of the same file, else counted.
+        let adjacent = match (&self.last, part.span) {
+            (Some((file, Span::Bytes { end, .. })), Span::Bytes { start, .. }) => {
+                *file == path && *end == start
             }
-            _ => open_counted(&path, self.current_bytes.clone()).map(|reader| Open::Lines {
-                reader,
-                format,
-                line: 0,
-                buf: Vec::new(),
-            }),
+            _ => false,
         };
+        let before = match part.span {
+            Span::Whole => Ok(0),
+            Span::RowGroups { first_row, .. } => Ok(first_row),
+            Span::Bytes { start, .. } => match (self.last.is_none(), self.first_line, adjacent) {
+                (_, _, true) => Ok(self.line),
+                (true, Some(lines), _) => Ok(lines),
+                _ => lines_before(&path, start),
+            },
+        };
+        self.last = Some((path.clone(), part.span));
+        let opened = before.and_then(|before| match (format, part.span) {
+            (Format::Parquet, span) => {
+                let groups = match span {
+                    Span::RowGroups { start, end, .. } => Some(start..end),
+                    _ => None,
+                };
+                parquet_rows::Rows::open(&path, &self.keys, &self.optional, groups, before)
+                    .map(Open::Parquet)
+            }
+            (_, span) => {
+                open_range(&path, span, self.current_bytes.clone()).map(|(reader, range)| {
+                    Open::Lines {
+                        reader,
+                        format,
+                        line: before,
+                        buf: Vec::new(),
+                        range,
+                    }
+                })
+            }
+        });
         Some(opened.map(|open| self.current = Some((Arc::new(path), open))))
     }
+}
+
+/// A file's lines, decompressed.
+type Lines = Box<dyn BufRead + Send>;
+
+/// Opens a file at a part's first line: for a byte part, the line that contains the byte
+/// before `start` is skipped (it belongs to the part before).
+fn open_range(
+    path: &Path,
+    span: Span,
+    count: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(Lines, Option<(u64, u64)>)> {
+    let Span::Bytes { start, end } = span else {
+        return open_counted(path, count).map(|r| (r, None));
+    };
+    let io = |source| Error::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let from = start.saturating_sub(1);
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from)).map_err(io)?;
+    let mut reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
+        1 << 20,
+        Counting { inner: file, count },
+    ));
+    let mut offset = from;
+    if start > 0 {
+        let mut skipped = Vec::new();
+        offset += reader.read_until(b'\n', &mut skipped).map_err(io)? as u64;
+    }
+    Ok((reader, Some((offset, end))))
+}
+
+/// Lines that start before byte `start` of `path` (0 at the start of the file).
+fn lines_before(path: &Path, start: u64) -> Result<u64> {
+    if start == 0 {
+        return Ok(0);
+    }
+    let io = |source| Error::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let mut reader =
+        BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?.take(start - 1));
+    let mut lines = 0;
+    loop {
+        let buf = reader.fill_buf().map_err(io)?;
+        if buf.is_empty() {
+            break;
+        }
+        lines += buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        let n = buf.len();
+        reader.consume(n);
+    }
+    // Line k + 1 starts after the k-th newline; the line holding byte start - 1 started
+    // before `start` too.
+    Ok(lines + 1)
 }
 
 impl Iterator for Reader {
@@ -370,19 +505,28 @@ impl Iterator for Reader {
                     format,
                     line,
                     buf,
+                    range,
                 } => next_line(
                     file,
                     reader,
                     *format,
-                    line,
+                    (line, range),
                     buf,
                     (&self.keys, &self.optional),
                 ),
             };
             match item {
-                None => self.current = None,
+                None => {
+                    self.line = match &self.current {
+                        Some((_, Open::Lines { line, .. })) => *line,
+                        Some((_, Open::Parquet(rows))) => rows.row(),
+                        None => self.line,
+                    };
+                    self.current = None;
+                }
                 Some(Err(e)) if e.is_fatal() => {
                     self.failed = true;
+                    self.line = self.line();
                     self.current = None;
                     return Some(Err(e));
                 }
@@ -396,15 +540,24 @@ fn next_line(
     file: &Arc<PathBuf>,
     reader: &mut Box<dyn BufRead + Send>,
     format: Format,
-    line: &mut u64,
+    (line, range): (&mut u64, &mut Option<(u64, u64)>),
     buf: &mut Vec<u8>,
     (keys, optional_keys): (&[String], &[String]),
 ) -> Option<Result<Record>> {
     loop {
+        if let Some((offset, end)) = range
+            && *offset >= *end
+        {
+            return None;
+        }
         buf.clear();
         match reader.read_until(b'\n', buf) {
             Ok(0) => return None,
-            Ok(_) => {}
+            Ok(n) => {
+                if let Some((offset, _)) = range {
+                    *offset += n as u64;
+                }
+            }
             Err(source) => {
                 return Some(Err(Error::Io {
                     file: file.to_path_buf(),

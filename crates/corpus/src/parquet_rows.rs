@@ -34,7 +34,15 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> Error {
 }
 
 impl Rows {
-    pub(crate) fn open(path: &Path, keys: &[String], optional_keys: &[String]) -> Result<Rows> {
+    /// Opens `path` for `keys`; only `groups` of its row groups when given, their first row
+    /// numbered `first_row + 1`.
+    pub(crate) fn open(
+        path: &Path,
+        keys: &[String],
+        optional_keys: &[String],
+        groups: Option<std::ops::Range<usize>>,
+        first_row: u64,
+    ) -> Result<Rows> {
         let file = File::open(path).map_err(|source| Error::Io {
             file: path.to_path_buf(),
             source,
@@ -97,6 +105,22 @@ impl Rows {
             }
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let builder = match groups {
+            Some(groups) => {
+                let available = builder.metadata().num_row_groups();
+                if groups.end > available {
+                    return Err(file_error(
+                        path,
+                        format!(
+                            "has {available} row groups, not the {} the plan expects",
+                            groups.end
+                        ),
+                    ));
+                }
+                builder.with_row_groups(groups.collect())
+            }
+            None => builder,
+        };
         let batches = builder
             .with_projection(mask)
             .with_batch_size(BATCH_ROWS)
@@ -110,8 +134,13 @@ impl Rows {
             columns: Vec::new(),
             optional_columns: Vec::new(),
             at: 0,
-            row: 0,
+            row: first_row,
         })
+    }
+
+    /// The row number of the last row read.
+    pub(crate) fn row(&self) -> u64 {
+        self.row
     }
 
     pub(crate) fn next_record(&mut self, file: &Arc<PathBuf>) -> Option<Result<Record>> {

@@ -3,6 +3,7 @@
 
 mod props;
 mod run;
+mod sharded;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

@@ -7,7 +7,9 @@ use arrow_array::{ArrayRef, Int64Array, LargeStringArray, RecordBatch, StringArr
 use lmforge_corpus::{Error, Reader, expand};
 use proptest::prelude::*;
 
-fn temp_dir(name: &str) -> PathBuf {
+mod parts;
+
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lmforge-corpus-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

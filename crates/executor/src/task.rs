@@ -1,0 +1,135 @@
+//! A task's output folder: written hidden, its `done.json` marker last, then renamed into
+//! place. A folder with a marker is a finished task; anything else is redone.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result, io};
+
+/// The marker's name inside a finished task's folder.
+pub const MARKER: &str = "done.json";
+
+/// A task's folder being written.
+pub struct Pending {
+    temp: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl Pending {
+    /// Starts writing `dir` afresh: an earlier attempt's hidden folders (a killed task's) and
+    /// an earlier finished folder are removed when this one commits, not before.
+    pub fn begin(dir: &Path) -> Result<Pending> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // A killed attempt of this task left its hidden folder: whatever its pid, it is dead
+        // or about to be overwritten by this one (one attempt of a task runs at a time).
+        let prefix = format!(".{name}.tmp-");
+        for entry in std::fs::read_dir(parent).map_err(io(parent))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let temp = parent.join(format!("{prefix}{}", std::process::id()));
+        std::fs::create_dir(&temp).map_err(io(&temp))?;
+        Ok(Pending {
+            temp,
+            target: dir.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// Where the task writes until [`Pending::commit`].
+    pub fn dir(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Writes the marker, then puts the folder in place (replacing an earlier one).
+    pub fn commit(mut self, marker: &impl Serialize) -> Result<()> {
+        let path = self.temp.join(MARKER);
+        let json = serde_json::to_string_pretty(marker).map_err(|e| Error::Marker {
+            file: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_synced(&path, (json + "\n").as_bytes())?;
+        if self.target.exists() {
+            let old = self.temp.with_extension("old");
+            std::fs::rename(&self.target, &old).map_err(io(&self.target))?;
+            std::fs::rename(&self.temp, &self.target).map_err(io(&self.target))?;
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        } else {
+            std::fs::rename(&self.temp, &self.target).map_err(io(&self.target))?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.temp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` and syncs it, so a marker never names data still in the cache
+/// when the machine goes down.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// The marker of a finished task in `dir`, or `None` when it has not finished.
+pub fn marker<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
+    let path = dir.join(MARKER);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&path)(e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Marker {
+            file: path,
+            reason: format!("not a completion marker ({e})"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_committed_folder_has_a_marker() {
+        let root = std::env::temp_dir().join(format!("lmforge-task-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("step/task-00000");
+        let pending = Pending::begin(&dir).unwrap();
+        std::fs::write(pending.dir().join("out.bin"), b"half").unwrap();
+        drop(pending);
+        assert!(!dir.exists());
+        assert_eq!(std::fs::read_dir(root.join("step")).unwrap().count(), 0);
+
+        let pending = Pending::begin(&dir).unwrap();
+        std::fs::write(pending.dir().join("out.bin"), b"whole").unwrap();
+        // A killed attempt's folder (another pid) is swept by the next attempt.
+        std::fs::create_dir_all(root.join("step/.task-00000.tmp-1")).unwrap();
+        pending.commit(&serde_json::json!({"ok": true})).unwrap();
+        let marked: Option<serde_json::Value> = marker(&dir).unwrap();
+        assert_eq!(marked.unwrap()["ok"], true);
+        let again = Pending::begin(&dir).unwrap();
+        assert!(!root.join("step/.task-00000.tmp-1").exists());
+        again.commit(&serde_json::json!({"ok": 2})).unwrap();
+        assert_eq!(std::fs::read(dir.join("out.bin")).ok(), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
