@@ -18,6 +18,11 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("lmforge-clean", &["burn"]),
     ("lmforge-corpus", &["burn"]),
     ("lmforge-dataset", &["burn"]),
+    // Job arrays know processes and folders, never what the tasks compute.
+    (
+        "lmforge-executor",
+        &["burn", "lmforge-corpus", "lmforge-clean", "lmforge-dataset"],
+    ),
     (
         "lmforge-model",
         &[
@@ -92,6 +97,10 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
             ("LMFORGE_REQUIRE_FIXTURES", "1".to_string()),
             ("LMFORGE_FIXTURES", fixtures.to_string_lossy().into_owned()),
         ];
+        // The job-array tests need a Slurm; where one answers (always in CI) they must run.
+        if slurm_answers() {
+            envs.push(("LMFORGE_REQUIRE_SLURM", "1".to_string()));
+        }
         let xdg = match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(_) => None,
             None => Some(xdg_runtime_dir()?),
@@ -204,11 +213,34 @@ fn prerequisites(flags: &Test) -> Result<()> {
             }
         }
     }
+    let slurm = slurm_answers();
+    if !slurm && std::env::var("CI").is_ok_and(|v| v == "true") {
+        missing.push(
+            "a Slurm cluster for the sharded data stages' job-array tests: `sudo .ci/slurm up` \
+             (Debian's slurmctld, slurmd, slurm-client and munge, one node on this machine)",
+        );
+    }
     if !missing.is_empty() {
         bail!("missing prerequisites:\n  - {}", missing.join("\n  - "));
     }
     println!("Vulkan loader and driver found; chromium, curl, rustfmt and clippy present");
+    if slurm {
+        println!("Slurm answers: the job-array tests run on it");
+    } else {
+        println!(
+            "no Slurm answers: the job-array tests are skipped (`sudo .ci/slurm up` starts a \
+             one-node cluster; under CI=true this is an error)"
+        );
+    }
     Ok(())
+}
+
+/// Whether `sinfo` reaches a Slurm controller with a node.
+fn slurm_answers() -> bool {
+    Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }
 
 fn boundaries(root: &Path) -> Result<()> {

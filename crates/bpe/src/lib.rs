@@ -29,6 +29,7 @@
 //! # Ok::<(), lmforge_bpe::Error>(())
 //! ```
 
+pub mod counts;
 mod decode;
 mod merge;
 mod model;

@@ -244,6 +244,32 @@ impl BpeTrainer {
         self.words.len()
     }
 
+    /// What the counts depend on (a count file records them).
+    pub fn count_settings(&self) -> crate::counts::CountSettings {
+        crate::counts::CountSettings {
+            pattern: self.config.pattern.clone(),
+            special_tokens: self.config.special_tokens.clone(),
+        }
+    }
+
+    pub(crate) fn words(&self) -> &FxHashMap<String, u64> {
+        &self.words
+    }
+
+    /// Texts and bytes fed so far.
+    pub(crate) fn fed(&self) -> (u64, u64) {
+        (self.texts, self.bytes)
+    }
+
+    /// Adds counts made elsewhere (a count file), as if their texts had been fed here.
+    pub(crate) fn add_counts(&mut self, counts: Vec<(String, u64)>, texts: u64, bytes: u64) {
+        for (piece, n) in counts {
+            *self.words.entry(piece).or_insert(0) += n;
+        }
+        self.texts += texts;
+        self.bytes += bytes;
+    }
+
     /// Learns the merges. An empty corpus is [`Error::EmptyCorpus`].
     pub fn train(self) -> Result<(Bpe, TrainReport)> {
         self.train_with_progress(|_, _| {})

@@ -82,6 +82,18 @@ impl Staging {
         if temp.exists() {
             std::fs::remove_dir_all(&temp).map_err(io(&temp))?;
         }
+        // What a killed run left: its pid is gone (a live one may be another run's).
+        let prefix = format!(".{name}.tmp-");
+        for entry in std::fs::read_dir(&parent).map_err(io(&parent))?.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = file_name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let pid = rest.strip_suffix(".old").unwrap_or(rest);
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         std::fs::create_dir(&temp).map_err(io(&temp))?;
         Ok(Staging {
             output: output.to_path_buf(),

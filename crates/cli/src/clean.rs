@@ -9,16 +9,20 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use lmforge_clean::minhash::Bands;
 use lmforge_clean::quality::Gopher;
-use lmforge_clean::{Cleaner, Config, Dedup, Language, OutputFormat, Pass};
+use lmforge_clean::sharded::{Plan, Step, run_task};
+use lmforge_clean::{Cleaner, Config, Dedup, Language, OutputFormat, Pass, Report};
+use lmforge_executor::Job;
+
+use crate::sharding::{ShardArgs, absolute, program};
 
 /// `lmforge clean`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Corpus: jsonl (maybe .gz/.zst), parquet, directories of them, or glob patterns.
-    #[arg(long, num_args = 1.., required_unless_present = "explain")]
+    #[arg(long, num_args = 1.., required_unless_present_any = ["explain", "step"])]
     input: Vec<String>,
     /// Output directory: part-*.jsonl.zst (or .parquet), duplicates.jsonl, report.json.
-    #[arg(long, required_unless_present = "explain")]
+    #[arg(long, required_unless_present_any = ["explain", "step"])]
     output: Option<PathBuf>,
     /// Field (jsonl key or parquet column) holding the text.
     #[arg(long, default_value = "text")]
@@ -84,6 +88,12 @@ pub struct Args {
     /// Close a shard after this many MB of text.
     #[arg(long, default_value_t = 256)]
     shard_mb: u64,
+    /// Cut the input into parts of about this many MB (plain files by byte range, parquet by
+    /// row group, compressed files whole): the unit ranks share out; a shard never spans two.
+    #[arg(long, default_value_t = 256)]
+    part_mb: u64,
+    #[command(flatten)]
+    shard: ShardArgs,
     /// Print the stages in order with their parameters, and exit.
     #[arg(long)]
     explain: bool,
@@ -140,6 +150,7 @@ impl Args {
                 OutputFormat::Jsonl
             },
             shard_bytes: self.shard_mb.max(1) << 20,
+            part_bytes: self.part_mb.max(1) << 20,
         })
     }
 }
@@ -157,6 +168,48 @@ pub fn run(args: &Args) -> Result<()> {
                 language.as_deref().unwrap_or("every language")
             );
         }
+        return Ok(());
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // A second Ctrl-C while the first is being honoured kills the process the usual way.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::Relaxed) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting the thread pool")?;
+    if let Some(step) = &args.shard.step {
+        let Some(work) = &args.shard.work else {
+            bail!("--step runs one task of a plan: it needs --work");
+        };
+        let step = Step::parse(step)?;
+        let rank = lmforge_executor::rank::from_env(args.shard.rank)?;
+        let started = std::time::Instant::now();
+        match pool.install(|| run_task(work, step, rank, &cancel)) {
+            Err(lmforge_clean::Error::Interrupted) => {
+                eprintln!("interrupted: nothing of task {rank} was committed");
+                std::process::exit(130);
+            }
+            other => other.with_context(|| {
+                format!("step `{}` task {rank} of {}", step.name(), work.display())
+            })?,
+        }
+        eprintln!(
+            "step `{}` task {rank} done in {:.1} s",
+            step.name(),
+            started.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
     let Some(output) = &args.output else {
@@ -178,15 +231,9 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        // A second Ctrl-C while the first is being honoured kills the process the usual way.
-        let _ = ctrlc::set_handler(move || {
-            if cancel.swap(true, Ordering::Relaxed) {
-                std::process::exit(130);
-            }
-        });
+    if let Some(ranks) = args.shard.ranks {
+        let report = sharded(args, cleaner.config().clone(), &files, output, ranks)?;
+        return summary(&report, output);
     }
     let bar = ProgressBar::new(1).with_style(
         ProgressStyle::with_template("{prefix:>6} {bar:30} {percent:>3}% {msg} [{elapsed}<{eta}]")
@@ -201,15 +248,6 @@ pub fn run(args: &Args) -> Result<()> {
         });
         bar.set_message(format!("{} documents", p.documents));
     };
-    let threads = if args.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        args.threads
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("starting the thread pool")?;
     let result = pool.install(|| cleaner.run(&files, output, &progress, &cancel));
     bar.finish_and_clear();
     let report = match result {
@@ -219,6 +257,58 @@ pub fn run(args: &Args) -> Result<()> {
         }
         other => other?,
     };
+    summary(&report, output)
+}
+
+/// Plans the sharded run, runs its job arrays, returns the merged report.
+fn sharded(
+    args: &Args,
+    config: Config,
+    files: &[PathBuf],
+    output: &std::path::Path,
+    ranks: usize,
+) -> Result<Report> {
+    let work = absolute(&args.shard.work_for(output))?;
+    let plan = Plan::new(config, files, ranks, output)?;
+    plan.write(&work)?;
+    eprintln!(
+        "sharded: {ranks} ranks over {} parts, work folder {}",
+        plan.parts.len(),
+        work.display()
+    );
+    let threads = match args.threads {
+        0 => args.shard.threads_per_task(ranks),
+        n => n,
+    };
+    let program = program()?;
+    let mut jobs = Vec::new();
+    for step in Step::ALL {
+        let mut task_args = vec![
+            "clean".to_string(),
+            "--work".into(),
+            work.display().to_string(),
+            "--step".into(),
+            step.name().into(),
+            "--rank".into(),
+            "{task}".into(),
+        ];
+        if threads > 0 {
+            task_args.extend(["--threads".into(), threads.to_string()]);
+        }
+        jobs.push(Job {
+            name: format!("clean-{}", step.name()),
+            program: program.clone(),
+            args: task_args,
+            pending: plan.pending(&work, step)?,
+            tasks: plan.tasks(step),
+        });
+    }
+    args.shard.run(&jobs, &work, ranks)?;
+    Ok(lmforge_clean::sharded::report(&plan)?)
+}
+
+/// The report's table and where it is.
+fn summary(report: &Report, output: &std::path::Path) -> Result<()> {
     print!("{}", report.table());
     if report.dedup.near_duplicates + report.dedup.exact_duplicates > 0 {
         println!(

@@ -65,6 +65,13 @@ pub struct ConvertArgs {
     /// Tokenizing threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// Convert only this rank's share of the input files (default: SLURM_ARRAY_TASK_ID),
+    /// with --ranks; `lmforge dataset merge` of the ranks in order is the whole conversion.
+    #[arg(long)]
+    rank: Option<usize>,
+    /// Ranks sharing the input (whole files, contiguous, about equal bytes).
+    #[arg(long)]
+    ranks: Option<usize>,
 }
 
 /// `lmforge dataset …`.
@@ -135,7 +142,8 @@ pub struct SamplesArgs {
 
 pub fn run_convert(args: &ConvertArgs) -> Result<()> {
     let tokenizer = args.tokenizer.open()?;
-    let files = lmforge_corpus::expand(&args.input)?;
+    let (files, rank) =
+        crate::sharding::rank_files(lmforge_corpus::expand(&args.input)?, args.rank, args.ranks)?;
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
@@ -178,7 +186,13 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
     let mut path = args.output_prefix.as_os_str().to_owned();
     path.push(".report.json");
     let path = PathBuf::from(path);
-    crate::output::write_json(&path, &report)?;
+    let mut json = serde_json::to_value(&report)?;
+    if let Some((rank, ranks)) = rank {
+        json["rank"] = rank.into();
+        json["ranks"] = ranks.into();
+        json["inputs"] = serde_json::to_value(&args.input)?;
+    }
+    crate::output::write_json(&path, &json)?;
     for out in &report.outputs {
         println!(
             "{}: {} documents, {} tokens ({:?})",

@@ -29,6 +29,7 @@ mod model;
 mod output;
 mod quant;
 mod serve;
+mod sharding;
 mod train;
 mod training;
 mod wordpiece;

@@ -14,7 +14,7 @@ use crate::corpus::{self, ReadStats};
 #[derive(clap::Args)]
 pub struct Corpus {
     /// Corpus files: plain text (one text per line), .jsonl; each optionally .gz or .zst.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1..)]
     pub input: Vec<PathBuf>,
     /// Field of each jsonl object that holds the text.
     #[arg(long, default_value = "text")]
@@ -51,6 +51,9 @@ pub fn read(
     mut feed: impl FnMut(&[String], &ReadStats) -> String,
 ) -> Result<ReadStats> {
     let files = &corpus.input;
+    if files.is_empty() {
+        bail!("--input is required: the corpus to train on");
+    }
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} reading {msg} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),

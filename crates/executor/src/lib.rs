@@ -27,11 +27,13 @@
 
 mod local;
 pub mod rank;
+pub mod slurm;
 pub mod task;
 
 use std::path::{Path, PathBuf};
 
 pub use local::Local;
+pub use slurm::Slurm;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Integration tests of lmforge-bpe: one binary, a module per area.
 
+mod counts;
 mod files;
 mod hf;
 mod oracle;

@@ -4,6 +4,7 @@ mod bpe;
 mod clean;
 mod dataset;
 mod model;
+mod sharded;
 mod train;
 mod wordpiece;
 

@@ -1,0 +1,268 @@
+//! `lmforge clean --ranks N` as a cluster user runs it: job arrays through the local process
+//! pool and through a real Slurm, the same bytes as one process, `kill -9` of any task then
+//! a re-run, and a failed rank named with its log.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::bpe::s;
+use crate::{lmforge, ok, tempdir};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The French and Spanish default corpus as one plain jsonl (about 9 MB), so that
+/// `--part-mb 1` cuts it by byte range into parts that split lines.
+fn corpus(dir: &Path) -> PathBuf {
+    let path = dir.join("corpus.jsonl");
+    let mut all = Vec::new();
+    for name in ["fr.jsonl.gz", "es.jsonl.gz"] {
+        let file = std::fs::File::open(root().join("datasets/default").join(name)).unwrap();
+        flate2::read::MultiGzDecoder::new(file)
+            .read_to_end(&mut all)
+            .unwrap();
+    }
+    // A malformed line in the middle: counted with its file:line in the merged report.
+    let middle = all.len() / 2
+        + all[all.len() / 2..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap();
+    all.splice(middle + 1..middle + 1, b"{not json\n".iter().copied());
+    std::fs::write(&path, all).unwrap();
+    path
+}
+
+const FLAGS: &[&str] = &["--languages", "fr,es", "--part-mb", "1", "--shard-mb", "1"];
+
+fn clean(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["clean", "--input", s(input), "--output", s(output)];
+    args.extend_from_slice(FLAGS);
+    args.extend_from_slice(extra);
+    lmforge(&args)
+}
+
+/// Every file of a clean output, report.json reduced to its counts.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if name == "report.json" {
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for key in [
+                "output",
+                "threads",
+                "index_seconds",
+                "filter_seconds",
+                "seconds",
+                "documents_per_second",
+                "mb_per_second",
+                "sharded",
+            ] {
+                o.remove(key);
+            }
+            for key in ["index_bytes", "index_bytes_per_document", "cluster_seconds"] {
+                o["dedup"].as_object_mut().unwrap().remove(key);
+            }
+            bytes = serde_json::to_vec_pretty(&v).unwrap();
+        }
+        out.push((name, bytes));
+    }
+    out.sort();
+    out
+}
+
+fn same(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (snapshot(a), snapshot(b));
+    let names = |s: &[(String, Vec<u8>)]| s.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "{what}: file names");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.1 == y.1, "{what}: {} differs", x.0);
+    }
+}
+
+#[test]
+fn local_ranks_equal_one_process_and_survive_kill_9() {
+    let dir = tempdir("sharded", "local");
+    let input = corpus(&dir);
+    let single = dir.join("single");
+    ok(&clean(&input, &single, &[]));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(single.join("report.json")).unwrap())
+            .unwrap();
+    assert!(report["outputs"].as_array().unwrap().len() >= 8, "{report}");
+    assert!(
+        report["malformed"]["examples"][0]
+            .as_str()
+            .unwrap()
+            .contains("corpus.jsonl:")
+    );
+
+    let out = dir.join("out");
+    let work = dir.join("work");
+    let run = || {
+        clean(
+            &input,
+            &out,
+            &["--ranks", "4", "--work", s(&work), "--parallel", "2"],
+        )
+    };
+    let stdout = ok(&run());
+    assert!(stdout.contains("near_dedup"), "{stdout}");
+    same(&single, &out, "4 local ranks");
+    let merged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(merged["sharded"]["ranks"], 4);
+    assert!(work.join("logs/clean-filter/task-00003.log").exists());
+
+    // Nothing to do on a second run.
+    let again = run();
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+    ok(&again);
+    assert!(
+        stderr.contains("clean-filter: all 4 tasks finished earlier"),
+        "{stderr}"
+    );
+
+    // kill -9 of a task at some moment of each step, then a re-run: the same bytes.
+    let program = env!("CARGO_BIN_EXE_lmforge");
+    for (at, (step, task)) in [
+        ("signatures", 1),
+        ("exact", 2),
+        ("buckets", 0),
+        ("cluster", 0),
+        ("filter", 3),
+        ("merge", 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let task_dir = work.join(step).join(format!("task-{task:05}"));
+        std::fs::remove_dir_all(&task_dir).unwrap();
+        std::fs::remove_dir_all(work.join("merge/task-00000")).ok();
+        let mut child = Command::new(program)
+            .args(["clean", "--work", s(&work), "--step", step, "--rank"])
+            .arg(task.to_string())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20 + 70 * at as u64));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        ok(&run());
+        same(
+            &single,
+            &out,
+            &format!("after kill -9 of {step} task {task}"),
+        );
+        for folder in [work.join(step), dir.clone()] {
+            let hidden: Vec<_> = std::fs::read_dir(&folder)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.file_name())
+                .collect();
+            assert!(hidden.is_empty(), "{step}: a killed task left {hidden:?}");
+        }
+    }
+
+    // A rank that fails is named with its log, and the run stops before the later steps.
+    std::fs::remove_dir_all(work.join("exact/task-00001")).unwrap();
+    std::fs::write(work.join("signatures/task-00002/exact-00001.bin"), b"trunc").unwrap();
+    std::fs::remove_dir_all(work.join("merge/task-00000")).unwrap();
+    let failed = run();
+    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
+    assert!(!failed.status.success());
+    assert!(
+        stderr.contains("job `clean-exact`: 1 of its tasks failed: task 1")
+            && stderr.contains("logs/clean-exact/task-00001.log"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(work.join("logs/clean-exact/task-00001.log")).unwrap();
+    assert!(
+        log.contains("exact-00001.bin") && log.contains("whole number"),
+        "{log}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Whether this machine has a Slurm that answers; under CI a missing one fails the test.
+fn slurm() -> bool {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if !up {
+        assert!(
+            std::env::var_os("LMFORGE_REQUIRE_SLURM").is_none(),
+            "LMFORGE_REQUIRE_SLURM is set but no Slurm answers (sinfo): start one with \
+             `.ci/slurm up`"
+        );
+        eprintln!("skipped: no Slurm here (start one with `.ci/slurm up`)");
+    }
+    up
+}
+
+#[test]
+fn slurm_job_arrays_equal_one_process() {
+    if !slurm() {
+        return;
+    }
+    let dir = tempdir("sharded", "slurm");
+    let input = corpus(&dir);
+    let single = dir.join("single");
+    ok(&clean(&input, &single, &[]));
+    let out = dir.join("out");
+    let work = dir.join("work");
+    let run = || {
+        clean(
+            &input,
+            &out,
+            &[
+                "--ranks",
+                "4",
+                "--work",
+                s(&work),
+                "--executor",
+                "slurm",
+                "--parallel",
+                "4",
+                "--slurm-time",
+                "00:10:00",
+                "--slurm-cpus-per-task",
+                "1",
+            ],
+        )
+    };
+    let first = run();
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    ok(&first);
+    assert!(stderr.contains("as Slurm job"), "{stderr}");
+    same(&single, &out, "4 Slurm ranks");
+    let script = std::fs::read_to_string(work.join("logs/clean-filter/job.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-3%4"), "{script}");
+    assert!(script.contains("#SBATCH --time=00:10:00"), "{script}");
+    // A re-run submits only what is missing.
+    std::fs::remove_dir_all(work.join("filter/task-00002")).unwrap();
+    std::fs::remove_dir_all(work.join("merge/task-00000")).unwrap();
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    ok(&second);
+    assert!(
+        stderr.contains("clean-filter: 1 of 4 tasks to run"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("clean-signatures: all 4 tasks finished earlier"),
+        "{stderr}"
+    );
+    let script = std::fs::read_to_string(work.join("logs/clean-filter/job.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=2%4"), "{script}");
+    same(&single, &out, "after resubmitting one rank");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
