@@ -218,6 +218,14 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Inspect(args) => inspect(&args),
         Command::Merge(args) => {
+            if let Some(dir) = args
+                .output_prefix
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
             let summary = lmforge_dataset::merge(&args.input, &args.output_prefix)?;
             let mut report = args.output_prefix.as_os_str().to_owned();
             report.push(".report.json");

@@ -59,7 +59,7 @@ enum Command {
     Device(device::Args),
     /// Clean a jsonl/parquet corpus: exact and MinHash near dedup, language, cleaning,
     /// blacklists, Gopher quality filters; a report.
-    Clean(clean::Args),
+    Clean(Box<clean::Args>),
     /// Byte-level BPE (the GPT tokenizer): train, encode, decode.
     #[command(subcommand)]
     Bpe(bpe::Command),

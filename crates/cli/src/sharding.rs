@@ -119,6 +119,9 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))
 }
 
+/// (rank, ranks) of a sharded command.
+pub type RankOf = (usize, usize);
+
 /// A rank's share of whole input files (`--rank`/`--ranks`; the rank may come from Slurm):
 /// contiguous runs of about equal bytes, in input order, so that the ranks' outputs in rank
 /// order are the whole input's. Without `--ranks`, every file.
@@ -126,7 +129,7 @@ pub fn rank_files(
     files: Vec<PathBuf>,
     rank: Option<usize>,
     ranks: Option<usize>,
-) -> Result<(Vec<PathBuf>, Option<(usize, usize)>)> {
+) -> Result<(Vec<PathBuf>, Option<RankOf>)> {
     let Some(ranks) = ranks else {
         if rank.is_some() {
             bail!("--rank needs --ranks");

@@ -266,3 +266,99 @@ fn slurm_job_arrays_equal_one_process() {
     same(&single, &out, "after resubmitting one rank");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tokenizer_counts_and_conversion_by_rank_equal_one_process() {
+    let dir = tempdir("sharded", "tokenizer");
+    let text = std::fs::read_to_string(corpus(&dir)).unwrap();
+    let lines: Vec<&str> = text.lines().take(600).collect();
+    let mut files = Vec::new();
+    for (i, chunk) in lines.chunks(130).enumerate() {
+        let path = dir.join(format!("part-{i:05}.jsonl"));
+        std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
+        files.push(path);
+    }
+    let inputs: Vec<&str> = files.iter().map(|f| s(f)).collect();
+    let train = |extra: &[&str], output: &Path| {
+        let mut args = vec!["bpe", "train", "--vocab-size", "600", "--output", s(output)];
+        args.extend_from_slice(extra);
+        ok(&lmforge(&args));
+    };
+    let whole = dir.join("whole.json");
+    let mut with_input = vec!["--input"];
+    with_input.extend(&inputs);
+    train(&with_input, &whole);
+
+    let mut counts = Vec::new();
+    for rank in 0..3 {
+        let path = dir.join(format!("rank-{rank}.counts"));
+        let rank = rank.to_string();
+        let mut args = vec![
+            "bpe",
+            "count",
+            "--output",
+            s(&path),
+            "--rank",
+            &rank,
+            "--ranks",
+            "3",
+            "--input",
+        ];
+        args.extend(&inputs);
+        ok(&lmforge(&args));
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("rank-{rank}.counts.report.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["ranks"], 3);
+        counts.push(path);
+    }
+    let all = dir.join("all.counts");
+    let mut args = vec!["bpe", "reduce", "--output", s(&all), "--counts"];
+    args.extend(counts.iter().map(|c| s(c)));
+    ok(&lmforge(&args));
+    let reduced = dir.join("reduced.json");
+    train(&["--counts", s(&all)], &reduced);
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&reduced).unwrap(),
+        "tokenizer.json from the reduced counts"
+    );
+
+    // Conversion: ranks, then `dataset merge` in rank order, is the one-process dataset.
+    let convert = |prefix: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "--tokenizer",
+            s(&whole),
+            "--append-eod",
+            "--output-prefix",
+            s(prefix),
+        ];
+        args.extend_from_slice(extra);
+        args.push("--input");
+        args.extend(&inputs);
+        ok(&lmforge(&args));
+    };
+    let one = dir.join("one/corpus");
+    convert(&one, &[]);
+    let mut prefixes = Vec::new();
+    for rank in 0..3 {
+        let prefix = dir.join(format!("rank-{rank}/corpus"));
+        let r = rank.to_string();
+        convert(&prefix, &["--rank", &r, "--ranks", "3"]);
+        prefixes.push(dir.join(format!("rank-{rank}/corpus_text_document")));
+    }
+    let merged = dir.join("merged/corpus_text_document");
+    let mut args = vec!["dataset", "merge", "--output-prefix", s(&merged), "--input"];
+    args.extend(prefixes.iter().map(|p| s(p)));
+    ok(&lmforge(&args));
+    for ext in ["bin", "idx"] {
+        assert!(
+            std::fs::read(dir.join(format!("one/corpus_text_document.{ext}"))).unwrap()
+                == std::fs::read(merged.with_extension(ext)).unwrap(),
+            "merged .{ext} differs from one process's"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
