@@ -329,19 +329,19 @@ impl BpeTrainer {
         w.finish().map(|_| ())
     }
 
-    /// Adds the counts in `path`, as if its texts had been fed here; a file made with another
-    /// pattern or other special tokens is refused, naming both.
-    pub fn read_counts(&mut self, path: &Path) -> Result<()> {
+    /// Adds the counts in `path`, as if its texts had been fed here, and returns its header;
+    /// a file made with another pattern or other special tokens is refused, naming both.
+    pub fn read_counts(&mut self, path: &Path) -> Result<CountHeader> {
         let mut reader = CountReader::open(path)?;
         check_settings(path, &reader.header().settings, &self.count_settings())?;
-        let (texts, bytes) = (reader.header().texts, reader.header().bytes);
+        let header = reader.header().clone();
         let mut added = Vec::new();
         while let Some((piece, count)) = reader.next_record()? {
             // The reader checked UTF-8.
             added.push((String::from_utf8_lossy(piece).into_owned(), count));
         }
-        self.add_counts(added, texts, bytes);
-        Ok(())
+        self.add_counts(added, header.texts, header.bytes);
+        Ok(header)
     }
 }
 

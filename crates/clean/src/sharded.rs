@@ -1071,7 +1071,13 @@ fn merge(work: &Path, plan: &Plan) -> Result<u64> {
     let (_, index_end) = span(Step::Cluster)?;
     let (filter_start, filter_end) = span(Step::Filter)?;
     if config.dedup != Dedup::None {
-        dedup.exact_duplicates = exact_dups(work, plan)?.len() as u64;
+        // Every exact copy was read by a filter rank and counted there.
+        dedup.exact_duplicates = total
+            .stages
+            .first()
+            .and_then(|s| s.dropped.get("duplicate"))
+            .copied()
+            .unwrap_or(0);
     }
     if config.dedup == Dedup::Minhash {
         let dir = &require(work, plan, Step::Cluster)?[0];
@@ -1083,8 +1089,6 @@ fn merge(work: &Path, plan: &Plan) -> Result<u64> {
         dedup.verified = c.verified;
         dedup.near_duplicates = c.near_duplicates;
         dedup.cluster_seconds = c.seconds;
-    } else if config.dedup == Dedup::Exact {
-        dedup.indexed = 0;
     }
     dedup.index_bytes = memory;
     if documents > 0 {
