@@ -14,13 +14,17 @@ tasks:
                            --check rebuilds into target/ and compares byte for byte
   fixtures                 fetch the real vocabularies the tokenizer tests compare against
                            (GPT-2, cl100k, o200k; pinned by sha256) into target/fixtures
-  pipeline [--config FILE] [--out DIR] [--device D] [--force STAGE] [--serve]
+  pipeline [--config FILE] [--out DIR] [--device D] [--force STAGE] [--until STAGE]
+           [--ranks N] [--executor local|slurm] [--parallel P] [--serve]
                            the journey on the embedded corpus or FILE's (default
                            datasets/default/pipeline.toml): clean, tokenizer, convert,
                            train, eval, quantize, eval-quantized, samples, into DIR
                            (default runs/default) with manifest.json and report.md;
                            unchanged stages are skipped, --force STAGE re-runs it and
-                           every later one; --serve then serves the result
+                           every later one, --until STAGE stops after it; --ranks N runs
+                           the data stages (clean, tokenizer, convert) as job arrays of N
+                           ranks on the executor (default local; slurm submits sbatch
+                           arrays), same bytes as one process; --serve then serves
   verify-repro [--config FILE] [--out DIR]
                            run the pipeline twice from scratch (default config
                            datasets/default/pipeline-short.toml, into DIR/a and DIR/b,
@@ -73,6 +77,14 @@ pub struct Pipeline {
     pub force: Option<String>,
     /// Serve the result when the stages are done.
     pub serve: bool,
+    /// Stop after this stage.
+    pub until: Option<String>,
+    /// Ranks of the data stages' job arrays (none: one process each).
+    pub ranks: Option<usize>,
+    /// Who runs the job arrays: `local` or `slurm`.
+    pub executor: Option<String>,
+    /// Tasks at once (local processes, or Slurm's `%P`).
+    pub parallel: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -141,6 +153,16 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
                     "--device" => flags.device = Some(value()?),
                     "--force" => flags.force = Some(value()?),
                     "--serve" => flags.serve = true,
+                    "--until" => flags.until = Some(value()?),
+                    "--ranks" => flags.ranks = Some(count(arg, &value()?)?),
+                    "--executor" => {
+                        let executor = value()?;
+                        if !["local", "slurm"].contains(&executor.as_str()) {
+                            bail!("pipeline: --executor {executor}: give local or slurm");
+                        }
+                        flags.executor = Some(executor);
+                    }
+                    "--parallel" => flags.parallel = Some(count(arg, &value()?)?),
                     other => bail!("pipeline: unknown flag {other}\n\n{USAGE}"),
                 }
             }
@@ -253,6 +275,14 @@ fn loadtest<'a>(mut args: impl Iterator<Item = &'a String>) -> Result<Loadtest> 
     Ok(flags)
 }
 
+/// A positive count for `flag`.
+fn count(flag: &str, value: &str) -> Result<usize> {
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("pipeline: {flag} {value}: give a whole number above 0"),
+    }
+}
+
 /// A task that takes one on/off flag: whether `name` was given; any other argument is an error.
 fn switch<'a>(task: &str, args: impl Iterator<Item = &'a String>, name: &str) -> Result<bool> {
     let mut on = false;
@@ -308,6 +338,22 @@ mod tests {
             ),
             (Some("train"), true, Some("c.toml"), "runs/default")
         );
+        let Some(Task::Pipeline(p)) = parse_str(&[
+            "pipeline",
+            "--ranks",
+            "4",
+            "--executor",
+            "slurm",
+            "--until",
+            "convert",
+        ])
+        .unwrap() else {
+            panic!("not a pipeline")
+        };
+        assert_eq!(
+            (p.ranks, p.executor.as_deref(), p.until.as_deref()),
+            (Some(4), Some("slurm"), Some("convert"))
+        );
         let Some(Task::VerifyRepro(v)) = parse_str(&["verify-repro"]).unwrap() else {
             panic!("not verify-repro")
         };
@@ -343,6 +389,14 @@ mod tests {
         for (args, says) in [
             (&["pipeline", "--out"][..], "--out needs a value"),
             (&["pipeline", "--force"][..], "--force needs a value"),
+            (
+                &["pipeline", "--ranks", "0"][..],
+                "--ranks 0: give a whole number",
+            ),
+            (
+                &["pipeline", "--executor", "k8s"][..],
+                "give local or slurm",
+            ),
             (&["bench", "--fast"][..], "unknown flag --fast"),
             (&["test", "--chek"][..], "unknown flag --chek"),
             (&["deploy"][..], "unknown task `deploy`"),

@@ -54,6 +54,9 @@ struct Stage {
     outputs: Vec<String>,
     /// Folders its commands write into but do not create.
     folders: Vec<&'static str>,
+    /// A job-array stage's work folder (`--ranks`): kept across a failed or killed run, so
+    /// that the re-run redoes only the unfinished tasks; removed once the stage succeeds.
+    work: Option<String>,
     commands: Vec<Step>,
 }
 
@@ -94,6 +97,13 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
         config
             .validate()
             .with_context(|| format!("--device {device}"))?;
+    }
+    if let Some(until) = &flags.until {
+        ensure!(
+            STAGES.contains(&until.as_str()),
+            "--until {until}: no such stage; give one of {}",
+            STAGES.join(", ")
+        );
     }
     let force_from = match &flags.force {
         Some(stage) => Some(STAGES.iter().position(|s| s == stage).with_context(|| {
@@ -152,7 +162,10 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
     manifest.settings = serde_json::to_value(&config)?;
     let started = Instant::now();
     for (index, name) in STAGES.iter().enumerate() {
-        let stage = plan(name, &config, &base, &out)?;
+        let mut stage = plan(name, &config, &base, &out)?;
+        if let Some(ranks) = flags.ranks {
+            shard(&mut stage, ranks, flags);
+        }
         let forced = force_from.is_some_and(|from| index >= from);
         let record = run_stage(&lmforge, &out, &stage, &manifest, forced, &provenance);
         match record {
@@ -175,9 +188,21 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
                 )));
             }
         }
+        if flags.until.as_deref() == Some(name) {
+            break;
+        }
     }
     manifest.seconds = started.elapsed().as_secs_f64();
     manifest.save(&manifest_path)?;
+    if let Some(until) = &flags.until
+        && until != STAGES[STAGES.len() - 1]
+    {
+        println!(
+            "\nstopped after `{until}` (--until); manifest: {}",
+            manifest_path.display()
+        );
+        return Ok(Outcome { manifest });
+    }
 
     let summary = report::Summary::read(&out, &config, &manifest)?;
     summary.print();
@@ -262,6 +287,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 }),
                 outputs: vec!["clean".into()],
                 folders: vec![],
+                work: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -288,6 +314,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 params: json!({ "tokenizer": t }),
                 outputs: vec!["tokenizer".into()],
                 folders: vec!["tokenizer"],
+                work: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -315,6 +342,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 params: json!({ "convert": config.convert }),
                 outputs: vec!["data".into()],
                 folders: vec!["data"],
+                work: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -365,6 +393,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 params: json!({ "train": t, "seed": config.seed, "device": device }),
                 outputs: vec!["train".into(), "cache".into()],
                 folders: vec![],
+                work: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -420,6 +449,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 }),
                 outputs,
                 folders: vec![],
+                work: None,
                 commands,
             }
         }
@@ -450,6 +480,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 params: json!({ "quantize": config.quantize }),
                 outputs: vec!["quantized".into()],
                 folders: vec!["quantized"],
+                work: None,
                 commands,
             }
         }
@@ -495,12 +526,39 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 params: json!({ "samples": s, "seed": config.seed, "device": device }),
                 outputs,
                 folders: vec![],
+                work: None,
                 commands,
             }
         }
         other => bail!("no stage named {other}"),
     };
     Ok(stage)
+}
+
+/// The data stages as job arrays of `ranks` (`--ranks`): the same command with the executor's
+/// flags and a work folder of its own; the outputs are the bytes one process writes, so the
+/// stage's key does not change with the rank count.
+fn shard(stage: &mut Stage, ranks: usize, flags: &Pipeline) {
+    if !["clean", "tokenizer", "convert"].contains(&stage.name) {
+        return;
+    }
+    let work = format!("work/{}", stage.name);
+    let Some(step) = stage.commands.first_mut() else {
+        return;
+    };
+    step.args.extend([
+        "--ranks".into(),
+        ranks.to_string(),
+        "--executor".into(),
+        flags.executor.clone().unwrap_or_else(|| "local".into()),
+        "--work".into(),
+        work.clone(),
+    ]);
+    if let Some(parallel) = flags.parallel {
+        step.args
+            .extend(["--parallel".into(), parallel.to_string()]);
+    }
+    stage.work = Some(work);
 }
 
 /// The cleaned shards the clean stage wrote, as its report lists them.
@@ -558,6 +616,17 @@ fn run_stage(
     for output in &stage.outputs {
         remove(&out.join(output))?;
     }
+    // A work folder left by an interrupted run of this same stage key is resumed; one of
+    // another key (changed parameters or inputs) would be refused by the tasks, so it goes.
+    if let Some(work) = &stage.work {
+        let dir = out.join(work);
+        let stamp = dir.join("stage-key");
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
+            remove(&dir)?;
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::write_atomic(&stamp, key.as_bytes())?;
+        }
+    }
     let start = Instant::now();
     let mut commands = Vec::new();
     let result = (|| -> Result<()> {
@@ -578,6 +647,11 @@ fn run_stage(
         return Err(error);
     }
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(work) = &stage.work {
+        remove(&out.join(work))?;
+        // The parent goes once the last job-array stage's folder has gone.
+        let _ = fs::remove_dir(out.join("work"));
+    }
     let outputs = manifest::hash_paths(out, &output_paths)?;
     Ok(StageRecord {
         name: stage.name.into(),
@@ -819,6 +893,73 @@ pub fn check_failure_recovery(root: &Path, out: &Path) -> Result<()> {
     );
     println!(
         "failure recovery: the failed `train` stage kept the earlier stages and was resumed alone"
+    );
+    Ok(())
+}
+
+/// The data stages as job arrays of 4 ranks on `executor` (`local` or `slurm`) write the
+/// bytes one process wrote in `out/a` (after `verify_repro`): every clean shard and
+/// `duplicates.jsonl`, `tokenizer.json`, the `.bin/.idx`; reports differ only in timings and
+/// their `sharded`/`ranks` sections.
+pub fn check_ranks(root: &Path, out: &Path, executor: &str) -> Result<()> {
+    let config = root.join("datasets/default/pipeline-short.toml");
+    let dir = out.join(format!("ranks-{executor}"));
+    remove(&dir)?;
+    let pipeline = Pipeline {
+        config: Some(config.display().to_string()),
+        out: dir.display().to_string(),
+        device: Some("flex".into()),
+        until: Some("convert".into()),
+        ranks: Some(4),
+        executor: Some(executor.into()),
+        ..Pipeline::default()
+    };
+    let ranked = run(root, &pipeline)?.manifest;
+    let single = Manifest::load(&out.join("a/manifest.json"))?;
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for stage in ["clean", "tokenizer", "convert"] {
+        let (a, b) = (
+            single
+                .stage(stage)
+                .context("the one-process run lacks a stage")?,
+            ranked
+                .stage(stage)
+                .context("the ranked run lacks a stage")?,
+        );
+        ensure!(
+            !b.skipped && b.commands.iter().any(|c| c.contains("--ranks 4")),
+            "`{stage}` did not run as 4 ranks: {:?}",
+            b.commands
+        );
+        if a.key != b.key {
+            differences.push(format!("{stage}: the inputs or parameters differ"));
+        }
+        let names: std::collections::BTreeSet<_> =
+            a.outputs.keys().chain(b.outputs.keys()).collect();
+        for file in names {
+            if manifest::is_volatile(file) {
+                continue;
+            }
+            compared += 1;
+            if a.outputs.get(file) != b.outputs.get(file) {
+                differences.push(format!("{stage}: {file} differs"));
+            }
+        }
+    }
+    ensure!(
+        differences.is_empty(),
+        "the data stages as 4 ranks ({executor}) differ from one process:\n  {}",
+        differences.join("\n  ")
+    );
+    ensure!(
+        !dir.join("work").exists(),
+        "the job arrays' work folders were left in {}",
+        dir.display()
+    );
+    println!(
+        "ranks: clean, tokenizer and convert as 4 ranks on {executor} wrote the same {compared} \
+         files as one process"
     );
     Ok(())
 }

@@ -132,7 +132,11 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
             report.contains("| q4_0 |") && report.contains("![loss curve](train/loss.png)"),
             "the pipeline's report.md lacks the models table or the loss curve"
         );
-        crate::pipeline::check_failure_recovery(root, &out)
+        crate::pipeline::check_failure_recovery(root, &out)?;
+        // The data stages as job arrays through sbatch where a Slurm answers (always in CI:
+        // the prerequisites require it), else the local process pool.
+        let executor = if slurm_answers() { "slurm" } else { "local" };
+        crate::pipeline::check_ranks(root, &out, executor)
     })?;
     if !flags.no_lint {
         step("cuda type-check", &mut || {

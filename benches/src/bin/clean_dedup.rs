@@ -6,6 +6,7 @@
 //! cargo run --release -p lmforge-benches --bin clean-dedup -- write target/bench-data/synthetic.jsonl 50000
 //! cargo run --release -p lmforge-benches --bin clean-dedup -- measure 50000
 //! cargo run --release -p lmforge-benches --bin clean-dedup -- memory 1000000
+//! cargo run --release -p lmforge-benches --bin clean-dedup -- cluster 10000000
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -167,6 +168,54 @@ fn main() {
                 clusters.duplicates.len()
             );
         }
-        _ => eprintln!("usage: clean-dedup write FILE [N] | measure [N] | memory [N]"),
+        Some("cluster") => {
+            // The sharded run's `cluster` step on synthetic candidate pairs: documents drawn
+            // from a billion ordinals, each pair a document and a later one close to it (LSH
+            // pairs are mostly within clusters of copies), some documents in several pairs.
+            let count = n(1, 10_000_000);
+            let dir =
+                std::env::temp_dir().join(format!("clean-dedup-pairs-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp folder");
+            let path = dir.join("pairs.bin");
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("pairs"));
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            for _ in 0..count {
+                let a = next() % 1_000_000_000;
+                let b = a + 1 + next() % 64;
+                out.write_all(&a.to_le_bytes()).expect("write");
+                out.write_all(&b.to_le_bytes()).expect("write");
+            }
+            drop(out);
+            let base = LIVE.load(Ordering::Relaxed);
+            PEAK.store(base, Ordering::Relaxed);
+            let start = Instant::now();
+            let mut components =
+                lmforge_clean::sharded::Components::of(std::slice::from_ref(&path))
+                    .expect("components");
+            let mut roots = HashSet::new();
+            for at in 0..components.nodes.len() as u32 {
+                roots.insert(components.root(at));
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            let peak = PEAK.load(Ordering::Relaxed) - base;
+            println!(
+                "{count} pairs over {} documents: {} clusters in {seconds:.2} s, peak {:.0} MB = {:.1} B/pair (the roots' set, {:.0} MB, included)",
+                components.nodes.len(),
+                roots.len(),
+                peak as f64 / 1e6,
+                peak as f64 / count as f64,
+                (roots.capacity() * 8) as f64 / 1e6
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        _ => eprintln!(
+            "usage: clean-dedup write FILE [N] | measure [N] | memory [N] | cluster [PAIRS]"
+        ),
     }
 }

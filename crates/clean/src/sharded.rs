@@ -804,32 +804,15 @@ fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
                 pair_files.push(dir.join(format!("pairs-{:03}.bin", s.band)));
             }
         }
-        let mut nodes: Vec<u64> = Vec::new();
-        for path in &pair_files {
-            let mut records = Records::<2>::open(path.clone())?;
-            while let Some([a, b]) = records.next()? {
-                nodes.push(a);
-                nodes.push(b);
-            }
-        }
-        nodes.sort_unstable();
-        nodes.dedup();
-        nodes.shrink_to_fit();
-        let index = |o: u64| nodes.binary_search(&o).unwrap_or_default() as u32;
-        let mut parent: Vec<u32> = (0..nodes.len() as u32).collect();
-        memory = (nodes.capacity() * 8 + parent.capacity() * 4) as u64;
-        for path in &pair_files {
-            let mut records = Records::<2>::open(path.clone())?;
-            while let Some([a, b]) = records.next()? {
-                crate::lsh::union(&mut parent, index(a), index(b));
-            }
-        }
+        let mut components = Components::of(&pair_files)?;
+        memory = components.bytes();
+        let Components { nodes, parent } = &mut components;
         let (_, offsets) = rank_counts(work, plan)?;
         let signatures = Signatures::open(work, plan, offsets)?;
         let mut roots = FxHashSet::default();
         let mut root_signature: Option<(u32, Vec<u32>)> = None;
         for at in 0..nodes.len() as u32 {
-            let root = crate::lsh::find(&mut parent, at);
+            let root = crate::lsh::find(parent, at);
             if root == at {
                 continue;
             }
@@ -850,6 +833,60 @@ fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
     stats.seconds = started.elapsed().as_secs_f64();
     write_json(&out.join("stats.json"), &stats)?;
     Ok(memory)
+}
+
+/// The connected components of candidate pairs (files of `(u64, u64)` ordinal records):
+/// the nodes are only the ordinals that occur in a pair, sorted (8 bytes each), and a
+/// union-find forest over their indices (4 bytes each), whose roots are the smallest ordinals
+/// of their components. Memory: the pairs' 16 bytes each while the nodes are collected, then
+/// 12 bytes per node.
+pub struct Components {
+    /// The ordinals in a pair, ascending.
+    pub nodes: Vec<u64>,
+    /// The forest over indices into `nodes`; [`Components::root`] compresses it.
+    pub parent: Vec<u32>,
+}
+
+impl Components {
+    /// Reads every pair twice: once for the nodes, once for the unions.
+    pub fn of(pair_files: &[PathBuf]) -> Result<Components> {
+        let mut nodes: Vec<u64> = Vec::new();
+        for path in pair_files {
+            let mut records = Records::<2>::open(path.clone())?;
+            while let Some([a, b]) = records.next()? {
+                nodes.push(a);
+                nodes.push(b);
+            }
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes.shrink_to_fit();
+        if nodes.len() > u32::MAX as usize {
+            return Err(Error::Output {
+                file: pair_files.first().cloned().unwrap_or_default(),
+                reason: format!("{} documents in pairs: more than 2^32", nodes.len()),
+            });
+        }
+        let index = |o: u64| nodes.binary_search(&o).unwrap_or_default() as u32;
+        let mut parent: Vec<u32> = (0..nodes.len() as u32).collect();
+        for path in pair_files {
+            let mut records = Records::<2>::open(path.clone())?;
+            while let Some([a, b]) = records.next()? {
+                crate::lsh::union(&mut parent, index(a), index(b));
+            }
+        }
+        Ok(Components { nodes, parent })
+    }
+
+    /// The root ordinal of ordinal `nodes[at]`'s component.
+    pub fn root(&mut self, at: u32) -> u64 {
+        self.nodes[crate::lsh::find(&mut self.parent, at) as usize]
+    }
+
+    /// The bytes the nodes and the forest hold.
+    pub fn bytes(&self) -> u64 {
+        (self.nodes.capacity() * 8 + self.parent.capacity() * 4) as u64
+    }
 }
 
 /// Every duplicate, exact and near, by ordinal.

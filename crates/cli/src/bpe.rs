@@ -12,7 +12,7 @@ use crate::{lines, training};
 pub enum Command {
     /// Learn a vocabulary from text, jsonl, .gz or .zst files; write tokenizer.json (and a
     /// JSON report next to it).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Count the pre-tokens of a corpus (or of rank i's share of it) into a count file, for
     /// `reduce` and `train --counts`.
     Count(CountArgs),
@@ -43,15 +43,19 @@ pub struct CountArgs {
     corpus: training::Corpus,
     #[command(flatten)]
     pre: PreTokenizing,
-    /// The count file to write.
-    #[arg(long)]
-    output: PathBuf,
+    /// The count file to write (a task of a plan, with --work, writes into its task folder).
+    #[arg(long, required_unless_present = "work")]
+    output: Option<PathBuf>,
     /// This rank's share of the input files (default: SLURM_ARRAY_TASK_ID), with --ranks.
     #[arg(long)]
     rank: Option<usize>,
     /// Ranks sharing the input (whole files, contiguous, about equal bytes).
     #[arg(long)]
     ranks: Option<usize>,
+    /// Run as a task of `bpe train --ranks`'s plan in this work folder: the counts are
+    /// committed to WORK/bpe-count/task-NNNNN/ with a completion marker.
+    #[arg(long, requires = "ranks", conflicts_with = "output")]
+    work: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -76,6 +80,25 @@ pub struct PreTokenizing {
 }
 
 impl PreTokenizing {
+    /// The flags that give these settings, for a task's command line.
+    fn flags(&self) -> Vec<String> {
+        vec![
+            "--special-tokens".into(),
+            self.special_tokens.join(","),
+            "--pattern".into(),
+            self.pattern.clone(),
+        ]
+    }
+
+    /// What counts depend on besides the files: a count plan's parameters.
+    fn params(&self, json_key: &str) -> serde_json::Value {
+        serde_json::json!({
+            "json_key": json_key,
+            "special_tokens": self.special_tokens,
+            "pattern": self.pattern,
+        })
+    }
+
     fn builder(&self) -> lmforge_bpe::BpeTrainerBuilder {
         BpeTrainer::builder()
             .special_tokens(
@@ -108,6 +131,9 @@ pub struct TrainArgs {
     max_token_length: Option<usize>,
     #[command(flatten)]
     out: training::Output,
+    /// With --ranks: count as a job array of ranks (whole files each), reduce, train once.
+    #[command(flatten)]
+    shard: crate::sharding::ShardArgs,
 }
 
 /// How special-token text in the input is treated.
@@ -189,7 +215,15 @@ fn train(args: &TrainArgs) -> Result<()> {
         .min_frequency(args.min_frequency)
         .max_token_length(args.max_token_length)
         .build()?;
-    let input = if args.counts.is_empty() {
+    let ranked;
+    let counts = match args.shard.ranks {
+        Some(ranks) => {
+            ranked = [count_ranks(args, ranks)?];
+            &ranked[..]
+        }
+        None => &args.counts[..],
+    };
+    let input = if counts.is_empty() {
         training::read(&args.corpus, |batch, stats| {
             trainer.feed(batch);
             format!(
@@ -201,11 +235,8 @@ fn train(args: &TrainArgs) -> Result<()> {
         })?
     } else {
         let mut stats = crate::corpus::ReadStats::default();
-        for path in &args.counts {
-            trainer.read_counts(path)?;
-            let header = lmforge_bpe::counts::CountReader::open(path)?
-                .header()
-                .clone();
+        for path in counts {
+            let header = trainer.read_counts(path)?;
             stats.files += 1;
             stats.texts += header.texts;
             stats.bytes += header.bytes;
@@ -249,10 +280,76 @@ fn train(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bpe train --ranks N`: the count tasks as a job array over the work folder (finished
+/// ranks kept), their counts reduced in rank order into one file, which is returned.
+fn count_ranks(args: &TrainArgs, ranks: usize) -> Result<PathBuf> {
+    use crate::sharding::{FilePlan, absolute, program};
+    let work = absolute(&args.shard.work_for(&args.out.output))?;
+    let params = args.pre.params(&args.corpus.json_key);
+    let plan = FilePlan::new("bpe-count", ranks, params, &args.corpus.input)?;
+    plan.write(&work)?;
+    let mut task_args = vec!["bpe".to_string(), "count".into(), "--input".into()];
+    task_args.extend(plan.inputs.iter().map(|(f, _)| f.display().to_string()));
+    task_args.extend(["--json-key".into(), args.corpus.json_key.clone()]);
+    task_args.extend(args.pre.flags());
+    task_args
+        .extend(["--ranks", &ranks.to_string(), "--rank", "{task}", "--work"].map(String::from));
+    task_args.push(work.display().to_string());
+    let job = lmforge_executor::Job {
+        name: "bpe-count".into(),
+        program: program()?,
+        args: task_args,
+        pending: plan.pending(&work)?,
+        tasks: ranks,
+    };
+    args.shard.run(&[job], &work, ranks)?;
+    let counts: Vec<PathBuf> = plan
+        .finished(&work)?
+        .into_iter()
+        .map(|dir| dir.join("counts"))
+        .collect();
+    let all = work.join("all.counts");
+    let header = lmforge_bpe::counts::reduce(&counts, &all)?;
+    eprintln!(
+        "bpe count: {ranks} ranks, {} distinct pre-tokens from {} texts reduced into {}",
+        header.records,
+        header.texts,
+        all.display()
+    );
+    Ok(all)
+}
+
 fn count(args: &CountArgs) -> Result<()> {
     let start = Instant::now();
-    let (files, rank) =
-        crate::sharding::rank_files(args.corpus.input.clone(), args.rank, args.ranks)?;
+    // A task of a plan checks the plan and writes into its hidden task folder.
+    let task = match &args.work {
+        Some(work) => {
+            let ranks = args.ranks.context("--work needs --ranks")?;
+            let rank = lmforge_executor::rank::from_env(args.rank)?;
+            let params = args.pre.params(&args.corpus.json_key);
+            let plan =
+                crate::sharding::FilePlan::new("bpe-count", ranks, params, &args.corpus.input)?;
+            let pending = plan.begin(work, rank)?;
+            Some((plan, pending, rank))
+        }
+        None => None,
+    };
+    let (files, rank, output) = match &task {
+        Some((plan, pending, rank)) => (
+            plan.files_of(*rank)?,
+            Some((*rank, plan.ranks)),
+            pending.dir().join("counts"),
+        ),
+        None => {
+            let (files, rank) =
+                crate::sharding::rank_files(args.corpus.input.clone(), args.rank, args.ranks)?;
+            (
+                files,
+                rank,
+                args.output.clone().context("--output is required")?,
+            )
+        }
+    };
     let mut trainer = args.pre.builder().build()?;
     let corpus = training::Corpus {
         input: files.clone(),
@@ -266,11 +363,11 @@ fn count(args: &CountArgs) -> Result<()> {
             trainer.feed(batch)
         })?
     };
-    trainer.write_counts(&args.output)?;
+    trainer.write_counts(&output)?;
     // The report is written last: beside the count file, it says the rank finished, and for
     // which share of which inputs.
     let report = serde_json::json!({
-        "output": args.output,
+        "output": output,
         "rank": rank.map(|r| r.0),
         "ranks": rank.map(|r| r.1),
         "inputs": args.corpus.input,
@@ -282,16 +379,19 @@ fn count(args: &CountArgs) -> Result<()> {
         "distinct_pre_tokens": trainer.distinct_pre_tokens(),
         "seconds": start.elapsed().as_secs_f64(),
     });
-    let mut path = args.output.as_os_str().to_owned();
+    let mut path = output.as_os_str().to_owned();
     path.push(".report.json");
     crate::output::write_json(Path::new(&path), &report)?;
     println!(
         "{}: {} distinct pre-tokens from {} texts in {} files",
-        args.output.display(),
+        output.display(),
         trainer.distinct_pre_tokens(),
         input.texts,
         files.len()
     );
+    if let Some((plan, pending, rank)) = task {
+        plan.commit(pending, rank)?;
+    }
     Ok(())
 }
 

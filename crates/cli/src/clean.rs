@@ -94,6 +94,12 @@ pub struct Args {
     part_mb: u64,
     #[command(flatten)]
     shard: ShardArgs,
+    /// Run one task only: this step of the plan in --work.
+    #[arg(long, requires = "work")]
+    step: Option<String>,
+    /// The task's index (default: SLURM_ARRAY_TASK_ID, or the local executor's LMFORGE_TASK).
+    #[arg(long, requires = "step")]
+    rank: Option<usize>,
     /// Print the stages in order with their parameters, and exit.
     #[arg(long)]
     explain: bool,
@@ -189,12 +195,12 @@ pub fn run(args: &Args) -> Result<()> {
         .num_threads(threads)
         .build()
         .context("starting the thread pool")?;
-    if let Some(step) = &args.shard.step {
+    if let Some(step) = &args.step {
         let Some(work) = &args.shard.work else {
             bail!("--step runs one task of a plan: it needs --work");
         };
         let step = Step::parse(step)?;
-        let rank = lmforge_executor::rank::from_env(args.shard.rank)?;
+        let rank = lmforge_executor::rank::from_env(args.rank)?;
         let started = std::time::Instant::now();
         match pool.install(|| run_task(work, step, rank, &cancel)) {
             Err(lmforge_clean::Error::Interrupted) => {

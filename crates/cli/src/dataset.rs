@@ -65,13 +65,16 @@ pub struct ConvertArgs {
     /// Tokenizing threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Convert only this rank's share of the input files (default: SLURM_ARRAY_TASK_ID),
-    /// with --ranks; `lmforge dataset merge` of the ranks in order is the whole conversion.
-    #[arg(long)]
+    /// Convert only this rank's share of the input files (default: SLURM_ARRAY_TASK_ID
+    /// inside a job array), with --ranks; `lmforge dataset merge` of the ranks in order is the
+    /// whole conversion. Without it (and outside an array), --ranks N runs every rank as a job
+    /// array and merges them.
+    #[arg(long, requires = "ranks")]
     rank: Option<usize>,
-    /// Ranks sharing the input (whole files, contiguous, about equal bytes).
-    #[arg(long)]
-    ranks: Option<usize>,
+    /// --ranks N: ranks sharing the input (whole files, contiguous, about equal bytes); a rank
+    /// given --work commits into the plan's task folder instead of --output-prefix.
+    #[command(flatten)]
+    shard: crate::sharding::ShardArgs,
 }
 
 /// `lmforge dataset …`.
@@ -140,25 +143,70 @@ pub struct SamplesArgs {
     tokenizer: TokenizerArgs,
 }
 
+/// What a conversion plan's tasks depend on besides their files.
+fn convert_params(args: &ConvertArgs) -> Result<serde_json::Value> {
+    let tokenizer: Vec<&PathBuf> = [
+        &args.tokenizer.tokenizer,
+        &args.tokenizer.vocab_file,
+        &args.tokenizer.merge_file,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut files = Vec::new();
+    for file in tokenizer {
+        files.push(crate::sharding::fingerprint_file(file)?);
+    }
+    Ok(serde_json::json!({
+        "json_keys": args.json_keys,
+        "append_eod": args.append_eod,
+        "tokenizer": files,
+    }))
+}
+
 pub fn run_convert(args: &ConvertArgs) -> Result<()> {
+    let all = lmforge_corpus::expand(&args.input)?;
+    let task_index = args
+        .shard
+        .ranks
+        .and_then(|_| lmforge_executor::rank::from_env(args.rank).ok());
+    if let (Some(ranks), None) = (args.shard.ranks, task_index) {
+        return convert_ranks(args, all, ranks);
+    }
+    // A task of a plan (--work) checks the plan and writes into its hidden task folder.
+    let task = match (&args.shard.work, args.shard.ranks, task_index) {
+        (Some(work), Some(ranks), Some(rank)) => {
+            let plan =
+                crate::sharding::FilePlan::new("convert", ranks, convert_params(args)?, &all)?;
+            let pending = plan.begin(work, rank)?;
+            Some((plan, pending, rank))
+        }
+        _ => None,
+    };
+    let (files, rank, prefix) = match &task {
+        Some((plan, pending, rank)) => (
+            plan.files_of(*rank)?,
+            Some((*rank, plan.ranks)),
+            pending.dir().join("corpus"),
+        ),
+        None => {
+            let (files, rank) = crate::sharding::rank_files(all, task_index, args.shard.ranks)?;
+            (files, rank, args.output_prefix.clone())
+        }
+    };
     let tokenizer = args.tokenizer.open()?;
-    let (files, rank) =
-        crate::sharding::rank_files(lmforge_corpus::expand(&args.input)?, args.rank, args.ranks)?;
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
         .sum();
-    if let Some(dir) = args
-        .output_prefix
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    if let Some(dir) = prefix.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let options = ConvertOptions {
         json_keys: args.json_keys.clone(),
         append_eod: args.append_eod,
         workers: args.workers,
+        allow_empty: rank.is_some(),
         ..ConvertOptions::default()
     };
     let bar = ProgressBar::new(total).with_style(
@@ -166,24 +214,18 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    let report = convert(
-        files,
-        tokenizer.as_ref(),
-        &args.output_prefix,
-        &options,
-        &mut |p| {
-            let secs = start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_position(p.file_bytes);
-            bar.set_message(format!(
-                "{} documents, {} tokens, {:.1} MB/s of text",
-                p.documents,
-                p.tokens,
-                p.bytes as f64 / 1e6 / secs,
-            ));
-        },
-    )?;
+    let report = convert(files, tokenizer.as_ref(), &prefix, &options, &mut |p| {
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(p.file_bytes);
+        bar.set_message(format!(
+            "{} documents, {} tokens, {:.1} MB/s of text",
+            p.documents,
+            p.tokens,
+            p.bytes as f64 / 1e6 / secs,
+        ));
+    })?;
     bar.finish_and_clear();
-    let mut path = args.output_prefix.as_os_str().to_owned();
+    let mut path = prefix.as_os_str().to_owned();
     path.push(".report.json");
     let path = PathBuf::from(path);
     let mut json = serde_json::to_value(&report)?;
@@ -211,7 +253,146 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
         report.workers,
         path.display()
     );
+    if let Some((plan, pending, rank)) = task {
+        plan.commit(pending, rank)?;
+    }
     Ok(())
+}
+
+/// `convert --ranks N`: every rank as a job array over the work folder (finished ranks
+/// kept), then each key's datasets merged in rank order into --output-prefix, and one report.
+fn convert_ranks(args: &ConvertArgs, files: Vec<PathBuf>, ranks: usize) -> Result<()> {
+    use crate::sharding::{FilePlan, absolute, program};
+    let start = Instant::now();
+    let work = absolute(&args.shard.work_for(&args.output_prefix))?;
+    let plan = FilePlan::new("convert", ranks, convert_params(args)?, &files)?;
+    plan.write(&work)?;
+    let mut task_args = vec!["convert".to_string(), "--input".into()];
+    task_args.extend(plan.inputs.iter().map(|(f, _)| f.display().to_string()));
+    task_args.push("--json-keys".into());
+    task_args.extend(args.json_keys.iter().cloned());
+    for (flag, path) in [
+        ("--tokenizer", &args.tokenizer.tokenizer),
+        ("--vocab-file", &args.tokenizer.vocab_file),
+        ("--merge-file", &args.tokenizer.merge_file),
+    ] {
+        if let Some(path) = path {
+            task_args.extend([flag.into(), absolute_file(path)?]);
+        }
+    }
+    if args.append_eod {
+        task_args.push("--append-eod".into());
+    }
+    let workers = match args.workers {
+        0 => args.shard.threads_per_task(ranks),
+        n => n,
+    };
+    if workers > 0 {
+        task_args.extend(["--workers".into(), workers.to_string()]);
+    }
+    // A task writes into its folder; the prefix it is given is only for its log.
+    task_args.extend([
+        "--output-prefix".into(),
+        absolute_file(&args.output_prefix)?,
+    ]);
+    task_args.extend(["--ranks", &ranks.to_string(), "--rank", "{task}"].map(String::from));
+    task_args.extend(["--work".into(), work.display().to_string()]);
+    let job = lmforge_executor::Job {
+        name: "convert".into(),
+        program: program()?,
+        args: task_args,
+        pending: plan.pending(&work)?,
+        tasks: ranks,
+    };
+    args.shard.run(&[job], &work, ranks)?;
+    let dirs = plan.finished(&work)?;
+    if let Some(dir) = args
+        .output_prefix
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // The ranks' reports summed into the one a single process writes, plus the ranks.
+    let mut reports = Vec::new();
+    for dir in &dirs {
+        let path = dir.join("corpus.report.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        reports.push(
+            serde_json::from_str::<serde_json::Value>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        );
+    }
+    let sum = |field: &str| -> u64 { reports.iter().filter_map(|r| r[field].as_u64()).sum() };
+    let examples: Vec<serde_json::Value> = reports
+        .iter()
+        .filter_map(|r| r["skipped_examples"].as_array())
+        .flatten()
+        .take(10)
+        .cloned()
+        .collect();
+    if sum("documents") == 0 {
+        bail!(
+            "no documents in {} input file(s) ({} skipped): nothing written",
+            files.len(),
+            sum("skipped")
+        );
+    }
+    let mut outputs = Vec::new();
+    for key in &args.json_keys {
+        let inputs: Vec<PathBuf> = dirs
+            .iter()
+            .map(|d| lmforge_dataset::output_prefix(&d.join("corpus"), key))
+            .collect();
+        let output = lmforge_dataset::output_prefix(&args.output_prefix, key);
+        outputs.push(lmforge_dataset::merge(&inputs, &output)?);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let bytes = sum("bytes");
+    let report = serde_json::json!({
+        "inputs": files,
+        "outputs": outputs,
+        "options": reports.first().map(|r| r["options"].clone()),
+        "vocab_size": reports.first().map(|r| r["vocab_size"].clone()),
+        "documents": sum("documents"),
+        "skipped": sum("skipped"),
+        "skipped_examples": examples,
+        "tokens": sum("tokens"),
+        "bytes": bytes,
+        "seconds": seconds,
+        "mb_per_s": bytes as f64 / 1e6 / seconds.max(1e-9),
+        "ranks": ranks,
+        "work": work,
+        "rank_seconds": reports.iter().map(|r| r["seconds"].clone()).collect::<Vec<_>>(),
+    });
+    let mut path = args.output_prefix.as_os_str().to_owned();
+    path.push(".report.json");
+    let path = PathBuf::from(path);
+    crate::output::write_json(&path, &report)?;
+    for out in &outputs {
+        println!(
+            "{}: {} documents, {} tokens ({:?})",
+            out.bin.with_extension("").display(),
+            out.documents,
+            out.tokens,
+            out.dtype
+        );
+    }
+    println!(
+        "converted {} documents ({} skipped) with {ranks} ranks in {seconds:.1} s; report {}",
+        sum("documents"),
+        sum("skipped"),
+        path.display()
+    );
+    Ok(())
+}
+
+fn absolute_file(path: &Path) -> Result<String> {
+    Ok(std::path::absolute(path)
+        .with_context(|| format!("resolving {}", path.display()))?
+        .display()
+        .to_string())
 }
 
 pub fn run(command: Command) -> Result<()> {

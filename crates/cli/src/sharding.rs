@@ -1,12 +1,16 @@
 //! The flags every sharded stage shares: how many ranks, the shared work folder, which
 //! executor runs the job arrays (a local process pool or Slurm) and Slurm's settings; and
-//! the flags a single task takes (`--step`, `--rank`).
+//! [`FilePlan`], the plan of the stages whose ranks each take whole files (tokenizer
+//! counting, conversion).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use lmforge_executor::task::{Pending, marker};
 use lmforge_executor::{Executor, Job, Local, Slurm};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Running a stage as rank-sharded job arrays.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -40,12 +44,6 @@ pub struct ShardArgs {
     /// Another #SBATCH flag, verbatim (`--account=lm`); repeat.
     #[arg(long)]
     pub slurm_extra: Vec<String>,
-    /// Run one task only: this step of the plan in --work.
-    #[arg(long)]
-    pub step: Option<String>,
-    /// The task's index (default: SLURM_ARRAY_TASK_ID, or the local executor's LMFORGE_TASK).
-    #[arg(long)]
-    pub rank: Option<usize>,
 }
 
 impl ShardArgs {
@@ -143,10 +141,276 @@ pub fn rank_files(
     if rank >= ranks {
         bail!("--rank {rank} is not below --ranks {ranks}");
     }
-    let parts = lmforge_corpus::split(&files, u64::MAX)?;
+    Ok((share(&files, rank, ranks)?, Some((rank, ranks))))
+}
+
+/// Rank `rank` of `ranks`'s whole files: a contiguous run of about `1/ranks` of the bytes.
+fn share(files: &[PathBuf], rank: usize, ranks: usize) -> Result<Vec<PathBuf>> {
+    let parts = lmforge_corpus::split(files, u64::MAX)?;
     let range = lmforge_corpus::assign(&parts, ranks)[rank].clone();
-    Ok((
-        parts[range].iter().map(|p| p.file.clone()).collect(),
-        Some((rank, ranks)),
-    ))
+    Ok(parts[range].iter().map(|p| p.file.clone()).collect())
+}
+
+/// FNV-1a of `bytes` as hex: an identity that is stable across builds and machines (not a
+/// defence against tampering; the plans it names sit in the user's own work folder).
+fn fnv1a(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// A small file (a tokenizer) for a plan's parameters: its absolute path and content hash, so
+/// that a tokenizer retrained between a run and its re-run is a different plan.
+pub fn fingerprint_file(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok(serde_json::json!({ "file": path, "fnv1a": fnv1a(&bytes) }))
+}
+
+/// The plan of a stage whose ranks each take a contiguous share of whole input files:
+/// written once to `WORK/plan.json`; every task checks it is the plan it was started for,
+/// and commits `WORK/STAGE/task-NNNNN/` with a marker naming it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FilePlan {
+    /// The stage (`bpe-count`, `convert`): the task folders' parent.
+    pub stage: String,
+    /// Ranks sharing the input.
+    pub ranks: usize,
+    /// What the tasks' output depends on besides their files.
+    pub params: Value,
+    /// Every input file with its size at planning time, in input order.
+    pub inputs: Vec<(PathBuf, u64)>,
+}
+
+/// What a finished task's folder says about itself.
+#[derive(Serialize, Deserialize)]
+struct FileMarker {
+    plan: String,
+    rank: usize,
+    ranks: usize,
+}
+
+impl FilePlan {
+    /// The plan of `stage` over `files` (made absolute: Slurm tasks may start elsewhere).
+    pub fn new(stage: &str, ranks: usize, params: Value, files: &[PathBuf]) -> Result<FilePlan> {
+        if ranks == 0 {
+            bail!("--ranks must be at least 1");
+        }
+        let inputs = files
+            .iter()
+            .map(|file| {
+                let size = std::fs::metadata(file)
+                    .with_context(|| format!("reading {}", file.display()))?
+                    .len();
+                let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+                Ok((file, size))
+            })
+            .collect::<Result<_>>()?;
+        Ok(FilePlan {
+            stage: stage.into(),
+            ranks,
+            params,
+            inputs,
+        })
+    }
+
+    fn path(work: &Path) -> PathBuf {
+        work.join("plan.json")
+    }
+
+    /// Writes the plan, or checks that `work` already holds this plan (a re-run): a work
+    /// folder of another plan is refused, naming what differs.
+    pub fn write(&self, work: &Path) -> Result<()> {
+        std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+        let path = Self::path(work);
+        if path.exists() {
+            let there = Self::read(work)?;
+            if let Some(why) = there.differences(self) {
+                bail!(
+                    "{}: the work folder holds another plan ({why}); give another --work or \
+                     remove it",
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
+        crate::output::write_json(&path, self)
+    }
+
+    /// The plan in `work`.
+    pub fn read(work: &Path) -> Result<FilePlan> {
+        let path = Self::path(work);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a plan", path.display()))
+    }
+
+    fn differences(&self, other: &FilePlan) -> Option<String> {
+        let mut out = Vec::new();
+        if self.stage != other.stage {
+            out.push(format!(
+                "stage `{}` there, `{}` here",
+                self.stage, other.stage
+            ));
+        }
+        if self.ranks != other.ranks {
+            out.push(format!("{} ranks there, {} here", self.ranks, other.ranks));
+        }
+        if self.params != other.params {
+            out.push("different parameters".into());
+        }
+        if self.inputs != other.inputs {
+            out.push("a different input set".into());
+        }
+        (!out.is_empty()).then(|| out.join(", "))
+    }
+
+    /// The plan's identity in markers.
+    fn id(&self) -> String {
+        fnv1a(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// `WORK/STAGE/task-NNNNN`.
+    pub fn task_dir(&self, work: &Path, rank: usize) -> PathBuf {
+        work.join(&self.stage).join(format!("task-{rank:05}"))
+    }
+
+    /// The ranks without a completion marker of this plan; a marker of another plan is an
+    /// error naming its folder.
+    pub fn pending(&self, work: &Path) -> Result<Vec<usize>> {
+        let id = self.id();
+        let mut pending = Vec::new();
+        for rank in 0..self.ranks {
+            let dir = self.task_dir(work, rank);
+            match marker::<FileMarker>(&dir)? {
+                None => pending.push(rank),
+                Some(m) if m.plan == id && m.rank == rank => {}
+                Some(_) => bail!(
+                    "{}: a finished task of another plan (not {})",
+                    dir.display(),
+                    Self::path(work).display()
+                ),
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The finished task folders in rank order, checking that every rank finished.
+    pub fn finished(&self, work: &Path) -> Result<Vec<PathBuf>> {
+        let pending = self.pending(work)?;
+        if !pending.is_empty() {
+            bail!(
+                "{}: ranks {pending:?} of {} have not finished",
+                work.display(),
+                self.ranks
+            );
+        }
+        Ok((0..self.ranks).map(|r| self.task_dir(work, r)).collect())
+    }
+
+    /// Rank `rank`'s files: contiguous runs of whole files of about equal bytes.
+    pub fn files_of(&self, rank: usize) -> Result<Vec<PathBuf>> {
+        if rank >= self.ranks {
+            bail!("--rank {rank} is not below the plan's {} ranks", self.ranks);
+        }
+        let files: Vec<PathBuf> = self.inputs.iter().map(|(f, _)| f.clone()).collect();
+        share(&files, rank, self.ranks)
+    }
+
+    /// Starts task `rank` of the plan in `work`, after checking that `self` (what the task
+    /// was started with) is that plan and that no input changed size since it was made.
+    pub fn begin(&self, work: &Path, rank: usize) -> Result<Pending> {
+        let there = Self::read(work)?;
+        if let Some(why) = there.differences(self) {
+            bail!(
+                "task {rank}: {} is another plan ({why})",
+                Self::path(work).display()
+            );
+        }
+        for (file, size) in &self.inputs {
+            let now = std::fs::metadata(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            if now != *size {
+                bail!(
+                    "{}: {now} bytes now, {size} when the run was planned",
+                    file.display()
+                );
+            }
+        }
+        Ok(Pending::begin(&self.task_dir(work, rank))?)
+    }
+
+    /// Commits task `rank`'s folder with its marker.
+    pub fn commit(&self, pending: Pending, rank: usize) -> Result<()> {
+        let marker = FileMarker {
+            plan: self.id(),
+            rank,
+            ranks: self.ranks,
+        };
+        Ok(pending.commit(&marker)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_in(dir: &Path, ranks: usize) -> (FilePlan, PathBuf) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut files = Vec::new();
+        for (i, size) in [10usize, 30, 20].iter().enumerate() {
+            let file = dir.join(format!("in-{i}.txt"));
+            std::fs::write(&file, "x".repeat(*size)).unwrap();
+            files.push(file);
+        }
+        let plan = FilePlan::new("count", ranks, serde_json::json!({"k": 1}), &files).unwrap();
+        (plan, dir.join("work"))
+    }
+
+    #[test]
+    fn a_rerun_keeps_finished_ranks_and_another_plan_is_refused() {
+        let dir = std::env::temp_dir().join(format!("lmforge-fileplan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (plan, work) = plan_in(&dir, 2);
+        plan.write(&work).unwrap();
+        plan.write(&work).unwrap();
+        assert_eq!(plan.pending(&work).unwrap(), vec![0, 1]);
+        let pending = plan.begin(&work, 1).unwrap();
+        std::fs::write(pending.dir().join("out"), b"1").unwrap();
+        plan.commit(pending, 1).unwrap();
+        assert_eq!(plan.pending(&work).unwrap(), vec![0]);
+        assert!(plan.finished(&work).is_err());
+        // A killed task leaves nothing that counts as finished.
+        drop(plan.begin(&work, 0).unwrap());
+        assert_eq!(plan.pending(&work).unwrap(), vec![0]);
+
+        let mut other = plan.clone();
+        other.ranks = 3;
+        let error = format!("{:#}", other.write(&work).unwrap_err());
+        assert!(error.contains("2 ranks there, 3 here"), "{error}");
+        let mut other = plan.clone();
+        other.params = serde_json::json!({"k": 2});
+        let error = format!("{:#}", other.begin(&work, 0).unwrap_err());
+        assert!(error.contains("different parameters"), "{error}");
+
+        std::fs::write(&plan.inputs[0].0, "longer than before").unwrap();
+        let error = format!("{:#}", plan.begin(&work, 0).unwrap_err());
+        assert!(error.contains("when the run was planned"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ranks_share_whole_files_in_order() {
+        let dir = std::env::temp_dir().join(format!("lmforge-fileplan-o-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for ranks in 1..6 {
+            let (plan, _) = plan_in(&dir, ranks);
+            let all: Vec<PathBuf> = (0..ranks).flat_map(|r| plan.files_of(r).unwrap()).collect();
+            let inputs: Vec<PathBuf> = plan.inputs.iter().map(|(f, _)| f.clone()).collect();
+            assert_eq!(all, inputs, "{ranks} ranks");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -28,6 +28,10 @@ pub struct ConvertOptions {
     pub workers: usize,
     /// Text read ahead per batch.
     pub batch_bytes: usize,
+    /// Write empty datasets when no document is found instead of failing: a rank of a
+    /// sharded conversion whose share holds none (the whole conversion still needs one).
+    #[serde(skip)]
+    pub allow_empty: bool,
 }
 
 impl Default for ConvertOptions {
@@ -37,6 +41,7 @@ impl Default for ConvertOptions {
             append_eod: false,
             workers: 0,
             batch_bytes: 8 << 20,
+            allow_empty: false,
         }
     }
 }
@@ -249,7 +254,7 @@ pub fn convert(
         }
     });
     outcome?;
-    if done.documents == 0 {
+    if done.documents == 0 && !options.allow_empty {
         return Err(Error::Invalid(format!(
             "no documents in {} input file(s) ({skipped} skipped): nothing written",
             files.len()

@@ -12,6 +12,7 @@ use crate::{Error, Result, io};
 pub const MARKER: &str = "done.json";
 
 /// A task's folder being written.
+#[derive(Debug)]
 pub struct Pending {
     temp: PathBuf,
     target: PathBuf,

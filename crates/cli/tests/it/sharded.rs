@@ -362,3 +362,104 @@ fn tokenizer_counts_and_conversion_by_rank_equal_one_process() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bpe_train_and_convert_as_job_arrays_equal_one_process_for_any_rank_count() {
+    let dir = tempdir("sharded", "arrays");
+    let text = std::fs::read_to_string(corpus(&dir)).unwrap();
+    let lines: Vec<&str> = text.lines().take(500).collect();
+    let mut files = Vec::new();
+    for (i, chunk) in lines.chunks(100).enumerate() {
+        let path = dir.join(format!("part-{i:05}.jsonl"));
+        std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
+        files.push(path);
+    }
+    let inputs: Vec<&str> = files.iter().map(|f| s(f)).collect();
+    let train = |output: &Path, extra: &[&str]| {
+        let mut args = vec!["bpe", "train", "--vocab-size", "500", "--output", s(output)];
+        args.extend_from_slice(extra);
+        args.push("--input");
+        args.extend(&inputs);
+        lmforge(&args)
+    };
+    let convert = |tokenizer: &Path, prefix: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "--tokenizer",
+            s(tokenizer),
+            "--append-eod",
+            "--output-prefix",
+            s(prefix),
+        ];
+        args.extend_from_slice(extra);
+        args.push("--input");
+        args.extend(&inputs);
+        lmforge(&args)
+    };
+    let whole = dir.join("whole.json");
+    ok(&train(&whole, &[]));
+    ok(&convert(&whole, &dir.join("one/corpus"), &[]));
+    let data = |prefix: &Path| {
+        ["bin", "idx"]
+            .map(|ext| std::fs::read(format!("{}_text_document.{ext}", prefix.display())).unwrap())
+    };
+    let one = data(&dir.join("one/corpus"));
+    // 7 ranks over 5 files: two ranks get nothing, and still commit (empty counts, empty data).
+    for ranks in ["1", "2", "7"] {
+        let tokenizer = dir.join(format!("r{ranks}/tokenizer.json"));
+        std::fs::create_dir_all(tokenizer.parent().unwrap()).unwrap();
+        ok(&train(&tokenizer, &["--ranks", ranks, "--parallel", "2"]));
+        assert_eq!(
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&tokenizer).unwrap(),
+            "tokenizer.json from {ranks} count ranks"
+        );
+        let prefix = dir.join(format!("r{ranks}/data/corpus"));
+        ok(&convert(&tokenizer, &prefix, &["--ranks", ranks]));
+        assert!(data(&prefix) == one, "{ranks} conversion ranks differ");
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{}.report.json", prefix.display())).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["ranks"].as_u64(), Some(ranks.parse().unwrap()));
+        // The malformed line corpus() plants is counted with its file:line, as by one process.
+        assert_eq!(report["documents"].as_u64(), Some(499), "{report}");
+        assert_eq!(report["skipped"].as_u64(), Some(1), "{report}");
+        let example = report["skipped_examples"][0].as_str().unwrap_or_default();
+        assert!(
+            example.contains("part-00003.jsonl:42: malformed JSON"),
+            "{report}"
+        );
+    }
+
+    // A rank killed (its folder never committed) is the only one the re-run does.
+    let tokenizer = dir.join("r2/tokenizer.json");
+    let work = dir.join("r2/tokenizer.json.work");
+    std::fs::remove_dir_all(work.join("bpe-count/task-00001")).unwrap();
+    let again = train(&tokenizer, &["--ranks", "2"]);
+    ok(&again);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("bpe-count: 1 of 2 tasks to run"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&tokenizer).unwrap()
+    );
+    let prefix = dir.join("r2/data/corpus");
+    let work = dir.join("r2/data/corpus.work");
+    std::fs::remove_dir_all(work.join("convert/task-00000")).unwrap();
+    let again = convert(&tokenizer, &prefix, &["--ranks", "2"]);
+    ok(&again);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("convert: 1 of 2 tasks to run"), "{stderr}");
+    assert!(data(&prefix) == one, "after redoing one rank");
+
+    // The same work folder with another rank count is refused, naming the difference.
+    let refused = convert(&tokenizer, &prefix, &["--ranks", "3"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("2 ranks there, 3 here"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
