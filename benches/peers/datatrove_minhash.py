@@ -19,7 +19,8 @@ tasks. Both sides then run the whole job from those files to deduplicated jsonl 
 - lmforge: `lmforge clean --ranks W --executor local` (its six job arrays: signatures, exact,
   buckets, cluster, filter, merge) with only dedup on (`--skip language,cleaning,quality
   --min-chars 0`), word 5-grams, 128 permutations, 16 bands x 8 rows, candidates verified at
-  0.8. Then the same with one rank and one thread, for the speed-up of two ranks.
+  0.8. Then the same with one rank and one thread, and one rank pinned to one core, for the
+  speed-up of two ranks on two cores.
 
 Precision and recall are over documents, against the recorded similarity (>= 0.8 is a
 duplicate). Wall times include process start-up and every file written.
@@ -111,9 +112,12 @@ def datatrove(inputs, work, workers):
     return dropped, seconds
 
 
-def lmforge(lmforge_bin, inputs, work, ranks, threads):
+def lmforge(lmforge_bin, inputs, work, ranks, threads, one_core=False):
     out = work / "out"
-    args = [lmforge_bin, "clean", "--input", *sorted(str(p) for p in inputs.glob("*.jsonl")),
+    # One core for the whole process (`taskset -c 0`): a rank's reader thread otherwise
+    # overlaps the hashing on the second core, and one rank "with one thread" uses 1.2 cores.
+    pin = ["taskset", "-c", "0"] if one_core else []
+    args = pin + [lmforge_bin, "clean", "--input", *sorted(str(p) for p in inputs.glob("*.jsonl")),
             "--output", str(out), "--work", str(work / "work"), "--ranks", str(ranks),
             "--executor", "local", "--dedup", "minhash", "--minhash-threshold", "0.8",
             "--minhash-perms", "128", "--bands", "16", "--rows", "8", "--ngram", "5",
@@ -147,6 +151,7 @@ def main():
         ("datatrove", lambda w: datatrove(inputs, w, a.workers)),
         (f"lmforge {a.workers} ranks", lambda w: lmforge(a.lmforge, inputs, w, a.workers, 0)),
         ("lmforge 1 rank, 1 thread", lambda w: lmforge(a.lmforge, inputs, w, 1, 1)),
+        ("lmforge 1 rank on one core", lambda w: lmforge(a.lmforge, inputs, w, 1, 1, True)),
     ]
     for name, run in runs:
         dropped, seconds = run(work / name.replace(" ", "-").replace(",", ""))
@@ -158,7 +163,10 @@ def main():
     ours = results[f"lmforge {a.workers} ranks"]
     print(f"lmforge {a.workers} ranks vs datatrove: "
           f"{ours['docs_per_s'] / results['datatrove']['docs_per_s']:.1f}x the documents per second; "
-          f"vs one rank: {results['lmforge 1 rank, 1 thread']['seconds'] / ours['seconds']:.2f}x")
+          f"vs one rank with one thread: "
+          f"{results['lmforge 1 rank, 1 thread']['seconds'] / ours['seconds']:.2f}x, "
+          f"vs one rank on one core: "
+          f"{results['lmforge 1 rank on one core']['seconds'] / ours['seconds']:.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
 

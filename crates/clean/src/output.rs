@@ -209,7 +209,10 @@ impl ShardWriter {
         let file = File::create(&path).map_err(io(&path))?;
         let shard = match self.format {
             OutputFormat::Jsonl => Shard::Jsonl(
-                zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 3)
+                // Level 1: compression was 60 % of the filter step at level 3, and level 1
+                // is 1.5x faster for shards 12 % larger (on the synthetic benchmark corpus);
+                // shards are rewritten at every cleaning run and read once per later stage.
+                zstd::Encoder::new(BufWriter::with_capacity(1 << 20, file), 1)
                     .map_err(io(&path))?,
             ),
             OutputFormat::Parquet => {

@@ -2,7 +2,6 @@
 //! shingles.
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
-use xxhash_rust::xxh3::Xxh3;
 
 /// The general-cleaning stage: control characters removed (a tab becomes a space, `\r\n`, `\r`
 /// and the Unicode line separators become `\n`, the byte-order mark and zero-width space go),
@@ -78,22 +77,40 @@ fn collapse_spaces(line: &str, out: &mut String) {
 }
 
 /// The exact-dedup key: XXH3-64 of the text lowercased with its whitespace runs made single
-/// spaces, so copies differing only in case or spacing are the same document.
+/// spaces (each word followed by one), so copies differing only in case or spacing are the
+/// same document. The normalised text is built in one buffer and hashed in one call: hashing
+/// word by word spent more time in the streaming hasher's bookkeeping than in hashing (a
+/// quarter of the sharded signatures step).
 pub fn exact_key(text: &str) -> u64 {
-    let mut hasher = Xxh3::new();
-    let mut lower = String::new();
-    for word in text.split_whitespace() {
-        if word.is_ascii() {
-            lower.clear();
-            lower.push_str(word);
-            lower.make_ascii_lowercase();
-        } else {
-            lower = word.to_lowercase();
+    let mut out = Vec::with_capacity(text.len() + 1);
+    if text.is_ascii() {
+        // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed, CR, space.
+        let mut in_word = false;
+        for &b in text.as_bytes() {
+            if matches!(b, b'\t'..=b'\r' | b' ') {
+                if in_word {
+                    out.push(b' ');
+                    in_word = false;
+                }
+            } else {
+                out.push(b.to_ascii_lowercase());
+                in_word = true;
+            }
         }
-        hasher.update(lower.as_bytes());
-        hasher.update(b" ");
+        if in_word {
+            out.push(b' ');
+        }
+    } else {
+        for word in text.split_whitespace() {
+            if word.is_ascii() {
+                out.extend(word.bytes().map(|b| b.to_ascii_lowercase()));
+            } else {
+                out.extend_from_slice(word.to_lowercase().as_bytes());
+            }
+            out.push(b' ');
+        }
     }
-    hasher.digest()
+    xxhash_rust::xxh3::xxh3_64(&out)
 }
 
 /// Calls `f` with each word of `text`, lowercased: a maximal run of alphanumeric characters
@@ -165,8 +182,34 @@ mod tests {
         check(" \n\t\r\n", "");
     }
 
+    /// The key as it was first defined: word by word through the streaming hasher.
+    fn streamed_key(text: &str) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for word in text.split_whitespace() {
+            hasher.update(word.to_lowercase().as_bytes());
+            hasher.update(b" ");
+        }
+        hasher.digest()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn exact_key_is_the_streamed_key(text in "(\\PC|[ \t\n\x0b\x0c\r\u{85}\u{a0}\u{3000}AbC]){0,80}") {
+            proptest::prop_assert_eq!(exact_key(&text), streamed_key(&text));
+        }
+    }
+
     #[test]
     fn exact_key_ignores_case_and_spacing() {
+        for text in [
+            "Hello  World\n",
+            "\x0bTab\tand\x0cfeed\r\n",
+            "ÉTÉ chaud ",
+            "",
+            "   ",
+        ] {
+            assert_eq!(exact_key(text), streamed_key(text), "{text:?}");
+        }
         assert_eq!(exact_key("Hello  World\n"), exact_key("hello world"));
         assert_eq!(exact_key("ÉTÉ chaud"), exact_key("été   chaud"));
         assert_ne!(exact_key("hello world"), exact_key("hello, world"));
