@@ -165,6 +165,8 @@ fn convert_params(args: &ConvertArgs) -> Result<serde_json::Value> {
 }
 
 pub fn run_convert(args: &ConvertArgs) -> Result<()> {
+    // Opened first: a bad tokenizer is named before any input or job array is looked at.
+    let tokenizer = args.tokenizer.open()?;
     let all = lmforge_corpus::expand(&args.input)?;
     let task_index = args
         .shard
@@ -194,7 +196,6 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
             (files, rank, args.output_prefix.clone())
         }
     };
-    let tokenizer = args.tokenizer.open()?;
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
