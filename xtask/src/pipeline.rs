@@ -782,25 +782,15 @@ fn ran(outcome: &Outcome) -> Vec<&str> {
         .collect()
 }
 
-/// `cargo xtask verify-repro`: two fresh runs of one config must write the same bytes in every
-/// stage's outputs, and a third run over the first must skip every stage.
-pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
-    let config = match &flags.config {
-        Some(path) => root.join(path),
-        None => root.join("datasets/default/pipeline-short.toml"),
-    };
-    let out = root.join(&flags.out);
-    let mut runs = Vec::new();
-    for name in ["a", "b"] {
-        remove(&out.join(name))?;
-        runs.push(run_on_flex(root, &config, &out.join(name))?.manifest);
-    }
+/// Every non-volatile output file of `stages` in two manifests: how many were compared, and
+/// each stage whose key or file differs.
+fn compare(a: &Manifest, b: &Manifest, stages: &[&str]) -> Result<(usize, Vec<String>)> {
     let mut compared = 0;
     let mut differences = Vec::new();
-    for stage in STAGES {
+    for &stage in stages {
         let (a, b) = (
-            runs[0].stage(stage).context("run a lacks a stage")?,
-            runs[1].stage(stage).context("run b lacks a stage")?,
+            a.stage(stage).context("the first run lacks a stage")?,
+            b.stage(stage).context("the second run lacks a stage")?,
         );
         if a.key != b.key {
             differences.push(format!("{stage}: the inputs or parameters differ"));
@@ -821,6 +811,23 @@ pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
             }
         }
     }
+    Ok((compared, differences))
+}
+
+/// `cargo xtask verify-repro`: two fresh runs of one config must write the same bytes in every
+/// stage's outputs, and a third run over the first must skip every stage.
+pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
+    let config = match &flags.config {
+        Some(path) => root.join(path),
+        None => root.join("datasets/default/pipeline-short.toml"),
+    };
+    let out = root.join(&flags.out);
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        remove(&out.join(name))?;
+        runs.push(run_on_flex(root, &config, &out.join(name))?.manifest);
+    }
+    let (compared, differences) = compare(&runs[0], &runs[1], &STAGES)?;
     ensure!(
         differences.is_empty(),
         "two runs of {} differ:\n  {}",
@@ -916,37 +923,18 @@ pub fn check_ranks(root: &Path, out: &Path, executor: &str) -> Result<()> {
     };
     let ranked = run(root, &pipeline)?.manifest;
     let single = Manifest::load(&out.join("a/manifest.json"))?;
-    let mut compared = 0;
-    let mut differences = Vec::new();
-    for stage in ["clean", "tokenizer", "convert"] {
-        let (a, b) = (
-            single
-                .stage(stage)
-                .context("the one-process run lacks a stage")?,
-            ranked
-                .stage(stage)
-                .context("the ranked run lacks a stage")?,
-        );
+    let stages = ["clean", "tokenizer", "convert"];
+    for stage in stages {
+        let b = ranked
+            .stage(stage)
+            .context("the ranked run lacks a stage")?;
         ensure!(
             !b.skipped && b.commands.iter().any(|c| c.contains("--ranks 4")),
             "`{stage}` did not run as 4 ranks: {:?}",
             b.commands
         );
-        if a.key != b.key {
-            differences.push(format!("{stage}: the inputs or parameters differ"));
-        }
-        let names: std::collections::BTreeSet<_> =
-            a.outputs.keys().chain(b.outputs.keys()).collect();
-        for file in names {
-            if manifest::is_volatile(file) {
-                continue;
-            }
-            compared += 1;
-            if a.outputs.get(file) != b.outputs.get(file) {
-                differences.push(format!("{stage}: {file} differs"));
-            }
-        }
     }
+    let (compared, differences) = compare(&single, &ranked, &stages)?;
     ensure!(
         differences.is_empty(),
         "the data stages as 4 ranks ({executor}) differ from one process:\n  {}",

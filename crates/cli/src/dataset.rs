@@ -236,15 +236,7 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
         json["inputs"] = serde_json::to_value(&args.input)?;
     }
     crate::output::write_json(&path, &json)?;
-    for out in &report.outputs {
-        println!(
-            "{}: {} documents, {} tokens ({:?})",
-            out.bin.with_extension("").display(),
-            out.documents,
-            out.tokens,
-            out.dtype
-        );
-    }
+    print_outputs(&report.outputs);
     println!(
         "converted {} documents ({} skipped) in {:.1} s: {:.1} MB/s with {} workers; report {}",
         report.documents,
@@ -371,7 +363,19 @@ fn convert_ranks(args: &ConvertArgs, files: Vec<PathBuf>, ranks: usize) -> Resul
     path.push(".report.json");
     let path = PathBuf::from(path);
     crate::output::write_json(&path, &report)?;
-    for out in &outputs {
+    print_outputs(&outputs);
+    println!(
+        "converted {} documents ({} skipped) with {ranks} ranks in {seconds:.1} s; report {}",
+        sum("documents"),
+        sum("skipped"),
+        path.display()
+    );
+    Ok(())
+}
+
+/// One line per dataset written.
+fn print_outputs(outputs: &[lmforge_dataset::Summary]) {
+    for out in outputs {
         println!(
             "{}: {} documents, {} tokens ({:?})",
             out.bin.with_extension("").display(),
@@ -380,13 +384,6 @@ fn convert_ranks(args: &ConvertArgs, files: Vec<PathBuf>, ranks: usize) -> Resul
             out.dtype
         );
     }
-    println!(
-        "converted {} documents ({} skipped) with {ranks} ranks in {seconds:.1} s; report {}",
-        sum("documents"),
-        sum("skipped"),
-        path.display()
-    );
-    Ok(())
 }
 
 fn absolute_file(path: &Path) -> Result<String> {

@@ -35,6 +35,19 @@ fn corpus(dir: &Path) -> PathBuf {
     path
 }
 
+/// The first `lines` lines of [`corpus`] as files of `per` lines: whole files for ranks.
+fn part_files(dir: &Path, lines: usize, per: usize) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(corpus(dir)).unwrap();
+    let lines: Vec<&str> = text.lines().take(lines).collect();
+    let mut files = Vec::new();
+    for (i, chunk) in lines.chunks(per).enumerate() {
+        let path = dir.join(format!("part-{i:05}.jsonl"));
+        std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
+        files.push(path);
+    }
+    files
+}
+
 const FLAGS: &[&str] = &["--languages", "fr,es", "--part-mb", "1", "--shard-mb", "1"];
 
 fn clean(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
@@ -270,14 +283,7 @@ fn slurm_job_arrays_equal_one_process() {
 #[test]
 fn tokenizer_counts_and_conversion_by_rank_equal_one_process() {
     let dir = tempdir("sharded", "tokenizer");
-    let text = std::fs::read_to_string(corpus(&dir)).unwrap();
-    let lines: Vec<&str> = text.lines().take(600).collect();
-    let mut files = Vec::new();
-    for (i, chunk) in lines.chunks(130).enumerate() {
-        let path = dir.join(format!("part-{i:05}.jsonl"));
-        std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
-        files.push(path);
-    }
+    let files = part_files(&dir, 600, 130);
     let inputs: Vec<&str> = files.iter().map(|f| s(f)).collect();
     let train = |extra: &[&str], output: &Path| {
         let mut args = vec!["bpe", "train", "--vocab-size", "600", "--output", s(output)];
@@ -366,14 +372,7 @@ fn tokenizer_counts_and_conversion_by_rank_equal_one_process() {
 #[test]
 fn bpe_train_and_convert_as_job_arrays_equal_one_process_for_any_rank_count() {
     let dir = tempdir("sharded", "arrays");
-    let text = std::fs::read_to_string(corpus(&dir)).unwrap();
-    let lines: Vec<&str> = text.lines().take(500).collect();
-    let mut files = Vec::new();
-    for (i, chunk) in lines.chunks(100).enumerate() {
-        let path = dir.join(format!("part-{i:05}.jsonl"));
-        std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
-        files.push(path);
-    }
+    let files = part_files(&dir, 500, 100);
     let inputs: Vec<&str> = files.iter().map(|f| s(f)).collect();
     let train = |output: &Path, extra: &[&str]| {
         let mut args = vec!["bpe", "train", "--vocab-size", "500", "--output", s(output)];
