@@ -85,19 +85,14 @@ pub fn exact_key(text: &str) -> u64 {
     let mut out = Vec::with_capacity(text.len() + 1);
     if text.is_ascii() {
         // `char::is_whitespace` on ASCII: tab, line feed, vertical tab, form feed, CR, space.
-        let mut in_word = false;
-        for &b in text.as_bytes() {
-            if matches!(b, b'\t'..=b'\r' | b' ') {
-                if in_word {
-                    out.push(b' ');
-                    in_word = false;
-                }
-            } else {
-                out.push(b.to_ascii_lowercase());
-                in_word = true;
-            }
-        }
-        if in_word {
+        // Whole words at a time: a sized slice copy the compiler vectorises, where a push per
+        // byte was most of the key's time.
+        let words = text
+            .as_bytes()
+            .split(|b| matches!(b, b'\t'..=b'\r' | b' '))
+            .filter(|w| !w.is_empty());
+        for word in words {
+            out.extend(word.iter().map(u8::to_ascii_lowercase));
             out.push(b' ');
         }
     } else {
