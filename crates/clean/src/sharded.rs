@@ -117,6 +117,11 @@ pub struct Plan {
     pub parts: Vec<Part>,
     /// Where the merge step puts the result.
     pub output: PathBuf,
+    /// The folder the run was planned in: relative paths above are relative to it, and every
+    /// task runs there (a Slurm task may start elsewhere). Kept as the user gave them, the
+    /// paths read the same in `duplicates.jsonl` as in a one-process run's.
+    #[serde(default)]
+    pub dir: PathBuf,
 }
 
 /// What a task's marker says it was made for.
@@ -199,6 +204,7 @@ impl Plan {
             inputs,
             parts,
             output: output.to_path_buf(),
+            dir: std::env::current_dir().unwrap_or_default(),
         })
     }
 
@@ -219,7 +225,7 @@ impl Plan {
         Fingerprint {
             ranks: self.ranks,
             config: hex128(&json_bytes(&self.config)),
-            inputs: hex128(&json_bytes(&(&self.inputs, &self.parts))),
+            inputs: hex128(&json_bytes(&(&self.inputs, &self.parts, &self.dir))),
         }
     }
 
@@ -337,7 +343,13 @@ struct Counts {
 /// Runs task `task` of `step` of the plan in `work`; a task already finished for this plan
 /// is left as it is. `cancel` stops it at the next batch with nothing committed.
 pub fn run_task(work: &Path, step: Step, task: usize, cancel: &AtomicBool) -> Result<()> {
+    let work = &std::path::absolute(work).map_err(io(work))?;
     let plan = Plan::read(work)?;
+    if !plan.dir.as_os_str().is_empty()
+        && std::env::current_dir().ok().as_deref() != Some(&plan.dir)
+    {
+        std::env::set_current_dir(&plan.dir).map_err(io(&plan.dir))?;
+    }
     let tasks = plan.tasks(step);
     if task >= tasks {
         return Err(Error::Config(format!(

@@ -329,16 +329,15 @@ fn count(args: &CountArgs) -> Result<()> {
             let params = args.pre.params(&args.corpus.json_key);
             let plan =
                 crate::sharding::FilePlan::new("bpe-count", ranks, params, &args.corpus.input)?;
-            let pending = plan.begin(work, rank)?;
-            Some((plan, pending, rank))
+            Some(plan.task(work, rank)?)
         }
         None => None,
     };
     let (files, rank, output) = match &task {
-        Some((plan, pending, rank)) => (
-            plan.files_of(*rank)?,
-            Some((*rank, plan.ranks)),
-            pending.dir().join("counts"),
+        Some(task) => (
+            task.files()?,
+            Some(task.rank_of()),
+            task.dir().join("counts"),
         ),
         None => {
             let (files, rank) =
@@ -389,8 +388,8 @@ fn count(args: &CountArgs) -> Result<()> {
         input.texts,
         files.len()
     );
-    if let Some((plan, pending, rank)) = task {
-        plan.commit(pending, rank)?;
+    if let Some(task) = task {
+        task.commit()?;
     }
     Ok(())
 }

@@ -275,14 +275,7 @@ fn sharded(
     ranks: usize,
 ) -> Result<Report> {
     let work = absolute(&args.shard.work_for(output))?;
-    // The plan names files as every task will open them: absolute, since a Slurm task may
-    // start in another folder than the one the run was planned in.
-    let files: Vec<PathBuf> = files
-        .iter()
-        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
-        .collect();
-    let output = std::path::absolute(output).unwrap_or_else(|_| output.to_path_buf());
-    let plan = Plan::new(config, &files, ranks, &output)?;
+    let plan = Plan::new(config, files, ranks, output)?;
     plan.write(&work)?;
     eprintln!(
         "sharded: {ranks} ranks over {} parts, work folder {}",

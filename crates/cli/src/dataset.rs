@@ -180,16 +180,15 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
         (Some(work), Some(ranks), Some(rank)) => {
             let plan =
                 crate::sharding::FilePlan::new("convert", ranks, convert_params(args)?, &all)?;
-            let pending = plan.begin(work, rank)?;
-            Some((plan, pending, rank))
+            Some(plan.task(work, rank)?)
         }
         _ => None,
     };
     let (files, rank, prefix) = match &task {
-        Some((plan, pending, rank)) => (
-            plan.files_of(*rank)?,
-            Some((*rank, plan.ranks)),
-            pending.dir().join("corpus"),
+        Some(task) => (
+            task.files()?,
+            Some(task.rank_of()),
+            task.dir().join("corpus"),
         ),
         None => {
             let (files, rank) = crate::sharding::rank_files(all, task_index, args.shard.ranks)?;
@@ -246,8 +245,8 @@ pub fn run_convert(args: &ConvertArgs) -> Result<()> {
         report.workers,
         path.display()
     );
-    if let Some((plan, pending, rank)) = task {
-        plan.commit(pending, rank)?;
+    if let Some(task) = task {
+        task.commit()?;
     }
     Ok(())
 }

@@ -183,12 +183,41 @@ pub struct FilePlan {
     pub inputs: Vec<(PathBuf, u64)>,
 }
 
-/// What a finished task's folder says about itself.
+/// What a finished task's folder says about itself (the plan's id covers its rank count).
 #[derive(Serialize, Deserialize)]
 struct FileMarker {
     plan: String,
     rank: usize,
-    ranks: usize,
+}
+
+/// One running task of a [`FilePlan`]: its files, and the hidden folder it writes into
+/// until [`FileTask::commit`].
+pub struct FileTask {
+    plan: FilePlan,
+    pending: Pending,
+    rank: usize,
+}
+
+impl FileTask {
+    /// This rank's files.
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        self.plan.files_of(self.rank)
+    }
+
+    /// Where the task writes.
+    pub fn dir(&self) -> &Path {
+        self.pending.dir()
+    }
+
+    /// (rank, ranks), for reports.
+    pub fn rank_of(&self) -> RankOf {
+        (self.rank, self.plan.ranks)
+    }
+
+    /// Commits the folder with its marker.
+    pub fn commit(self) -> Result<()> {
+        self.plan.commit(self.pending, self.rank)
+    }
 }
 
 impl FilePlan {
@@ -261,7 +290,20 @@ impl FilePlan {
             out.push("different parameters".into());
         }
         if self.inputs != other.inputs {
-            out.push("a different input set".into());
+            // The same files with one grown or shrunk: name it, as clean's plan does.
+            let changed = self
+                .inputs
+                .iter()
+                .zip(&other.inputs)
+                .find(|((a, was), (b, now))| a == b && was != now);
+            match changed {
+                Some(((file, was), (_, now))) if self.inputs.len() == other.inputs.len() => out
+                    .push(format!(
+                        "{}: {now} bytes now, {was} when the run was planned",
+                        file.display()
+                    )),
+                _ => out.push("a different input set".into()),
+            }
         }
         (!out.is_empty()).then(|| out.join(", "))
     }
@@ -347,9 +389,18 @@ impl FilePlan {
         let marker = FileMarker {
             plan: self.id(),
             rank,
-            ranks: self.ranks,
         };
         Ok(pending.commit(&marker)?)
+    }
+
+    /// Task `rank` of this plan in `work`, begun (see [`FilePlan::begin`]).
+    pub fn task(self, work: &Path, rank: usize) -> Result<FileTask> {
+        let pending = self.begin(work, rank)?;
+        Ok(FileTask {
+            plan: self,
+            pending,
+            rank,
+        })
     }
 }
 
