@@ -15,7 +15,7 @@ tasks:
   fixtures                 fetch the real vocabularies the tokenizer tests compare against
                            (GPT-2, cl100k, o200k; pinned by sha256) into target/fixtures
   pipeline [--config FILE] [--out DIR] [--device D] [--force STAGE] [--until STAGE]
-           [--ranks N] [--executor local|slurm] [--parallel P] [--serve]
+           [--ranks N] [--executor local|slurm] [--parallel P] [--train-ranks N] [--serve]
                            the journey on the embedded corpus or FILE's (default
                            datasets/default/pipeline.toml): clean, tokenizer, convert,
                            train, eval, quantize, eval-quantized, samples, into DIR
@@ -24,7 +24,9 @@ tasks:
                            every later one, --until STAGE stops after it; --ranks N runs
                            the data stages (clean, tokenizer, convert) as job arrays of N
                            ranks on the executor (default local; slurm submits sbatch
-                           arrays), same bytes as one process; --serve then serves
+                           arrays), same bytes as one process; --train-ranks N trains
+                           with N processes (mpirun, or srun --mpi=pmix with the slurm
+                           executor; needs Open MPI); --serve then serves
   verify-repro [--config FILE] [--out DIR]
                            run the pipeline twice from scratch (default config
                            datasets/default/pipeline-short.toml, into DIR/a and DIR/b,
@@ -85,6 +87,8 @@ pub struct Pipeline {
     pub executor: Option<String>,
     /// Tasks at once (local processes, or Slurm's `%P`).
     pub parallel: Option<usize>,
+    /// Processes that train data-parallel (none: one).
+    pub train_ranks: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,6 +167,7 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
                         flags.executor = Some(executor);
                     }
                     "--parallel" => flags.parallel = Some(count(arg, &value()?)?),
+                    "--train-ranks" => flags.train_ranks = Some(count(arg, &value()?)?),
                     other => bail!("pipeline: unknown flag {other}\n\n{USAGE}"),
                 }
             }

@@ -64,6 +64,10 @@ struct Stage {
 struct Step {
     args: Vec<String>,
     stdout: Option<String>,
+    /// A launcher and its flags that start the command (`mpirun -n 2`); none: run it.
+    launcher: Vec<String>,
+    /// RAYON_NUM_THREADS for it (the ranks of one machine share its cores).
+    threads: Option<usize>,
 }
 
 impl Step {
@@ -71,6 +75,8 @@ impl Step {
         Step {
             args: args.into_iter().map(|a| a.as_ref().to_string()).collect(),
             stdout: None,
+            launcher: Vec::new(),
+            threads: None,
         }
     }
 
@@ -148,8 +154,17 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
         "--locked",
         "--quiet",
     ];
+    let mut features = Vec::new();
     if config.device.starts_with("cuda") {
-        build.extend(["--features", "lmforge-cli/cuda"]);
+        features.push("lmforge-cli/cuda");
+    }
+    if flags.train_ranks.is_some_and(|n| n > 1) {
+        // As `cargo xtask test` builds it where Open MPI is installed.
+        features.push("lmforge-cli/mpi");
+    }
+    let features = features.join(",");
+    if !features.is_empty() {
+        build.extend(["--features", &features]);
     }
     crate::cargo(root, &build, &[])?;
     let lmforge = crate::target_dir(root).join("debug/lmforge");
@@ -165,6 +180,9 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
         let mut stage = plan(name, &config, &base, &out)?;
         if let Some(ranks) = flags.ranks {
             shard(&mut stage, ranks, flags);
+        }
+        if let Some(ranks) = flags.train_ranks.filter(|&n| n > 1) {
+            train_on_ranks(&mut stage, ranks, flags);
         }
         let forced = force_from.is_some_and(|from| index >= from);
         let record = run_stage(&lmforge, &out, &stage, &manifest, forced, &provenance);
@@ -561,6 +579,43 @@ fn shard(stage: &mut Stage, ranks: usize, flags: &Pipeline) {
     stage.work = Some(work);
 }
 
+/// The train stage as `ranks` processes: under `mpirun` with the local executor, `srun
+/// --mpi=pmix` with Slurm's. The rank count is part of the stage's key: the weights differ from
+/// one process's in the last bits (the all-reduce sums in another order).
+fn train_on_ranks(stage: &mut Stage, ranks: usize, flags: &Pipeline) {
+    if stage.name != "train" {
+        return;
+    }
+    let Some(step) = stage.commands.first_mut() else {
+        return;
+    };
+    // The ranks share this machine's cores: a compute pool of its share each.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / ranks).max(1);
+    let n = ranks.to_string();
+    let export = format!("RAYON_NUM_THREADS={threads}");
+    let launcher: &[&str] = if flags.executor.as_deref() == Some("slurm") {
+        // srun passes the whole environment on.
+        &["srun", "--mpi=pmix", "-n", &n, "--kill-on-bad-exit=1"]
+    } else {
+        // mpirun passes on only what it is told to (-x).
+        &[
+            "mpirun",
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+            "-n",
+            &n,
+            "-x",
+            &export,
+        ]
+    };
+    step.launcher = launcher.iter().map(|s| s.to_string()).collect();
+    step.threads = Some(threads);
+    stage.params["train_ranks"] = ranks.into();
+}
+
 /// The cleaned shards the clean stage wrote, as its report lists them.
 fn clean_shards(out: &Path) -> Result<Vec<PathBuf>> {
     let path = out.join("clean/report.json");
@@ -635,7 +690,8 @@ fn run_stage(
             fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }
         for step in &stage.commands {
-            commands.push(format!("lmforge {}", shell_words(&step.args)));
+            let launcher: String = step.launcher.iter().map(|a| format!("{a} ")).collect();
+            commands.push(format!("{launcher}lmforge {}", shell_words(&step.args)));
             run_step(lmforge, out, step)?;
         }
         Ok(())
@@ -672,9 +728,26 @@ fn run_stage(
 }
 
 fn run_step(lmforge: &Path, out: &Path, step: &Step) -> Result<()> {
-    println!("$ lmforge {}", shell_words(&step.args));
-    let mut command = Command::new(lmforge);
+    println!(
+        "$ {}lmforge {}",
+        step.launcher
+            .iter()
+            .map(|a| format!("{a} "))
+            .collect::<String>(),
+        shell_words(&step.args)
+    );
+    let mut command = match step.launcher.split_first() {
+        None => Command::new(lmforge),
+        Some((launcher, flags)) => {
+            let mut command = Command::new(launcher);
+            command.args(flags).arg(lmforge);
+            command
+        }
+    };
     command.args(&step.args).current_dir(out);
+    if let Some(threads) = step.threads {
+        command.env("RAYON_NUM_THREADS", threads.to_string());
+    }
     if let Some(file) = &step.stdout {
         let path = out.join(file);
         if let Some(parent) = path.parent() {

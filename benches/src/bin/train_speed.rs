@@ -49,6 +49,7 @@ fn main() {
         let (m, _) = train_step(
             model,
             std::slice::from_ref(&device),
+            &lmforge_train::Alone,
             &mut optimizer,
             &mut scaler,
             1e-4,

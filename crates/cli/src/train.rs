@@ -18,8 +18,8 @@ use lmforge_train::bert::{ClassifyConfig, MlmObjective, finetune_classify};
 use lmforge_train::checkpoint::{self, read_optimizer, read_state};
 use lmforge_train::gpt::GptObjective;
 use lmforge_train::{
-    AdamWConfig, DecayStyle, LossScaler, LrSchedule, Objective, Precision, PretrainConfig, Resume,
-    ScalerConfig, Splits, evaluate, pretrain,
+    AdamWConfig, Alone, Collective, DecayStyle, LossScaler, LrSchedule, Objective, Place,
+    Precision, PretrainConfig, Resume, ScalerConfig, Splits, evaluate, pretrain,
 };
 use serde::Serialize;
 
@@ -196,6 +196,10 @@ pub struct Common {
     /// Peak dense TFLOP/s of one device in the training precision, for MFU.
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// Under a launcher (mpirun, srun, torchrun): how long a collective waits for the other
+    /// ranks before the run is aborted as one of them died or hangs.
+    #[arg(long, default_value_t = 10.0)]
+    pub distributed_timeout_minutes: f64,
 }
 
 /// A flag given twice takes its last value, as Megatron's argparse does (launch scripts append
@@ -260,12 +264,94 @@ fn padded_vocab(size: usize, multiple: usize) -> usize {
     size.next_multiple_of(multiple.max(1))
 }
 
-/// The devices, opened, with autodiff.
-fn devices(specs: &[DeviceSpec]) -> Result<Vec<Device>> {
+/// This process's place in the run, the collective over its ranks and its devices (with
+/// autodiff). Under a launcher each process trains on one device, picked by its local rank.
+struct Ranks {
+    place: Place,
+    collective: Box<dyn Collective>,
+    devices: Vec<Device>,
+}
+
+fn ranks(common: &Common) -> Result<Ranks> {
+    let specs = &common.device;
     if specs.is_empty() {
         bail!("--device: give at least one device");
     }
-    specs.iter().map(|s| Ok(s.resolve()?.autodiff())).collect()
+    let place = Place::from_env()?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    if place.world == 1 {
+        let devices: Vec<Device> = specs
+            .iter()
+            .map(|s| Ok(s.resolve()?.autodiff()))
+            .collect::<Result<_>>()?;
+        let names: Vec<String> = specs.iter().map(ToString::to_string).collect();
+        whole_line(format!(
+            "rank 0/1 on {host} (pid {}): device {}",
+            std::process::id(),
+            names.join(",")
+        ));
+        return Ok(Ranks {
+            place,
+            collective: Box::new(Alone),
+            devices,
+        });
+    }
+    if specs.len() != 1 {
+        bail!(
+            "--device: a run of {} processes trains on one device per process (each picks its \
+             own from its local rank); give one, not {}",
+            place.world,
+            specs.len()
+        );
+    }
+    let minutes = common.distributed_timeout_minutes;
+    if !(minutes.is_finite() && minutes > 0.0) {
+        bail!("--distributed-timeout-minutes {minutes} must be positive");
+    }
+    let collective = open_mpi(&place, std::time::Duration::from_secs_f64(minutes * 60.0))?;
+    let (device, picked) = specs[0].for_local_rank(place.local_rank).resolve_named()?;
+    whole_line(format!(
+        "rank {}/{} on {host} (pid {}): device {picked} (local rank {}, launched by {:?})",
+        place.rank,
+        place.world,
+        std::process::id(),
+        place.local_rank,
+        place.launcher
+    ));
+    Ok(Ranks {
+        place,
+        collective,
+        devices: vec![device.autodiff()],
+    })
+}
+
+/// Writes `line` to stderr in one `write`: `eprintln!` writes its pieces separately, and a
+/// launcher that merges the ranks' output interleaves them.
+fn whole_line(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+#[cfg(feature = "mpi")]
+fn open_mpi(place: &Place, timeout: std::time::Duration) -> Result<Box<dyn Collective>> {
+    Ok(Box::new(lmforge_train::collective::Mpi::init(
+        place.world,
+        timeout,
+    )?))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn open_mpi(place: &Place, _timeout: std::time::Duration) -> Result<Box<dyn Collective>> {
+    bail!(
+        "{:?} started {} processes, but this lmforge was built without MPI: rebuild it with \
+         `--features mpi` (which needs Open MPI and libclang: `apt-get install libopenmpi-dev \
+         openmpi-bin libclang-dev`)",
+        place.launcher,
+        place.world
+    )
 }
 
 /// The run's schedule and sizes, from iterations or samples.
@@ -475,21 +561,32 @@ fn bert_config(common: &Common, vocab: usize) -> Result<BertConfig> {
 }
 
 /// `--peak-tflops`, else the table's figure for the first device when it names itself.
-fn peak_flops(common: &Common, devices: &[Device], precision: Precision) -> Option<f64> {
+fn peak_flops(common: &Common, ranks: &Ranks, precision: Precision) -> Option<f64> {
+    let devices = &ranks.devices;
     let per_device = common.peak_tflops.or_else(|| {
         let name = devices.first()?.identity()?.name;
         let peak = lmforge_train::peak_tflops(&name, precision)?;
         eprintln!("{name}: {peak} TFLOP/s peak in {precision:?} (override with --peak-tflops)");
         Some(peak)
     })?;
-    Some(per_device * 1e12 * devices.len() as f64)
+    Some(per_device * 1e12 * (devices.len() * ranks.place.world) as f64)
 }
 
-fn print_start(name: &str, parameters: usize, plan: &Plan, ranks: usize, precision: Precision) {
+fn print_start(
+    name: &str,
+    parameters: usize,
+    plan: &Plan,
+    ranks: usize,
+    precision: Precision,
+    first: bool,
+) {
+    if !first {
+        return;
+    }
     let c = &plan.config;
     eprintln!(
         "{name}: {parameters} parameters, {:.3e} training FLOPs/token; {} iterations of {} samples × {} tokens \
-         ({} micro-batch(es) of {} on {ranks} device(s)), {precision:?}",
+         ({} micro-batch(es) of {} on each of {ranks} data-parallel rank(s)), {precision:?}",
         c.flops_per_token,
         c.train_iters,
         c.global_batch,
@@ -519,6 +616,17 @@ fn finish(report: &lmforge_train::PretrainReport) {
             ""
         }
     );
+    if let Some(c) = &report.communication {
+        eprintln!(
+            "{} ranks: the gradient all-reduce moved {:.1} MB per iteration in {:.1} ms \
+             ({:.2} ms/MB, {:.1} % of a step)",
+            report.world_size,
+            c.bytes_per_iteration as f64 / 1e6,
+            c.seconds_per_iteration * 1e3,
+            c.seconds_per_mb * 1e3,
+            c.fraction_of_step * 100.0
+        );
+    }
     if let (Some(l), Some(p)) = (report.valid_loss, report.valid_perplexity) {
         eprintln!("validation loss {l:.4}, perplexity {p:.2}");
     }
@@ -548,25 +656,47 @@ fn run_pretrain<M: burn::module::Module + Clone>(
     objective: &dyn Objective<M>,
     common: &Common,
     plan: &Plan,
-    devices: &[Device],
+    ranks: &Ranks,
     resumed: Option<Resume>,
     args: serde_json::Value,
 ) -> Result<()> {
     let eod = plan.eod;
+    let collective = ranks.collective.as_ref();
+    let first = ranks.place.is_first();
+    // Rank 0 builds (and caches) the sample indices before the others read them, as Megatron
+    // does.
+    if !first {
+        collective.barrier("building the sample indices on rank 0")?;
+    }
     let data = splits(common, &plan.config, eod)?;
+    if first {
+        collective.barrier("building the sample indices on rank 0")?;
+    }
     let stop = ctrl_c();
     let mut config = plan.config.clone();
     let entropy = lmforge_train::pretrain::unigram_entropy(&parse_data_path(&common.data_path)?)?;
-    eprintln!("unigram entropy of the data: {entropy:.4} nats/token (the loss to beat)");
+    if first {
+        eprintln!("unigram entropy of the data: {entropy:.4} nats/token (the loss to beat)");
+    }
     config.unigram_entropy = Some(entropy);
     config.exit_at = common.exit_interval.map(|n| {
         let from = resumed.as_ref().map_or(0, |r| r.state.iteration);
         (from / n.max(1) + 1) * n.max(1)
     });
     let (_, report) = pretrain(
-        model, objective, &data, &config, devices, resumed, &stop, args,
+        model,
+        objective,
+        &data,
+        &config,
+        &ranks.devices,
+        collective,
+        resumed,
+        &stop,
+        args,
     )?;
-    finish(&report);
+    if first {
+        finish(&report);
+    }
     Ok(())
 }
 
@@ -585,18 +715,19 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
     } = tokenizer(common)?;
     let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
     let config = gpt_config(common, vocab)?;
-    let devices = devices(&common.device)?;
-    let plan = plan(common, config.max_seq_len, 0.0, devices.len())?;
+    let ranks = ranks(common)?;
+    let dp = ranks.devices.len() * ranks.place.world;
+    let plan = plan(common, config.max_seq_len, 0.0, dp)?;
     let plan = Plan {
         config: PretrainConfig {
             flops_per_token: config.training_flops_per_token(plan.seq_length),
-            peak_flops: peak_flops(common, &devices, plan.config.precision),
+            peak_flops: peak_flops(common, &ranks, plan.config.precision),
             ..plan.config
         },
         seq_length: plan.seq_length,
         eod: tokenizer.eod_id(),
     };
-    let device = &devices[0];
+    let device = &ranks.devices[0];
     let (model, resumed): (Gpt, Option<Resume>) = match load_dir(common)? {
         Some(dir) => {
             let model = load_gpt(&dir, device)?;
@@ -617,8 +748,9 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         "gpt",
         config.num_params(),
         &plan,
-        devices.len(),
+        dp,
         plan.config.precision,
+        ranks.place.is_first(),
     );
     let objective = GptObjective { tokenizer_json };
     run_pretrain(
@@ -626,7 +758,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         &objective,
         common,
         &plan,
-        &devices,
+        &ranks,
         resumed,
         serde_json::to_value(args)?,
     )
@@ -640,14 +772,15 @@ fn train_bert(args: &BertArgs) -> Result<()> {
     } = tokenizer(common)?;
     let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
     let config = bert_config(common, vocab)?;
-    let devices = devices(&common.device)?;
+    let ranks = ranks(common)?;
+    let dp = ranks.devices.len() * ranks.place.world;
     // Encoder FLOPs per token: 6 × parameters + attention (Kaplan et al.), bidirectional.
     let attention = |seq: usize| 12.0 * (config.n_layer * config.d_model * seq) as f64;
-    let plan = plan(common, config.max_seq_len, 0.0, devices.len())?;
+    let plan = plan(common, config.max_seq_len, 0.0, dp)?;
     let plan = Plan {
         config: PretrainConfig {
             flops_per_token: 6.0 * config.num_params() as f64 + attention(plan.seq_length),
-            peak_flops: peak_flops(common, &devices, plan.config.precision),
+            peak_flops: peak_flops(common, &ranks, plan.config.precision),
             ..plan.config
         },
         seq_length: plan.seq_length,
@@ -659,7 +792,7 @@ fn train_bert(args: &BertArgs) -> Result<()> {
     }
     objective.rule.probability = args.mask_prob;
     objective.tokenizer_json = tokenizer_json;
-    let device = &devices[0];
+    let device = &ranks.devices[0];
     let (model, resumed) = match load_dir(common)? {
         Some(dir) => {
             let model = load_bert_mlm(&dir, device)?;
@@ -680,15 +813,16 @@ fn train_bert(args: &BertArgs) -> Result<()> {
         "bert",
         config.num_params(),
         &plan,
-        devices.len(),
+        dp,
         plan.config.precision,
+        ranks.place.is_first(),
     );
     run_pretrain(
         model,
         &objective,
         common,
         &plan,
-        &devices,
+        &ranks,
         resumed,
         serde_json::to_value(args)?,
     )

@@ -24,6 +24,8 @@ pub enum DeviceSpec {
     Flex,
     /// wgpu's default adapter.
     Wgpu,
+    /// wgpu's discrete GPU with this index (`wgpu:N`).
+    WgpuGpu(usize),
     /// The CUDA GPU with this index.
     Cuda(usize),
 }
@@ -37,14 +39,18 @@ impl FromStr for DeviceSpec {
             "flex" | "cpu" => DeviceSpec::Flex,
             "wgpu" => DeviceSpec::Wgpu,
             "cuda" => DeviceSpec::Cuda(0),
-            other => match other.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(index)) => DeviceSpec::Cuda(index),
-                _ => {
-                    return Err(Error::UnknownDevice {
-                        given: s.to_string(),
-                    });
+            other => {
+                let index = |prefix: &str| other.strip_prefix(prefix)?.parse::<usize>().ok();
+                match (index("cuda:"), index("wgpu:")) {
+                    (Some(i), _) => DeviceSpec::Cuda(i),
+                    (_, Some(i)) => DeviceSpec::WgpuGpu(i),
+                    _ => {
+                        return Err(Error::UnknownDevice {
+                            given: s.to_string(),
+                        });
+                    }
                 }
-            },
+            }
         };
         Ok(spec)
     }
@@ -56,6 +62,7 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Auto => f.write_str("auto"),
             DeviceSpec::Flex => f.write_str("flex"),
             DeviceSpec::Wgpu => f.write_str("wgpu"),
+            DeviceSpec::WgpuGpu(index) => write!(f, "wgpu:{index}"),
             DeviceSpec::Cuda(index) => write!(f, "cuda:{index}"),
         }
     }
@@ -79,7 +86,27 @@ impl DeviceSpec {
             DeviceSpec::Wgpu => probe(self, || {
                 Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
             }),
+            DeviceSpec::WgpuGpu(index) => probe(self, || {
+                Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index))
+            }),
             DeviceSpec::Cuda(index) => open_cuda(self, index),
+        }
+    }
+
+    /// The device of local rank `local_rank` of a multi-process run, when every rank on a node
+    /// is given the same `--device`: it names local rank 0's, and local rank `l` takes the
+    /// `l`-th after it (`cuda` → `cuda:LOCAL_RANK`, `wgpu` → `wgpu:LOCAL_RANK` past rank 0, as
+    /// Megatron's `torch.cuda.set_device(local_rank)`); flex is the host's, shared.
+    pub fn for_local_rank(self, local_rank: usize) -> DeviceSpec {
+        match self {
+            DeviceSpec::Cuda(i) => DeviceSpec::Cuda(i + local_rank),
+            DeviceSpec::WgpuGpu(i) => DeviceSpec::WgpuGpu(i + local_rank),
+            DeviceSpec::Wgpu if local_rank > 0 => DeviceSpec::WgpuGpu(local_rank),
+            DeviceSpec::Auto => match DeviceSpec::Cuda(local_rank).resolve() {
+                Ok(_) => DeviceSpec::Cuda(local_rank),
+                Err(_) => DeviceSpec::Flex,
+            },
+            other => other,
         }
     }
 }
@@ -143,6 +170,7 @@ mod tests {
             ("wgpu", DeviceSpec::Wgpu),
             ("cuda", DeviceSpec::Cuda(0)),
             (" cuda:3 ", DeviceSpec::Cuda(3)),
+            ("wgpu:1", DeviceSpec::WgpuGpu(1)),
         ];
         for (text, spec) in cases {
             assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec, "{text}");
@@ -151,11 +179,20 @@ mod tests {
 
     #[test]
     fn rejects_unknown_devices_by_name() {
-        for text in ["", "gpu", "cuda:", "cuda:-1", "cuda:x", "metal"] {
+        for text in ["", "gpu", "cuda:", "cuda:-1", "cuda:x", "wgpu:", "metal"] {
             let err = text.parse::<DeviceSpec>().unwrap_err().to_string();
             assert!(err.contains(&format!("`{text}`")), "{err}");
-            assert!(err.contains("flex, wgpu, cuda:N or auto"), "{err}");
+            assert!(err.contains("flex, wgpu[:N], cuda:N or auto"), "{err}");
         }
+    }
+
+    #[test]
+    fn local_ranks_take_the_devices_after_the_given_one() {
+        assert_eq!(DeviceSpec::Cuda(0).for_local_rank(3), DeviceSpec::Cuda(3));
+        assert_eq!(DeviceSpec::Cuda(2).for_local_rank(1), DeviceSpec::Cuda(3));
+        assert_eq!(DeviceSpec::Wgpu.for_local_rank(0), DeviceSpec::Wgpu);
+        assert_eq!(DeviceSpec::Wgpu.for_local_rank(2), DeviceSpec::WgpuGpu(2));
+        assert_eq!(DeviceSpec::Flex.for_local_rank(5), DeviceSpec::Flex);
     }
 
     #[cfg(not(feature = "cuda"))]
@@ -172,11 +209,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn display_roundtrips(index in 0usize..64, which in 0u8..4) {
+        fn display_roundtrips(index in 0usize..64, which in 0u8..5) {
             let spec = match which {
                 0 => DeviceSpec::Auto,
                 1 => DeviceSpec::Flex,
                 2 => DeviceSpec::Wgpu,
+                3 => DeviceSpec::WgpuGpu(index),
                 _ => DeviceSpec::Cuda(index),
             };
             prop_assert_eq!(spec.to_string().parse::<DeviceSpec>().unwrap(), spec);

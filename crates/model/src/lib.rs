@@ -72,7 +72,7 @@ pub use layers::{Mlp, Norm, alibi_slopes};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `--device` named no device this crate knows.
-    #[error("unknown device `{given}`: expected flex, wgpu, cuda:N or auto")]
+    #[error("unknown device `{given}`: expected flex, wgpu[:N], cuda:N or auto")]
     UnknownDevice {
         /// What the user wrote.
         given: String,

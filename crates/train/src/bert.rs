@@ -406,6 +406,7 @@ pub fn finetune_classify(
             let (updated, outcome) = train_step(
                 model,
                 std::slice::from_ref(device),
+                &crate::Alone,
                 &mut optimizer,
                 &mut scaler,
                 lr,

@@ -21,7 +21,7 @@
 //! use burn::tensor::Device;
 //! use lmforge_dataset::GptBatch;
 //! use lmforge_model::GptConfig;
-//! use lmforge_train::{AdamW, AdamWConfig, LossScaler, StepConfig, gpt::gpt_loss, train_step};
+//! use lmforge_train::{Alone, AdamW, AdamWConfig, LossScaler, StepConfig, gpt::gpt_loss, train_step};
 //!
 //! let device = Device::flex().autodiff();
 //! let mut model = GptConfig { n_layer: 1, d_model: 32, ..GptConfig::tiny(50) }.init(&device, 0)?;
@@ -38,8 +38,8 @@
 //! let config = StepConfig { micro_batches: 1, clip_grad: Some(1.0), precision: Default::default() };
 //! let mut losses = Vec::new();
 //! for _ in 0..20 {
-//!     let (updated, outcome) = train_step(model, &[device.clone()], &mut optimizer, &mut scaler,
-//!         1e-2, &config, |m, _, _| gpt_loss(m, &batch, &device))?;
+//!     let (updated, outcome) = train_step(model, &[device.clone()], &Alone, &mut optimizer,
+//!         &mut scaler, 1e-2, &config, |m, _, _| gpt_loss(m, &batch, &device))?;
 //!     model = updated;
 //!     losses.push(outcome.loss);
 //! }
@@ -53,18 +53,22 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub mod bert;
 pub mod checkpoint;
+pub mod collective;
 pub mod gpt;
 pub mod metrics;
 pub mod optim;
 pub mod peak;
+pub mod place;
 pub mod plot;
 pub mod pretrain;
 pub mod scaler;
 pub mod schedule;
 pub mod step;
 
+pub use collective::{Alone, Collective};
 pub use optim::{AdamW, AdamWConfig, Grads, clip_by_global_norm};
 pub use peak::peak_tflops;
+pub use place::{Launcher, Place};
 pub use pretrain::{Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, pretrain};
 pub use scaler::{LossScaler, ScalerConfig};
 pub use schedule::{DecayStyle, LrSchedule};
@@ -100,6 +104,12 @@ pub enum Error {
     /// A NaN or infinite loss or gradient outside fp16 loss scaling.
     #[error("training diverged: {0}")]
     NonFinite(String),
+    /// The ranks of a multi-process run could not work together.
+    #[error("distributed run: {reason}")]
+    Distributed {
+        /// What went wrong.
+        reason: String,
+    },
     /// The model crate refused.
     #[error(transparent)]
     Model(#[from] lmforge_model::Error),

@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Gradients, Tensor};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::collective::{Collective, all_reduce_buckets};
 use crate::{Error, Result};
 
 /// Flattened gradients by parameter path.
@@ -74,6 +75,30 @@ impl Grads {
             };
             self.by_path.insert(path, sum);
         }
+    }
+
+    /// Sums these gradients over the ranks of `collective`: flattened in path order into one
+    /// host buffer, reduced in fixed buckets, and split back. Every rank must hold the same
+    /// paths and sizes (the same model). Returns the bytes reduced.
+    pub fn all_reduce(&mut self, collective: &dyn Collective) -> Result<u64> {
+        if collective.world() == 1 {
+            return Ok(0);
+        }
+        let Some(device) = self.by_path.values().next().map(Tensor::device) else {
+            return Ok(0);
+        };
+        let sizes: Vec<usize> = self.by_path.values().map(|g| g.dims()[0]).collect();
+        let flat = Tensor::cat(self.by_path.values().cloned().collect(), 0);
+        let mut host: Vec<f32> = lmforge_model::host_values(flat);
+        all_reduce_buckets(collective, &mut host)?;
+        let n = host.len();
+        let flat = Tensor::<1>::from_data(TensorData::new(host, [n]), &device);
+        let mut offset = 0;
+        for (grad, size) in self.by_path.values_mut().zip(sizes) {
+            *grad = flat.clone().narrow(0, offset, size);
+            offset += size;
+        }
+        Ok(4 * n as u64)
     }
 
     /// Multiplies every gradient by `factor` (unscaling, clipping).
@@ -336,7 +361,6 @@ impl ModuleMapper for Update<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
 
     #[test]
     fn clipping_bounds_the_global_norm_and_keeps_directions() {

@@ -14,6 +14,7 @@ use lmforge_dataset::{GptBatch, GptBlend, PretrainingSampler};
 use serde::Serialize;
 
 use crate::checkpoint::{self, TrainerState};
+use crate::collective::{Alone, Collective, same_everywhere, weights_digest};
 use crate::metrics::{MetricsLog, Record};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::scaler::LossScaler;
@@ -183,8 +184,25 @@ pub struct PretrainReport {
     pub unigram_entropy: Option<f64>,
     /// Whether Ctrl-C (or `exit_at`) ended the run early.
     pub interrupted: bool,
+    /// Processes that trained together (the launcher's world size).
+    pub world_size: usize,
+    /// Across processes: what the gradients' all-reduce moved and cost, per iteration.
+    pub communication: Option<Communication>,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
+}
+
+/// The gradient all-reduce of a multi-process run, measured (iterations after the first).
+#[derive(Clone, Debug, Serialize)]
+pub struct Communication {
+    /// Bytes of gradients each rank contributes to an iteration's all-reduce (f32).
+    pub bytes_per_iteration: u64,
+    /// Seconds of an iteration in the all-reduce: flattening, host copies and MPI.
+    pub seconds_per_iteration: f64,
+    /// Those seconds per MB (10⁶ bytes) of gradients.
+    pub seconds_per_mb: f64,
+    /// The all-reduce's share of the iteration time.
+    pub fraction_of_step: f64,
 }
 
 /// The seed of one micro-batch's random draws: a pure function of the run's seed and the
@@ -209,6 +227,20 @@ pub fn evaluate<M: Module + Clone>(
     micro_batch: usize,
     device: &Device,
 ) -> Result<f64> {
+    evaluate_on_ranks(model, objective, data, samples, micro_batch, device, &Alone)
+}
+
+/// [`evaluate`] with the micro-batches dealt round-robin to the ranks of `collective`: each
+/// batch's loss goes in its slot, so the mean is the same bytes on any world size.
+pub fn evaluate_on_ranks<M: Module + Clone>(
+    model: &M,
+    objective: &dyn Objective<M>,
+    data: &GptBlend,
+    samples: usize,
+    micro_batch: usize,
+    device: &Device,
+    collective: &dyn Collective,
+) -> Result<f64> {
     let samples = samples.min(data.len());
     if samples == 0 {
         return Err(Error::Config {
@@ -217,27 +249,30 @@ pub fn evaluate<M: Module + Clone>(
         });
     }
     let model = model.valid();
-    let mut total = 0.0;
-    let mut batches = 0usize;
     let indices: Vec<usize> = (0..samples).collect();
-    for (b, chunk) in indices.chunks(micro_batch.max(1)).enumerate() {
+    let chunks: Vec<&[usize]> = indices.chunks(micro_batch.max(1)).collect();
+    let mut losses = vec![0.0f64; chunks.len()];
+    let (rank, world) = (collective.rank(), collective.world());
+    for (b, chunk) in chunks.iter().enumerate().skip(rank).step_by(world) {
         let batch = data.batch(chunk);
         let loss = objective.loss(&model, &batch, micro_seed(u64::MAX, 0, 0, b), device)?;
-        let value = f64::from(loss.into_scalar::<f32>());
-        if !value.is_finite() {
-            return Err(Error::NonFinite(format!(
-                "evaluation batch {b}: the loss is {value}"
-            )));
-        }
-        total += value;
-        batches += 1;
+        losses[b] = f64::from(loss.into_scalar::<f32>());
     }
-    Ok(total / batches as f64)
+    collective.all_reduce_f64(&mut losses, "the all-reduce of the evaluation losses")?;
+    if let Some(b) = losses.iter().position(|l| !l.is_finite()) {
+        return Err(Error::NonFinite(format!(
+            "evaluation batch {b}: the loss is {}",
+            losses[b]
+        )));
+    }
+    Ok(losses.iter().sum::<f64>() / losses.len() as f64)
 }
 
-/// Trains `model` on `splits` with `config` on `devices` (data parallel over several),
-/// starting fresh or from `resume`. `stop` is polled after every iteration (Ctrl-C): the run
-/// then saves a checkpoint and returns. `args` is recorded in every checkpoint.
+/// Trains `model` on `splits` with `config` on `devices` (data parallel over several), and
+/// over the processes of `collective` ([`Alone`] for one process), starting fresh or from
+/// `resume`. `stop` is polled after every iteration (Ctrl-C; any rank's stops all): the run
+/// then saves a checkpoint and returns. `args` is recorded in every checkpoint. Rank 0 alone
+/// writes checkpoints, `metrics.jsonl`, the plot and the report, and shows progress.
 #[allow(clippy::too_many_arguments)]
 pub fn pretrain<M: Module + Clone>(
     mut model: M,
@@ -245,12 +280,15 @@ pub fn pretrain<M: Module + Clone>(
     splits: &Splits,
     config: &PretrainConfig,
     devices: &[Device],
+    collective: &dyn Collective,
     resume: Option<Resume>,
     stop: &AtomicBool,
     args: serde_json::Value,
 ) -> Result<(M, PretrainReport)> {
     let started = Instant::now();
-    let micro_batches = config.micro_batches(devices.len())?;
+    let dp = devices.len() * collective.world();
+    let first = collective.rank() == 0;
+    let micro_batches = config.micro_batches(dp)?;
     config.schedule.validate()?;
     config.adamw.validate()?;
     let device = devices.first().ok_or_else(|| Error::Config {
@@ -278,19 +316,37 @@ pub fn pretrain<M: Module + Clone>(
     state.args = args;
     let start_iteration = state.iteration;
     crate::optim::check_moments(&model, &optimizer)?;
+    if collective.world() > 1
+        && !same_everywhere(
+            collective,
+            weights_digest(&model),
+            "comparing the initial weights",
+        )?
+    {
+        return Err(Error::Distributed {
+            reason: "the ranks start from different weights: give every rank the same \
+                     --seed and --load"
+                .into(),
+        });
+    }
     let parameters = model.num_params();
     let mut log = match &config.save {
-        Some(save) => {
+        Some(save) if first => {
             std::fs::create_dir_all(save).map_err(|e| Error::io(save, e))?;
             let resumed = (start_iteration > 0).then_some(start_iteration);
             Some(MetricsLog::open(&save.join("metrics.jsonl"), resumed)?)
         }
-        None => None,
+        _ => None,
     };
-    let bar = crate::progress_bar(config.progress, config.train_iters, start_iteration);
+    let progress = config.progress && first;
+    let bar = crate::progress_bar(progress, config.train_iters, start_iteration);
     // Without a terminal the log lines go to stderr, one per log interval.
-    let plain = config.progress && bar.is_hidden();
-    let say = |line: String| crate::say(&bar, config.progress, line);
+    let plain = progress && bar.is_hidden();
+    let say = |line: String| {
+        if first {
+            crate::say(&bar, progress, line)
+        }
+    };
     let step_config = StepConfig {
         micro_batches,
         clip_grad: config.clip_grad,
@@ -299,18 +355,20 @@ pub fn pretrain<M: Module + Clone>(
     let tokens_per_iteration = (config.global_batch * config.seq_length) as f64;
     let eval_samples = (config.eval_iters as usize) * config.global_batch;
     let evaluate_on = |model: &M, data: &GptBlend| {
-        evaluate(
+        evaluate_on_ranks(
             model,
             objective,
             data,
             eval_samples,
             config.micro_batch,
             device,
+            collective,
         )
     };
     let mut window = Window::default();
     let mut timed_seconds = 0.0;
     let mut timed_iterations = 0u64;
+    let (mut reduce_seconds, mut reduced_bytes) = (0.0, 0u64);
     let mut last_loss = None;
     let mut last_valid = None;
     let mut checkpoint_dir = None;
@@ -320,12 +378,30 @@ pub fn pretrain<M: Module + Clone>(
             let Some(save) = &config.save else {
                 return Ok(None);
             };
-            let mut state = state.clone();
-            state.adam_step = optimizer.step;
-            let dir = checkpoint::save(save, &state, optimizer, |dir| objective.save(model, dir))?;
-            if let Some(log) = log {
-                log.plot()?;
+            let what = format!("the checkpoint of iteration {}", state.iteration);
+            // The ranks' weights are the same bytes unless a reduction misbehaved: checked
+            // where it matters, before a checkpoint speaks for all of them.
+            if collective.world() > 1 && !same_everywhere(collective, weights_digest(model), &what)?
+            {
+                return Err(Error::Distributed {
+                    reason: format!(
+                        "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
+                         different sums",
+                        state.iteration
+                    ),
+                });
             }
+            let dir = checkpoint::iteration_dir(save, state.iteration);
+            if first {
+                let mut state = state.clone();
+                state.adam_step = optimizer.step;
+                checkpoint::save(save, &state, optimizer, |dir| objective.save(model, dir))?;
+                if let Some(log) = log {
+                    log.plot()?;
+                }
+            }
+            // No rank goes on (or exits) before the checkpoint is complete.
+            collective.barrier(&what)?;
             Ok::<_, Error>(Some(dir))
         };
     while state.iteration < config.train_iters {
@@ -333,13 +409,14 @@ pub fn pretrain<M: Module + Clone>(
         let iteration = state.iteration + 1;
         let total = splits.train.len() as u64;
         let mut batches: Vec<Vec<GptBatch>> = Vec::with_capacity(devices.len());
-        for rank in 0..devices.len() {
+        for d in 0..devices.len() {
+            let dp_rank = collective.rank() * devices.len() + d;
             let sampler = PretrainingSampler::new(
                 total,
                 state.consumed_train_samples,
                 config.micro_batch as u64,
-                rank as u64,
-                devices.len() as u64,
+                dp_rank as u64,
+                dp as u64,
             )?;
             let rank_batches: Vec<GptBatch> = sampler
                 .take(micro_batches)
@@ -357,17 +434,22 @@ pub fn pretrain<M: Module + Clone>(
         }
         let lr = config.schedule.lr(state.scheduler_steps + 1);
         let seed = config.seed;
+        let rank = collective.rank();
         let (updated, outcome) = train_step(
             model,
             devices,
+            collective,
             &mut optimizer,
             &mut state.loss_scaler,
             lr,
             &step_config,
-            |m, rank, micro| {
-                let s = micro_seed(seed, iteration, rank, micro);
-                devices[rank].seed(s);
-                objective.loss(m, &batches[rank][micro], s, &devices[rank])
+            |m, d, micro| {
+                // Seeded by the micro-batch's place in the step, not by who runs it: any world
+                // size draws the same dropout and masks for the same samples.
+                let j = micro * dp + rank * devices.len() + d;
+                let s = micro_seed(seed, iteration, 0, j);
+                devices[d].seed(s);
+                objective.loss(m, &batches[d][micro], s, &devices[d])
             },
         )
         .map_err(|e| match e {
@@ -389,6 +471,8 @@ pub fn pretrain<M: Module + Clone>(
         if iteration > start_iteration + 1 || config.train_iters == start_iteration + 1 {
             timed_seconds += seconds;
             timed_iterations += 1;
+            reduce_seconds += outcome.reduce_seconds;
+            reduced_bytes = outcome.reduced_bytes;
         }
         window.add(&outcome, seconds);
         let evaluate_now = config.eval_interval > 0 && iteration % config.eval_interval == 0;
@@ -445,7 +529,10 @@ pub fn pretrain<M: Module + Clone>(
             log.push(record)?;
         }
         bar.set_position(iteration);
-        let stop_now = stop.load(Ordering::Relaxed) || config.exit_at == Some(iteration);
+        let stop_now = collective.any(
+            stop.load(Ordering::Relaxed),
+            "agreeing whether to stop (Ctrl-C)",
+        )? || config.exit_at == Some(iteration);
         let save_due = config.save_interval > 0 && iteration % config.save_interval == 0;
         if (save_due || stop_now) && iteration < config.train_iters {
             checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);
@@ -507,8 +594,18 @@ pub fn pretrain<M: Module + Clone>(
         unigram_entropy: config.unigram_entropy,
         interrupted,
         checkpoint: checkpoint_dir,
+        world_size: collective.world(),
+        communication: (collective.world() > 1 && timed_iterations > 0).then(|| {
+            let per_iteration = reduce_seconds / timed_iterations as f64;
+            Communication {
+                bytes_per_iteration: reduced_bytes,
+                seconds_per_iteration: per_iteration,
+                seconds_per_mb: per_iteration / (reduced_bytes as f64 / 1e6).max(1e-9),
+                fraction_of_step: reduce_seconds / timed_seconds,
+            }
+        }),
     };
-    if let Some(save) = &config.save {
+    if let Some(save) = config.save.as_ref().filter(|_| first) {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         lmforge_model::checkpoint::write_atomic(&save.join("train_report.json"), json.as_bytes())?;
     }

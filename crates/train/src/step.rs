@@ -6,6 +6,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::collective::Collective;
 use crate::optim::{AdamW, Grads, clip_by_global_norm};
 use crate::scaler::LossScaler;
 use crate::{Error, Result};
@@ -75,19 +76,30 @@ pub struct StepOutcome {
     pub skipped: bool,
     /// The loss scale the step used.
     pub loss_scale: f64,
+    /// Bytes of gradients this rank all-reduced (0 in one process).
+    pub reduced_bytes: u64,
+    /// Seconds spent in the all-reduce of the gradients, host copies included.
+    pub reduce_seconds: f64,
 }
 
-/// Runs one step. `loss_of(model, rank, micro)` returns the mean loss of that rank's micro-batch
-/// on `model` (which lives on `ranks[rank]`). Returns the updated model (unchanged when the
-/// step was skipped).
+/// Runs one step. `loss_of(model, device, micro)` returns the mean loss of micro-batch
+/// `micro` of local device `device` on `model` (which lives on `devices[device]`). Returns the
+/// updated model (unchanged when the step was skipped).
 ///
-/// Data parallelism: rank `r > 0` works on `model` forked to `ranks[r]`, and its gradients are
-/// summed into rank 0's — an all-reduce through the host for backends without collectives
-/// (burn 0.22's flex implements none), after which every rank would apply the same update;
-/// here the one updated model is forked again at the next step.
+/// Data parallelism has two levels, both summing gradients: the devices of this process
+/// (device `d > 0` works on `model` forked to it, and its gradients are summed into device
+/// 0's, through the host for backends without collectives: burn 0.22's flex implements none),
+/// then the processes of the run through `collective` (one process per device under a
+/// launcher), after which every process holds the same sum and applies the same update. The
+/// data-parallel rank of local device `d` is `collective.rank() × devices + d`; micro-batch
+/// `k` of data-parallel rank `r` is the step's micro-batch `k × dp + r`, the order in which a
+/// one-device run with accumulation sees the same samples, and in which the logged loss is
+/// summed on every world size.
+#[allow(clippy::too_many_arguments)]
 pub fn train_step<M, F>(
     model: M,
-    ranks: &[Device],
+    devices: &[Device],
+    collective: &dyn Collective,
     optimizer: &mut AdamW,
     scaler: &mut LossScaler,
     lr: f64,
@@ -98,7 +110,7 @@ where
     M: Module + Clone,
     F: FnMut(&M, usize, usize) -> Result<Tensor<1>>,
 {
-    let Some(device) = ranks.first() else {
+    let Some(device) = devices.first() else {
         return Err(Error::Config {
             field: "device",
             reason: "no device to train on".into(),
@@ -111,35 +123,46 @@ where
         });
     }
     let scale = scaler.scale();
-    let total_micro = (config.micro_batches * ranks.len()) as f64;
+    let dp = devices.len() * collective.world();
+    let total_micro = config.micro_batches * dp;
     let mut grads = Grads::default();
-    let mut loss_sum = 0.0f64;
-    let mut loss_overflow = false;
-    for (rank, rank_device) in ranks.iter().enumerate() {
-        let replica = if rank == 0 {
+    // Each micro-batch's loss in its slot of the step (see above): summed over ranks exactly,
+    // since every slot has one writer.
+    let mut losses = vec![0.0f64; total_micro];
+    for (d, local_device) in devices.iter().enumerate() {
+        let dp_rank = collective.rank() * devices.len() + d;
+        let replica = if d == 0 {
             model.clone()
         } else {
-            model.clone().fork(rank_device)
+            model.clone().fork(local_device)
         };
         for micro in 0..config.micro_batches {
             let compute = compute_copy(&replica, config.precision);
-            let loss = loss_of(&compute, rank, micro)?;
+            let loss = loss_of(&compute, d, micro)?;
             let value = f64::from(loss.clone().into_scalar::<f32>());
-            if !value.is_finite() {
-                if !scaler.skips_overflows() {
-                    return Err(Error::NonFinite(format!(
-                        "the loss of micro-batch {micro} on rank {rank} is {value}"
-                    )));
-                }
-                loss_overflow = true;
-            }
-            loss_sum += value;
-            let scaled = loss.mul_scalar(scale / total_micro);
+            losses[micro * dp + dp_rank] = value;
+            // A non-finite loss on one rank is acted on by all, after the reduction below.
+            let scaled = loss.mul_scalar(scale / total_micro as f64);
             let backward = scaled.backward();
             grads.add(Grads::from_backward(backward, &replica), device);
         }
     }
-    let loss = loss_sum / total_micro;
+    let reduce_started = std::time::Instant::now();
+    let reduced_bytes = grads.all_reduce(collective)?;
+    let reduce_seconds = reduce_started.elapsed().as_secs_f64();
+    collective.all_reduce_f64(&mut losses, "the all-reduce of the step's losses")?;
+    if let Some(j) = losses.iter().position(|l| !l.is_finite())
+        && !scaler.skips_overflows()
+    {
+        return Err(Error::NonFinite(format!(
+            "the loss of micro-batch {} on data-parallel rank {} is {}",
+            j / dp,
+            j % dp,
+            losses[j]
+        )));
+    }
+    let loss_overflow = losses.iter().any(|l| !l.is_finite());
+    let loss = losses.iter().sum::<f64>() / total_micro as f64;
     grads.scale(1.0 / scale);
     let grad_norm = match config.clip_grad.filter(|&c| c > 0.0) {
         Some(max) => clip_by_global_norm(&mut grads, max),
@@ -157,6 +180,8 @@ where
         grad_norm,
         skipped: overflow,
         loss_scale: scale,
+        reduced_bytes,
+        reduce_seconds,
     };
     if overflow {
         return Ok((model, outcome));

@@ -3,6 +3,8 @@
 mod bpe;
 mod clean;
 mod dataset;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod model;
 mod sharded;
 mod train;

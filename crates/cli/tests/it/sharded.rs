@@ -205,7 +205,7 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
 }
 
 /// Whether this machine has a Slurm that answers; under CI a missing one fails the test.
-fn slurm() -> bool {
+pub fn slurm() -> bool {
     let up = Command::new("sinfo")
         .args(["-h", "-o", "%T"])
         .output()

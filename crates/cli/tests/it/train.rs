@@ -12,7 +12,7 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 /// A jsonl corpus of short sentences, a tokenizer (`bpe` or `wordpiece`) and its .bin/.idx.
-fn data(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
+pub fn data(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
     let corpus = dir.join("corpus.jsonl");
     let sentences = [
         "the cat sat on the mat and looked at the dog",
@@ -56,7 +56,7 @@ fn data(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
     (tokenizer, dir.join("corpus_text_document"))
 }
 
-fn gpt_flags<'a>(data: &'a Path, tokenizer: &'a Path, save: &'a Path) -> Vec<&'a str> {
+pub fn gpt_flags<'a>(data: &'a Path, tokenizer: &'a Path, save: &'a Path) -> Vec<&'a str> {
     vec![
         "train",
         "gpt",
@@ -291,6 +291,23 @@ fn inconsistent_flags_are_errors_naming_the_flag() {
     // A checkpoint of another shape is refused on --load.
     ok(&with(&["--train-iters", "1", "--eval-interval", "0"]));
     fails_with(&with(&["--hidden-size", "48"]), "differs");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Without the `mpi` feature a launcher's multi-process run is refused with what to rebuild.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn a_launcher_needs_the_mpi_feature() {
+    let dir = tempdir("no-mpi");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let save = dir.join("run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args(gpt_flags(&prefix, &tokenizer, &save))
+        .env("RANK", "1")
+        .env("WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    fails_with(&out, "built without MPI: rebuild it with `--features mpi`");
     fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -14,7 +14,7 @@ use lmforge_train::checkpoint::{self, read_optimizer, read_state};
 use lmforge_train::gpt::{GptObjective, gpt_loss};
 use lmforge_train::metrics;
 use lmforge_train::{
-    AdamW, AdamWConfig, DecayStyle, Error, LossScaler, LrSchedule, Objective, Precision,
+    AdamW, AdamWConfig, Alone, DecayStyle, Error, LossScaler, LrSchedule, Objective, Precision,
     PretrainConfig, Resume, ScalerConfig, Splits, StepConfig, pretrain, train_step,
 };
 use rand_chacha::ChaCha8Rng;
@@ -105,6 +105,7 @@ fn one_batch_step(
     train_step(
         model,
         std::slice::from_ref(&device),
+        &Alone,
         optimizer,
         scaler,
         lr,
@@ -169,6 +170,7 @@ fn accumulating_micro_batches_equals_one_big_batch() {
             let (m, outcome) = train_step(
                 model,
                 ranks,
+                &Alone,
                 &mut optimizer,
                 &mut scaler,
                 1e-3,
@@ -338,6 +340,7 @@ fn run(
         data,
         config,
         &devices,
+        &Alone,
         resume,
         stop,
         serde_json::Value::Null,

@@ -1,0 +1,397 @@
+//! `lmforge train` as one process per rank: under `mpirun` (Open MPI) and under Slurm's `srun
+//! --mpi=pmix`, against one process with gradient accumulation. Built only with the `mpi`
+//! feature, which `cargo xtask test` turns on where Open MPI is installed (always in CI, where
+//! its absence is an error, not a skip).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bpe::s;
+use crate::train::{data, gpt_flags};
+use crate::{fails_with, lmforge, ok};
+
+fn tempdir(name: &str) -> PathBuf {
+    crate::tempdir("distributed", name)
+}
+
+/// `mpirun -n ranks lmforge ARGS`, one compute thread per rank.
+fn mpirun(ranks: usize, args: &[&str]) -> Command {
+    let mut command = Command::new("mpirun");
+    command
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .args(["-n", &ranks.to_string(), "-x", "RAYON_NUM_THREADS=1"])
+        .arg(env!("CARGO_BIN_EXE_lmforge"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1");
+    command
+}
+
+fn output(mut command: Command) -> Output {
+    command
+        .output()
+        .expect("mpirun runs (Open MPI: apt-get install openmpi-bin)")
+}
+
+/// The training losses of `save`'s metrics.jsonl by iteration.
+fn losses(save: &Path) -> Vec<(u64, f64)> {
+    fs::read_to_string(save.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|l| Some((l["iteration"].as_u64()?, l["loss"].as_f64()?)))
+        .collect()
+}
+
+fn close(a: &[(u64, f64)], b: &[(u64, f64)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: {a:?} vs {b:?}");
+    for ((i, x), (j, y)) in a.iter().zip(b) {
+        assert_eq!(i, j, "{what}");
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "{what}: iteration {i}: {x} vs {y}"
+        );
+    }
+}
+
+/// The flags of a run of `iters` iterations of 8 samples in micro-batches of 2: one rank
+/// accumulates 4, two ranks 2 each, four ranks 1.
+fn flags<'a>(data: &'a Path, tokenizer: &'a Path, save: &'a Path, iters: &'a str) -> Vec<&'a str> {
+    let mut flags = gpt_flags(data, tokenizer, save);
+    flags.extend([
+        "--global-batch-size",
+        "8",
+        "--train-iters",
+        iters,
+        "--eval-interval",
+        "0",
+        "--hidden-dropout",
+        "0.1",
+    ]);
+    flags
+}
+
+fn model_bytes(save: &Path, iteration: u64) -> Vec<u8> {
+    fs::read(save.join(format!("iter_{iteration:07}/model.safetensors"))).unwrap()
+}
+
+#[test]
+fn ranks_equal_one_process_with_accumulation_and_repeat_bit_for_bit() {
+    let dir = tempdir("equal");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let one = dir.join("one");
+    let out = lmforge(&flags(&prefix, &tokenizer, &one, "6"));
+    ok(&out);
+    let reference = losses(&one);
+    for ranks in [2, 4] {
+        let save = dir.join(format!("ranks-{ranks}"));
+        let out = output(mpirun(ranks, &flags(&prefix, &tokenizer, &save, "6")));
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        for rank in 0..ranks {
+            assert!(
+                err.contains(&format!("rank {rank}/{ranks} on ")),
+                "each rank says where it runs: {err}"
+            );
+        }
+        let got = losses(&save);
+        close(&reference, &got, &format!("{ranks} ranks vs one"));
+        // The first step's loss is summed in one order whatever the world size: exact.
+        assert_eq!(reference[0], got[0], "{ranks} ranks: the first loss");
+        let report: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(save.join("train_report.json")).unwrap())
+                .unwrap();
+        let valid = report["valid_loss"].as_f64().unwrap();
+        let single: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(one.join("train_report.json")).unwrap())
+                .unwrap();
+        let single = single["valid_loss"].as_f64().unwrap();
+        assert!(
+            (valid - single).abs() <= 1e-5 * single,
+            "{valid} vs {single}"
+        );
+    }
+    // The same world size again: the same bytes.
+    let again = dir.join("ranks-2-again");
+    ok(&output(mpirun(2, &flags(&prefix, &tokenizer, &again, "6"))));
+    assert!(
+        model_bytes(&again, 6) == model_bytes(&dir.join("ranks-2"), 6),
+        "two 2-rank runs differ"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bert_masks_follow_the_samples_not_the_ranks() {
+    let dir = tempdir("bert");
+    let (tokenizer, prefix) = data(&dir, "wordpiece");
+    let args = |save: &Path| -> Vec<String> {
+        [
+            "train",
+            "bert",
+            "--data-path",
+            s(&prefix),
+            "--tokenizer",
+            s(&tokenizer),
+            "--split",
+            "80,10,10",
+            "--num-layers",
+            "1",
+            "--hidden-size",
+            "32",
+            "--num-attention-heads",
+            "2",
+            "--max-position-embeddings",
+            "32",
+            "--micro-batch-size",
+            "2",
+            "--global-batch-size",
+            "4",
+            "--train-iters",
+            "3",
+            "--log-interval",
+            "1",
+            "--eval-interval",
+            "0",
+            "--eval-iters",
+            "1",
+            "--device",
+            "flex",
+            "--save",
+            s(save),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let one = dir.join("one");
+    let one_args = args(&one);
+    ok(&lmforge(
+        &one_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let two = dir.join("two");
+    let two_args = args(&two);
+    ok(&output(mpirun(
+        2,
+        &two_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )));
+    let (a, b) = (losses(&one), losses(&two));
+    close(&a, &b, "BERT, 2 ranks vs one");
+    assert_eq!(a[0], b[0], "the same masks on the same samples");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Starts `mpirun`, its stderr into `log`.
+fn spawn(mut command: Command, log: &Path) -> std::process::Child {
+    let file = fs::File::create(log).unwrap();
+    command
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("mpirun runs")
+}
+
+/// The pid rank `rank` printed in its start line, once it has.
+fn pid_of(log: &Path, rank: usize, world: usize) -> u32 {
+    let started = Instant::now();
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let tag = format!("rank {rank}/{world} on ");
+        if let Some(at) = text.find(&tag)
+            && let Some(pid) = text[at..]
+                .split("(pid ")
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+        {
+            return pid.parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no start line: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn latest(save: &Path) -> u64 {
+    fs::read_to_string(save.join("latest_checkpointed_iteration.txt"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait(child: &mut std::process::Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_rank_stops_the_run_and_any_world_size_resumes_it() {
+    let dir = tempdir("kill");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let iters = "40";
+    let one = dir.join("one");
+    ok(&lmforge(&flags(&prefix, &tokenizer, &one, iters)));
+    let save = dir.join("killed");
+    let mut run = flags(&prefix, &tokenizer, &save, iters);
+    run.extend(["--save-interval", "2"]);
+    let log = dir.join("mpirun.log");
+    let mut child = spawn(mpirun(2, &run), &log);
+    let victim = pid_of(&log, 1, 2);
+    let started = Instant::now();
+    while latest(&save) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait(
+        &mut child,
+        Duration::from_secs(60),
+        "the others after a kill -9",
+    );
+    assert!(!status.success());
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("rank 1"),
+        "the launcher names the rank: {text}"
+    );
+    let at = latest(&save);
+    assert!(
+        (2..40).contains(&at),
+        "killed at iteration {at}: the run was too short to kill"
+    );
+    // Relaunched on four ranks it resumes from the last checkpoint; then on one.
+    let resumed = output(mpirun(4, &run));
+    ok(&resumed);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(err.contains(&format!("iteration {at}")), "{err}");
+    close(
+        &losses(&one),
+        &losses(&save),
+        "killed, resumed on 4 ranks, vs one rank",
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_rank_that_hangs_is_caught_by_the_timeout() {
+    let dir = tempdir("hang");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let save = dir.join("run");
+    let mut run = flags(&prefix, &tokenizer, &save, "5000");
+    // 3 s.
+    run.extend(["--distributed-timeout-minutes", "0.05"]);
+    let log = dir.join("mpirun.log");
+    let mut child = spawn(mpirun(2, &run), &log);
+    let victim = pid_of(&log, 1, 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = wait(
+        &mut child,
+        Duration::from_secs(60),
+        "rank 0 after rank 1 stopped",
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    assert!(!status.success());
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("rank 0: ") && text.contains("waited 3 s for the other ranks"),
+        "{text}"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn one_process_per_device_and_a_launcher_without_mpi_are_refused() {
+    let dir = tempdir("refused");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let save = dir.join("run");
+    let mut run = flags(&prefix, &tokenizer, &save, "2");
+    run.extend(["--device", "flex,flex"]);
+    let out = output(mpirun(2, &run));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one device per process"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // torchrun's variables without torchrun: MPI sees a world of one.
+    let out = Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args(flags(&prefix, &tokenizer, &save, "2"))
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    fails_with(&out, "MPI sees a world of 1");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Whether this machine has a Slurm that answers (required under LMFORGE_REQUIRE_SLURM).
+fn slurm() -> bool {
+    crate::sharded::slurm()
+}
+
+#[test]
+fn srun_with_pmix_trains_as_mpirun_does() {
+    if !slurm() {
+        return;
+    }
+    let dir = tempdir("srun");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let by_mpirun = dir.join("mpirun");
+    ok(&output(mpirun(
+        2,
+        &flags(&prefix, &tokenizer, &by_mpirun, "4"),
+    )));
+    let by_srun = dir.join("srun");
+    let out = Command::new("srun")
+        .args([
+            "--mpi=pmix",
+            "-n",
+            "2",
+            "--kill-on-bad-exit=1",
+            "--time=00:10:00",
+        ])
+        .arg(env!("CARGO_BIN_EXE_lmforge"))
+        .args(flags(&prefix, &tokenizer, &by_srun, "4"))
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("launched by Slurm"), "{err}");
+    assert!(
+        model_bytes(&by_srun, 4) == model_bytes(&by_mpirun, 4),
+        "srun and mpirun, same world size, differ"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
