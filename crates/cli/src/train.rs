@@ -619,12 +619,14 @@ fn finish(report: &lmforge_train::PretrainReport) {
     if let Some(c) = &report.communication {
         eprintln!(
             "{} ranks: the gradient all-reduce moved {:.1} MB per iteration in {:.1} ms \
-             ({:.2} ms/MB, {:.1} % of a step)",
+             ({:.2} ms/MB, {:.1} % of a step); rank 0 waited {:.1} ms per iteration for the \
+             slowest rank",
             report.world_size,
             c.bytes_per_iteration as f64 / 1e6,
             c.seconds_per_iteration * 1e3,
             c.seconds_per_mb * 1e3,
-            c.fraction_of_step * 100.0
+            c.fraction_of_step * 100.0,
+            c.wait_seconds_per_iteration * 1e3
         );
     }
     if let (Some(l), Some(p)) = (report.valid_loss, report.valid_perplexity) {

@@ -203,6 +203,9 @@ pub struct Communication {
     pub seconds_per_mb: f64,
     /// The all-reduce's share of the iteration time.
     pub fraction_of_step: f64,
+    /// Seconds of an iteration this rank (0) waited for the slowest rank before the
+    /// all-reduce: the cost of uneven ranks, not of communication.
+    pub wait_seconds_per_iteration: f64,
 }
 
 /// The seed of one micro-batch's random draws: a pure function of the run's seed and the
@@ -368,7 +371,7 @@ pub fn pretrain<M: Module + Clone>(
     let mut window = Window::default();
     let mut timed_seconds = 0.0;
     let mut timed_iterations = 0u64;
-    let (mut reduce_seconds, mut reduced_bytes) = (0.0, 0u64);
+    let (mut reduce_seconds, mut wait_seconds, mut reduced_bytes) = (0.0, 0.0, 0u64);
     let mut last_loss = None;
     let mut last_valid = None;
     let mut checkpoint_dir = None;
@@ -472,6 +475,7 @@ pub fn pretrain<M: Module + Clone>(
             timed_seconds += seconds;
             timed_iterations += 1;
             reduce_seconds += outcome.reduce_seconds;
+            wait_seconds += outcome.wait_seconds;
             reduced_bytes = outcome.reduced_bytes;
         }
         window.add(&outcome, seconds);
@@ -602,6 +606,7 @@ pub fn pretrain<M: Module + Clone>(
                 seconds_per_iteration: per_iteration,
                 seconds_per_mb: per_iteration / (reduced_bytes as f64 / 1e6).max(1e-9),
                 fraction_of_step: reduce_seconds / timed_seconds,
+                wait_seconds_per_iteration: wait_seconds / timed_iterations as f64,
             }
         }),
     };

@@ -80,6 +80,8 @@ pub struct StepOutcome {
     pub reduced_bytes: u64,
     /// Seconds spent in the all-reduce of the gradients, host copies included.
     pub reduce_seconds: f64,
+    /// Seconds this rank waited for the slowest rank to finish its backward passes.
+    pub wait_seconds: f64,
 }
 
 /// Runs one step. `loss_of(model, device, micro)` returns the mean loss of micro-batch
@@ -147,6 +149,13 @@ where
             grads.add(Grads::from_backward(backward, &replica), device);
         }
     }
+    // The barrier is free (the all-reduce would wait as long) and tells the time spent waiting
+    // for the slowest rank from the time of the reduction itself.
+    let waited = std::time::Instant::now();
+    if collective.world() > 1 {
+        collective.barrier("waiting for every rank's backward pass")?;
+    }
+    let wait_seconds = waited.elapsed().as_secs_f64();
     let reduce_started = std::time::Instant::now();
     let reduced_bytes = grads.all_reduce(collective)?;
     let reduce_seconds = reduce_started.elapsed().as_secs_f64();
@@ -182,6 +191,7 @@ where
         loss_scale: scale,
         reduced_bytes,
         reduce_seconds,
+        wait_seconds,
     };
     if overflow {
         return Ok((model, outcome));

@@ -186,14 +186,29 @@ fn bert_masks_follow_the_samples_not_the_ranks() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A running `mpirun`, killed with its ranks if the test fails before it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            // mpirun passes SIGTERM on to its ranks (a SIGKILL would orphan them).
+            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `mpirun`, its stderr into `log`.
-fn spawn(mut command: Command, log: &Path) -> std::process::Child {
+fn spawn(mut command: Command, log: &Path) -> Running {
     let file = fs::File::create(log).unwrap();
-    command
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("mpirun runs")
+    Running(
+        command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("mpirun runs"),
+    )
 }
 
 /// The pid rank `rank` printed in its start line, once it has.
@@ -225,14 +240,13 @@ fn latest(save: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait(child: &mut std::process::Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+fn wait(child: &mut Running, limit: Duration, what: &str) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
         if started.elapsed() > limit {
-            let _ = child.kill();
             panic!("{what}: still running after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
