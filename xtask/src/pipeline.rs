@@ -159,6 +159,11 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
         features.push("lmforge-cli/cuda");
     }
     if flags.train_ranks.is_some_and(|n| n > 1) {
+        ensure!(
+            crate::test::mpi_installed(),
+            "--train-ranks needs {}",
+            crate::test::MPI_INSTALL
+        );
         // As `cargo xtask test` builds it where Open MPI is installed.
         features.push("lmforge-cli/mpi");
     }
