@@ -182,11 +182,6 @@ mod mpi_impl {
             })
         }
 
-        /// The host this rank runs on, as MPI names it.
-        pub fn host(&self) -> String {
-            mpi::environment::processor_name().unwrap_or_else(|_| "?".into())
-        }
-
         /// Polls `request` until it completes or the timeout passes; then aborts the whole run,
         /// since a collective that another rank never joins cannot be cancelled.
         fn wait<'a, D: ?Sized, S: Scope<'a>>(&self, mut request: Request<'a, D, S>, what: &str) {
