@@ -52,6 +52,13 @@ pub struct InfoArgs {
     /// Sequences per micro-batch for activation and KV-cache memory.
     #[arg(long, default_value_t = 1)]
     micro_batch: usize,
+    /// With --use-distributed-optimizer: the data-parallel ranks AdamW's moments are sharded
+    /// over (the memory is then per rank).
+    #[arg(long, default_value_t = 1)]
+    data_parallel_size: usize,
+    /// Count AdamW's moments as `lmforge train --use-distributed-optimizer` shards them.
+    #[arg(long)]
+    use_distributed_optimizer: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -85,19 +92,35 @@ struct Info {
     training_flops_per_token: f64,
     inference_flops_per_token: f64,
     memory: Vec<lmforge_model::accounting::MemoryEstimate>,
+    /// Ranks AdamW's moments are sharded over in `memory` (1: not sharded).
+    optimizer_sharded_over: usize,
 }
 
 fn info(args: &InfoArgs) -> Result<()> {
     let config = gpt_config(&args.config, args.vocab_size)?;
     let seq_len = args.seq_len.unwrap_or(config.max_seq_len);
+    if args.data_parallel_size == 0 {
+        bail!("--data-parallel-size must be at least 1");
+    }
+    let sharded_over = if args.use_distributed_optimizer {
+        args.data_parallel_size
+    } else {
+        1
+    };
+    let n = config.num_params();
     let info = Info {
+        optimizer_sharded_over: sharded_over,
         params: config.params(),
         seq_len,
         training_flops_per_token: config.training_flops_per_token(seq_len),
         inference_flops_per_token: config.forward_flops_per_token(seq_len),
         memory: Dtype::ALL
             .iter()
-            .map(|&d| config.memory(d, args.micro_batch, seq_len))
+            .map(|&d| {
+                config
+                    .memory(d, args.micro_batch, seq_len)
+                    .with_sharded_optimizer(sharded_over, n)
+            })
             .collect(),
         config,
     };
@@ -141,8 +164,15 @@ fn info(args: &InfoArgs) -> Result<()> {
         );
     }
     println!(
-        "(activations for micro-batch {} × {seq_len}, no recomputation)",
-        args.micro_batch
+        "(activations for micro-batch {} × {seq_len}, no recomputation{})",
+        args.micro_batch,
+        if sharded_over > 1 {
+            format!(
+                "; AdamW per rank: its moments and the f32 master sharded over {sharded_over} ranks"
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -200,6 +200,10 @@ pub struct Common {
     /// ranks before the run is aborted as one of them died or hangs.
     #[arg(long, default_value_t = 10.0)]
     pub distributed_timeout_minutes: f64,
+    /// Shard AdamW's moments across the processes (Megatron's distributed optimizer, ZeRO-1):
+    /// each rank keeps 1/world of them and writes its own optimizer shard.
+    #[arg(long)]
+    pub use_distributed_optimizer: bool,
 }
 
 /// A flag given twice takes its last value, as Megatron's argparse does (launch scripts append
@@ -435,6 +439,7 @@ fn plan(common: &Common, max_positions: usize, flops_per_token: f64, ranks: usiz
         },
         clip_grad: (common.clip_grad > 0.0).then_some(common.clip_grad),
         precision,
+        distributed_optimizer: common.use_distributed_optimizer,
         scaler,
         log_interval: common.log_interval,
         eval_interval: common.eval_interval,
@@ -629,6 +634,19 @@ fn finish(report: &lmforge_train::PretrainReport) {
             c.wait_seconds_per_iteration * 1e3
         );
     }
+    let m = &report.memory;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    eprintln!(
+        "memory per rank: weights {:.3} MiB, gradients {:.3} MiB, AdamW {:.3} MiB{}",
+        mib(m.weights_bytes),
+        mib(m.gradient_bytes),
+        mib(m.optimizer_bytes),
+        if m.optimizer_sharded_over > 1 {
+            format!(" (sharded over {} ranks)", m.optimizer_sharded_over)
+        } else {
+            String::new()
+        }
+    );
     if let (Some(l), Some(p)) = (report.valid_loss, report.valid_perplexity) {
         eprintln!("validation loss {l:.4}, perplexity {p:.2}");
     }
@@ -641,9 +659,25 @@ fn finish(report: &lmforge_train::PretrainReport) {
 }
 
 /// The run's own arguments must match the checkpoint's model; the data position comes from it.
-fn resume(dir: &Path, device: &Device) -> Result<Resume> {
+/// The optimizer is read whole, or as this rank's shard under `--use-distributed-optimizer`,
+/// whatever world size wrote it.
+fn resume<M: burn::module::Module>(
+    dir: &Path,
+    model: &M,
+    common: &Common,
+    ranks: &Ranks,
+) -> Result<Resume> {
     let state = read_state(dir)?;
-    let optimizer = read_optimizer(dir, &state, device)?;
+    let target = common
+        .use_distributed_optimizer
+        .then_some((ranks.place.world, ranks.place.rank));
+    let optimizer = read_optimizer(
+        dir,
+        &state,
+        &ranks.devices[0],
+        &lmforge_train::zero::trainable_shapes(model),
+        target,
+    )?;
     eprintln!(
         "resuming from {} (iteration {}, {} samples consumed)",
         dir.display(),
@@ -742,7 +776,10 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
                     serde_json::to_string(&config)?
                 );
             }
-            (model, Some(resume(&dir, device)?))
+            {
+                let resumed = resume(&dir, &model, common, &ranks)?;
+                (model, Some(resumed))
+            }
         }
         None => (config.init(device, common.seed)?, None),
     };
@@ -804,7 +841,10 @@ fn train_bert(args: &BertArgs) -> Result<()> {
                     dir.display()
                 );
             }
-            (model, Some(resume(&dir, device)?))
+            {
+                let resumed = resume(&dir, &model, common, &ranks)?;
+                (model, Some(resumed))
+            }
         }
         None => (
             BertForMaskedLm::new(config.init(device, common.seed)?, common.seed ^ 1),

@@ -134,7 +134,8 @@ impl GptConfig {
             );
             let per_layer = s * b * h * (34.0 + 5.0 * a * s / h) * dtype.bytes() / 2.0;
             (
-                Some(n * dtype.bytes()),
+                // Accumulated in f32 whatever the compute dtype (Megatron's `main_grad`).
+                Some(n * 4.0),
                 Some(n * (8.0 + master)),
                 Some(per_layer * self.n_layer as f64),
             )
@@ -159,11 +160,11 @@ impl GptConfig {
 /// Bytes needed for one dtype.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MemoryEstimate {
-    /// The dtype of weights (and gradients and activations when training).
+    /// The dtype of weights (and activations when training).
     pub dtype: Dtype,
     /// The weights.
     pub weights: f64,
-    /// Gradients, one per weight (training dtypes only).
+    /// Gradients, one f32 per weight (training dtypes only: lmforge accumulates them in f32).
     pub gradients: Option<f64>,
     /// AdamW's moments, plus an f32 master copy below f32.
     pub optimizer: Option<f64>,
@@ -173,6 +174,20 @@ pub struct MemoryEstimate {
     pub kv_cache_per_token: f64,
     /// Keys and values of `micro_batch` sequences of `max_seq_len`.
     pub kv_cache_full_context: f64,
+}
+
+impl MemoryEstimate {
+    /// The estimate per rank when the optimizer is sharded over `ranks` data-parallel ranks
+    /// (`--use-distributed-optimizer`): AdamW's moments, and the f32 master copy below f32,
+    /// divided, rounded up to whole values as the shards are.
+    pub fn with_sharded_optimizer(mut self, ranks: usize, params: usize) -> MemoryEstimate {
+        let ranks = ranks.max(1);
+        if let Some(optimizer) = self.optimizer.as_mut() {
+            let per_value = *optimizer / params.max(1) as f64;
+            *optimizer = per_value * params.div_ceil(ranks) as f64;
+        }
+        self
+    }
 }
 
 /// Bytes in GiB.
@@ -225,5 +240,13 @@ mod tests {
         let kv = base.kv_cache_bytes_per_token(Dtype::F32);
         assert_eq!(kv, (2 * 4 * 128 * 4) as f64);
         assert!(base.memory(Dtype::Int8, 1, 256).optimizer.is_none());
+        let n = base.num_params();
+        let whole = base.memory(Dtype::F32, 1, 256);
+        let sharded = whole.with_sharded_optimizer(4, n);
+        assert_eq!(sharded.optimizer, Some(8.0 * n.div_ceil(4) as f64));
+        let bf16 = base
+            .memory(Dtype::Bf16, 1, 256)
+            .with_sharded_optimizer(4, n);
+        assert_eq!(bf16.optimizer, Some(12.0 * n.div_ceil(4) as f64));
     }
 }

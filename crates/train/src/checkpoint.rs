@@ -3,20 +3,26 @@
 //! checkpoint any lmforge command loads (`lmforge.json` + `model.safetensors`, the tokenizer
 //! beside them) plus what resuming needs: `optimizer.safetensors` (AdamW's `exp_avg.PATH` and
 //! `exp_avg_sq.PATH`) and `trainer.json` (iteration, consumed samples, scheduler and optimizer
-//! steps, loss scaler, seed, the run's arguments).
+//! steps, loss scaler, seed, the run's arguments). A run with a sharded optimizer
+//! (`--use-distributed-optimizer`) writes one `optimizer-RRRRR-of-WWWWW.safetensors` per rank
+//! instead, each holding the pieces of the moments its rank owns ([`crate::zero::Layout`]); any
+//! world size, sharded or not, reads either form.
 //!
 //! A save is built in a hidden temporary folder and renamed into place, then the `latest` file
 //! is replaced atomically: an interrupted save leaves the previous checkpoint intact and never a
 //! half-written one under a real name.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::collective::Collective;
 use crate::optim::{AdamW, AdamWConfig, Moments};
 use crate::scaler::LossScaler;
+use crate::zero::{Layout, Shard};
 use crate::{Error, Result};
 
 /// The file naming the newest iteration folder.
@@ -88,48 +94,98 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Writes iteration `state.iteration`'s checkpoint under `save`: `write_model` fills the folder
-/// with the model's files first, then the optimizer and the state go in, the folder is renamed
-/// into place and `latest` updated. Returns the folder.
+/// Writes iteration `state.iteration`'s checkpoint under `save`, every rank of `collective`
+/// taking part: rank 0 fills the temporary folder with the model's files (`write_model`), each
+/// rank then adds its optimizer shard when the optimizer is sharded (else rank 0 writes the
+/// whole of it), and rank 0 writes the state, renames the folder into place and updates
+/// `latest`. `tag` names the temporary folder and must be the same on every rank (rank 0's pid).
+/// A failure on any rank fails the save on every rank, and nothing but the temporary folder is
+/// touched until every file is complete. Returns the folder.
 pub fn save(
     save: &Path,
     state: &TrainerState,
     optimizer: &AdamW,
+    collective: &dyn Collective,
+    tag: u64,
     write_model: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    fs::create_dir_all(save).map_err(|e| Error::io(save, e))?;
+    let first = collective.rank() == 0;
     let dir = iteration_dir(save, state.iteration);
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = save.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    let result = (|| {
-        fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        write_model(&tmp)?;
-        write_optimizer(&tmp.join(OPTIMIZER_FILE), optimizer)?;
-        let json = serde_json::to_string_pretty(state).unwrap_or_default();
-        lmforge_model::checkpoint::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
-        if dir.exists() {
-            // Saving the same iteration again (a resumed run that is interrupted at once):
-            // the old folder goes only once the new one is complete.
-            let old = save.join(format!(".{name}.old-{}", std::process::id()));
-            fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
-            fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    let tmp = save.join(format!(".{name}.tmp-{tag}"));
+    let what = format!("the checkpoint of iteration {}", state.iteration);
+    let agree = |result: Result<()>, part: &str| -> Result<()> {
+        let failed = collective.any(result.is_err(), &what)?;
+        match result {
+            Err(e) => Err(e),
+            Ok(()) if failed => Err(Error::Distributed {
+                reason: format!("{what}: another rank failed to write {part}"),
+            }),
+            Ok(()) => Ok(()),
         }
-        lmforge_model::checkpoint::write_atomic(
-            &save.join(LATEST_FILE),
-            state.iteration.to_string().as_bytes(),
-        )?;
+    };
+    let result = (|| {
+        let model = if first {
+            (|| {
+                fs::create_dir_all(save).map_err(|e| Error::io(save, e))?;
+                if tmp.exists() {
+                    fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                }
+                fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                write_model(&tmp)
+            })()
+        } else {
+            Ok(())
+        };
+        agree(model, "the model")?;
+        let shards = match &optimizer.shard {
+            Some(shard) => {
+                if tmp.is_dir() {
+                    write_optimizer_shard(&tmp, optimizer, shard)
+                } else {
+                    Err(Error::Checkpoint {
+                        path: tmp.clone(),
+                        reason: format!(
+                            "rank {} cannot see the folder rank 0 made: --save must be on a \
+                             filesystem every node shares",
+                            collective.rank()
+                        ),
+                    })
+                }
+            }
+            None if first => write_optimizer(&tmp.join(OPTIMIZER_FILE), optimizer),
+            None => Ok(()),
+        };
+        agree(shards, "its optimizer shard")?;
+        let finish = if first {
+            (|| -> Result<()> {
+                let json = serde_json::to_string_pretty(state).unwrap_or_default();
+                lmforge_model::checkpoint::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+                if dir.exists() {
+                    // Saving the same iteration again (a resumed run that is interrupted at
+                    // once): the old folder goes only once the new one is complete.
+                    let old = save.join(format!(".{name}.old-{tag}"));
+                    fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
+                    fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+                    let _ = fs::remove_dir_all(&old);
+                } else {
+                    fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+                }
+                Ok(lmforge_model::checkpoint::write_atomic(
+                    &save.join(LATEST_FILE),
+                    state.iteration.to_string().as_bytes(),
+                )?)
+            })()
+        } else {
+            Ok(())
+        };
+        agree(finish, "the trainer state")?;
         Ok(dir.clone())
     })();
-    if result.is_err() {
+    if result.is_err() && first {
         let _ = fs::remove_dir_all(&tmp);
     }
     result
@@ -170,42 +226,170 @@ fn write_optimizer(path: &Path, optimizer: &AdamW) -> Result<()> {
     Ok(lmforge_model::hf::write_safetensors(path, &tensors)?)
 }
 
-/// Reads AdamW's state from an iteration folder onto `device`.
-pub fn read_optimizer(dir: &Path, state: &TrainerState, device: &Device) -> Result<AdamW> {
-    let path = dir.join(OPTIMIZER_FILE);
-    let mut tensors = lmforge_model::hf::Tensors::read(&path)?;
-    let mut optimizer = AdamW::new(state.adamw);
-    optimizer.step = state.adam_step;
-    let names = tensors.names();
-    for name in names {
-        let Some(param) = name.strip_prefix("exp_avg.") else {
+/// The file of rank `rank`'s optimizer shard in a run of `world` sharded ranks.
+pub fn shard_file(rank: usize, world: usize) -> String {
+    format!("optimizer-{rank:05}-of-{world:05}.safetensors")
+}
+
+fn write_optimizer_shard(dir: &Path, optimizer: &AdamW, shard: &Shard) -> Result<()> {
+    write_optimizer(
+        &dir.join(shard_file(shard.rank, shard.layout.world)),
+        optimizer,
+    )
+}
+
+/// The optimizer files of an iteration folder and the world size they were cut for: the whole
+/// state (`optimizer.safetensors`, which is the one shard of a world of 1), or every shard.
+fn optimizer_files(dir: &Path) -> Result<(Vec<PathBuf>, usize)> {
+    let whole = dir.join(OPTIMIZER_FILE);
+    if whole.is_file() {
+        return Ok((vec![whole], 1));
+    }
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut world = None;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(w) = name
+            .strip_prefix("optimizer-")
+            .and_then(|n| n.strip_suffix(".safetensors"))
+            .and_then(|n| n.split_once("-of-"))
+            .and_then(|(_, w)| w.parse::<usize>().ok())
+        else {
             continue;
         };
-        let take = |tensors: &mut lmforge_model::hf::Tensors, key: &str| -> Result<Tensor<1>> {
-            let (shape, values) = tensors.remove(key).ok_or_else(|| Error::Checkpoint {
-                path: path.clone(),
-                reason: format!("tensor `{key}` is missing"),
-            })?;
-            let n = values.len();
-            if shape.iter().product::<usize>() != n {
+        match world {
+            Some(seen) if seen != w => {
                 return Err(Error::Checkpoint {
-                    path: path.clone(),
-                    reason: format!("tensor `{key}` has shape {shape:?} for {n} values"),
+                    path: dir.to_path_buf(),
+                    reason: format!("optimizer shards of two world sizes ({seen} and {w})"),
                 });
             }
-            Ok(Tensor::from_data(TensorData::new(values, [n]), device))
+            _ => world = Some(w),
+        }
+    }
+    let Some(world) = world.filter(|&w| w > 0) else {
+        return Err(Error::Checkpoint {
+            path: whole,
+            reason: "missing, and no optimizer shard (optimizer-*-of-*.safetensors) either".into(),
+        });
+    };
+    let files: Vec<PathBuf> = (0..world).map(|r| dir.join(shard_file(r, world))).collect();
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(Error::Checkpoint {
+            path: missing.clone(),
+            reason: format!("missing: the checkpoint's optimizer is sharded over {world} ranks"),
+        });
+    }
+    Ok((files, world))
+}
+
+/// Reads AdamW's state from an iteration folder onto `device`, for a model whose trainable
+/// parameters have `shapes` ([`crate::zero::trainable_shapes`]): whole when `target` is `None`,
+/// else the pieces of rank `rank` of `world` sharded ranks (`Some((world, rank))`). The folder
+/// may hold the whole state or shards of any world size: each piece is cut out of the files
+/// that hold it, one file in memory at a time.
+pub fn read_optimizer(
+    dir: &Path,
+    state: &TrainerState,
+    device: &Device,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    target: Option<(usize, usize)>,
+) -> Result<AdamW> {
+    let (files, saved_world) = optimizer_files(dir)?;
+    let (world, rank) = target.unwrap_or((1, 0));
+    let layout = Layout::new(shapes, world);
+    let wanted = layout.pieces(rank);
+    // Per wanted piece: both moments and how many values were found.
+    let mut found: Vec<(Vec<f32>, Vec<f32>, usize)> = wanted
+        .iter()
+        .map(|p| (vec![0.0; p.values.len()], vec![0.0; p.values.len()], 0))
+        .collect();
+    let saved = Layout::new(shapes, saved_world);
+    for (saved_rank, path) in files.iter().enumerate() {
+        let mut tensors = lmforge_model::hf::Tensors::read(path)?;
+        let mut take = |key: &str, len: usize| -> Result<Option<Vec<f32>>> {
+            let Some((shape, values)) = tensors.remove(key) else {
+                return Ok(None);
+            };
+            if shape.iter().product::<usize>() != len || values.len() != len {
+                return Err(Error::Checkpoint {
+                    path: path.clone(),
+                    reason: format!(
+                        "tensor `{key}` has shape {shape:?}; this shard's piece of the \
+                         parameter has {len} values"
+                    ),
+                });
+            }
+            Ok(Some(values))
         };
-        let m = take(&mut tensors, &name)?;
-        let v = take(&mut tensors, &format!("exp_avg_sq.{param}"))?;
-        if m.dims() != v.dims() {
+        for piece in saved.pieces(saved_rank) {
+            let len = piece.values.len();
+            let m = take(&format!("exp_avg.{}", piece.path), len)?;
+            let v = take(&format!("exp_avg_sq.{}", piece.path), len)?;
+            let (m, v) = match (m, v) {
+                (Some(m), Some(v)) => (m, v),
+                // A parameter that never had a gradient has no moments.
+                (None, None) => continue,
+                _ => {
+                    return Err(Error::Checkpoint {
+                        path: path.clone(),
+                        reason: format!("`{}` has one moment but not the other", piece.path),
+                    });
+                }
+            };
+            for (w, slot) in wanted.iter().zip(found.iter_mut()) {
+                if w.path != piece.path {
+                    continue;
+                }
+                let start = w.values.start.max(piece.values.start);
+                let end = w.values.end.min(piece.values.end);
+                if start >= end {
+                    continue;
+                }
+                let from = start - piece.values.start;
+                let to = start - w.values.start;
+                slot.0[to..to + end - start].copy_from_slice(&m[from..from + end - start]);
+                slot.1[to..to + end - start].copy_from_slice(&v[from..from + end - start]);
+                slot.2 += end - start;
+            }
+        }
+        if let Some(extra) = tensors.names().into_iter().next() {
             return Err(Error::Checkpoint {
                 path: path.clone(),
-                reason: format!("the two moments of `{param}` differ in size"),
+                reason: format!(
+                    "tensor `{extra}` belongs to no parameter of the model in this shard"
+                ),
             });
         }
-        optimizer
-            .moments
-            .insert(param.to_string(), Moments { m, v });
+    }
+    let mut optimizer = AdamW::new(state.adamw);
+    optimizer.step = state.adam_step;
+    for (piece, (m, v, count)) in wanted.iter().zip(found) {
+        if count == 0 {
+            continue;
+        }
+        if count != m.len() {
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the optimizer files hold {count} of the {} values of `{}` rank {rank} needs",
+                    m.len(),
+                    piece.path
+                ),
+            });
+        }
+        let n = m.len();
+        optimizer.moments.insert(
+            piece.path.clone(),
+            Moments {
+                m: Tensor::from_data(TensorData::new(m, [n]), device),
+                v: Tensor::from_data(TensorData::new(v, [n]), device),
+            },
+        );
+    }
+    if target.is_some() {
+        optimizer.shard = Some(Shard { layout, rank });
     }
     Ok(optimizer)
 }

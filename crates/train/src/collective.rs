@@ -32,6 +32,14 @@ pub trait Collective {
     /// Replaces `values` by their element-wise sum over all ranks.
     fn all_reduce_f64(&self, values: &mut [f64], what: &str) -> Result<()>;
 
+    /// Sums `send` (`world()` equal blocks) over all ranks and leaves block `rank()` of the
+    /// sum in `recv` (`MPI_Reduce_scatter_block`): the gradients of a sharded optimizer.
+    fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32], what: &str) -> Result<()>;
+
+    /// Concatenates every rank's `send` in rank order into `recv` (`MPI_Allgather`): the
+    /// updated weights of a sharded optimizer.
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32], what: &str) -> Result<()>;
+
     /// Returns once every rank has called it.
     fn barrier(&self, what: &str) -> Result<()>;
 
@@ -61,6 +69,16 @@ impl Collective for Alone {
     }
 
     fn all_reduce_f64(&self, _values: &mut [f64], _what: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32], _what: &str) -> Result<()> {
+        recv.copy_from_slice(send);
+        Ok(())
+    }
+
+    fn all_gather_f32(&self, send: &[f32], recv: &mut [f32], _what: &str) -> Result<()> {
+        recv.copy_from_slice(send);
         Ok(())
     }
 
@@ -240,6 +258,27 @@ mod mpi_impl {
 
         fn all_reduce_f64(&self, values: &mut [f64], what: &str) -> Result<()> {
             self.sum(values, what);
+            Ok(())
+        }
+
+        fn reduce_scatter_f32(&self, send: &[f32], recv: &mut [f32], what: &str) -> Result<()> {
+            mpi::request::scope(|scope| {
+                let request = self.world.immediate_reduce_scatter_block_into(
+                    scope,
+                    send,
+                    recv,
+                    SystemOperation::sum(),
+                );
+                self.wait(request, what);
+            });
+            Ok(())
+        }
+
+        fn all_gather_f32(&self, send: &[f32], recv: &mut [f32], what: &str) -> Result<()> {
+            mpi::request::scope(|scope| {
+                let request = self.world.immediate_all_gather_into(scope, send, recv);
+                self.wait(request, what);
+            });
             Ok(())
         }
 

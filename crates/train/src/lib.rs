@@ -64,6 +64,7 @@ pub mod pretrain;
 pub mod scaler;
 pub mod schedule;
 pub mod step;
+pub mod zero;
 
 pub use collective::{Alone, Collective};
 pub use optim::{AdamW, AdamWConfig, Grads, clip_by_global_norm};

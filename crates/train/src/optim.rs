@@ -44,6 +44,8 @@ impl ModuleVisitor for Collect<'_> {
             return;
         }
         if let Some(grad) = param.val().grad_remove(self.grads) {
+            // A parameter held in half precision has a half gradient: accumulated in f32.
+            let grad = grad.cast(burn::tensor::FloatDType::F32);
             let n = grad.shape().num_elements();
             self.out
                 .by_path
@@ -116,16 +118,7 @@ impl Grads {
     /// The L2 norm of all gradients together; inf or NaN when any element is. One read back
     /// from the device for the whole model.
     pub fn global_norm(&self) -> f64 {
-        let squares: Vec<Tensor<1>> = self
-            .by_path
-            .values()
-            .map(|g| g.clone().powi_scalar(2).sum())
-            .collect();
-        if squares.is_empty() {
-            return 0.0;
-        }
-        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
-        f64::from(total).sqrt()
+        self.sum_of_squares().sqrt()
     }
 }
 
@@ -162,6 +155,9 @@ pub fn parameter_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
 /// Checks that every moment of `optimizer` belongs to a parameter of `model` of its size: a
 /// checkpoint of another model shape is refused instead of silently restarting its moments.
 pub fn check_moments<M: Module>(model: &M, optimizer: &AdamW) -> Result<()> {
+    if let Some(shard) = &optimizer.shard {
+        return crate::zero::check_pieces(shard, &optimizer.moments);
+    }
     let shapes = parameter_shapes(model);
     for (path, moments) in &optimizer.moments {
         let n = moments.m.shape().num_elements();
@@ -190,11 +186,17 @@ pub fn check_moments<M: Module>(model: &M, optimizer: &AdamW) -> Result<()> {
 /// `clip_grad_norm_`, Megatron's `--clip-grad`); returns the norm before clipping.
 pub fn clip_by_global_norm(grads: &mut Grads, max_norm: f64) -> f64 {
     let norm = grads.global_norm();
+    clip_to(grads, norm, max_norm);
+    norm
+}
+
+/// Scales `grads`, whose global norm is `norm` (computed across ranks when they are sharded),
+/// down to `max_norm` when above it.
+pub fn clip_to(grads: &mut Grads, norm: f64, max_norm: f64) {
     if norm.is_finite() && norm > max_norm {
         // PyTorch's epsilon, so a clipped norm lands just under the bound.
         grads.scale(max_norm / (norm + 1e-6));
     }
-    norm
 }
 
 /// AdamW's constants (`--adam-beta1 --adam-beta2 --adam-eps --weight-decay`).
@@ -270,8 +272,14 @@ pub struct AdamW {
     pub config: AdamWConfig,
     /// Updates applied so far (`t` of the bias corrections).
     pub step: u64,
-    /// Moments by parameter path.
+    /// Moments by parameter path (of the pieces this rank owns when sharded).
     pub moments: BTreeMap<String, Moments>,
+    /// This rank's share when the moments are sharded across ranks
+    /// (`--use-distributed-optimizer`, [`crate::zero`]); `None`: every rank holds them all.
+    pub shard: Option<crate::zero::Shard>,
+    /// The f32 master weights of this rank's pieces, when the sharded optimizer holds the
+    /// model itself in half precision ([`crate::zero::Master`]).
+    pub master: Option<crate::zero::Master>,
 }
 
 impl AdamW {
@@ -281,6 +289,8 @@ impl AdamW {
             config,
             step: 0,
             moments: BTreeMap::new(),
+            shard: None,
+            master: None,
         }
     }
 
@@ -295,6 +305,44 @@ impl AdamW {
         };
         model.map(&mut mapper)
     }
+}
+
+/// AdamW's update of one parameter's flat `value` (or a piece of it) by `grad`, at step `t`:
+/// the new value and moments.
+pub fn adamw_update(
+    value: Tensor<1>,
+    grad: Tensor<1>,
+    moments: Option<Moments>,
+    c: AdamWConfig,
+    t: u64,
+    lr: f64,
+    decay: bool,
+) -> (Tensor<1>, Moments) {
+    let (m, v) = match moments {
+        Some(Moments { m, v }) => (
+            m.mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1),
+            v.mul_scalar(c.beta2) + grad.clone().mul(grad).mul_scalar(1.0 - c.beta2),
+        ),
+        // Zero-initialised moments after one step are (1−β)·g and (1−β)·g².
+        None => (
+            grad.clone().mul_scalar(1.0 - c.beta1),
+            grad.clone().mul(grad).mul_scalar(1.0 - c.beta2),
+        ),
+    };
+    let t = t as i32;
+    let correction1 = 1.0 - c.beta1.powi(t);
+    let correction2 = 1.0 - c.beta2.powi(t);
+    let denominator = v
+        .clone()
+        .sqrt()
+        .div_scalar(correction2.sqrt())
+        .add_scalar(c.eps);
+    let mut value = value;
+    if decay && c.weight_decay > 0.0 {
+        value = value.mul_scalar(1.0 - lr * c.weight_decay);
+    }
+    let value = value - m.clone().div(denominator).mul_scalar(lr / correction1);
+    (value, Moments { m, v })
 }
 
 struct Update<'a> {
@@ -324,32 +372,17 @@ impl ModuleMapper for Update<'_> {
         let n = tensor.shape().num_elements();
         let value = tensor.inner().reshape([n]);
         let grad = grad.to_device(&value.device());
-        let c = self.optimizer.config;
-        let t = self.optimizer.step as i32;
-        let (m, v) = match self.optimizer.moments.remove(&path) {
-            Some(Moments { m, v }) => (
-                m.mul_scalar(c.beta1) + grad.clone().mul_scalar(1.0 - c.beta1),
-                v.mul_scalar(c.beta2) + grad.clone().mul(grad).mul_scalar(1.0 - c.beta2),
-            ),
-            // Zero-initialised moments after one step are (1−β)·g and (1−β)·g².
-            None => (
-                grad.clone().mul_scalar(1.0 - c.beta1),
-                grad.clone().mul(grad).mul_scalar(1.0 - c.beta2),
-            ),
-        };
-        let correction1 = 1.0 - c.beta1.powi(t);
-        let correction2 = 1.0 - c.beta2.powi(t);
-        let denominator = v
-            .clone()
-            .sqrt()
-            .div_scalar(correction2.sqrt())
-            .add_scalar(c.eps);
-        let mut value = value;
-        if decays(D) && c.weight_decay > 0.0 {
-            value = value.mul_scalar(1.0 - self.lr * c.weight_decay);
-        }
-        let value = value - m.clone().div(denominator).mul_scalar(self.lr / correction1);
-        self.optimizer.moments.insert(path, Moments { m, v });
+        let moments = self.optimizer.moments.remove(&path);
+        let (value, moments) = adamw_update(
+            value,
+            grad,
+            moments,
+            self.optimizer.config,
+            self.optimizer.step,
+            self.lr,
+            decays(D),
+        );
+        self.optimizer.moments.insert(path, moments);
         let mut updated = Tensor::from_inner(value.reshape(dims));
         if require_grad {
             updated = updated.require_grad();

@@ -20,6 +20,7 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
 use crate::step::{Precision, StepConfig, train_step};
+use crate::zero::{Layout, Shard, trainable_shapes};
 use crate::{Error, Result};
 
 /// What a model is trained on: the loss of a batch, and how the model is saved.
@@ -61,6 +62,9 @@ pub struct PretrainConfig {
     pub clip_grad: Option<f64>,
     /// Arithmetic.
     pub precision: Precision,
+    /// Shard AdamW's moments across the processes (`--use-distributed-optimizer`,
+    /// [`crate::zero`]).
+    pub distributed_optimizer: bool,
     /// The loss scaler a fresh run starts with.
     pub scaler: LossScaler,
     /// Iterations between log lines (`--log-interval`).
@@ -188,8 +192,53 @@ pub struct PretrainReport {
     pub world_size: usize,
     /// Across processes: what the gradients' all-reduce moved and cost, per iteration.
     pub communication: Option<Communication>,
+    /// What training holds per rank, counted from the tensors themselves at the end.
+    pub memory: MemoryPerRank,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
+}
+
+/// Bytes of training state one rank holds (activations aside), to compare with `lmforge model
+/// info`'s accounting.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryPerRank {
+    /// The weights (every rank holds them all): f32, or half when the distributed optimizer
+    /// shards the f32 master copy.
+    pub weights_bytes: u64,
+    /// The f32 gradients summed over a step's micro-batches (all of them, before the reduction).
+    pub gradient_bytes: u64,
+    /// AdamW's two f32 moments, plus the f32 master pieces when the model is held in half:
+    /// this rank's share when sharded.
+    pub optimizer_bytes: u64,
+    /// Ranks the moments are sharded over (1: not sharded).
+    pub optimizer_sharded_over: usize,
+}
+
+impl MemoryPerRank {
+    /// The state held for `model` with `optimizer`.
+    pub fn of<M: Module>(model: &M, optimizer: &AdamW) -> MemoryPerRank {
+        let trainable: usize = crate::zero::trainable_shapes(model)
+            .values()
+            .map(|s| s.iter().product::<usize>())
+            .sum();
+        let master: u64 = optimizer.master.as_ref().map_or(0, |m| {
+            m.pieces
+                .values()
+                .map(|p| 4 * p.shape().num_elements() as u64)
+                .sum()
+        });
+        MemoryPerRank {
+            weights_bytes: crate::zero::weight_bytes(model),
+            gradient_bytes: 4 * trainable as u64,
+            optimizer_bytes: master
+                + optimizer
+                    .moments
+                    .values()
+                    .map(|m| 8 * m.m.shape().num_elements() as u64)
+                    .sum::<u64>(),
+            optimizer_sharded_over: optimizer.shard.as_ref().map_or(1, |s| s.layout.world),
+        }
+    }
 }
 
 /// The gradient all-reduce of a multi-process run, measured (iterations after the first).
@@ -298,10 +347,31 @@ pub fn pretrain<M: Module + Clone>(
         field: "device",
         reason: "no device".into(),
     })?;
+    let world = collective.world();
+    let shard = config.distributed_optimizer.then(|| Shard {
+        layout: Layout::new(&trainable_shapes(&model), world),
+        rank: collective.rank(),
+    });
     let (mut optimizer, mut state) = match resume {
-        Some(Resume { optimizer, state }) => (optimizer, state),
+        Some(Resume { optimizer, state }) => {
+            if optimizer.shard != shard {
+                return Err(Error::Config {
+                    field: "load",
+                    reason: format!(
+                        "the optimizer was read for {}, the run needs {}: read it with \
+                         checkpoint::read_optimizer for this rank's target",
+                        describe(optimizer.shard.as_ref()),
+                        describe(shard.as_ref())
+                    ),
+                });
+            }
+            (optimizer, state)
+        }
         None => (
-            AdamW::new(config.adamw),
+            match shard {
+                Some(shard) => AdamW::sharded(config.adamw, shard),
+                None => AdamW::new(config.adamw),
+            },
             TrainerState {
                 format: 1,
                 iteration: 0,
@@ -332,7 +402,19 @@ pub fn pretrain<M: Module + Clone>(
                 .into(),
         });
     }
+    // Under the distributed optimizer in half precision the master weights are sharded too and
+    // the model is held in half (`crate::zero`).
+    if let (Some(_), Some(dtype)) = (&optimizer.shard, config.precision.dtype()) {
+        model = optimizer.hold_master(model, dtype)?;
+    }
     let parameters = model.num_params();
+    // Names the checkpoints' temporary folders alike on every rank: rank 0's pid.
+    let mut tag = [0.0f64];
+    if first {
+        tag[0] = f64::from(std::process::id());
+    }
+    collective.all_reduce_f64(&mut tag, "agreeing on the checkpoints' temporary name")?;
+    let tag = tag[0] as u64;
     let mut log = match &config.save {
         Some(save) if first => {
             std::fs::create_dir_all(save).map_err(|e| Error::io(save, e))?;
@@ -394,14 +476,15 @@ pub fn pretrain<M: Module + Clone>(
                     ),
                 });
             }
-            let dir = checkpoint::iteration_dir(save, state.iteration);
-            if first {
-                let mut state = state.clone();
-                state.adam_step = optimizer.step;
-                checkpoint::save(save, &state, optimizer, |dir| objective.save(model, dir))?;
-                if let Some(log) = log {
-                    log.plot()?;
-                }
+            let mut state = state.clone();
+            state.adam_step = optimizer.step;
+            // The f32 weights, gathered first when every rank holds only its own.
+            let full = optimizer.full_precision(model.clone(), collective)?;
+            let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
+                objective.save(&full, dir)
+            })?;
+            if first && let Some(log) = log {
+                log.plot()?;
             }
             // No rank goes on (or exits) before the checkpoint is complete.
             collective.barrier(&what)?;
@@ -599,6 +682,7 @@ pub fn pretrain<M: Module + Clone>(
         interrupted,
         checkpoint: checkpoint_dir,
         world_size: collective.world(),
+        memory: MemoryPerRank::of(&model, &optimizer),
         communication: (collective.world() > 1 && timed_iterations > 0).then(|| {
             let per_iteration = reduce_seconds / timed_iterations as f64;
             Communication {
@@ -610,11 +694,19 @@ pub fn pretrain<M: Module + Clone>(
             }
         }),
     };
+    let model = optimizer.full_precision(model, collective)?;
     if let Some(save) = config.save.as_ref().filter(|_| first) {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         lmforge_model::checkpoint::write_atomic(&save.join("train_report.json"), json.as_bytes())?;
     }
     Ok((model, report))
+}
+
+fn describe(shard: Option<&Shard>) -> String {
+    match shard {
+        Some(s) => format!("rank {} of {} sharded ranks", s.rank, s.layout.world),
+        None => "a whole optimizer".into(),
+    }
 }
 
 /// Sums over the iterations since the last log line.

@@ -7,8 +7,9 @@ use burn::tensor::{Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::collective::Collective;
-use crate::optim::{AdamW, Grads, clip_by_global_norm};
+use crate::optim::{AdamW, Grads, clip_to};
 use crate::scaler::LossScaler;
+use crate::zero::sharded_norm;
 use crate::{Error, Result};
 
 /// The arithmetic of forward and backward (`--fp16`, `--bf16`; fp32 by default). Weights and
@@ -27,7 +28,8 @@ pub enum Precision {
 }
 
 impl Precision {
-    fn dtype(self) -> Option<FloatDType> {
+    /// The half dtype, `None` for f32.
+    pub fn dtype(self) -> Option<FloatDType> {
         match self {
             Precision::Fp32 => None,
             Precision::Bf16 => Some(FloatDType::BF16),
@@ -157,7 +159,11 @@ where
     }
     let wait_seconds = waited.elapsed().as_secs_f64();
     let reduce_started = std::time::Instant::now();
-    let reduced_bytes = grads.all_reduce(collective)?;
+    // A sharded optimizer needs only its own pieces of the sum (`crate::zero`).
+    let reduced_bytes = match &optimizer.shard {
+        Some(shard) => grads.reduce_scatter(collective, shard, device)?,
+        None => grads.all_reduce(collective)?,
+    };
     let reduce_seconds = reduce_started.elapsed().as_secs_f64();
     collective.all_reduce_f64(&mut losses, "the all-reduce of the step's losses")?;
     if let Some(j) = losses.iter().position(|l| !l.is_finite())
@@ -173,10 +179,13 @@ where
     let loss_overflow = losses.iter().any(|l| !l.is_finite());
     let loss = losses.iter().sum::<f64>() / total_micro as f64;
     grads.scale(1.0 / scale);
-    let grad_norm = match config.clip_grad.filter(|&c| c > 0.0) {
-        Some(max) => clip_by_global_norm(&mut grads, max),
+    let grad_norm = match &optimizer.shard {
+        Some(_) => sharded_norm(collective, &grads)?,
         None => grads.global_norm(),
     };
+    if let Some(max) = config.clip_grad.filter(|&c| c > 0.0) {
+        clip_to(&mut grads, grad_norm, max);
+    }
     let overflow = loss_overflow || !grad_norm.is_finite();
     if overflow && !scaler.skips_overflows() {
         return Err(Error::NonFinite(format!(
@@ -196,5 +205,9 @@ where
     if overflow {
         return Ok((model, outcome));
     }
-    Ok((optimizer.update(model, grads, lr), outcome))
+    let (model, gather_seconds) = optimizer.update_sharded(model, grads, lr, collective)?;
+    let mut outcome = outcome;
+    // A sharded optimizer's all-gather of the weights is the second half of the reduction.
+    outcome.reduce_seconds += gather_seconds;
+    Ok((model, outcome))
 }

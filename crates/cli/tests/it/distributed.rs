@@ -405,3 +405,110 @@ fn srun_with_pmix_trains_as_mpirun_does() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The weights, gradient and optimizer bytes `lmforge model info` counts per rank for `save`'s model in
+/// `dtype`, its optimizer sharded over `ranks`.
+fn info_bytes(save: &Path, dtype: &str, ranks: usize) -> (u64, u64, u64) {
+    let config = save.join("gpt-config.json");
+    let meta = save
+        .join(format!("iter_{:07}", latest(save)))
+        .join("lmforge.json");
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(meta).unwrap()).unwrap();
+    fs::write(&config, checkpoint["config"].to_string()).unwrap();
+    let out = lmforge(&[
+        "model",
+        "info",
+        "--config",
+        s(&config),
+        "--json",
+        "--use-distributed-optimizer",
+        "--data-parallel-size",
+        &ranks.to_string(),
+    ]);
+    ok(&out);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = info["memory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["dtype"] == dtype)
+        .unwrap_or_else(|| panic!("no {dtype} row: {info}"));
+    (
+        row["weights"].as_f64().unwrap() as u64,
+        row["gradients"].as_f64().unwrap() as u64,
+        row["optimizer"].as_f64().unwrap() as u64,
+    )
+}
+
+/// What `save`'s report says rank 0 held: weights, gradient and optimizer bytes.
+fn held(save: &Path, ranks: usize) -> (u64, u64, u64) {
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(save.join("train_report.json")).unwrap()).unwrap();
+    let memory = &report["memory"];
+    assert_eq!(memory["optimizer_sharded_over"], ranks, "{report}");
+    (
+        memory["weights_bytes"].as_u64().unwrap(),
+        memory["gradient_bytes"].as_u64().unwrap(),
+        memory["optimizer_bytes"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn the_distributed_optimizer_shards_moments_and_any_world_size_resumes_them() {
+    let dir = tempdir("zero");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let one = dir.join("one");
+    ok(&lmforge(&flags(&prefix, &tokenizer, &one, "6")));
+    let sharded = dir.join("sharded");
+    let mut run = flags(&prefix, &tokenizer, &sharded, "6");
+    run.extend(["--use-distributed-optimizer", "--save-interval", "3"]);
+    let out = output(mpirun(4, &run));
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(sharded over 4 ranks)"), "{err}");
+    close(&losses(&one), &losses(&sharded), "4 sharded ranks vs one");
+    let mut names: Vec<String> = fs::read_dir(sharded.join("iter_0000006"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("optimizer"))
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (0..4)
+        .map(|r| format!("optimizer-{r:05}-of-00004.safetensors"))
+        .collect();
+    assert_eq!(names, expected);
+    // Rank 0's share is what `lmforge model info` counts per rank; in bf16 the master weights
+    // are sharded too and the model is held in bf16.
+    assert_eq!(held(&sharded, 4), info_bytes(&sharded, "f32", 4));
+    let half = dir.join("bf16");
+    let mut run = flags(&prefix, &tokenizer, &half, "2");
+    run.extend(["--use-distributed-optimizer", "--bf16"]);
+    ok(&output(mpirun(2, &run)));
+    assert_eq!(held(&half, 2), info_bytes(&half, "bf16", 2));
+    // Iteration 3's shards resumed on 2 ranks, sharded, and on one, whole.
+    for (ranks, sharded_again) in [(2, true), (1, false)] {
+        let resumed = dir.join(format!("resumed-{ranks}"));
+        let load = sharded.join("iter_0000003");
+        let mut args = flags(&prefix, &tokenizer, &resumed, "6");
+        let at = args.iter().position(|a| *a == "--load").unwrap();
+        args[at + 1] = crate::bpe::s(&load);
+        if sharded_again {
+            args.push("--use-distributed-optimizer");
+        }
+        let out = if ranks == 1 {
+            lmforge(&args)
+        } else {
+            output(mpirun(ranks, &args))
+        };
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("iteration 3"), "{err}");
+        close(
+            &losses(&one)[3..],
+            &losses(&resumed),
+            &format!("4 sharded ranks' checkpoint resumed on {ranks}"),
+        );
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}

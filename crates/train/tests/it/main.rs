@@ -1,3 +1,5 @@
 //! Integration tests of lmforge-train on flex.
 
+mod threads;
 mod train;
+mod zero;

@@ -13,6 +13,7 @@ use lmforge_model::{Gpt, GptConfig};
 use lmforge_train::checkpoint::{self, read_optimizer, read_state};
 use lmforge_train::gpt::{GptObjective, gpt_loss};
 use lmforge_train::metrics;
+use lmforge_train::zero::trainable_shapes;
 use lmforge_train::{
     AdamW, AdamWConfig, Alone, DecayStyle, Error, LossScaler, LrSchedule, Objective, Precision,
     PretrainConfig, Resume, ScalerConfig, Splits, StepConfig, pretrain, train_step,
@@ -22,14 +23,14 @@ use rand_core::{RngCore, SeedableRng};
 
 const VOCAB: usize = 64;
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lmforge-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn small_config() -> GptConfig {
+pub(crate) fn small_config() -> GptConfig {
     GptConfig {
         n_layer: 2,
         n_head: 2,
@@ -39,7 +40,7 @@ fn small_config() -> GptConfig {
     }
 }
 
-fn device() -> Device {
+pub(crate) fn device() -> Device {
     Device::flex().autodiff()
 }
 
@@ -247,7 +248,7 @@ fn clipping_bounds_the_update() {
 
 /// A corpus of `docs` documents of random lengths with a learnable pattern (counting mod 16
 /// with noise), converted to .bin/.idx.
-fn corpus(dir: &Path, docs: usize) -> PathBuf {
+pub(crate) fn corpus(dir: &Path, docs: usize) -> PathBuf {
     let prefix = dir.join("corpus_text_document");
     let mut builder = Builder::create(&prefix, DType::for_vocab_size(VOCAB)).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -269,7 +270,7 @@ fn corpus(dir: &Path, docs: usize) -> PathBuf {
     prefix
 }
 
-fn splits(prefix: &Path, seq: usize, train_samples: u64, eval_samples: u64) -> Splits {
+pub(crate) fn splits(prefix: &Path, seq: usize, train_samples: u64, eval_samples: u64) -> Splits {
     let split = Split::parse("80,10,10").unwrap();
     let config = DataConfig::new(seq, 1234);
     let build = |kind, n| {
@@ -289,7 +290,7 @@ fn splits(prefix: &Path, seq: usize, train_samples: u64, eval_samples: u64) -> S
     }
 }
 
-fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
+pub(crate) fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
     PretrainConfig {
         micro_batch: 2,
         global_batch: 4,
@@ -309,6 +310,7 @@ fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
         },
         clip_grad: Some(1.0),
         precision: Precision::Fp32,
+        distributed_optimizer: false,
         scaler: LossScaler::None,
         log_interval: 1,
         eval_interval: 4,
@@ -347,7 +349,7 @@ fn run(
     )
 }
 
-fn objective() -> GptObjective {
+pub(crate) fn objective() -> GptObjective {
     GptObjective {
         tokenizer_json: None,
     }
@@ -388,7 +390,8 @@ fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     assert_eq!((state.iteration, state.consumed_train_samples), (5, 20));
 
     let model = lmforge_model::load_gpt(&saved, &device).unwrap();
-    let optimizer = read_optimizer(&saved, &state, &device).unwrap();
+    let optimizer =
+        read_optimizer(&saved, &state, &device, &trainable_shapes(&model), None).unwrap();
     let resume = Resume { optimizer, state };
     run(
         model,
@@ -599,7 +602,16 @@ fn damaged_checkpoints_are_errors_naming_the_file() {
     }
     .init(&device, 0)
     .unwrap();
-    let optimizer = read_optimizer(&saved, &state, &device).unwrap();
+    // Read for it, the file does not fit; read for the model that wrote it, the run refuses it.
+    let error =
+        read_optimizer(&saved, &state, &device, &trainable_shapes(&other), None).unwrap_err();
+    assert!(
+        error.to_string().contains("optimizer.safetensors"),
+        "{error}"
+    );
+    let written = small_config().init(&device, 0).unwrap();
+    let optimizer =
+        read_optimizer(&saved, &state, &device, &trainable_shapes(&written), None).unwrap();
     let error = run(
         other,
         &objective(),
@@ -617,7 +629,8 @@ fn damaged_checkpoints_are_errors_naming_the_file() {
     let path = saved.join("optimizer.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let error = read_optimizer(&saved, &state, &device).unwrap_err();
+    let error =
+        read_optimizer(&saved, &state, &device, &trainable_shapes(&written), None).unwrap_err();
     assert!(
         error.to_string().contains("optimizer.safetensors"),
         "{error}"
@@ -696,7 +709,9 @@ mod arbitrary_files {
             std::fs::write(dir.join("latest_checkpointed_iteration.txt"), &latest).unwrap();
             let _ = checkpoint::resolve(&dir);
             if let Ok(state) = read_state(&iteration) {
-                let _ = read_optimizer(&iteration, &state, &Device::flex());
+                let shapes = trainable_shapes(&small_config().init(&Device::flex(), 0).unwrap());
+                let _ = read_optimizer(&iteration, &state, &Device::flex(), &shapes, None);
+                let _ = read_optimizer(&iteration, &state, &Device::flex(), &shapes, Some((2, 1)));
             }
             let _ = metrics::read(&dir.join("metrics.jsonl"));
             let _ = metrics::MetricsLog::open(&dir.join("metrics.jsonl"), Some(3));

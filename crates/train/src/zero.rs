@@ -1,0 +1,647 @@
+//! Megatron's distributed optimizer (`--use-distributed-optimizer`, ZeRO stage 1): AdamW's
+//! moments sharded across the ranks of a run instead of replicated on each.
+//!
+//! The trainable parameters, flattened in path order (the order of [`Grads`]), form one vector
+//! of `N` values; rank `r` of `W` owns the contiguous range `[r·S, min((r+1)·S, N))` with
+//! `S = ⌈N/W⌉` ([`Layout`]). A step then
+//! 1. reduce-scatters the gradients: rank `r` receives the sum over ranks of its range only;
+//! 2. computes the global gradient norm from the ranks' sums of squares (each rank's share in
+//!    its own slot, added in rank order, so every rank gets the same bytes) and clips;
+//! 3. updates its range with AdamW (its moments cover that range only: `8N/W` bytes, not `8N`);
+//! 4. all-gathers the updated ranges, so every rank holds the whole model again.
+//!
+//! Reduce-scatter plus all-gather move what one all-reduce moves (a ring all-reduce is exactly
+//! those two), so sharding costs no bandwidth. A range may start or end inside a parameter: the
+//! part of parameter `p` that rank `r` owns is a [`Piece`].
+//!
+//! In `--bf16`/`--fp16` the sharded optimizer also shards the f32 master weights, as Megatron's
+//! does: every rank holds the model in half precision and only its own pieces of the weights in
+//! f32 ([`Master`]); the all-gather carries the updated f32 pieces, each rank casting the whole
+//! to half, so every rank holds the same bytes and those bytes are the cast a replicated run
+//! makes of its own f32 weights. A checkpoint gathers the f32 weights once for
+//! `model.safetensors`, which therefore stays the f32 model every lmforge command loads, and is
+//! where a resumed run takes its master pieces from.
+//!
+//! The shards are checkpointed one file per rank (`optimizer-00000-of-00004.safetensors`,
+//! [`crate::checkpoint`]), each holding `exp_avg.PATH`/`exp_avg_sq.PATH` for its pieces: since
+//! the layout follows from the parameter shapes and `W` alone, a run of any world size (sharded
+//! or not) reads them back by cutting the pieces it needs out of the files that hold them.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+
+use crate::collective::{BUCKET_ELEMENTS, Collective};
+use crate::optim::{AdamW, Grads, Moments, adamw_update, decays};
+use crate::{Error, Result};
+
+/// One trainable parameter's place in the flat vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Parameter path (`blocks.0.attn.qkv.weight`).
+    pub path: String,
+    /// Offset of its first value in the flat vector.
+    pub offset: usize,
+    /// Its number of values.
+    pub len: usize,
+    /// Its tensor rank (weight decay applies from 2 on).
+    pub rank: usize,
+}
+
+/// The part of one parameter a rank owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// Parameter path.
+    pub path: String,
+    /// The values of the parameter (flattened) that the piece covers.
+    pub values: Range<usize>,
+    /// Where the piece starts in the rank's shard.
+    pub at: usize,
+    /// The parameter's tensor rank.
+    pub rank: usize,
+}
+
+/// How the flat parameter vector is cut into one shard per rank.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The parameters in path order.
+    pub entries: Vec<Entry>,
+    /// Values in all.
+    pub total: usize,
+    /// Ranks sharing the vector.
+    pub world: usize,
+    /// Values per shard, `⌈total/world⌉` (the last shard is padded to it).
+    pub shard: usize,
+}
+
+impl Layout {
+    /// The layout of parameters with `shapes` (path → shape) over `world` ranks.
+    pub fn new(shapes: &BTreeMap<String, Vec<usize>>, world: usize) -> Layout {
+        let world = world.max(1);
+        let mut offset = 0;
+        let entries = shapes
+            .iter()
+            .map(|(path, shape)| {
+                let len = shape.iter().product::<usize>();
+                let entry = Entry {
+                    path: path.clone(),
+                    offset,
+                    len,
+                    rank: shape.len(),
+                };
+                offset += len;
+                entry
+            })
+            .collect();
+        Layout {
+            entries,
+            total: offset,
+            world,
+            shard: offset.div_ceil(world),
+        }
+    }
+
+    /// The values of the flat vector that rank `rank` owns.
+    pub fn range(&self, rank: usize) -> Range<usize> {
+        let start = (rank * self.shard).min(self.total);
+        start..((rank + 1) * self.shard).min(self.total)
+    }
+
+    /// The pieces of the parameters rank `rank` owns, in path order.
+    pub fn pieces(&self, rank: usize) -> Vec<Piece> {
+        let range = self.range(rank);
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                let start = e.offset.max(range.start);
+                let end = (e.offset + e.len).min(range.end);
+                (start < end).then(|| Piece {
+                    path: e.path.clone(),
+                    values: start - e.offset..end - e.offset,
+                    at: start - range.start,
+                    rank: e.rank,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The f32 master weights of a rank's pieces, the model itself being held in `dtype`.
+#[derive(Clone, Debug)]
+pub struct Master {
+    /// The model's dtype.
+    pub dtype: FloatDType,
+    /// Piece path → f32 values.
+    pub pieces: BTreeMap<String, Tensor<1>>,
+}
+
+struct Hold(FloatDType);
+
+impl ModuleMapper for Hold {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let mut held = Tensor::from_inner(tensor.inner().cast(self.0));
+        if require_grad {
+            held = held.require_grad();
+        }
+        Param::from_mapped_value(id, held, mapper)
+    }
+}
+
+/// `model` with every float parameter stored in `dtype` (still leaves that take gradients).
+pub fn hold_in<M: Module>(model: M, dtype: FloatDType) -> M {
+    model.map(&mut Hold(dtype))
+}
+
+/// A rank's share of a sharded AdamW.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// How the parameters are cut.
+    pub layout: Layout,
+    /// The rank whose pieces the moments cover.
+    pub rank: usize,
+}
+
+impl Shard {
+    /// Bytes of AdamW state this rank holds once every piece has moments (two f32 each).
+    pub fn optimizer_bytes(&self) -> u64 {
+        8 * self.layout.range(self.rank).len() as u64
+    }
+}
+
+struct Trainable {
+    path: Vec<String>,
+    out: BTreeMap<String, Vec<usize>>,
+}
+
+impl ModuleVisitor for Trainable {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if param.is_require_grad() {
+            self.out
+                .insert(self.path.join("."), param.lazy_shape().to_vec());
+        }
+    }
+}
+
+struct Bytes(u64);
+
+impl ModuleVisitor for Bytes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        self.0 += (value.shape().num_elements() * value.dtype().size()) as u64;
+    }
+}
+
+/// Bytes of `model`'s float parameters as they are stored.
+pub fn weight_bytes<M: Module>(model: &M) -> u64 {
+    let mut bytes = Bytes(0);
+    model.visit(&mut bytes);
+    bytes.0
+}
+
+/// The trainable parameters of `model` (those that get gradients) by path, with their shapes.
+pub fn trainable_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
+    let mut visitor = Trainable {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+/// Values per round of a bucketed reduce-scatter or all-gather: each rank's part of one round,
+/// so that a round moves about [`BUCKET_ELEMENTS`] values as an all-reduce bucket does.
+fn round_len(world: usize) -> usize {
+    (BUCKET_ELEMENTS / world.max(1)).max(1)
+}
+
+/// Sums `full` (the layout's flat vector, padded to `shard × world`) over all ranks and
+/// returns this rank's shard of the sum, in rounds of fixed boundaries.
+pub fn reduce_scatter(
+    collective: &dyn Collective,
+    layout: &Layout,
+    full: &[f32],
+) -> Result<Vec<f32>> {
+    let (world, s) = (layout.world, layout.shard);
+    debug_assert_eq!(full.len(), s * world);
+    let mut shard = vec![0.0f32; s];
+    let step = round_len(world);
+    let mut send = Vec::with_capacity(step * world);
+    for (k, start) in (0..s).step_by(step).enumerate() {
+        let len = step.min(s - start);
+        send.clear();
+        for r in 0..world {
+            send.extend_from_slice(&full[r * s + start..r * s + start + len]);
+        }
+        collective.reduce_scatter_f32(
+            &send,
+            &mut shard[start..start + len],
+            &format!("the reduce-scatter of gradient round {k}"),
+        )?;
+    }
+    Ok(shard)
+}
+
+/// Every rank's `shard` concatenated in rank order (the layout's flat vector, padded), in
+/// rounds of fixed boundaries.
+pub fn all_gather(collective: &dyn Collective, layout: &Layout, shard: &[f32]) -> Result<Vec<f32>> {
+    let (world, s) = (layout.world, layout.shard);
+    debug_assert_eq!(shard.len(), s);
+    let mut full = vec![0.0f32; s * world];
+    let step = round_len(world);
+    let mut recv = vec![0.0f32; step * world];
+    for (k, start) in (0..s).step_by(step).enumerate() {
+        let len = step.min(s - start);
+        let recv = &mut recv[..len * world];
+        collective.all_gather_f32(
+            &shard[start..start + len],
+            recv,
+            &format!("the all-gather of weight round {k}"),
+        )?;
+        for r in 0..world {
+            full[r * s + start..r * s + start + len].copy_from_slice(&recv[r * len..(r + 1) * len]);
+        }
+    }
+    Ok(full)
+}
+
+impl Grads {
+    /// Sums these gradients over the ranks and keeps this rank's pieces of the sum
+    /// (`by_path` then holds one slice per piece, keyed by its parameter's path). Parameters
+    /// without a gradient count as zeros in the sum and get none back. Returns the bytes this
+    /// rank contributed.
+    pub fn reduce_scatter(
+        &mut self,
+        collective: &dyn Collective,
+        shard: &Shard,
+        device: &Device,
+    ) -> Result<u64> {
+        let layout = &shard.layout;
+        let mut full = vec![0.0f32; layout.shard * layout.world];
+        for entry in &layout.entries {
+            if let Some(grad) = self.by_path.get(&entry.path) {
+                let values: Vec<f32> = lmforge_model::host_values(grad.clone());
+                if values.len() != entry.len {
+                    return Err(Error::Distributed {
+                        reason: format!(
+                            "the gradient of `{}` has {} values, the layout {}",
+                            entry.path,
+                            values.len(),
+                            entry.len
+                        ),
+                    });
+                }
+                full[entry.offset..entry.offset + entry.len].copy_from_slice(&values);
+            }
+        }
+        let mine = reduce_scatter(collective, layout, &full)?;
+        let present = std::mem::take(&mut self.by_path);
+        for piece in layout.pieces(shard.rank) {
+            if !present.contains_key(&piece.path) {
+                continue;
+            }
+            let values = mine[piece.at..piece.at + piece.values.len()].to_vec();
+            let n = values.len();
+            self.by_path.insert(
+                piece.path,
+                Tensor::from_data(TensorData::new(values, [n]), device),
+            );
+        }
+        Ok(4 * full.len() as u64)
+    }
+
+    /// The squared L2 norm of these gradients (one read back for all of them), in f64.
+    pub fn sum_of_squares(&self) -> f64 {
+        let squares: Vec<Tensor<1>> = self
+            .by_path
+            .values()
+            .map(|g| g.clone().powi_scalar(2).sum())
+            .collect();
+        if squares.is_empty() {
+            return 0.0;
+        }
+        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
+        f64::from(total)
+    }
+}
+
+/// The global gradient norm of gradients sharded over the ranks: each rank's sum of squares in
+/// its slot, so every rank adds the same numbers in the same order.
+pub fn sharded_norm(collective: &dyn Collective, grads: &Grads) -> Result<f64> {
+    let mut slots = vec![0.0f64; collective.world()];
+    slots[collective.rank()] = grads.sum_of_squares();
+    collective.all_reduce_f64(&mut slots, "the all-reduce of the gradient norm")?;
+    Ok(slots.iter().sum::<f64>().sqrt())
+}
+
+struct Flat {
+    path: Vec<String>,
+    out: BTreeMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Flat {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if param.is_require_grad() {
+            let value = param.val().inner();
+            let n = value.shape().num_elements();
+            self.out.insert(self.path.join("."), value.reshape([n]));
+        }
+    }
+}
+
+/// Sets every trainable parameter from the flat vector `full`.
+struct Assign<'a> {
+    path: Vec<String>,
+    dtype: Option<FloatDType>,
+    offsets: BTreeMap<&'a str, (usize, usize)>,
+    full: &'a [f32],
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let path = self.path.join(".");
+        let Some(&(offset, len)) = self.offsets.get(path.as_str()) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let dims = tensor.dims();
+        let device = tensor.inner().device();
+        let data = TensorData::new(self.full[offset..offset + len].to_vec(), dims);
+        let mut value = Tensor::<D>::from_data(data, &device);
+        if let Some(dtype) = self.dtype {
+            value = value.cast(dtype);
+        }
+        let mut updated = Tensor::from_inner(value);
+        if require_grad {
+            updated = updated.require_grad();
+        }
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}
+
+impl AdamW {
+    /// A fresh AdamW whose moments cover `shard`'s pieces only.
+    pub fn sharded(config: crate::optim::AdamWConfig, shard: Shard) -> Self {
+        let mut optimizer = AdamW::new(config);
+        optimizer.shard = Some(shard);
+        optimizer
+    }
+
+    /// One update of a sharded AdamW: `grads` holds this rank's pieces of the summed
+    /// gradients ([`Grads::reduce_scatter`]); the rank updates its pieces of the weights and
+    /// every rank's are gathered into the whole model. Unsharded, the plain update. Returns
+    /// the model and the seconds spent in the all-gather.
+    pub fn update_sharded<M: Module>(
+        &mut self,
+        model: M,
+        mut grads: Grads,
+        lr: f64,
+        collective: &dyn Collective,
+    ) -> Result<(M, f64)> {
+        let Some(shard) = self.shard.clone() else {
+            return Ok((self.update(model, grads, lr), 0.0));
+        };
+        self.step += 1;
+        let layout = &shard.layout;
+        let mut flat = Flat {
+            path: Vec::new(),
+            out: BTreeMap::new(),
+        };
+        model.visit(&mut flat);
+        let mut parts = Vec::new();
+        for piece in layout.pieces(shard.rank) {
+            let Some(value) = flat.out.get(&piece.path) else {
+                return Err(Error::Distributed {
+                    reason: format!("the model lacks `{}`, which the layout holds", piece.path),
+                });
+            };
+            let value = match self.master.as_mut() {
+                Some(master) => {
+                    master
+                        .pieces
+                        .remove(&piece.path)
+                        .ok_or_else(|| Error::Distributed {
+                            reason: format!("no master weights for `{}`", piece.path),
+                        })?
+                }
+                None => value
+                    .clone()
+                    .narrow(0, piece.values.start, piece.values.len()),
+            };
+            let updated = match grads.by_path.remove(&piece.path) {
+                Some(grad) => {
+                    let grad = grad.to_device(&value.device());
+                    let moments = self.moments.remove(&piece.path);
+                    let (updated, moments) = adamw_update(
+                        value,
+                        grad,
+                        moments,
+                        self.config,
+                        self.step,
+                        lr,
+                        decays(piece.rank),
+                    );
+                    self.moments.insert(piece.path.clone(), moments);
+                    updated
+                }
+                None => value,
+            };
+            if let Some(master) = self.master.as_mut() {
+                master.pieces.insert(piece.path.clone(), updated.clone());
+            }
+            parts.push(updated);
+        }
+        let mut mine: Vec<f32> = if parts.is_empty() {
+            Vec::new()
+        } else {
+            lmforge_model::host_values(Tensor::cat(parts, 0))
+        };
+        mine.resize(layout.shard, 0.0);
+        let gather_started = std::time::Instant::now();
+        let full = all_gather(collective, layout, &mine)?;
+        let gather_seconds = gather_started.elapsed().as_secs_f64();
+        let offsets = layout
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), (e.offset, e.len)))
+            .collect();
+        let model = model.map(&mut Assign {
+            path: Vec::new(),
+            dtype: self.master.as_ref().map(|m| m.dtype),
+            offsets,
+            full: &full,
+        });
+        Ok((model, gather_seconds))
+    }
+
+    /// Shards the f32 master weights too: takes this rank's pieces of `model` (in f32) as its
+    /// master weights and returns the model held in `dtype`.
+    pub fn hold_master<M: Module>(&mut self, model: M, dtype: FloatDType) -> Result<M> {
+        let Some(shard) = &self.shard else {
+            return Ok(model);
+        };
+        let mut flat = Flat {
+            path: Vec::new(),
+            out: BTreeMap::new(),
+        };
+        model.visit(&mut flat);
+        let mut pieces = BTreeMap::new();
+        for piece in shard.layout.pieces(shard.rank) {
+            let Some(value) = flat.out.get(&piece.path) else {
+                return Err(Error::Distributed {
+                    reason: format!("the model lacks `{}`, which the layout holds", piece.path),
+                });
+            };
+            // A copy of its own, not a view that would keep the whole f32 tensor alive.
+            let device = value.device();
+            let values: Vec<f32> = lmforge_model::host_values(value.clone().narrow(
+                0,
+                piece.values.start,
+                piece.values.len(),
+            ));
+            let n = values.len();
+            pieces.insert(
+                piece.path,
+                Tensor::from_data(TensorData::new(values, [n]), &device),
+            );
+        }
+        drop(flat);
+        self.master = Some(Master { dtype, pieces });
+        Ok(hold_in(model, dtype))
+    }
+
+    /// The model in f32: `model` itself, or, when the master weights are sharded, every rank's
+    /// f32 pieces gathered into it (a collective: every rank calls it). For checkpoints and the
+    /// end of a run.
+    pub fn full_precision<M: Module>(&self, model: M, collective: &dyn Collective) -> Result<M> {
+        let (Some(shard), Some(master)) = (&self.shard, &self.master) else {
+            return Ok(model);
+        };
+        let layout = &shard.layout;
+        let mut mine = Vec::with_capacity(layout.shard);
+        for piece in layout.pieces(shard.rank) {
+            let values = master
+                .pieces
+                .get(&piece.path)
+                .ok_or_else(|| Error::Distributed {
+                    reason: format!("no master weights for `{}`", piece.path),
+                })?;
+            mine.extend(lmforge_model::host_values(values.clone()));
+        }
+        mine.resize(layout.shard, 0.0);
+        let full = all_gather(collective, layout, &mine)?;
+        let offsets = layout
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), (e.offset, e.len)))
+            .collect();
+        Ok(model.map(&mut Assign {
+            path: Vec::new(),
+            dtype: Some(FloatDType::F32),
+            offsets,
+            full: &full,
+        }))
+    }
+}
+
+/// Checks that `moments` are exactly `shard`'s pieces (a checkpoint of another layout was
+/// re-sharded on reading, so a mismatch is a bug or a foreign file).
+pub fn check_pieces(shard: &Shard, moments: &BTreeMap<String, Moments>) -> Result<()> {
+    let pieces = shard.layout.pieces(shard.rank);
+    for (path, m) in moments {
+        let n = m.m.shape().num_elements();
+        match pieces.iter().find(|p| &p.path == path) {
+            Some(p) if p.values.len() == n => {}
+            _ => {
+                return Err(Error::Config {
+                    field: "load",
+                    reason: format!(
+                        "the optimizer shard of rank {} holds {n} values of `{path}`, which its \
+                         layout does not give it",
+                        shard.rank
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::Alone;
+
+    fn shapes(sizes: &[(&str, &[usize])]) -> BTreeMap<String, Vec<usize>> {
+        sizes
+            .iter()
+            .map(|(p, s)| (p.to_string(), s.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn shards_cover_the_vector_once_in_order() {
+        let layout = Layout::new(&shapes(&[("a", &[3, 2]), ("b", &[5]), ("c", &[2])]), 3);
+        assert_eq!((layout.total, layout.shard), (13, 5));
+        let mut seen = Vec::new();
+        for r in 0..3 {
+            for p in layout.pieces(r) {
+                let e = layout.entries.iter().find(|e| e.path == p.path).unwrap();
+                for v in p.values.clone() {
+                    seen.push(e.offset + v);
+                }
+            }
+        }
+        assert_eq!(seen, (0..13).collect::<Vec<_>>());
+        // Rank 1 owns values 5..10: the last of a, b's first four.
+        let p = layout.pieces(1);
+        assert_eq!(
+            (p[0].path.as_str(), p[0].values.clone(), p[0].at),
+            ("a", 5..6, 0)
+        );
+        assert_eq!(
+            (p[1].path.as_str(), p[1].values.clone(), p[1].at),
+            ("b", 0..4, 1)
+        );
+        // More ranks than values: the last ones own nothing.
+        let tiny = Layout::new(&shapes(&[("a", &[2])]), 4);
+        assert_eq!(tiny.range(3), 2..2);
+        assert!(tiny.pieces(3).is_empty());
+    }
+
+    #[test]
+    fn one_rank_scatters_and_gathers_the_identity() {
+        let layout = Layout::new(&shapes(&[("a", &[3])]), 1);
+        let full = vec![1.0, 2.0, 3.0];
+        assert_eq!(reduce_scatter(&Alone, &layout, &full).unwrap(), full);
+        assert_eq!(all_gather(&Alone, &layout, &full).unwrap(), full);
+    }
+}
