@@ -9,7 +9,6 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use lmforge_dataset::blend::parse_data_path;
 use lmforge_dataset::labelled::read_text_classification;
-use lmforge_dataset::{GptBlend, GptConfig as DataConfig, Split, SplitKind};
 use lmforge_model::bert::BertForMaskedLm;
 use lmforge_model::checkpoint::{Format, format};
 use lmforge_model::{BertConfig, DeviceSpec, Gpt, GptConfig, load_bert, load_bert_mlm, load_gpt};
@@ -17,9 +16,10 @@ use lmforge_tokenizer::Tokenizer;
 use lmforge_train::bert::{ClassifyConfig, MlmObjective, finetune_classify};
 use lmforge_train::checkpoint::{self, read_optimizer, read_state};
 use lmforge_train::gpt::GptObjective;
+pub use lmforge_train::plan::EvalData;
+use lmforge_train::plan::{DataArgs, TrainingArgs, plan, splits};
 use lmforge_train::{
-    AdamWConfig, Alone, Collective, DecayStyle, LossScaler, LrSchedule, Objective, Place,
-    Precision, PretrainConfig, Resume, ScalerConfig, Splits, evaluate, pretrain,
+    AdamWConfig, Alone, Collective, Objective, Place, Precision, PretrainConfig, Resume, pretrain,
 };
 use serde::Serialize;
 
@@ -45,15 +45,9 @@ fn parse_device(s: &str) -> Result<DeviceSpec, String> {
 /// checkpoints.
 #[derive(clap::Args, Serialize, Clone)]
 pub struct Common {
-    /// Dataset prefix(es) of .bin/.idx, or `weight prefix` pairs.
-    #[arg(long, num_args = 1.., required = true)]
-    pub data_path: Vec<String>,
-    /// train,valid,test weights.
-    #[arg(long, default_value = "969,30,1")]
-    pub split: String,
-    /// Where the sample-index caches go (default: beside the data).
-    #[arg(long)]
-    pub data_cache_path: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub data: DataArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub tokenizer: crate::dataset::TokenizerArgs,
@@ -81,101 +75,9 @@ pub struct Common {
     /// Dropout on the residual branches (overrides --config).
     #[arg(long)]
     pub hidden_dropout: Option<f64>,
-    /// Tokens per sample (default: the model's positions).
-    #[arg(long)]
-    pub seq_length: Option<usize>,
-    /// Samples per micro-batch on one device.
-    #[arg(long, default_value_t = 4)]
-    pub micro_batch_size: usize,
-    /// Samples per optimizer step (default: micro batch × devices); a multiple of micro batch ×
-    /// devices, the quotient is the gradient accumulation.
-    #[arg(long)]
-    pub global_batch_size: Option<usize>,
-    /// Iterations to train.
-    #[arg(
-        long,
-        conflicts_with = "train_samples",
-        required_unless_present = "train_samples"
-    )]
-    pub train_iters: Option<u64>,
-    /// Samples to train on (instead of --train-iters).
-    #[arg(long)]
-    pub train_samples: Option<u64>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 6e-4)]
-    pub lr: f64,
-    /// Learning-rate floor.
-    #[arg(long, default_value_t = 0.0)]
-    pub min_lr: f64,
-    /// Warmup iterations.
-    #[arg(long, conflicts_with_all = ["lr_warmup_samples", "lr_warmup_fraction"])]
-    pub lr_warmup_iters: Option<u64>,
-    /// Warmup samples.
-    #[arg(long, conflicts_with = "lr_warmup_fraction")]
-    pub lr_warmup_samples: Option<u64>,
-    /// Warmup as a fraction of the decay iterations.
-    #[arg(long)]
-    pub lr_warmup_fraction: Option<f64>,
-    /// cosine, linear or constant.
-    #[arg(long, default_value = "cosine")]
-    pub lr_decay_style: String,
-    /// Iterations over which the rate decays (default: the training length).
-    #[arg(long, conflicts_with = "lr_decay_samples")]
-    pub lr_decay_iters: Option<u64>,
-    /// Samples over which the rate decays.
-    #[arg(long)]
-    pub lr_decay_samples: Option<u64>,
-    /// Decoupled weight decay (not on biases and norms).
-    #[arg(long, default_value_t = 0.01)]
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this; 0 disables.
-    #[arg(long, default_value_t = 1.0)]
-    pub clip_grad: f64,
-    /// AdamW β₁.
-    #[arg(long, default_value_t = 0.9)]
-    pub adam_beta1: f64,
-    /// AdamW β₂.
-    #[arg(long, default_value_t = 0.999)]
-    pub adam_beta2: f64,
-    /// AdamW ε.
-    #[arg(long, default_value_t = 1e-8)]
-    pub adam_eps: f64,
-    /// float16 compute with dynamic loss scaling (fp32 master weights).
-    #[arg(long, conflicts_with = "bf16")]
-    pub fp16: bool,
-    /// bfloat16 compute (fp32 master weights).
-    #[arg(long)]
-    pub bf16: bool,
-    /// A fixed loss scale instead of the dynamic one (fp16).
-    #[arg(long)]
-    pub loss_scale: Option<f64>,
-    /// First dynamic loss scale.
-    #[arg(long, default_value_t = 4_294_967_296.0)]
-    pub initial_loss_scale: f64,
-    /// Smallest dynamic loss scale.
-    #[arg(long, default_value_t = 1.0)]
-    pub min_loss_scale: f64,
-    /// Clean iterations before the loss scale doubles.
-    #[arg(long, default_value_t = 1000)]
-    pub loss_scale_window: u64,
-    /// Overflows tolerated before the loss scale halves.
-    #[arg(long, default_value_t = 2)]
-    pub hysteresis: u64,
-    /// Iterations between log lines.
-    #[arg(long, default_value_t = 100)]
-    pub log_interval: u64,
-    /// Iterations between validations; 0: only at the end.
-    #[arg(long, default_value_t = 1000)]
-    pub eval_interval: u64,
-    /// Global batches per validation.
-    #[arg(long, default_value_t = 100)]
-    pub eval_iters: u64,
-    /// Where checkpoints, metrics.jsonl and loss.png go.
-    #[arg(long)]
-    pub save: Option<PathBuf>,
-    /// Iterations between checkpoints; 0: only at the end (and on Ctrl-C).
-    #[arg(long, default_value_t = 0)]
-    pub save_interval: u64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub training: TrainingArgs,
     /// Resume from this save folder or iteration folder (a folder without a checkpoint yet
     /// starts fresh, so `--save X --load X` resumes whenever it can).
     #[arg(long)]
@@ -183,12 +85,6 @@ pub struct Common {
     /// Stop with a checkpoint after an iteration divisible by this.
     #[arg(long)]
     pub exit_interval: Option<u64>,
-    /// Seed of initialisation, data order, dropout and masking.
-    #[arg(long, default_value_t = 1234)]
-    pub seed: u64,
-    /// No loss on end-of-document tokens.
-    #[arg(long)]
-    pub eod_mask_loss: bool,
     /// Devices, comma-separated; several train data-parallel (flex, wgpu, cuda:N, auto).
     #[arg(long, default_value = "auto", value_delimiter = ',', value_parser = parse_device)]
     #[serde(skip)]
@@ -200,10 +96,6 @@ pub struct Common {
     /// ranks before the run is aborted as one of them died or hangs.
     #[arg(long, default_value_t = 10.0)]
     pub distributed_timeout_minutes: f64,
-    /// Shard AdamW's moments across the processes (Megatron's distributed optimizer, ZeRO-1):
-    /// each rank keeps 1/world of them and writes its own optimizer shard.
-    #[arg(long)]
-    pub use_distributed_optimizer: bool,
 }
 
 /// A flag given twice takes its last value, as Megatron's argparse does (launch scripts append
@@ -359,130 +251,10 @@ fn open_mpi(place: &Place, _timeout: std::time::Duration) -> Result<Box<dyn Coll
 }
 
 /// The run's schedule and sizes, from iterations or samples.
+/// The run the flags describe, and the tokenizer's end-of-document id (for `--eod-mask-loss`).
 struct Plan {
     config: PretrainConfig,
-    seq_length: usize,
-    /// The tokenizer's end-of-document id (for `--eod-mask-loss`).
     eod: Option<u32>,
-}
-
-fn plan(common: &Common, max_positions: usize, flops_per_token: f64, ranks: usize) -> Result<Plan> {
-    let micro = common.micro_batch_size;
-    let global = common.global_batch_size.unwrap_or(micro * ranks);
-    let seq_length = common.seq_length.unwrap_or(max_positions);
-    if seq_length > max_positions {
-        bail!(
-            "--seq-length {seq_length} exceeds the model's {max_positions} positions (--max-position-embeddings)"
-        );
-    }
-    if seq_length < 2 {
-        bail!("--seq-length must be at least 2");
-    }
-    let per_iter = global as u64;
-    let to_iters = |samples: u64| samples.div_ceil(per_iter.max(1));
-    let train_iters = match (common.train_iters, common.train_samples) {
-        (Some(i), _) => i,
-        (None, Some(s)) => to_iters(s),
-        (None, None) => bail!("give --train-iters or --train-samples"),
-    };
-    if train_iters == 0 {
-        bail!("--train-iters must be at least 1");
-    }
-    let decay = common
-        .lr_decay_iters
-        .or(common.lr_decay_samples.map(to_iters))
-        .unwrap_or(train_iters);
-    let warmup = match (
-        common.lr_warmup_iters,
-        common.lr_warmup_samples,
-        common.lr_warmup_fraction,
-    ) {
-        (Some(i), _, _) => i,
-        (_, Some(s), _) => to_iters(s),
-        (_, _, Some(f)) if (0.0..=1.0).contains(&f) => (f * decay as f64).round() as u64,
-        (_, _, Some(f)) => bail!("--lr-warmup-fraction {f} is not between 0 and 1"),
-        _ => 0,
-    };
-    let style: DecayStyle = common.lr_decay_style.parse()?;
-    let scaler = match (common.fp16, common.loss_scale) {
-        (true, Some(scale)) => LossScaler::Static { scale },
-        (true, None) => LossScaler::dynamic(ScalerConfig {
-            initial_scale: common.initial_loss_scale,
-            min_scale: common.min_loss_scale,
-            growth_interval: common.loss_scale_window,
-            hysteresis: common.hysteresis,
-        }),
-        (false, _) => LossScaler::None,
-    };
-    let precision = match (common.fp16, common.bf16) {
-        (true, _) => Precision::Fp16,
-        (_, true) => Precision::Bf16,
-        _ => Precision::Fp32,
-    };
-    let config = PretrainConfig {
-        micro_batch: micro,
-        global_batch: global,
-        seq_length,
-        train_iters,
-        schedule: LrSchedule {
-            max_lr: common.lr,
-            min_lr: common.min_lr,
-            warmup_steps: warmup,
-            decay_steps: decay.max(warmup + 1),
-            style,
-        },
-        adamw: AdamWConfig {
-            beta1: common.adam_beta1,
-            beta2: common.adam_beta2,
-            eps: common.adam_eps,
-            weight_decay: common.weight_decay,
-        },
-        clip_grad: (common.clip_grad > 0.0).then_some(common.clip_grad),
-        precision,
-        distributed_optimizer: common.use_distributed_optimizer,
-        scaler,
-        log_interval: common.log_interval,
-        eval_interval: common.eval_interval,
-        eval_iters: common.eval_iters,
-        save: common.save.clone(),
-        save_interval: common.save_interval,
-        exit_at: None,
-        seed: common.seed,
-        flops_per_token,
-        peak_flops: None,
-        progress: true,
-        unigram_entropy: None,
-    };
-    config.micro_batches(ranks)?;
-    config.schedule.validate()?;
-    config.adamw.validate()?;
-    Ok(Plan {
-        config,
-        seq_length,
-        eod: None,
-    })
-}
-
-fn splits(common: &Common, config: &PretrainConfig, eod: Option<u32>) -> Result<Splits> {
-    let prefixes = parse_data_path(&common.data_path)?;
-    let split = Split::parse(&common.split)?;
-    let mut data = DataConfig::new(config.seq_length, common.seed as u32);
-    data.eod_id = eod;
-    data.eod_mask_loss = common.eod_mask_loss;
-    let cache = common.data_cache_path.as_deref();
-    let train_samples = config.train_iters * config.global_batch as u64;
-    let eval_samples = (config.eval_iters * config.global_batch as u64).max(1);
-    let weights = split.weights();
-    let build = |kind, n| GptBlend::build(&prefixes, &split, kind, n, &data, cache);
-    Ok(Splits {
-        train: build(SplitKind::Train, train_samples)?,
-        valid: (weights[1] > 0.0)
-            .then(|| build(SplitKind::Valid, eval_samples))
-            .transpose()?,
-        test: (weights[2] > 0.0)
-            .then(|| build(SplitKind::Test, eval_samples))
-            .transpose()?,
-    })
 }
 
 /// The checkpoint `--load` names, or none when the folder holds none yet.
@@ -595,7 +367,7 @@ fn print_start(
         c.flops_per_token,
         c.train_iters,
         c.global_batch,
-        plan.seq_length,
+        c.seq_length,
         c.global_batch / (c.micro_batch * ranks),
         c.micro_batch,
     );
@@ -669,6 +441,7 @@ fn resume<M: burn::module::Module>(
 ) -> Result<Resume> {
     let state = read_state(dir)?;
     let target = common
+        .training
         .use_distributed_optimizer
         .then_some((ranks.place.world, ranks.place.rank));
     let optimizer = read_optimizer(
@@ -704,13 +477,14 @@ fn run_pretrain<M: burn::module::Module + Clone>(
     if !first {
         collective.barrier("building the sample indices on rank 0")?;
     }
-    let data = splits(common, &plan.config, eod)?;
+    let data = splits(&common.data, &plan.config, eod)?;
     if first {
         collective.barrier("building the sample indices on rank 0")?;
     }
     let stop = ctrl_c();
     let mut config = plan.config.clone();
-    let entropy = lmforge_train::pretrain::unigram_entropy(&parse_data_path(&common.data_path)?)?;
+    let entropy =
+        lmforge_train::pretrain::unigram_entropy(&parse_data_path(&common.data.data_path)?)?;
     if first {
         eprintln!("unigram entropy of the data: {entropy:.4} nats/token (the loss to beat)");
     }
@@ -753,14 +527,13 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
     let config = gpt_config(common, vocab)?;
     let ranks = ranks(common)?;
     let dp = ranks.devices.len() * ranks.place.world;
-    let plan = plan(common, config.max_seq_len, 0.0, dp)?;
+    let planned = plan(&common.training, config.max_seq_len, 0.0, dp)?;
     let plan = Plan {
         config: PretrainConfig {
-            flops_per_token: config.training_flops_per_token(plan.seq_length),
-            peak_flops: peak_flops(common, &ranks, plan.config.precision),
-            ..plan.config
+            flops_per_token: config.training_flops_per_token(planned.seq_length),
+            peak_flops: peak_flops(common, &ranks, planned.precision),
+            ..planned
         },
-        seq_length: plan.seq_length,
         eod: tokenizer.eod_id(),
     };
     let device = &ranks.devices[0];
@@ -781,7 +554,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
                 (model, Some(resumed))
             }
         }
-        None => (config.init(device, common.seed)?, None),
+        None => (config.init(device, common.training.seed)?, None),
     };
     print_start(
         "gpt",
@@ -815,14 +588,13 @@ fn train_bert(args: &BertArgs) -> Result<()> {
     let dp = ranks.devices.len() * ranks.place.world;
     // Encoder FLOPs per token: 6 × parameters + attention (Kaplan et al.), bidirectional.
     let attention = |seq: usize| 12.0 * (config.n_layer * config.d_model * seq) as f64;
-    let plan = plan(common, config.max_seq_len, 0.0, dp)?;
+    let planned = plan(&common.training, config.max_seq_len, 0.0, dp)?;
     let plan = Plan {
         config: PretrainConfig {
-            flops_per_token: 6.0 * config.num_params() as f64 + attention(plan.seq_length),
-            peak_flops: peak_flops(common, &ranks, plan.config.precision),
-            ..plan.config
+            flops_per_token: 6.0 * config.num_params() as f64 + attention(planned.seq_length),
+            peak_flops: peak_flops(common, &ranks, planned.precision),
+            ..planned
         },
-        seq_length: plan.seq_length,
         eod: tokenizer.eod_id(),
     };
     let mut objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
@@ -847,7 +619,10 @@ fn train_bert(args: &BertArgs) -> Result<()> {
             }
         }
         None => (
-            BertForMaskedLm::new(config.init(device, common.seed)?, common.seed ^ 1),
+            BertForMaskedLm::new(
+                config.init(device, common.training.seed)?,
+                common.training.seed ^ 1,
+            ),
             None,
         ),
     };
@@ -886,29 +661,6 @@ pub struct EvalArgs {
     json: bool,
 }
 
-/// Which samples a checkpoint is evaluated on (shared by `eval` and `quantize`).
-#[derive(clap::Args, Clone)]
-pub struct EvalData {
-    /// Dataset prefix(es), or `weight prefix` pairs.
-    #[arg(long, num_args = 1..)]
-    pub data_path: Vec<String>,
-    /// train,valid,test weights (default: the training run's, else 969,30,1).
-    #[arg(long)]
-    split: Option<String>,
-    /// Tokens per sample (default: the training run's, else the model's positions).
-    #[arg(long)]
-    seq_length: Option<usize>,
-    /// Seed of the sample order (default: the training run's, else 1234).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Samples per batch.
-    #[arg(long, default_value_t = 8)]
-    micro_batch_size: usize,
-    /// Batches per split (at most the split's samples).
-    #[arg(long, default_value_t = 100)]
-    eval_iters: u64,
-}
-
 #[derive(Serialize)]
 pub struct EvalReport {
     checkpoint: PathBuf,
@@ -930,70 +682,19 @@ pub fn eval_losses(
     data: &EvalData,
     device: &Device,
 ) -> Result<EvalReport> {
-    if data.data_path.is_empty() {
-        bail!("--data-path is required");
-    }
-    let recorded = read_state(recorded).ok().map(|s| s.args);
-    let recorded_str = |key: &str| {
-        recorded
-            .as_ref()
-            .and_then(|a| a[key].as_str().map(str::to_string))
-    };
-    let recorded_u64 = |key: &str| recorded.as_ref().and_then(|a| a[key].as_u64());
+    let plan = data.plan(recorded)?;
     let architecture = match format(dir)? {
         Format::Lmforge(a) => a,
         Format::HuggingFace(kind) => kind,
     };
-    let split = Split::parse(
-        &data
-            .split
-            .clone()
-            .or_else(|| recorded_str("split"))
-            .unwrap_or_else(|| "969,30,1".into()),
-    )?;
-    let seed = data.seed.or_else(|| recorded_u64("seed")).unwrap_or(1234);
-    let prefixes = parse_data_path(&data.data_path)?;
-    let samples = (data.eval_iters as usize) * data.micro_batch_size;
-    let evaluate_on =
-        |seq: usize, objective: &dyn Fn(&GptBlend) -> Result<f64>| -> Result<[Option<f64>; 2]> {
-            let config = DataConfig::new(seq, seed as u32);
-            let weights = split.weights();
-            let mut out = [None, None];
-            for (slot, (kind, weight)) in out.iter_mut().zip([
-                (SplitKind::Valid, weights[1]),
-                (SplitKind::Test, weights[2]),
-            ]) {
-                if weight > 0.0 {
-                    let blend =
-                        GptBlend::build(&prefixes, &split, kind, samples as u64, &config, None)?;
-                    *slot = Some(objective(&blend)?);
-                }
-            }
-            Ok(out)
-        };
-    let seq_length = |max: usize| {
-        data.seq_length
-            .or_else(|| recorded_u64("seq_length").map(|s| s as usize))
-            .unwrap_or(max)
-    };
     let (seq_length, losses) = match architecture.as_str() {
         "gpt" | "gpt2" => {
             let model = lmforge_quant::load_gpt(dir, device)?;
-            let seq = seq_length(model.config().max_seq_len);
+            let seq = plan.seq_length(model.config().max_seq_len);
             let objective = GptObjective {
                 tokenizer_json: None,
             };
-            let losses = evaluate_on(seq, &|blend| {
-                Ok(evaluate(
-                    &model,
-                    &objective,
-                    blend,
-                    samples,
-                    data.micro_batch_size,
-                    device,
-                )?)
-            })?;
-            (seq, losses)
+            (seq, plan.losses(&model, &objective, seq, device)?)
         }
         "bert-mlm" => {
             let model = load_bert_mlm(dir, device)?;
@@ -1005,18 +706,8 @@ pub fn eval_losses(
                     )
                 })?;
             let objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
-            let seq = seq_length(model.bert.config().max_seq_len);
-            let losses = evaluate_on(seq, &|blend| {
-                Ok(evaluate(
-                    &model,
-                    &objective,
-                    blend,
-                    samples,
-                    data.micro_batch_size,
-                    device,
-                )?)
-            })?;
-            (seq, losses)
+            let seq = plan.seq_length(model.bert.config().max_seq_len);
+            (seq, plan.losses(&model, &objective, seq, device)?)
         }
         other => bail!(
             "{}: a `{other}` checkpoint; lmforge eval reads GPT and BERT-MLM ones",
@@ -1027,7 +718,7 @@ pub fn eval_losses(
         checkpoint: dir.to_path_buf(),
         architecture,
         seq_length,
-        samples,
+        samples: plan.samples,
         valid_loss: losses[0],
         valid_perplexity: losses[0].map(f64::exp),
         test_loss: losses[1],

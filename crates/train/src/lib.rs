@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod optim;
 pub mod peak;
 pub mod place;
+pub mod plan;
 pub mod plot;
 pub mod pretrain;
 pub mod scaler;

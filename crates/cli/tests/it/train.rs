@@ -280,7 +280,7 @@ fn inconsistent_flags_are_errors_naming_the_flag() {
         &with(&["--global-batch-size", "6", "--micro-batch-size", "4"]),
         "--global-batch-size",
     );
-    fails_with(&with(&["--seq-length", "65"]), "--seq-length 65");
+    fails_with(&with(&["--seq-length", "65"]), "--seq-length: 65 exceeds");
     fails_with(&with(&["--fp16", "--bf16"]), "--bf16");
     fails_with(&with(&["--lr-decay-style", "step"]), "--lr-decay-style");
     fails_with(&with(&["--min-lr", "1"]), "--min-lr");
