@@ -59,6 +59,7 @@ mod gpt;
 pub mod hf;
 mod init;
 mod layers;
+pub mod tensor_parallel;
 
 pub use bert::{Bert, BertBatch, BertConfig};
 pub use checkpoint::{load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_mlm, save_gpt};

@@ -65,6 +65,7 @@ pub mod pretrain;
 pub mod scaler;
 pub mod schedule;
 pub mod step;
+pub mod tensor_parallel;
 pub mod zero;
 
 pub use collective::{Alone, Collective};

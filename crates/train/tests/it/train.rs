@@ -44,7 +44,7 @@ pub(crate) fn device() -> Device {
     Device::flex().autodiff()
 }
 
-fn random_batch(rows: usize, seq: usize, seed: u64) -> GptBatch {
+pub(crate) fn random_batch(rows: usize, seq: usize, seed: u64) -> GptBatch {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let tokens: Vec<u32> = (0..rows * (seq + 1))
         .map(|_| rng.next_u32() % VOCAB as u32)

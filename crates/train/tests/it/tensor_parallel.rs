@@ -1,0 +1,207 @@
+//! Tensor parallelism against the whole model: the loss and every gradient of a micro-batch
+//! computed by 1, 2 and 4 tensor-parallel ranks (threads) equal the whole model's autodiff,
+//! for each position scheme, SwiGLU, RMSNorm and an untied head.
+
+use std::collections::BTreeMap;
+
+use lmforge_model::tensor_parallel::{Cut, cut, merge};
+use lmforge_model::{Activation, GptConfig, NormKind, Positions};
+use lmforge_train::gpt::gpt_loss;
+use lmforge_train::optim::parameter_shapes;
+use lmforge_train::tensor_parallel::{HostTensors, gather_parts, shard_model, tp_gpt_grads};
+use lmforge_train::{Alone, Collective, Grads};
+
+use crate::threads::Threads;
+use crate::train::{device, random_batch};
+
+fn variants() -> Vec<(&'static str, GptConfig)> {
+    let base = GptConfig {
+        n_layer: 2,
+        n_head: 4,
+        d_model: 32,
+        max_seq_len: 16,
+        dropout: 0.0,
+        ..GptConfig::tiny(64)
+    };
+    vec![
+        ("learned", base.clone()),
+        (
+            "sinusoidal",
+            GptConfig {
+                positions: Positions::Sinusoidal,
+                ..base.clone()
+            },
+        ),
+        (
+            "rope-swiglu-rmsnorm-untied",
+            GptConfig {
+                positions: Positions::Rope,
+                norm: NormKind::RmsNorm,
+                activation: Activation::Swiglu,
+                bias: false,
+                tie_embeddings: false,
+                ..base
+            },
+        ),
+    ]
+}
+
+type Flat = BTreeMap<String, Vec<f32>>;
+
+fn flat(grads: Grads) -> Flat {
+    grads
+        .by_path
+        .into_iter()
+        .map(|(p, g)| (p, lmforge_model::host_values(g)))
+        .collect()
+}
+
+/// Loss, gradients and the parameter shapes of one rank of `tp`.
+fn rank(config: &GptConfig, group: &dyn Collective) -> (f64, Flat, BTreeMap<String, Vec<usize>>) {
+    let device = device();
+    let whole = config.init(&device, 7).unwrap();
+    let part = shard_model(whole, group.world(), group.rank()).unwrap();
+    let batch = random_batch(2, 16, 3);
+    let (loss, grads) = tp_gpt_grads(&part, &batch, group, 1.0, &device).unwrap();
+    (loss, flat(grads), parameter_shapes(&part))
+}
+
+#[test]
+fn tensor_parallel_gradients_equal_the_whole_models() {
+    let device = device();
+    let batch = random_batch(2, 16, 3);
+    for (name, config) in variants() {
+        let whole = config.init(&device, 7).unwrap();
+        let loss = gpt_loss(&whole, &batch, &device).unwrap();
+        let expected = f64::from(loss.clone().into_scalar::<f32>());
+        let reference = flat(Grads::from_backward(loss.backward(), &whole));
+        for tp in [1, 2, 4] {
+            let ranks: Vec<_> = if tp == 1 {
+                vec![rank(&config, &Alone)]
+            } else {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = Threads::world(tp)
+                        .into_iter()
+                        .map(|group| {
+                            let config = config.clone();
+                            scope.spawn(move || rank(&config, &group))
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).collect()
+                })
+            };
+            let what = format!("{name}, tp {tp}");
+            for (loss, _, _) in &ranks {
+                assert_eq!(
+                    *loss, ranks[0].0,
+                    "{what}: every rank reports the same loss"
+                );
+                assert!(
+                    (loss - expected).abs() <= 1e-6 * expected,
+                    "{what}: loss {loss} vs {expected}"
+                );
+            }
+            assert_eq!(
+                ranks[0].1.keys().collect::<Vec<_>>(),
+                reference.keys().collect::<Vec<_>>(),
+                "{what}: the same parameters get gradients"
+            );
+            for (path, want) in &reference {
+                let how = cut(path);
+                let got = if how == Cut::Replicated {
+                    for (_, grads, _) in &ranks {
+                        assert_eq!(
+                            grads[path], ranks[0].1[path],
+                            "{what}: `{path}` differs across ranks"
+                        );
+                    }
+                    ranks[0].1[path].clone()
+                } else {
+                    let parts: Vec<Vec<f32>> = ranks.iter().map(|r| r.1[path].clone()).collect();
+                    merge(&parts, &ranks[0].2[path], how).unwrap().0
+                };
+                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let worst = want
+                    .iter()
+                    .zip(&got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "{what}: `{path}` off by {worst} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+/// A model's parameters by path, on the host.
+fn weights(model: &lmforge_model::Gpt) -> HostTensors {
+    let shapes = parameter_shapes(model);
+    let mut out = HostTensors::new();
+    let mut visitor = Collect(&shapes, &mut out, Vec::new());
+    burn::module::Module::visit(model, &mut visitor);
+    out
+}
+
+struct Collect<'a>(
+    &'a BTreeMap<String, Vec<usize>>,
+    &'a mut HostTensors,
+    Vec<String>,
+);
+
+impl burn::module::ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.2.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.2.pop();
+    }
+
+    fn visit_float<const D: usize>(
+        &mut self,
+        param: &burn::module::Param<burn::tensor::Tensor<D>>,
+    ) {
+        let path = self.2.join(".");
+        let values = lmforge_model::host_values(param.val());
+        self.1.insert(path.clone(), (self.0[&path].clone(), values));
+    }
+}
+
+#[test]
+fn the_ranks_parts_gather_into_the_whole_model() {
+    for (name, config) in variants() {
+        let whole = weights(&config.init(&device(), 7).unwrap());
+        for tp in [2, 4] {
+            let gathered: Vec<HostTensors> = std::thread::scope(|scope| {
+                let handles: Vec<_> = Threads::world(tp)
+                    .into_iter()
+                    .map(|group| {
+                        let config = config.clone();
+                        scope.spawn(move || {
+                            let model = config.init(&device(), 7).unwrap();
+                            let part = shard_model(model, tp, group.rank()).unwrap();
+                            gather_parts(&group, &weights(&part)).unwrap()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for g in &gathered {
+                assert!(g == &whole, "{name}, tp {tp}: the gathered model differs");
+            }
+        }
+    }
+    // What does not divide is refused, naming the flag.
+    let config = GptConfig {
+        n_head: 3,
+        d_model: 24,
+        ..variants()[0].1.clone()
+    };
+    let error = shard_model(config.init(&device(), 0).unwrap(), 2, 0).unwrap_err();
+    assert!(
+        error.to_string().contains("tensor-model-parallel-size"),
+        "{error}"
+    );
+}
