@@ -43,6 +43,10 @@ pub trait Collective {
     /// Returns once every rank has called it.
     fn barrier(&self, what: &str) -> Result<()>;
 
+    /// The ranks that pass the same `color`, ordered by `key`, as a collective of their own
+    /// (`MPI_Comm_split`): the tensor- and data-parallel groups. Every rank must call it.
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>>;
+
     /// Whether any rank passes `true` (Ctrl-C on one rank, an overflow on one rank).
     fn any(&self, flag: bool, what: &str) -> Result<bool> {
         let mut v = [f64::from(u8::from(flag))];
@@ -84,6 +88,10 @@ impl Collective for Alone {
 
     fn barrier(&self, _what: &str) -> Result<()> {
         Ok(())
+    }
+
+    fn split(&self, _color: usize, _key: usize) -> Result<Box<dyn Collective>> {
+        Ok(Box::new(Alone))
     }
 }
 
@@ -171,8 +179,8 @@ mod mpi_impl {
     pub struct Mpi {
         world: SimpleCommunicator,
         timeout: Duration,
-        // Finalizes MPI when dropped, after the communicator.
-        _universe: Universe,
+        // Finalizes MPI when dropped, after the communicator; `None` for a group split off.
+        _universe: Option<Universe>,
     }
 
     impl Mpi {
@@ -196,7 +204,7 @@ mod mpi_impl {
             Ok(Mpi {
                 world,
                 timeout,
-                _universe: universe,
+                _universe: Some(universe),
             })
         }
 
@@ -285,6 +293,23 @@ mod mpi_impl {
         fn barrier(&self, what: &str) -> Result<()> {
             self.wait(self.world.immediate_barrier(), what);
             Ok(())
+        }
+
+        fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>> {
+            let bad = || Error::Distributed {
+                reason: format!("MPI_Comm_split({color}, {key}) failed"),
+            };
+            let color = i32::try_from(color).map_err(|_| bad())?;
+            let key = i32::try_from(key).map_err(|_| bad())?;
+            let group = self
+                .world
+                .split_by_color_with_key(mpi::topology::Color::with_value(color), key)
+                .ok_or_else(bad)?;
+            Ok(Box::new(Mpi {
+                world: group,
+                timeout: self.timeout,
+                _universe: None,
+            }))
         }
     }
 }

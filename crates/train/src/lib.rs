@@ -75,7 +75,7 @@ pub use place::{Launcher, Place};
 pub use pretrain::{Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, pretrain};
 pub use scaler::{LossScaler, ScalerConfig};
 pub use schedule::{DecayStyle, LrSchedule};
-pub use step::{Precision, StepConfig, StepOutcome, train_step};
+pub use step::{Precision, StepConfig, StepOutcome, train_step, train_step_with};
 
 /// What can go wrong training, naming the file, flag or iteration.
 #[derive(Debug, thiserror::Error)]

@@ -114,6 +114,43 @@ where
     M: Module + Clone,
     F: FnMut(&M, usize, usize) -> Result<Tensor<1>>,
 {
+    let precision = config.precision;
+    let grads_of = |replica: &M, d: usize, micro: usize, factor: f64| {
+        let compute = compute_copy(replica, precision);
+        let loss = loss_of(&compute, d, micro)?;
+        let value = f64::from(loss.clone().into_scalar::<f32>());
+        // A non-finite loss on one rank is acted on by all, after the reduction.
+        let backward = loss.mul_scalar(factor).backward();
+        Ok((value, Grads::from_backward(backward, replica)))
+    };
+    train_step_with(
+        model, devices, collective, None, optimizer, scaler, lr, config, grads_of,
+    )
+}
+
+/// [`train_step`] with each micro-batch's loss and gradients computed by
+/// `grads_of(replica, device, micro, factor)`, which returns the loss and the gradients of
+/// `factor × loss` for the parameters of `replica` (the model on `devices[device]`): what a
+/// tensor-parallel group computes together ([`crate::tensor_parallel::tp_gpt_grads`]).
+/// `collective` is then the data-parallel group, and `tensor_parallel` the tensor-parallel
+/// group, over which the gradient norm is completed (each parameter that is cut counted on
+/// every rank of it, each replicated one once).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_with<M, F>(
+    model: M,
+    devices: &[Device],
+    collective: &dyn Collective,
+    tensor_parallel: Option<&dyn Collective>,
+    optimizer: &mut AdamW,
+    scaler: &mut LossScaler,
+    lr: f64,
+    config: &StepConfig,
+    mut grads_of: F,
+) -> Result<(M, StepOutcome)>
+where
+    M: Module + Clone,
+    F: FnMut(&M, usize, usize, f64) -> Result<(f64, Grads)>,
+{
     let Some(device) = devices.first() else {
         return Err(Error::Config {
             field: "device",
@@ -141,14 +178,9 @@ where
             model.clone().fork(local_device)
         };
         for micro in 0..config.micro_batches {
-            let compute = compute_copy(&replica, config.precision);
-            let loss = loss_of(&compute, d, micro)?;
-            let value = f64::from(loss.clone().into_scalar::<f32>());
+            let (value, micro_grads) = grads_of(&replica, d, micro, scale / total_micro as f64)?;
             losses[micro * dp + dp_rank] = value;
-            // A non-finite loss on one rank is acted on by all, after the reduction below.
-            let scaled = loss.mul_scalar(scale / total_micro as f64);
-            let backward = scaled.backward();
-            grads.add(Grads::from_backward(backward, &replica), device);
+            grads.add(micro_grads, device);
         }
     }
     // The barrier is free (the all-reduce would wait as long) and tells the time spent waiting
@@ -179,9 +211,16 @@ where
     let loss_overflow = losses.iter().any(|l| !l.is_finite());
     let loss = losses.iter().sum::<f64>() / total_micro as f64;
     grads.scale(1.0 / scale);
-    let grad_norm = match &optimizer.shard {
-        Some(_) => sharded_norm(collective, &grads)?,
-        None => grads.global_norm(),
+    let grad_norm = match (&optimizer.shard, tensor_parallel) {
+        (None, None) => grads.global_norm(),
+        (Some(_), None) => sharded_norm(collective, &grads)?,
+        (None, Some(group)) => crate::tensor_parallel::tp_norm(group, &grads)?,
+        (Some(_), Some(_)) => {
+            return Err(Error::Config {
+                field: "use-distributed-optimizer",
+                reason: "not yet with tensor parallelism".into(),
+            });
+        }
     };
     if let Some(max) = config.clip_grad.filter(|&c| c > 0.0) {
         clip_to(&mut grads, grad_norm, max);

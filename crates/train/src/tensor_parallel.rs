@@ -367,6 +367,29 @@ pub fn tp_gpt_grads(
     Ok((loss, grads))
 }
 
+/// The global norm of gradients of a tensor-parallel rank's share: the cut parameters' sums of
+/// squares added over `group` (as slots, so every rank adds the same numbers in one order), the
+/// replicated ones, which every rank holds whole, counted once.
+pub fn tp_norm(group: &dyn Collective, grads: &Grads) -> Result<f64> {
+    let squares = |keep: &dyn Fn(&str) -> bool| -> f64 {
+        let parts: Vec<Tensor<1>> = grads
+            .by_path
+            .iter()
+            .filter(|(p, _)| keep(p))
+            .map(|(_, g)| g.clone().powi_scalar(2).sum())
+            .collect();
+        if parts.is_empty() {
+            return 0.0;
+        }
+        f64::from(Tensor::cat(parts, 0).sum().into_scalar::<f32>())
+    };
+    let mut slots = vec![0.0f64; group.world()];
+    slots[group.rank()] = squares(&|p| cut(p) != Cut::Replicated);
+    group.all_reduce_f64(&mut slots, "the all-reduce of the gradient norm")?;
+    let replicated = squares(&|p| cut(p) == Cut::Replicated);
+    Ok((slots.iter().sum::<f64>() + replicated).sqrt())
+}
+
 fn missing(what: &str) -> Error {
     Error::Distributed {
         reason: format!("tensor parallelism: {what} got no gradient"),

@@ -9,7 +9,10 @@ use lmforge_model::{Activation, GptConfig, NormKind, Positions};
 use lmforge_train::gpt::gpt_loss;
 use lmforge_train::optim::parameter_shapes;
 use lmforge_train::tensor_parallel::{HostTensors, gather_parts, shard_model, tp_gpt_grads};
-use lmforge_train::{Alone, Collective, Grads};
+use lmforge_train::{
+    AdamW, AdamWConfig, Alone, Collective, Grads, LossScaler, Precision, StepConfig, train_step,
+    train_step_with,
+};
 
 use crate::threads::Threads;
 use crate::train::{device, random_batch};
@@ -204,4 +207,123 @@ fn the_ranks_parts_gather_into_the_whole_model() {
         error.to_string().contains("tensor-model-parallel-size"),
         "{error}"
     );
+}
+
+/// Three steps' (loss, grad norm), and the whole weights at the end, of a run on `tp × dp`
+/// ranks (threads) over the step's micro-batches `batches` (dealt as data parallelism deals
+/// them: micro-batch `k` of data-parallel rank `r` is `batches[k·dp + r]`).
+fn steps(config: &GptConfig, tp: usize, dp: usize) -> (Vec<(f64, f64)>, HostTensors) {
+    let batches: Vec<lmforge_dataset::GptBatch> =
+        (0..2).map(|i| random_batch(2, 16, 10 + i)).collect();
+    let run = |world: &dyn Collective| {
+        let device = device();
+        let tp_group = world.split(world.rank() / tp, world.rank() % tp).unwrap();
+        let dp_group = world.split(world.rank() % tp, world.rank() / tp).unwrap();
+        let mut model = shard_model(config.init(&device, 7).unwrap(), tp, tp_group.rank()).unwrap();
+        let mut optimizer = AdamW::new(AdamWConfig::default());
+        let mut scaler = LossScaler::None;
+        let step = StepConfig {
+            micro_batches: 2 / dp,
+            clip_grad: Some(0.5),
+            precision: Precision::Fp32,
+        };
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let (m, outcome) = train_step_with(
+                model,
+                std::slice::from_ref(&device),
+                dp_group.as_ref(),
+                Some(tp_group.as_ref()),
+                &mut optimizer,
+                &mut scaler,
+                1e-3,
+                &step,
+                |m, _, micro, factor| {
+                    let j = micro * dp + dp_group.rank();
+                    tp_gpt_grads(m, &batches[j], tp_group.as_ref(), factor, &device)
+                },
+            )
+            .unwrap();
+            model = m;
+            out.push((outcome.loss, outcome.grad_norm));
+        }
+        (
+            out,
+            gather_parts(tp_group.as_ref(), &weights(&model)).unwrap(),
+        )
+    };
+    if tp * dp == 1 {
+        return run(&Alone);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = Threads::world(tp * dp)
+            .into_iter()
+            .map(|world| scope.spawn(move || run(&world)))
+            .collect();
+        let all: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for other in &all {
+            assert_eq!(
+                other.0, all[0].0,
+                "every rank logs the same losses and norms"
+            );
+            assert!(other.1 == all[0].1, "every rank holds the same whole model");
+        }
+        all.into_iter().next().unwrap()
+    })
+}
+
+#[test]
+fn tensor_and_data_parallel_steps_equal_one_process() {
+    for (name, config) in variants().into_iter().take(3).step_by(2) {
+        // One process accumulating both micro-batches, through the whole model's autodiff.
+        let device = device();
+        let batches: Vec<lmforge_dataset::GptBatch> =
+            (0..2).map(|i| random_batch(2, 16, 10 + i)).collect();
+        let mut model = config.init(&device, 7).unwrap();
+        let mut optimizer = AdamW::new(AdamWConfig::default());
+        let mut scaler = LossScaler::None;
+        let step = StepConfig {
+            micro_batches: 2,
+            clip_grad: Some(0.5),
+            precision: Precision::Fp32,
+        };
+        let mut expected = Vec::new();
+        for _ in 0..3 {
+            let (m, outcome) = train_step(
+                model,
+                std::slice::from_ref(&device),
+                &Alone,
+                &mut optimizer,
+                &mut scaler,
+                1e-3,
+                &step,
+                |m, _, micro| gpt_loss(m, &batches[micro], &device),
+            )
+            .unwrap();
+            model = m;
+            expected.push((outcome.loss, outcome.grad_norm));
+        }
+        let whole = weights(&model);
+        for (tp, dp) in [(1, 1), (2, 1), (2, 2), (4, 1)] {
+            let (got, gathered) = steps(&config, tp, dp);
+            let what = format!("{name}, tp {tp} × dp {dp}");
+            for ((l, n), (el, en)) in got.iter().zip(&expected) {
+                assert!((l - el).abs() <= 1e-5 * el, "{what}: loss {l} vs {el}");
+                assert!((n - en).abs() <= 1e-5 * en, "{what}: grad norm {n} vs {en}");
+            }
+            for (path, (shape, want)) in &whole {
+                let (got_shape, got) = &gathered[path];
+                assert_eq!(got_shape, shape, "{what}: `{path}`");
+                let worst = want
+                    .iter()
+                    .zip(got)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    worst <= 1e-4,
+                    "{what}: `{path}` off by {worst} after three steps"
+                );
+            }
+        }
+    }
 }

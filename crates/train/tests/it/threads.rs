@@ -2,6 +2,8 @@
 //! optimizer above all) is tested without MPI: every operation writes this rank's part into a
 //! shared slot, waits for all, and reads the slots in rank order.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier, Mutex};
 
 use lmforge_train::{Collective, Result};
@@ -9,6 +11,18 @@ use lmforge_train::{Collective, Result};
 struct Shared {
     barrier: Barrier,
     slots: Mutex<Vec<Vec<f64>>>,
+    /// Groups split off, by (the how-manieth split, color).
+    groups: Mutex<BTreeMap<(u64, usize), Arc<Shared>>>,
+}
+
+impl Shared {
+    fn new(world: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            barrier: Barrier::new(world),
+            slots: Mutex::new(vec![Vec::new(); world]),
+            groups: Mutex::new(BTreeMap::new()),
+        })
+    }
 }
 
 /// One rank of a world of threads.
@@ -16,20 +30,19 @@ pub struct Threads {
     rank: usize,
     world: usize,
     shared: Arc<Shared>,
+    splits: Cell<u64>,
 }
 
 impl Threads {
     /// The ranks of a world of `world` threads, one for each thread to take.
     pub fn world(world: usize) -> Vec<Threads> {
-        let shared = Arc::new(Shared {
-            barrier: Barrier::new(world),
-            slots: Mutex::new(vec![Vec::new(); world]),
-        });
+        let shared = Shared::new(world);
         (0..world)
             .map(|rank| Threads {
                 rank,
                 world,
                 shared: shared.clone(),
+                splits: Cell::new(0),
             })
             .collect()
     }
@@ -99,5 +112,33 @@ impl Collective for Threads {
     fn barrier(&self, _what: &str) -> Result<()> {
         self.exchange(Vec::new(), |_| ());
         Ok(())
+    }
+
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>> {
+        let all = self.exchange(vec![color as f64, key as f64], <[Vec<f64>]>::to_vec);
+        let mut members: Vec<(usize, usize)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, ck)| ck[0] as usize == color)
+            .map(|(r, ck)| (ck[1] as usize, r))
+            .collect();
+        members.sort();
+        let rank = members.iter().position(|&(_, r)| r == self.rank).unwrap();
+        let seq = self.splits.get();
+        self.splits.set(seq + 1);
+        let shared = self
+            .shared
+            .groups
+            .lock()
+            .unwrap()
+            .entry((seq, color))
+            .or_insert_with(|| Shared::new(members.len()))
+            .clone();
+        Ok(Box::new(Threads {
+            rank,
+            world: members.len(),
+            shared,
+            splits: Cell::new(0),
+        }))
     }
 }
