@@ -223,6 +223,19 @@ fn ranks(common: &Common) -> Result<Ranks> {
     })
 }
 
+/// Data-parallel ranks: devices × processes / tensor-parallel size, which must divide.
+fn data_parallel(common: &Common, ranks: &Ranks) -> Result<usize> {
+    let tp = common.training.tensor_model_parallel_size;
+    let world = ranks.place.world;
+    if tp == 0 || !world.is_multiple_of(tp) {
+        bail!(
+            "--tensor-model-parallel-size {tp} must divide the {world} process(es) of the run \
+             (launch with mpirun -n or srun -n a multiple of it)"
+        );
+    }
+    Ok(ranks.devices.len() * world / tp)
+}
+
 /// Writes `line` to stderr in one `write`: `eprintln!` writes its pieces separately, and a
 /// launcher that merges the ranks' output interleaves them.
 fn whole_line(mut line: String) {
@@ -526,7 +539,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
     let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
     let config = gpt_config(common, vocab)?;
     let ranks = ranks(common)?;
-    let dp = ranks.devices.len() * ranks.place.world;
+    let dp = data_parallel(common, &ranks)?;
     let planned = plan(&common.training, config.max_seq_len, 0.0, dp)?;
     let plan = Plan {
         config: PretrainConfig {
@@ -585,7 +598,7 @@ fn train_bert(args: &BertArgs) -> Result<()> {
     let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
     let config = bert_config(common, vocab)?;
     let ranks = ranks(common)?;
-    let dp = ranks.devices.len() * ranks.place.world;
+    let dp = data_parallel(common, &ranks)?;
     // Encoder FLOPs per token: 6 × parameters + attention (Kaplan et al.), bidirectional.
     let attention = |seq: usize| 12.0 * (config.n_layer * config.d_model * seq) as f64;
     let planned = plan(&common.training, config.max_seq_len, 0.0, dp)?;

@@ -7,7 +7,7 @@ use burn::tensor::{DType, Device, FloatDType, IndexingUpdateOp, Int, Tensor, Ten
 use lmforge_dataset::GptBatch;
 use lmforge_model::Gpt;
 
-use crate::pretrain::Objective;
+use crate::pretrain::{Objective, TensorParallel};
 use crate::{Error, Result};
 
 /// Token ids of a row-major batch as a `[rows, columns]` tensor.
@@ -167,6 +167,37 @@ impl Objective<Gpt> for GptObjective {
             lmforge_model::checkpoint::write_atomic(&dir.join("tokenizer.json"), json)?;
         }
         Ok(())
+    }
+
+    fn tensor_parallel(&self) -> Option<&dyn TensorParallel<Gpt>> {
+        Some(self)
+    }
+}
+
+impl TensorParallel<Gpt> for GptObjective {
+    fn shard(&self, model: Gpt, tp: usize, rank: usize) -> Result<Gpt> {
+        crate::tensor_parallel::shard_model(model, tp, rank)
+    }
+
+    fn gather(&self, model: &Gpt, group: &dyn crate::Collective) -> Result<Gpt> {
+        crate::tensor_parallel::gather_model(model, group)
+    }
+
+    fn grads(
+        &self,
+        model: &Gpt,
+        batch: &GptBatch,
+        group: &dyn crate::Collective,
+        factor: Option<f64>,
+        device: &Device,
+    ) -> Result<(f64, crate::optim::Grads)> {
+        match factor {
+            Some(f) => crate::tensor_parallel::tp_gpt_grads(model, batch, group, f, device),
+            None => Ok((
+                crate::tensor_parallel::tp_gpt_loss(model, batch, group, device)?,
+                crate::optim::Grads::default(),
+            )),
+        }
     }
 }
 

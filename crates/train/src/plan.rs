@@ -130,6 +130,15 @@ pub struct TrainingArgs {
     /// each rank keeps 1/world of them and writes its own optimizer shard.
     #[cfg_attr(feature = "clap", arg(long))]
     pub use_distributed_optimizer: bool,
+    /// Processes each model is cut across (Megatron's tensor parallelism: heads, MLP units and
+    /// vocabulary split; consecutive ranks form a group); a divisor of the processes.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1))]
+    #[serde(default = "one")]
+    pub tensor_model_parallel_size: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where the training samples come from (`--data-path`, `--split`, …).
@@ -167,6 +176,9 @@ pub fn plan(
     flops_per_token: f64,
     ranks: usize,
 ) -> Result<PretrainConfig> {
+    if args.tensor_model_parallel_size == 0 {
+        return Err(bad("tensor-model-parallel-size", "must be at least 1"));
+    }
     let micro = args.micro_batch_size;
     let global = args.global_batch_size.unwrap_or(micro * ranks);
     let seq_length = args.seq_length.unwrap_or(max_positions);
@@ -249,6 +261,7 @@ pub fn plan(
         clip_grad: (args.clip_grad > 0.0).then_some(args.clip_grad),
         precision,
         distributed_optimizer: args.use_distributed_optimizer,
+        tensor_parallel: args.tensor_model_parallel_size,
         scaler,
         log_interval: args.log_interval,
         eval_interval: args.eval_interval,

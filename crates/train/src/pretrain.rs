@@ -19,7 +19,7 @@ use crate::metrics::{MetricsLog, Record};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
-use crate::step::{Precision, StepConfig, train_step};
+use crate::step::{Precision, StepConfig, train_step, train_step_with};
 use crate::zero::{Layout, Shard, trainable_shapes};
 use crate::{Error, Result};
 
@@ -31,6 +31,31 @@ pub trait Objective<M> {
 
     /// Writes the model's checkpoint files into `dir` (an lmforge model folder).
     fn save(&self, model: &M, dir: &Path) -> Result<()>;
+
+    /// Tensor parallelism, for the objectives whose model can be cut across ranks (the GPT's).
+    fn tensor_parallel(&self) -> Option<&dyn TensorParallel<M>> {
+        None
+    }
+}
+
+/// What tensor parallelism needs of an objective's model ([`crate::tensor_parallel`]).
+pub trait TensorParallel<M> {
+    /// Rank `rank`'s share of the whole `model` over `tp` ranks.
+    fn shard(&self, model: M, tp: usize, rank: usize) -> Result<M>;
+
+    /// The whole model from every rank's share (a collective over `group`).
+    fn gather(&self, model: &M, group: &dyn Collective) -> Result<M>;
+
+    /// The loss of `batch` and, with `factor`, the gradients of `factor × loss`, computed with
+    /// the other ranks of `group`.
+    fn grads(
+        &self,
+        model: &M,
+        batch: &GptBatch,
+        group: &dyn Collective,
+        factor: Option<f64>,
+        device: &Device,
+    ) -> Result<(f64, crate::optim::Grads)>;
 }
 
 /// The data: the three splits' samples.
@@ -65,6 +90,9 @@ pub struct PretrainConfig {
     /// Shard AdamW's moments across the processes (`--use-distributed-optimizer`,
     /// [`crate::zero`]).
     pub distributed_optimizer: bool,
+    /// Processes each model is cut across (`--tensor-model-parallel-size`,
+    /// [`crate::tensor_parallel`]); 1: none.
+    pub tensor_parallel: usize,
     /// The loss scaler a fresh run starts with.
     pub scaler: LossScaler,
     /// Iterations between log lines (`--log-interval`).
@@ -190,6 +218,8 @@ pub struct PretrainReport {
     pub interrupted: bool,
     /// Processes that trained together (the launcher's world size).
     pub world_size: usize,
+    /// Processes each model was cut across.
+    pub tensor_model_parallel_size: usize,
     /// Across processes: what the gradients' all-reduce moved and cost, per iteration.
     pub communication: Option<Communication>,
     /// What training holds per rank, counted from the tensors themselves at the end.
@@ -301,14 +331,41 @@ pub fn evaluate_on_ranks<M: Module + Clone>(
         });
     }
     let model = model.valid();
+    evaluate_with(
+        data,
+        samples,
+        micro_batch,
+        collective,
+        &mut |batch, seed| {
+            let loss = objective.loss(&model, batch, seed, device)?;
+            Ok(f64::from(loss.into_scalar::<f32>()))
+        },
+    )
+}
+
+/// The mean of `loss_of(batch, seed)` over the first `samples` samples of `data` in batches of
+/// `micro_batch`, dealt round-robin to the ranks of `collective`, each loss in its slot.
+fn evaluate_with(
+    data: &GptBlend,
+    samples: usize,
+    micro_batch: usize,
+    collective: &dyn Collective,
+    loss_of: &mut dyn FnMut(&GptBatch, u64) -> Result<f64>,
+) -> Result<f64> {
+    let samples = samples.min(data.len());
+    if samples == 0 {
+        return Err(Error::Config {
+            field: "eval-iters",
+            reason: "the split has no sample to evaluate".into(),
+        });
+    }
     let indices: Vec<usize> = (0..samples).collect();
     let chunks: Vec<&[usize]> = indices.chunks(micro_batch.max(1)).collect();
     let mut losses = vec![0.0f64; chunks.len()];
     let (rank, world) = (collective.rank(), collective.world());
     for (b, chunk) in chunks.iter().enumerate().skip(rank).step_by(world) {
         let batch = data.batch(chunk);
-        let loss = objective.loss(&model, &batch, micro_seed(u64::MAX, 0, 0, b), device)?;
-        losses[b] = f64::from(loss.into_scalar::<f32>());
+        losses[b] = loss_of(&batch, micro_seed(u64::MAX, 0, 0, b))?;
     }
     collective.all_reduce_f64(&mut losses, "the all-reduce of the evaluation losses")?;
     if let Some(b) = losses.iter().position(|l| !l.is_finite()) {
@@ -338,7 +395,17 @@ pub fn pretrain<M: Module + Clone>(
     args: serde_json::Value,
 ) -> Result<(M, PretrainReport)> {
     let started = Instant::now();
-    let dp = devices.len() * collective.world();
+    let tp = config.tensor_parallel.max(1);
+    let groups = if tp > 1 {
+        tensor_parallel_groups(objective, collective, devices, config, tp)?
+    } else {
+        None
+    };
+    // Data parallelism runs over the ranks holding the same share of the model; tensor
+    // parallelism over the ranks holding one model (Megatron's layout: consecutive ranks).
+    let dp_group: &dyn Collective = groups.as_ref().map_or(collective, |g| g.data.as_ref());
+    let tp_group: Option<&dyn Collective> = groups.as_ref().map(|g| g.tensor.as_ref());
+    let dp = devices.len() * dp_group.world();
     let first = collective.rank() == 0;
     let micro_batches = config.micro_batches(dp)?;
     config.schedule.validate()?;
@@ -407,6 +474,12 @@ pub fn pretrain<M: Module + Clone>(
     if let (Some(_), Some(dtype)) = (&optimizer.shard, config.precision.dtype()) {
         model = optimizer.hold_master(model, dtype)?;
     }
+    // Each rank keeps its share of the whole model it was given, and of a resumed optimizer.
+    if let (Some(g), Some(group)) = (&groups, tp_group) {
+        let shapes = trainable_shapes(&model);
+        crate::tensor_parallel::shard_moments(&mut optimizer, &shapes, tp, group.rank())?;
+        model = g.objective.shard(model, tp, group.rank())?;
+    }
     let parameters = model.num_params();
     // Names the checkpoints' temporary folders alike on every rank: rank 0's pid.
     let mut tag = [0.0f64];
@@ -439,8 +512,18 @@ pub fn pretrain<M: Module + Clone>(
     };
     let tokens_per_iteration = (config.global_batch * config.seq_length) as f64;
     let eval_samples = (config.eval_iters as usize) * config.global_batch;
-    let evaluate_on = |model: &M, data: &GptBlend| {
-        evaluate_on_ranks(
+    let evaluate_on = |model: &M, data: &GptBlend| match (&groups, tp_group) {
+        (Some(g), Some(group)) => {
+            let valid = model.valid();
+            evaluate_with(
+                data,
+                eval_samples,
+                config.micro_batch,
+                dp_group,
+                &mut |batch, _| Ok(g.objective.grads(&valid, batch, group, None, device)?.0),
+            )
+        }
+        _ => evaluate_on_ranks(
             model,
             objective,
             data,
@@ -448,7 +531,7 @@ pub fn pretrain<M: Module + Clone>(
             config.micro_batch,
             device,
             collective,
-        )
+        ),
     };
     let mut window = Window::default();
     let mut timed_seconds = 0.0;
@@ -458,45 +541,55 @@ pub fn pretrain<M: Module + Clone>(
     let mut last_valid = None;
     let mut checkpoint_dir = None;
     let mut interrupted = false;
-    let save_now =
-        |model: &M, state: &TrainerState, optimizer: &AdamW, log: &Option<MetricsLog>| {
-            let Some(save) = &config.save else {
-                return Ok(None);
-            };
-            let what = format!("the checkpoint of iteration {}", state.iteration);
-            // The ranks' weights are the same bytes unless a reduction misbehaved: checked
-            // where it matters, before a checkpoint speaks for all of them.
-            if collective.world() > 1 && !same_everywhere(collective, weights_digest(model), &what)?
-            {
-                return Err(Error::Distributed {
-                    reason: format!(
-                        "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
-                         different sums",
-                        state.iteration
-                    ),
-                });
-            }
-            let mut state = state.clone();
-            state.adam_step = optimizer.step;
-            // The f32 weights, gathered first when every rank holds only its own.
-            let full = optimizer.full_precision(model.clone(), collective)?;
-            let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
-                objective.save(&full, dir)
-            })?;
-            if first && let Some(log) = log {
-                log.plot()?;
-            }
-            // No rank goes on (or exits) before the checkpoint is complete.
-            collective.barrier(&what)?;
-            Ok::<_, Error>(Some(dir))
+    let save_now = |model: &M,
+                    state: &TrainerState,
+                    optimizer: &AdamW,
+                    log: &Option<MetricsLog>| {
+        let Some(save) = &config.save else {
+            return Ok(None);
         };
+        let what = format!("the checkpoint of iteration {}", state.iteration);
+        // The f32 weights, gathered first when every rank holds only its own: its range
+        // of the master weights, or its tensor-parallel share (with its moments).
+        let (full, whole_optimizer) = match (&groups, tp_group) {
+            (Some(g), Some(group)) => {
+                let shapes = crate::optim::parameter_shapes(model);
+                let moments = crate::tensor_parallel::gather_moments(optimizer, &shapes, group)?;
+                (g.objective.gather(model, group)?, Some(moments))
+            }
+            _ => (optimizer.full_precision(model.clone(), collective)?, None),
+        };
+        let optimizer = whole_optimizer.as_ref().unwrap_or(optimizer);
+        // The ranks' weights are the same bytes unless a reduction misbehaved: checked
+        // where it matters, before a checkpoint speaks for all of them.
+        if collective.world() > 1 && !same_everywhere(collective, weights_digest(&full), &what)? {
+            return Err(Error::Distributed {
+                reason: format!(
+                    "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
+                         different sums",
+                    state.iteration
+                ),
+            });
+        }
+        let mut state = state.clone();
+        state.adam_step = optimizer.step;
+        let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
+            objective.save(&full, dir)
+        })?;
+        if first && let Some(log) = log {
+            log.plot()?;
+        }
+        // No rank goes on (or exits) before the checkpoint is complete.
+        collective.barrier(&what)?;
+        Ok::<_, Error>(Some(dir))
+    };
     while state.iteration < config.train_iters {
         let iteration_started = Instant::now();
         let iteration = state.iteration + 1;
         let total = splits.train.len() as u64;
         let mut batches: Vec<Vec<GptBatch>> = Vec::with_capacity(devices.len());
         for d in 0..devices.len() {
-            let dp_rank = collective.rank() * devices.len() + d;
+            let dp_rank = dp_group.rank() * devices.len() + d;
             let sampler = PretrainingSampler::new(
                 total,
                 state.consumed_train_samples,
@@ -520,25 +613,46 @@ pub fn pretrain<M: Module + Clone>(
         }
         let lr = config.schedule.lr(state.scheduler_steps + 1);
         let seed = config.seed;
-        let rank = collective.rank();
-        let (updated, outcome) = train_step(
-            model,
-            devices,
-            collective,
-            &mut optimizer,
-            &mut state.loss_scaler,
-            lr,
-            &step_config,
-            |m, d, micro| {
-                // Seeded by the micro-batch's place in the step, not by who runs it: any world
-                // size draws the same dropout and masks for the same samples.
-                let j = micro * dp + rank * devices.len() + d;
-                let s = micro_seed(seed, iteration, 0, j);
-                devices[d].seed(s);
-                objective.loss(m, &batches[d][micro], s, &devices[d])
-            },
-        )
-        .map_err(|e| match e {
+        let rank = dp_group.rank();
+        // Seeded by the micro-batch's place in the step, not by who runs it: any world size
+        // draws the same dropout and masks for the same samples.
+        let seed_of = |d: usize, micro: usize| {
+            let j = micro * dp + rank * devices.len() + d;
+            let s = micro_seed(seed, iteration, 0, j);
+            devices[d].seed(s);
+            s
+        };
+        let stepped = match (&groups, tp_group) {
+            (Some(g), Some(group)) => train_step_with(
+                model,
+                devices,
+                dp_group,
+                Some(group),
+                &mut optimizer,
+                &mut state.loss_scaler,
+                lr,
+                &step_config,
+                |m, d, micro, factor| {
+                    seed_of(d, micro);
+                    g.objective
+                        .grads(m, &batches[d][micro], group, Some(factor), &devices[d])
+                },
+            ),
+            _ => train_step(
+                model,
+                devices,
+                dp_group,
+                &mut optimizer,
+                &mut state.loss_scaler,
+                lr,
+                &step_config,
+                |m, d, micro| {
+                    let s = seed_of(d, micro);
+                    objective.loss(m, &batches[d][micro], s, &devices[d])
+                },
+            ),
+        };
+        let (updated, outcome) = stepped.map_err(|e| match e {
             Error::NonFinite(what) => Error::NonFinite(format!(
                 "iteration {iteration}: {what}; lower --lr, set --clip-grad, or train in --fp16 \
                  with loss scaling to skip such steps"
@@ -682,8 +796,10 @@ pub fn pretrain<M: Module + Clone>(
         interrupted,
         checkpoint: checkpoint_dir,
         world_size: collective.world(),
+        tensor_model_parallel_size: tp,
         memory: MemoryPerRank::of(&model, &optimizer),
-        communication: (collective.world() > 1 && timed_iterations > 0).then(|| {
+        // Across data-parallel ranks (a tensor-parallel group of one model reduces none).
+        communication: (dp_group.world() > 1 && timed_iterations > 0).then(|| {
             let per_iteration = reduce_seconds / timed_iterations as f64;
             Communication {
                 bytes_per_iteration: reduced_bytes,
@@ -694,12 +810,57 @@ pub fn pretrain<M: Module + Clone>(
             }
         }),
     };
-    let model = optimizer.full_precision(model, collective)?;
+    let model = match (&groups, tp_group) {
+        (Some(g), Some(group)) => g.objective.gather(&model, group)?,
+        _ => optimizer.full_precision(model, collective)?,
+    };
     if let Some(save) = config.save.as_ref().filter(|_| first) {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         lmforge_model::checkpoint::write_atomic(&save.join("train_report.json"), json.as_bytes())?;
     }
     Ok((model, report))
+}
+
+/// The groups of a tensor-parallel run and the objective's tensor parallelism.
+struct Groups<'a, M> {
+    tensor: Box<dyn Collective>,
+    data: Box<dyn Collective>,
+    objective: &'a dyn TensorParallel<M>,
+}
+
+fn tensor_parallel_groups<'a, M>(
+    objective: &'a dyn Objective<M>,
+    collective: &dyn Collective,
+    devices: &[Device],
+    config: &PretrainConfig,
+    tp: usize,
+) -> Result<Option<Groups<'a, M>>> {
+    let bad = |reason: String| Error::Config {
+        field: "tensor-model-parallel-size",
+        reason,
+    };
+    let world = collective.world();
+    if !world.is_multiple_of(tp) {
+        return Err(bad(format!("{tp} does not divide the {world} processes")));
+    }
+    if devices.len() != 1 {
+        return Err(bad("one device per process".into()));
+    }
+    if config.distributed_optimizer {
+        return Err(bad("not yet with --use-distributed-optimizer".into()));
+    }
+    if config.precision != Precision::Fp32 {
+        return Err(bad("not yet with --bf16 or --fp16".into()));
+    }
+    let Some(objective) = objective.tensor_parallel() else {
+        return Err(bad("this model is not cut across ranks (the GPT is)".into()));
+    };
+    let r = collective.rank();
+    Ok(Some(Groups {
+        tensor: collective.split(r / tp, r % tp)?,
+        data: collective.split(r % tp, r / tp)?,
+        objective,
+    }))
 }
 
 fn describe(shard: Option<&Shard>) -> String {

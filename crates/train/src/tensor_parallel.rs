@@ -192,6 +192,35 @@ pub fn tp_gpt_grads(
     factor: f64,
     device: &Device,
 ) -> Result<(f64, Grads)> {
+    tp_gpt(model, batch, group, Some(factor), device)
+}
+
+/// The loss alone of [`tp_gpt_grads`] (evaluation; `model` may be a `valid()` copy).
+pub fn tp_gpt_loss(
+    model: &Gpt,
+    batch: &GptBatch,
+    group: &dyn Collective,
+    device: &Device,
+) -> Result<f64> {
+    Ok(tp_gpt(model, batch, group, None, device)?.0)
+}
+
+fn tp_gpt(
+    model: &Gpt,
+    batch: &GptBatch,
+    group: &dyn Collective,
+    factor: Option<f64>,
+    device: &Device,
+) -> Result<(f64, Grads)> {
+    let backward = factor.is_some();
+    let factor = factor.unwrap_or(0.0);
+    // Evaluation runs on a `valid()` copy, whose tensors live on the device under autodiff.
+    let device = &if backward {
+        device.clone()
+    } else {
+        model.output_projection().0.device()
+    };
+    let leaf = |x: &Tensor<3>| if backward { leaf(x) } else { x.clone() };
     let tp = group.world();
     let config = model.config();
     let (rows, seq) = (batch.batch_size, batch.seq_length);
@@ -305,6 +334,9 @@ pub fn tp_gpt_grads(
             f64::from(weights[i]) * -f64::from(log_p.max(f32::MIN_POSITIVE.ln()))
         })
         .sum();
+    if !backward {
+        return Ok((loss, Grads::default()));
+    }
     let factor_w: Vec<f32> = weights
         .iter()
         .map(|w| (f64::from(*w) * factor) as f32)
@@ -394,6 +426,153 @@ fn missing(what: &str) -> Error {
     Error::Distributed {
         reason: format!("tensor parallelism: {what} got no gradient"),
     }
+}
+
+/// The whole model from a tensor-parallel rank's share (every rank of `group` calls it; all
+/// get the whole model).
+pub fn gather_model(model: &Gpt, group: &dyn Collective) -> Result<Gpt> {
+    if group.world() == 1 {
+        return Ok(model.clone());
+    }
+    let parts = host_tensors(model);
+    let whole = gather_parts(group, &parts)?;
+    let device = model.output_projection().0.device();
+    let fresh = model.config().init(&device, 0)?;
+    Ok(assign(fresh, &whole))
+}
+
+struct HostParts {
+    path: Vec<String>,
+    out: HostTensors,
+}
+
+impl burn::module::ModuleVisitor for HostParts {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let shape = value.dims().to_vec();
+        self.out.insert(
+            self.path.join("."),
+            (shape, lmforge_model::host_values(value)),
+        );
+    }
+}
+
+/// Every float parameter of `model` on the host, by path.
+pub fn host_tensors<M: Module>(model: &M) -> HostTensors {
+    let mut visitor = HostParts {
+        path: Vec::new(),
+        out: HostTensors::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.out
+}
+
+struct Assign<'a> {
+    path: Vec<String>,
+    values: &'a HostTensors,
+}
+
+impl ModuleMapper for Assign<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((shape, values)) = self.values.get(&self.path.join(".")) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let dims: [usize; D] = shape.clone().try_into().unwrap_or(tensor.dims());
+        let device = tensor.inner().device();
+        let mut value = Tensor::from_inner(Tensor::<D>::from_data(
+            TensorData::new(values.clone(), dims),
+            &device,
+        ));
+        if require_grad {
+            value = value.require_grad();
+        }
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// `model` with the parameters `values` names set to them.
+fn assign<M: Module>(model: M, values: &HostTensors) -> M {
+    model.map(&mut Assign {
+        path: Vec::new(),
+        values,
+    })
+}
+
+/// AdamW's moments of a whole model cut for rank `rank` of `tp`, the parameters' whole shapes
+/// being `shapes` (a resumed run's whole optimizer on a tensor-parallel rank).
+pub fn shard_moments(
+    optimizer: &mut crate::optim::AdamW,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    tp: usize,
+    rank: usize,
+) -> Result<()> {
+    for (path, moments) in optimizer.moments.iter_mut() {
+        let how = cut(path);
+        if how == Cut::Replicated || tp == 1 {
+            continue;
+        }
+        let shape = shapes.get(path).ok_or_else(|| Error::Config {
+            field: "load",
+            reason: format!("the optimizer state names `{path}`, which the model lacks"),
+        })?;
+        let device = moments.m.device();
+        let cut_one = |t: &Tensor<1>| -> Result<Tensor<1>> {
+            let values = lmforge_model::host_values(t.clone());
+            let (part, _) = shard(&values, shape, how, tp, rank)?;
+            let n = part.len();
+            Ok(Tensor::from_data(TensorData::new(part, [n]), &device))
+        };
+        moments.m = cut_one(&moments.m)?;
+        moments.v = cut_one(&moments.v)?;
+    }
+    Ok(())
+}
+
+/// The whole moments of every rank's share (every rank of `group` calls it), `shapes` being the
+/// shares' parameter shapes: what a checkpoint of a tensor-parallel run holds.
+pub fn gather_moments(
+    optimizer: &crate::optim::AdamW,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    group: &dyn Collective,
+) -> Result<crate::optim::AdamW> {
+    let mut whole = optimizer.clone();
+    if group.world() == 1 {
+        return Ok(whole);
+    }
+    for (path, moments) in whole.moments.iter_mut() {
+        let shape = shapes.get(path).cloned().unwrap_or_default();
+        let device = moments.m.device();
+        for t in [&mut moments.m, &mut moments.v] {
+            let mut parts = HostTensors::new();
+            parts.insert(
+                path.clone(),
+                (shape.clone(), lmforge_model::host_values(t.clone())),
+            );
+            let merged = gather_parts(group, &parts)?;
+            let (_, values) = &merged[path];
+            let n = values.len();
+            *t = Tensor::from_data(TensorData::new(values.clone(), [n]), &device);
+        }
+    }
+    Ok(whole)
 }
 
 /// The output projection this rank holds as `[vocab / tp, d]`, the path of its parameter, and

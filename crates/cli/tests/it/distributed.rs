@@ -512,3 +512,67 @@ fn the_distributed_optimizer_shards_moments_and_any_world_size_resumes_them() {
     }
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tensor_parallel_ranks_equal_one_process_and_save_one_whole_model() {
+    let dir = tempdir("tp");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let one = dir.join("one");
+    ok(&lmforge(&flags(&prefix, &tokenizer, &one, "6")));
+    let report = |save: &Path| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(save.join("train_report.json")).unwrap()).unwrap()
+    };
+    let single = report(&one)["valid_loss"].as_f64().unwrap();
+    // TP 2 on two ranks, and TP 2 × DP 2 on four.
+    for ranks in [2, 4] {
+        let save = dir.join(format!("tp2-{ranks}"));
+        let mut run = flags(&prefix, &tokenizer, &save, "6");
+        run.extend(["--tensor-model-parallel-size", "2", "--save-interval", "3"]);
+        let out = output(mpirun(ranks, &run));
+        ok(&out);
+        let what = format!("TP 2 on {ranks} ranks vs one process");
+        close(&losses(&one), &losses(&save), &what);
+        let r = report(&save);
+        assert_eq!(r["tensor_model_parallel_size"], 2);
+        let valid = r["valid_loss"].as_f64().unwrap();
+        assert!(
+            (valid - single).abs() <= 1e-5 * single,
+            "{what}: {valid} vs {single}"
+        );
+        // The checkpoint is the whole model, the same size as one process's.
+        let bytes = |save: &Path| {
+            fs::metadata(save.join("iter_0000006/model.safetensors"))
+                .unwrap()
+                .len()
+        };
+        assert_eq!(bytes(&save), bytes(&one), "{what}: the checkpoint is whole");
+    }
+    // Any command loads it; one process resumes its iteration 3 whole.
+    let tp = dir.join("tp2-2");
+    let out = lmforge(&[
+        "eval",
+        "--checkpoint",
+        s(&tp.join("iter_0000006")),
+        "--data-path",
+        s(&prefix),
+        "--eval-iters",
+        "1",
+        "--device",
+        "flex",
+        "--json",
+    ]);
+    ok(&out);
+    let resumed = dir.join("resumed");
+    let load = tp.join("iter_0000003");
+    let mut args = flags(&prefix, &tokenizer, &resumed, "6");
+    let at = args.iter().position(|a| *a == "--load").unwrap();
+    args[at + 1] = s(&load);
+    let out = lmforge(&args);
+    ok(&out);
+    close(
+        &losses(&one)[3..],
+        &losses(&resumed),
+        "TP 2's checkpoint resumed whole",
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}

@@ -311,6 +311,7 @@ pub(crate) fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
         clip_grad: Some(1.0),
         precision: Precision::Fp32,
         distributed_optimizer: false,
+        tensor_parallel: 1,
         scaler: LossScaler::None,
         log_interval: 1,
         eval_interval: 4,
