@@ -6,6 +6,7 @@
 #   1 rank  × 2 threads  (the same, rayon over both cores)
 #   2 ranks × 1 thread   (mpirun -n 2, 8 each)
 #   2 ranks × 1 thread with --use-distributed-optimizer (ZeRO-1: reduce-scatter + all-gather)
+#   2 ranks × 1 thread with --tensor-model-parallel-size 2 (one model cut in two, 16 each)
 # and the cost of the all-reduce per MB (LMFORGE_COLLECTIVE_BENCH below).
 #
 #   bash benches/distributed.sh [ITERATIONS]
@@ -41,12 +42,17 @@ mpirun --allow-run-as-root --bind-to core -n 2 -x RAYON_NUM_THREADS=1 \
 mpirun --allow-run-as-root --bind-to core -n 2 -x RAYON_NUM_THREADS=1 \
   "$bin" "${flags[@]}" --use-distributed-optimizer --save "$out/zero-1" 2>"$out/zero-1.log"
 
+mpirun --allow-run-as-root --bind-to core -n 2 -x RAYON_NUM_THREADS=1 \
+  "$bin" "${flags[@]}" --tensor-model-parallel-size 2 --save "$out/tp-1" 2>"$out/tp-1.log"
+
 a=$(tps "$out/one-1"); b=$(tps "$out/one-2"); c=$(tps "$out/two-1"); z=$(tps "$out/zero-1")
+t=$(tps "$out/tp-1")
 echo "tokens/s (iterations after the first, $iters iterations, global batch 16 x 256):"
 echo "  1 rank  x 1 thread : $a"
 echo "  1 rank  x 2 threads: $b"
 echo "  2 ranks x 1 thread : $c   ($(python3 -c "print(f'{$c/$a:.2f}x 1x1, {$c/$b:.2f}x 1x2')"))"
 echo "  2 ranks x 1 thread, distributed optimizer: $z"
-for run in two-1 zero-1; do
+echo "  2 ranks x 1 thread, tensor parallel 2:      $t"
+for run in two-1 zero-1 tp-1; do
   echo "$run:"; grep -h "all-reduce\|memory per rank" "$out/$run.log" | head -3 || true
 done

@@ -202,7 +202,8 @@ impl Gpt {
             .bool_and(local.clone().lower_elem(rows as i64));
         let ids = local.mask_fill(inside.clone().bool_not(), 0);
         let embedded = self.wte.forward(ids);
-        embedded * inside.float().unsqueeze_dim::<3>(2)
+        let dtype = burn::tensor::FloatDType::from(embedded.dtype());
+        embedded * inside.float().cast(dtype).unsqueeze_dim::<3>(2)
     }
 
     /// The summed embedding `x` `[batch, seq, d]` with the positions added and dropout: the

@@ -186,13 +186,16 @@ impl TensorParallel<Gpt> for GptObjective {
     fn grads(
         &self,
         model: &Gpt,
+        params: &Gpt,
         batch: &GptBatch,
         group: &dyn crate::Collective,
         factor: Option<f64>,
         device: &Device,
     ) -> Result<(f64, crate::optim::Grads)> {
         match factor {
-            Some(f) => crate::tensor_parallel::tp_gpt_grads(model, batch, group, f, device),
+            Some(f) => {
+                crate::tensor_parallel::tp_gpt_grads_of_copy(model, params, batch, group, f, device)
+            }
             None => Ok((
                 crate::tensor_parallel::tp_gpt_loss(model, batch, group, device)?,
                 crate::optim::Grads::default(),

@@ -46,11 +46,14 @@ pub trait TensorParallel<M> {
     /// The whole model from every rank's share (a collective over `group`).
     fn gather(&self, model: &M, group: &dyn Collective) -> Result<M>;
 
-    /// The loss of `batch` and, with `factor`, the gradients of `factor × loss`, computed with
-    /// the other ranks of `group`.
+    /// The loss of `batch` on `model` and, with `factor`, the gradients of `factor × loss` with
+    /// respect to `params` (`model` itself, or the f32 weights `model` is a half-precision copy
+    /// of), computed with the other ranks of `group`.
+    #[allow(clippy::too_many_arguments)]
     fn grads(
         &self,
         model: &M,
+        params: &M,
         batch: &GptBatch,
         group: &dyn Collective,
         factor: Option<f64>,
@@ -520,7 +523,11 @@ pub fn pretrain<M: Module + Clone>(
                 eval_samples,
                 config.micro_batch,
                 dp_group,
-                &mut |batch, _| Ok(g.objective.grads(&valid, batch, group, None, device)?.0),
+                &mut |batch, _| {
+                    Ok(g.objective
+                        .grads(&valid, &valid, batch, group, None, device)?
+                        .0)
+                },
             )
         }
         _ => evaluate_on_ranks(
@@ -634,8 +641,15 @@ pub fn pretrain<M: Module + Clone>(
                 &step_config,
                 |m, d, micro, factor| {
                     seed_of(d, micro);
-                    g.objective
-                        .grads(m, &batches[d][micro], group, Some(factor), &devices[d])
+                    let compute = crate::step::compute_copy(m, config.precision);
+                    g.objective.grads(
+                        &compute,
+                        m,
+                        &batches[d][micro],
+                        group,
+                        Some(factor),
+                        &devices[d],
+                    )
                 },
             ),
             _ => train_step(
@@ -848,9 +862,6 @@ fn tensor_parallel_groups<'a, M>(
     }
     if config.distributed_optimizer {
         return Err(bad("not yet with --use-distributed-optimizer".into()));
-    }
-    if config.precision != Precision::Fp32 {
-        return Err(bad("not yet with --bf16 or --fp16".into()));
     }
     let Some(objective) = objective.tensor_parallel() else {
         return Err(bad("this model is not cut across ranks (the GPT is)".into()));

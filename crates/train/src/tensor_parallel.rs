@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use lmforge_dataset::GptBatch;
 use lmforge_model::Gpt;
 use lmforge_model::tensor_parallel::{Cut, cut, merge, shard};
@@ -130,7 +130,8 @@ fn reduce(group: &dyn Collective, partial: Tensor<3>, what: &str) -> Result<Tens
     let dims = partial.dims();
     let mut values = lmforge_model::host_values(partial.clone());
     group.all_reduce_f32(&mut values, what)?;
-    let sum = Tensor::<3>::from_data(TensorData::new(values, dims), &partial.device());
+    let sum = Tensor::<3>::from_data(TensorData::new(values, dims), &partial.device())
+        .cast(FloatDType::from(partial.dtype()));
     Ok(sum + (partial.clone() - partial.detach()))
 }
 
@@ -142,10 +143,8 @@ fn reduce_grad(group: &dyn Collective, grad: Tensor<3>, what: &str) -> Result<Te
     let dims = grad.dims();
     let mut values = lmforge_model::host_values(grad.clone());
     group.all_reduce_f32(&mut values, what)?;
-    Ok(Tensor::from_data(
-        TensorData::new(values, dims),
-        &grad.device(),
-    ))
+    let sum = Tensor::<3>::from_data(TensorData::new(values, dims), &grad.device());
+    Ok(sum.cast(FloatDType::from(grad.dtype())))
 }
 
 /// A leaf holding `x`'s values, whose gradient a segment's backward pass reports.
@@ -192,7 +191,20 @@ pub fn tp_gpt_grads(
     factor: f64,
     device: &Device,
 ) -> Result<(f64, Grads)> {
-    tp_gpt(model, batch, group, Some(factor), device)
+    tp_gpt(model, model, batch, group, Some(factor), device)
+}
+
+/// [`tp_gpt_grads`] of `compute`, a half-precision copy of `params` (`crate::step::compute_copy`):
+/// the gradients are those of `params`' f32 weights, the logits and the loss f32.
+pub fn tp_gpt_grads_of_copy(
+    compute: &Gpt,
+    params: &Gpt,
+    batch: &GptBatch,
+    group: &dyn Collective,
+    factor: f64,
+    device: &Device,
+) -> Result<(f64, Grads)> {
+    tp_gpt(compute, params, batch, group, Some(factor), device)
 }
 
 /// The loss alone of [`tp_gpt_grads`] (evaluation; `model` may be a `valid()` copy).
@@ -202,11 +214,12 @@ pub fn tp_gpt_loss(
     group: &dyn Collective,
     device: &Device,
 ) -> Result<f64> {
-    Ok(tp_gpt(model, batch, group, None, device)?.0)
+    Ok(tp_gpt(model, model, batch, group, None, device)?.0)
 }
 
 fn tp_gpt(
     model: &Gpt,
+    params: &Gpt,
     batch: &GptBatch,
     group: &dyn Collective,
     factor: Option<f64>,
@@ -288,12 +301,17 @@ fn tp_gpt(
     let features = model.tp_final_norm(last.clone());
     let d_model = config.d_model;
     let n = rows * seq;
-    let hidden = features.clone().detach().reshape([n, d_model]).inner();
+    let hidden = features
+        .clone()
+        .detach()
+        .reshape([n, d_model])
+        .inner()
+        .cast(FloatDType::F32);
 
     // The vocabulary-parallel loss and its closed-form gradient.
     let weights: Vec<f32> = batch.loss_mask.iter().map(|m| m / kept).collect();
     let (projection, head_path, transposed) = output_projection(model);
-    let w = projection.clone().inner(); // [vocab / tp, d]
+    let w = projection.clone().inner().cast(FloatDType::F32); // [vocab / tp, d]
     let logits = hidden.clone().matmul(w.clone().transpose()); // [n, vocab / tp]
     let local_max: Vec<f32> = lmforge_model::host_values(logits.clone().max_dim(1));
     let mut maxima = vec![0.0f32; n * tp];
@@ -374,8 +392,11 @@ fn tp_gpt(
         Tensor::from_inner(d_hidden).reshape([rows, seq, d_model]),
         "the all-reduce of the head's input gradient",
     )?;
-    let surrogate = features.mul(d_features).sum();
-    let mut dx = backward_segment(surrogate, Some(&last), model, &mut grads, device)
+    let surrogate = features
+        .clone()
+        .mul(d_features.cast(FloatDType::from(features.dtype())))
+        .sum();
+    let mut dx = backward_segment(surrogate, Some(&last), params, &mut grads, device)
         .ok_or_else(|| missing("the final norm"))?;
     for (i, half) in halves.into_iter().enumerate().rev() {
         let what = format!("the all-reduce of block {}'s input gradient", i / 2);
@@ -383,19 +404,19 @@ fn tp_gpt(
         let d_branch = backward_segment(
             surrogate,
             Some(&half.branch_input),
-            model,
+            params,
             &mut grads,
             device,
         )
         .ok_or_else(|| missing("a branch"))?;
         let d_normed = reduce_grad(group, d_branch, &what)?;
         let surrogate = half.normed.mul(d_normed).sum();
-        let d_input = backward_segment(surrogate, Some(&half.input), model, &mut grads, device)
+        let d_input = backward_segment(surrogate, Some(&half.input), params, &mut grads, device)
             .ok_or_else(|| missing("a norm"))?;
         dx = dx + d_input;
     }
     let surrogate = embedded.mul(dx).sum();
-    backward_segment(surrogate, None, model, &mut grads, device);
+    backward_segment(surrogate, None, params, &mut grads, device);
     Ok((loss, grads))
 }
 
