@@ -453,9 +453,9 @@ fn resume<M: burn::module::Module>(
     ranks: &Ranks,
 ) -> Result<Resume> {
     let state = read_state(dir)?;
-    let target = common
-        .training
-        .use_distributed_optimizer
+    // Under tensor parallelism the whole optimizer is read; each rank cuts its share.
+    let target = (common.training.use_distributed_optimizer
+        && common.training.tensor_model_parallel_size <= 1)
         .then_some((ranks.place.world, ranks.place.rank));
     let optimizer = read_optimizer(
         dir,

@@ -400,7 +400,7 @@ pub fn pretrain<M: Module + Clone>(
     let started = Instant::now();
     let tp = config.tensor_parallel.max(1);
     let groups = if tp > 1 {
-        tensor_parallel_groups(objective, collective, devices, config, tp)?
+        tensor_parallel_groups(objective, collective, devices, tp)?
     } else {
         None
     };
@@ -417,28 +417,32 @@ pub fn pretrain<M: Module + Clone>(
         field: "device",
         reason: "no device".into(),
     })?;
-    let world = collective.world();
+    // The distributed optimizer shards over the data-parallel ranks, which hold the same share
+    // of the model (all of it without tensor parallelism).
+    let share = crate::tensor_parallel::share_shapes(&trainable_shapes(&model), tp);
     let shard = config.distributed_optimizer.then(|| Shard {
-        layout: Layout::new(&trainable_shapes(&model), world),
-        rank: collective.rank(),
+        layout: Layout::new(&share, dp_group.world()),
+        rank: dp_group.rank(),
     });
     let (mut optimizer, mut state) = match resume {
         Some(Resume { optimizer, state }) => {
-            if optimizer.shard != shard {
+            // A tensor-parallel run is given the whole optimizer, and cuts it below.
+            let expected = if tp > 1 { None } else { shard.clone() };
+            if optimizer.shard != expected {
                 return Err(Error::Config {
                     field: "load",
                     reason: format!(
                         "the optimizer was read for {}, the run needs {}: read it with \
                          checkpoint::read_optimizer for this rank's target",
                         describe(optimizer.shard.as_ref()),
-                        describe(shard.as_ref())
+                        describe(expected.as_ref())
                     ),
                 });
             }
             (optimizer, state)
         }
         None => (
-            match shard {
+            match shard.clone() {
                 Some(shard) => AdamW::sharded(config.adamw, shard),
                 None => AdamW::new(config.adamw),
             },
@@ -472,16 +476,21 @@ pub fn pretrain<M: Module + Clone>(
                 .into(),
         });
     }
-    // Under the distributed optimizer in half precision the master weights are sharded too and
-    // the model is held in half (`crate::zero`).
-    if let (Some(_), Some(dtype)) = (&optimizer.shard, config.precision.dtype()) {
-        model = optimizer.hold_master(model, dtype)?;
-    }
     // Each rank keeps its share of the whole model it was given, and of a resumed optimizer.
     if let (Some(g), Some(group)) = (&groups, tp_group) {
         let shapes = trainable_shapes(&model);
         crate::tensor_parallel::shard_moments(&mut optimizer, &shapes, tp, group.rank())?;
         model = g.objective.shard(model, tp, group.rank())?;
+        if let Some(shard) = &shard
+            && optimizer.shard.is_none()
+        {
+            optimizer = optimizer.into_pieces(shard.clone())?;
+        }
+    }
+    // Under the distributed optimizer in half precision the master weights are sharded too and
+    // the model is held in half (`crate::zero`).
+    if let (Some(_), Some(dtype)) = (&optimizer.shard, config.precision.dtype()) {
+        model = optimizer.hold_master(model, dtype)?;
     }
     let parameters = model.num_params();
     // Names the checkpoints' temporary folders alike on every rank: rank 0's pid.
@@ -560,11 +569,13 @@ pub fn pretrain<M: Module + Clone>(
         // of the master weights, or its tensor-parallel share (with its moments).
         let (full, whole_optimizer) = match (&groups, tp_group) {
             (Some(g), Some(group)) => {
-                let shapes = crate::optim::parameter_shapes(model);
-                let moments = crate::tensor_parallel::gather_moments(optimizer, &shapes, group)?;
-                (g.objective.gather(model, group)?, Some(moments))
+                let share = optimizer.full_precision(model.clone(), dp_group)?;
+                let whole_share = optimizer.gather_pieces(dp_group)?;
+                let shapes = crate::optim::parameter_shapes(&share);
+                let moments = crate::tensor_parallel::gather_moments(&whole_share, &shapes, group)?;
+                (g.objective.gather(&share, group)?, Some(moments))
             }
-            _ => (optimizer.full_precision(model.clone(), collective)?, None),
+            _ => (optimizer.full_precision(model.clone(), dp_group)?, None),
         };
         let optimizer = whole_optimizer.as_ref().unwrap_or(optimizer);
         // The ranks' weights are the same bytes unless a reduction misbehaved: checked
@@ -825,8 +836,10 @@ pub fn pretrain<M: Module + Clone>(
         }),
     };
     let model = match (&groups, tp_group) {
-        (Some(g), Some(group)) => g.objective.gather(&model, group)?,
-        _ => optimizer.full_precision(model, collective)?,
+        (Some(g), Some(group)) => g
+            .objective
+            .gather(&optimizer.full_precision(model, dp_group)?, group)?,
+        _ => optimizer.full_precision(model, dp_group)?,
     };
     if let Some(save) = config.save.as_ref().filter(|_| first) {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -846,7 +859,6 @@ fn tensor_parallel_groups<'a, M>(
     objective: &'a dyn Objective<M>,
     collective: &dyn Collective,
     devices: &[Device],
-    config: &PretrainConfig,
     tp: usize,
 ) -> Result<Option<Groups<'a, M>>> {
     let bad = |reason: String| Error::Config {
@@ -859,9 +871,6 @@ fn tensor_parallel_groups<'a, M>(
     }
     if devices.len() != 1 {
         return Err(bad("one device per process".into()));
-    }
-    if config.distributed_optimizer {
-        return Err(bad("not yet with --use-distributed-optimizer".into()));
     }
     let Some(objective) = objective.tensor_parallel() else {
         return Err(bad("this model is not cut across ranks (the GPT is)".into()));

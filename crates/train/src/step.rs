@@ -215,11 +215,8 @@ where
         (None, None) => grads.global_norm(),
         (Some(_), None) => sharded_norm(collective, &grads)?,
         (None, Some(group)) => crate::tensor_parallel::tp_norm(group, &grads)?,
-        (Some(_), Some(_)) => {
-            return Err(Error::Config {
-                field: "use-distributed-optimizer",
-                reason: "not yet with tensor parallelism".into(),
-            });
+        (Some(_), Some(group)) => {
+            crate::tensor_parallel::tp_sharded_norm(group, collective, &grads)?
         }
     };
     if let Some(max) = config.clip_grad.filter(|&c| c > 0.0) {

@@ -443,6 +443,61 @@ pub fn tp_norm(group: &dyn Collective, grads: &Grads) -> Result<f64> {
     Ok((slots.iter().sum::<f64>() + replicated).sqrt())
 }
 
+/// The gradient norm of a tensor-parallel share whose optimizer is also sharded over the
+/// data-parallel group `data`: each rank's pieces' squares (cut and replicated parameters
+/// apart) added over `data`, then the cut ones over `tensor`, the replicated ones once.
+pub fn tp_sharded_norm(
+    tensor: &dyn Collective,
+    data: &dyn Collective,
+    grads: &Grads,
+) -> Result<f64> {
+    let squares = |keep: &dyn Fn(&str) -> bool| -> f64 {
+        let parts: Vec<Tensor<1>> = grads
+            .by_path
+            .iter()
+            .filter(|(p, _)| keep(p))
+            .map(|(_, g)| g.clone().powi_scalar(2).sum())
+            .collect();
+        if parts.is_empty() {
+            return 0.0;
+        }
+        f64::from(Tensor::cat(parts, 0).sum().into_scalar::<f32>())
+    };
+    let mut slots = vec![0.0f64; 2 * data.world()];
+    slots[2 * data.rank()] = squares(&|p| cut(p) != Cut::Replicated);
+    slots[2 * data.rank() + 1] = squares(&|p| cut(p) == Cut::Replicated);
+    data.all_reduce_f64(&mut slots, "the all-reduce of the gradient norm")?;
+    let split: f64 = slots.iter().step_by(2).sum();
+    let replicated: f64 = slots.iter().skip(1).step_by(2).sum();
+    let mut over = vec![0.0f64; tensor.world()];
+    over[tensor.rank()] = split;
+    tensor.all_reduce_f64(&mut over, "the all-reduce of the gradient norm")?;
+    Ok((over.iter().sum::<f64>() + replicated).sqrt())
+}
+
+/// The shapes of a rank's share of parameters of `shapes` cut over `tp` ranks.
+pub fn share_shapes(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    tp: usize,
+) -> BTreeMap<String, Vec<usize>> {
+    shapes
+        .iter()
+        .map(|(path, shape)| {
+            let mut shape = shape.clone();
+            match (cut(path), tp) {
+                (_, 0 | 1) | (Cut::Replicated, _) => {}
+                (Cut::Rows, _) => shape[0] /= tp,
+                (Cut::Columns { .. }, _) => {
+                    if let Some(last) = shape.last_mut() {
+                        *last /= tp;
+                    }
+                }
+            }
+            (path.clone(), shape)
+        })
+        .collect()
+}
+
 fn missing(what: &str) -> Error {
     Error::Distributed {
         reason: format!("tensor parallelism: {what} got no gradient"),

@@ -572,6 +572,93 @@ impl AdamW {
     }
 }
 
+impl AdamW {
+    /// The whole optimizer from every rank's pieces (a collective over the ranks the moments
+    /// are sharded across): what a tensor-parallel share's checkpoint gathers further.
+    pub fn gather_pieces(&self, collective: &dyn Collective) -> Result<AdamW> {
+        let Some(shard) = &self.shard else {
+            return Ok(self.clone());
+        };
+        let layout = &shard.layout;
+        let pieces = layout.pieces(shard.rank);
+        // Which parameters have moments on some rank (one that never had a gradient has none).
+        let mut present = vec![0.0f64; layout.entries.len()];
+        for (i, e) in layout.entries.iter().enumerate() {
+            if self.moments.contains_key(&e.path) {
+                present[i] = 1.0;
+            }
+        }
+        collective.all_reduce_f64(&mut present, "agreeing which moments exist")?;
+        let mut m = vec![0.0f32; layout.shard];
+        let mut v = vec![0.0f32; layout.shard];
+        for piece in &pieces {
+            if let Some(moments) = self.moments.get(&piece.path) {
+                let at = piece.at..piece.at + piece.values.len();
+                m[at.clone()].copy_from_slice(&lmforge_model::host_values(moments.m.clone()));
+                v[at].copy_from_slice(&lmforge_model::host_values(moments.v.clone()));
+            }
+        }
+        let (m, v) = (
+            all_gather(collective, layout, &m)?,
+            all_gather(collective, layout, &v)?,
+        );
+        let device = self
+            .moments
+            .values()
+            .next()
+            .map(|x| x.m.device())
+            .unwrap_or_else(Device::flex);
+        let mut whole = AdamW::new(self.config);
+        whole.step = self.step;
+        for (e, present) in layout.entries.iter().zip(present) {
+            if present == 0.0 {
+                continue;
+            }
+            let take = |x: &[f32]| {
+                let values = x[e.offset..e.offset + e.len].to_vec();
+                Tensor::<1>::from_data(TensorData::new(values, [e.len]), &device)
+            };
+            whole.moments.insert(
+                e.path.clone(),
+                Moments {
+                    m: take(&m),
+                    v: take(&v),
+                },
+            );
+        }
+        Ok(whole)
+    }
+
+    /// This whole optimizer cut to `shard`'s pieces.
+    pub fn into_pieces(self, shard: Shard) -> Result<AdamW> {
+        let mut out = AdamW::new(self.config);
+        out.step = self.step;
+        for piece in shard.layout.pieces(shard.rank) {
+            if let Some(m) = self.moments.get(&piece.path) {
+                let (start, len) = (piece.values.start, piece.values.len());
+                if m.m.dims()[0] < piece.values.end {
+                    return Err(Error::Config {
+                        field: "load",
+                        reason: format!(
+                            "the moments of `{}` are shorter than its piece",
+                            piece.path
+                        ),
+                    });
+                }
+                out.moments.insert(
+                    piece.path.clone(),
+                    Moments {
+                        m: m.m.clone().narrow(0, start, len),
+                        v: m.v.clone().narrow(0, start, len),
+                    },
+                );
+            }
+        }
+        out.shard = Some(shard);
+        Ok(out)
+    }
+}
+
 /// Checks that `moments` are exactly `shard`'s pieces (a checkpoint of another layout was
 /// re-sharded on reading, so a mismatch is a bug or a foreign file).
 pub fn check_pieces(shard: &Shard, moments: &BTreeMap<String, Moments>) -> Result<()> {

@@ -523,14 +523,17 @@ fn tensor_parallel_ranks_equal_one_process_and_save_one_whole_model() {
         serde_json::from_str(&fs::read_to_string(save.join("train_report.json")).unwrap()).unwrap()
     };
     let single = report(&one)["valid_loss"].as_f64().unwrap();
-    // TP 2 on two ranks, and TP 2 × DP 2 on four.
-    for ranks in [2, 4] {
-        let save = dir.join(format!("tp2-{ranks}"));
+    // TP 2 on two ranks, and TP 2 × DP 2 on four, with and without the distributed optimizer.
+    for (ranks, sharded) in [(2, false), (4, false), (4, true)] {
+        let save = dir.join(format!("tp2-{ranks}-{sharded}"));
         let mut run = flags(&prefix, &tokenizer, &save, "6");
         run.extend(["--tensor-model-parallel-size", "2", "--save-interval", "3"]);
+        if sharded {
+            run.push("--use-distributed-optimizer");
+        }
         let out = output(mpirun(ranks, &run));
         ok(&out);
-        let what = format!("TP 2 on {ranks} ranks vs one process");
+        let what = format!("TP 2 on {ranks} ranks (sharded: {sharded}) vs one process");
         close(&losses(&one), &losses(&save), &what);
         let r = report(&save);
         assert_eq!(r["tensor_model_parallel_size"], 2);
@@ -571,7 +574,7 @@ fn tensor_parallel_ranks_equal_one_process_and_save_one_whole_model() {
         );
     }
     // Any command loads it; one process resumes its iteration 3 whole.
-    let tp = dir.join("tp2-2");
+    let tp = dir.join("tp2-2-false");
     let out = lmforge(&[
         "eval",
         "--checkpoint",

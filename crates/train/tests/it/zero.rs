@@ -40,8 +40,8 @@ fn train(
             Some(dir) => {
                 let model = lmforge_model::load_gpt(dir, &device).unwrap();
                 let state = read_state(dir).unwrap();
-                let target = config
-                    .distributed_optimizer
+                // A tensor-parallel run reads the whole optimizer and cuts its share itself.
+                let target = (config.distributed_optimizer && config.tensor_parallel <= 1)
                     .then_some((collective.world(), collective.rank()));
                 let optimizer =
                     read_optimizer(dir, &state, &device, &trainable_shapes(&model), target)
@@ -69,6 +69,9 @@ fn train(
     // model is held in half), and the shares add up to all of them.
     let half = config.precision != Precision::Fp32;
     let check = |r: usize, report: &PretrainReport| {
+        if config.tensor_parallel > 1 {
+            return;
+        }
         let layout = Layout::new(
             &trainable_shapes(&small_config().init(&device(), 0).unwrap()),
             world,
@@ -289,6 +292,44 @@ fn in_half_precision_the_master_weights_are_sharded_too() {
         full as usize,
         4 * model.config().num_params(),
         "model.safetensors is f32"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tensor_parallel_shares_shard_their_optimizer_over_the_data_parallel_ranks() {
+    let dir = temp_dir("zero-tp");
+    let prefix = corpus(&dir, 120);
+    let data = splits(&prefix, 16, 36, 4);
+    let reference = dir.join("one");
+    train(&data, &config(&reference, false), 1, None);
+    let expected = losses(&reference);
+    // TP 2 × DP 2, the moments of each share sharded over its two data-parallel ranks.
+    let run = dir.join("tp2-dp2");
+    let tp = |save: &Path| PretrainConfig {
+        tensor_parallel: 2,
+        ..config(save, true)
+    };
+    let report = train(&data, &tp(&run), 4, None);
+    assert_eq!(report.tensor_model_parallel_size, 2);
+    assert_eq!(report.memory.optimizer_sharded_over, 2);
+    close(&expected, &losses(&run), "TP 2 × DP 2 sharded vs one");
+    // Its checkpoint is whole: one process resumes it, and so does TP 2 × DP 2 again.
+    let at = checkpoint::iteration_dir(&run, 3);
+    assert_eq!(files(&at), vec!["optimizer.safetensors".to_string()]);
+    let whole = dir.join("resumed-whole");
+    train(&data, &config(&whole, false), 1, Some(&at));
+    close(
+        &expected,
+        &losses(&whole),
+        "TP 2 × DP 2's checkpoint resumed on one",
+    );
+    let again = dir.join("resumed-tp");
+    train(&data, &tp(&again), 4, Some(&at));
+    close(
+        &expected,
+        &losses(&again),
+        "TP 2 × DP 2's checkpoint resumed on TP 2 × DP 2",
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
