@@ -25,6 +25,25 @@ pub(crate) fn ids_tensor(
 /// `loss_func`: `sum(losses · mask) / sum(mask)`). Logits from a half-precision model are
 /// widened to f32 before the softmax.
 pub fn gpt_loss(model: &Gpt, batch: &GptBatch, device: &Device) -> Result<Tensor<1>> {
+    let kept = check_batch(batch, model.config().vocab_size)?;
+    let (rows, seq) = (batch.batch_size, batch.seq_length);
+    let weights: Vec<f32> = batch.loss_mask.iter().map(|m| m / kept).collect();
+    let tokens = ids_tensor(&batch.tokens, rows, seq, device);
+    let features = model.features(tokens)?;
+    let d_model = features.dims()[2];
+    let (projection, bias) = model.output_projection();
+    Ok(head_cross_entropy(
+        features.reshape([rows * seq, d_model]),
+        projection,
+        bias,
+        &batch.labels,
+        &weights,
+    ))
+}
+
+/// Checks that `batch` is whole, that its ids are below `vocab` and that its loss mask keeps
+/// some position; returns how many it keeps.
+pub(crate) fn check_batch(batch: &GptBatch, vocab: usize) -> Result<f32> {
     let (rows, seq) = (batch.batch_size, batch.seq_length);
     if rows == 0 || batch.tokens.len() != rows * seq || batch.labels.len() != rows * seq {
         return Err(Error::Config {
@@ -32,7 +51,6 @@ pub fn gpt_loss(model: &Gpt, batch: &GptBatch, device: &Device) -> Result<Tensor
             reason: format!("{rows}×{seq} batch with {} tokens", batch.tokens.len()),
         });
     }
-    let vocab = model.config().vocab_size;
     if let Some(&bad) = batch
         .tokens
         .iter()
@@ -54,18 +72,7 @@ pub fn gpt_loss(model: &Gpt, batch: &GptBatch, device: &Device) -> Result<Tensor
             reason: "the loss mask keeps no position".into(),
         });
     }
-    let weights: Vec<f32> = batch.loss_mask.iter().map(|m| m / kept).collect();
-    let tokens = ids_tensor(&batch.tokens, rows, seq, device);
-    let features = model.features(tokens)?;
-    let d_model = features.dims()[2];
-    let (projection, bias) = model.output_projection();
-    Ok(head_cross_entropy(
-        features.reshape([rows * seq, d_model]),
-        projection,
-        bias,
-        &batch.labels,
-        &weights,
-    ))
+    Ok(kept)
 }
 
 fn f32_tensor<const D: usize>(t: Tensor<D>) -> Tensor<D> {

@@ -122,9 +122,10 @@ impl Grads {
     }
 }
 
-struct Shapes {
+pub(crate) struct Shapes {
     path: Vec<String>,
     out: BTreeMap<String, Vec<usize>>,
+    trainable_only: bool,
 }
 
 impl ModuleVisitor for Shapes {
@@ -137,19 +138,31 @@ impl ModuleVisitor for Shapes {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.out
-            .insert(self.path.join("."), param.lazy_shape().to_vec());
+        if !self.trainable_only || param.is_require_grad() {
+            self.out
+                .insert(self.path.join("."), param.lazy_shape().to_vec());
+        }
     }
+}
+
+/// Every float parameter of `model` (only those that get gradients when `trainable_only`) by
+/// path, with its shape.
+pub(crate) fn shapes_of<M: Module>(
+    model: &M,
+    trainable_only: bool,
+) -> BTreeMap<String, Vec<usize>> {
+    let mut shapes = Shapes {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+        trainable_only,
+    };
+    model.visit(&mut shapes);
+    shapes.out
 }
 
 /// Every float parameter of `model` by path, with its shape.
 pub fn parameter_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
-    let mut shapes = Shapes {
-        path: Vec::new(),
-        out: BTreeMap::new(),
-    };
-    model.visit(&mut shapes);
-    shapes.out
+    shapes_of(model, false)
 }
 
 /// Checks that every moment of `optimizer` belongs to a parameter of `model` of its size: a

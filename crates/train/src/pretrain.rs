@@ -326,13 +326,6 @@ pub fn evaluate_on_ranks<M: Module + Clone>(
     device: &Device,
     collective: &dyn Collective,
 ) -> Result<f64> {
-    let samples = samples.min(data.len());
-    if samples == 0 {
-        return Err(Error::Config {
-            field: "eval-iters",
-            reason: "the split has no sample to evaluate".into(),
-        });
-    }
     let model = model.valid();
     evaluate_with(
         data,

@@ -122,16 +122,21 @@ pub fn gather_parts(group: &dyn Collective, parts: &HostTensors) -> Result<HostT
     Ok(out)
 }
 
+/// `t` summed over `group`, in `t`'s dtype, outside any autodiff graph.
+fn sum_over(group: &dyn Collective, t: &Tensor<3>, what: &str) -> Result<Tensor<3>> {
+    let dims = t.dims();
+    let mut values = lmforge_model::host_values(t.clone());
+    group.all_reduce_f32(&mut values, what)?;
+    let sum = Tensor::<3>::from_data(TensorData::new(values, dims), &t.device());
+    Ok(sum.cast(FloatDType::from(t.dtype())))
+}
+
 /// `g`: the sum of `partial` over `group` in the forward pass, the identity in the backward.
 fn reduce(group: &dyn Collective, partial: Tensor<3>, what: &str) -> Result<Tensor<3>> {
     if group.world() == 1 {
         return Ok(partial);
     }
-    let dims = partial.dims();
-    let mut values = lmforge_model::host_values(partial.clone());
-    group.all_reduce_f32(&mut values, what)?;
-    let sum = Tensor::<3>::from_data(TensorData::new(values, dims), &partial.device())
-        .cast(FloatDType::from(partial.dtype()));
+    let sum = sum_over(group, &partial, what)?;
     Ok(sum + (partial.clone() - partial.detach()))
 }
 
@@ -140,11 +145,7 @@ fn reduce_grad(group: &dyn Collective, grad: Tensor<3>, what: &str) -> Result<Te
     if group.world() == 1 {
         return Ok(grad);
     }
-    let dims = grad.dims();
-    let mut values = lmforge_model::host_values(grad.clone());
-    group.all_reduce_f32(&mut values, what)?;
-    let sum = Tensor::<3>::from_data(TensorData::new(values, dims), &grad.device());
-    Ok(sum.cast(FloatDType::from(grad.dtype())))
+    sum_over(group, &grad, what)
 }
 
 /// A leaf holding `x`'s values, whose gradient a segment's backward pass reports.
@@ -236,32 +237,9 @@ fn tp_gpt(
     let leaf = |x: &Tensor<3>| if backward { leaf(x) } else { x.clone() };
     let tp = group.world();
     let config = model.config();
-    let (rows, seq) = (batch.batch_size, batch.seq_length);
-    if rows == 0 || batch.tokens.len() != rows * seq || batch.labels.len() != rows * seq {
-        return Err(Error::Config {
-            field: "batch",
-            reason: format!("{rows}×{seq} batch with {} tokens", batch.tokens.len()),
-        });
-    }
     let vocab = config.vocab_size;
-    if let Some(&bad) = batch
-        .tokens
-        .iter()
-        .chain(&batch.labels)
-        .find(|&&t| t as usize >= vocab)
-    {
-        return Err(Error::Config {
-            field: "data-path",
-            reason: format!("token id {bad} is outside the model's vocabulary of {vocab}"),
-        });
-    }
-    let kept: f32 = batch.loss_mask.iter().sum();
-    if kept <= 0.0 {
-        return Err(Error::Config {
-            field: "batch",
-            reason: "the loss mask keeps no position".into(),
-        });
-    }
+    let kept = crate::gpt::check_batch(batch, vocab)?;
+    let (rows, seq) = (batch.batch_size, batch.seq_length);
     let rows_per_rank = vocab / tp;
     let vocab_start = group.rank() * rows_per_rank;
 
@@ -420,26 +398,29 @@ fn tp_gpt(
     Ok((loss, grads))
 }
 
+/// The sum of squares of the gradients of the cut parameters (`cut_ones`) or of the replicated
+/// ones, in one read back.
+fn squares(grads: &Grads, cut_ones: bool) -> f64 {
+    let parts: Vec<Tensor<1>> = grads
+        .by_path
+        .iter()
+        .filter(|(p, _)| (cut(p) != Cut::Replicated) == cut_ones)
+        .map(|(_, g)| g.clone().powi_scalar(2).sum())
+        .collect();
+    if parts.is_empty() {
+        return 0.0;
+    }
+    f64::from(Tensor::cat(parts, 0).sum().into_scalar::<f32>())
+}
+
 /// The global norm of gradients of a tensor-parallel rank's share: the cut parameters' sums of
 /// squares added over `group` (as slots, so every rank adds the same numbers in one order), the
 /// replicated ones, which every rank holds whole, counted once.
 pub fn tp_norm(group: &dyn Collective, grads: &Grads) -> Result<f64> {
-    let squares = |keep: &dyn Fn(&str) -> bool| -> f64 {
-        let parts: Vec<Tensor<1>> = grads
-            .by_path
-            .iter()
-            .filter(|(p, _)| keep(p))
-            .map(|(_, g)| g.clone().powi_scalar(2).sum())
-            .collect();
-        if parts.is_empty() {
-            return 0.0;
-        }
-        f64::from(Tensor::cat(parts, 0).sum().into_scalar::<f32>())
-    };
     let mut slots = vec![0.0f64; group.world()];
-    slots[group.rank()] = squares(&|p| cut(p) != Cut::Replicated);
+    slots[group.rank()] = squares(grads, true);
     group.all_reduce_f64(&mut slots, "the all-reduce of the gradient norm")?;
-    let replicated = squares(&|p| cut(p) == Cut::Replicated);
+    let replicated = squares(grads, false);
     Ok((slots.iter().sum::<f64>() + replicated).sqrt())
 }
 
@@ -451,21 +432,9 @@ pub fn tp_sharded_norm(
     data: &dyn Collective,
     grads: &Grads,
 ) -> Result<f64> {
-    let squares = |keep: &dyn Fn(&str) -> bool| -> f64 {
-        let parts: Vec<Tensor<1>> = grads
-            .by_path
-            .iter()
-            .filter(|(p, _)| keep(p))
-            .map(|(_, g)| g.clone().powi_scalar(2).sum())
-            .collect();
-        if parts.is_empty() {
-            return 0.0;
-        }
-        f64::from(Tensor::cat(parts, 0).sum().into_scalar::<f32>())
-    };
     let mut slots = vec![0.0f64; 2 * data.world()];
-    slots[2 * data.rank()] = squares(&|p| cut(p) != Cut::Replicated);
-    slots[2 * data.rank() + 1] = squares(&|p| cut(p) == Cut::Replicated);
+    slots[2 * data.rank()] = squares(grads, true);
+    slots[2 * data.rank() + 1] = squares(grads, false);
     data.all_reduce_f64(&mut slots, "the all-reduce of the gradient norm")?;
     let split: f64 = slots.iter().step_by(2).sum();
     let replicated: f64 = slots.iter().skip(1).step_by(2).sum();

@@ -172,28 +172,6 @@ impl Shard {
     }
 }
 
-struct Trainable {
-    path: Vec<String>,
-    out: BTreeMap<String, Vec<usize>>,
-}
-
-impl ModuleVisitor for Trainable {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if param.is_require_grad() {
-            self.out
-                .insert(self.path.join("."), param.lazy_shape().to_vec());
-        }
-    }
-}
-
 struct Bytes(u64);
 
 impl ModuleVisitor for Bytes {
@@ -212,12 +190,7 @@ pub fn weight_bytes<M: Module>(model: &M) -> u64 {
 
 /// The trainable parameters of `model` (those that get gradients) by path, with their shapes.
 pub fn trainable_shapes<M: Module>(model: &M) -> BTreeMap<String, Vec<usize>> {
-    let mut visitor = Trainable {
-        path: Vec::new(),
-        out: BTreeMap::new(),
-    };
-    model.visit(&mut visitor);
-    visitor.out
+    crate::optim::shapes_of(model, true)
 }
 
 /// Values per round of a bucketed reduce-scatter or all-gather: each rank's part of one round,
