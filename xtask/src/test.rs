@@ -47,6 +47,27 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "hyper",
         ],
     ),
+    // Opening tokenizer files needs the two implementations, nothing of the data stack.
+    (
+        "lmforge-tokenizers",
+        &[
+            "burn",
+            "lmforge-corpus",
+            "lmforge-dataset",
+            "arrow-array",
+            "parquet",
+        ],
+    ),
+    // A server opens its tokenizer without the data stack.
+    (
+        "lmforge-serve",
+        &[
+            "lmforge-dataset",
+            "lmforge-corpus",
+            "arrow-array",
+            "parquet",
+        ],
+    ),
 ];
 /// Leaves of the crate graph: nothing else in the workspace may depend on these.
 const LEAVES: &[&str] = &["lmforge-serve", "lmforge-cli"];

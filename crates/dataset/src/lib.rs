@@ -45,7 +45,6 @@ pub mod npy;
 pub mod numpy_random;
 pub mod padded;
 pub mod sampler;
-mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
@@ -53,9 +52,10 @@ pub use blend::GptBlend;
 pub use convert::{ConvertOptions, ConvertReport, convert, output_prefix};
 pub use gpt::{GptBatch, GptConfig, GptDataset, Split, SplitKind};
 pub use indexed::{Builder, DType, IndexedDataset, Summary, Tokens, merge};
+/// Opening tokenizer files is `lmforge-tokenizers`' job; re-exported for the stages here.
+pub use lmforge_tokenizers::{open_bpe, open_gpt2_files, open_tokenizer};
 pub use padded::{Example, PadOptions, PadTo, PaddedBatch, Specials};
 pub use sampler::PretrainingSampler;
-pub use tokenizer::{open_bpe, open_gpt2_files, open_tokenizer};
 
 /// What can go wrong, naming the file, line or field.
 #[derive(Debug, thiserror::Error)]

@@ -154,7 +154,7 @@ impl Server {
             .tokenizer
             .clone()
             .unwrap_or_else(|| options.checkpoint.join("tokenizer.json"));
-        let tokenizer = lmforge_dataset::open_tokenizer(&tokenizer_path)
+        let tokenizer = lmforge_tokenizers::open_tokenizer(&tokenizer_path)
             .map_err(|e| load(&tokenizer_path, e.to_string()))?;
         if tokenizer.vocab_size() > model.config().vocab_size {
             return Err(load(
