@@ -9,6 +9,10 @@ fn boxed(e: crate::Error) -> lmforge_tokenizer::Error {
 }
 
 impl Tokenizer for Bpe {
+    fn to_tokenizer_json(&self) -> Option<String> {
+        Some(Bpe::to_tokenizer_json(self))
+    }
+
     fn kind(&self) -> Kind {
         Kind::Bpe
     }

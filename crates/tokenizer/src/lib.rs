@@ -50,6 +50,12 @@ pub trait Tokenizer: Send + Sync {
     /// pad token (`[PAD]`, `<pad>`, `<|pad|>`); `None` when it has none (GPT-2), and callers
     /// must then be told one rather than assume 0.
     fn pad_id(&self) -> Option<u32>;
+
+    /// The Hugging Face `tokenizer.json` that reads back as this tokenizer (what a checkpoint
+    /// carries beside its weights); `None` for a tokenizer that has no such form.
+    fn to_tokenizer_json(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The tokenization algorithms lmforge implements.

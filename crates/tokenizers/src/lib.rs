@@ -142,6 +142,20 @@ pub fn open_gpt2_files(
     Ok(Box::new(bpe))
 }
 
+/// Writes `tokenizer` as a Hugging Face `tokenizer.json` at `path`, atomically (a temporary
+/// file renamed into place): what [`open_tokenizer`] reads back as the same tokenizer.
+pub fn write_tokenizer_json(tokenizer: &dyn Tokenizer, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let json = tokenizer.to_tokenizer_json().ok_or_else(|| Error::Format {
+        file: path.to_path_buf(),
+        message: "this tokenizer has no tokenizer.json form".into(),
+    })?;
+    lmforge_tokenizer::write_atomic(path, json.as_bytes()).map_err(|source| Error::Io {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

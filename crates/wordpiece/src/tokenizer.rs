@@ -5,6 +5,10 @@ use lmforge_tokenizer::{Kind, Tokenizer};
 use crate::WordPiece;
 
 impl Tokenizer for WordPiece {
+    fn to_tokenizer_json(&self) -> Option<String> {
+        Some(WordPiece::to_tokenizer_json(self))
+    }
+
     fn kind(&self) -> Kind {
         Kind::WordPiece
     }

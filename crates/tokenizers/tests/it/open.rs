@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use lmforge_bpe::{Bpe, BpeTrainer};
 use lmforge_tokenizer::Kind;
-use lmforge_tokenizers::{open_bpe, open_gpt2_files, open_tokenizer};
+use lmforge_tokenizers::{open_bpe, open_gpt2_files, open_tokenizer, write_tokenizer_json};
 use proptest::prelude::*;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -135,6 +135,30 @@ proptest! {
         let name = ["tokenizer.json", "vocab.txt", "r.tiktoken", "r.tiktoken.zst"][kind];
         std::fs::write(dir.join(name), &bytes).unwrap();
         let _ = open_tokenizer(dir.join(name));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// A tokenizer of either kind written as tokenizer.json through the trait opens back as a
+    /// tokenizer that encodes and decodes every text alike.
+    #[test]
+    fn written_tokenizers_read_back_the_same(text in "\\PC{0,40}") {
+        let dir = temp_dir("written");
+        std::fs::write(dir.join("vocab.txt"), "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nbon\n##jour\na\n").unwrap();
+        let wordpiece = open_tokenizer(dir.join("vocab.txt")).unwrap();
+        let bpe: &dyn lmforge_tokenizer::Tokenizer = bpe();
+        for (name, tokenizer) in [("bpe", bpe), ("wordpiece", wordpiece.as_ref())] {
+            let path = dir.join(format!("{name}.json"));
+            write_tokenizer_json(tokenizer, &path).unwrap();
+            let back = open_tokenizer(&path).unwrap();
+            prop_assert_eq!(back.kind(), tokenizer.kind());
+            let ids = tokenizer.encode(&text).unwrap();
+            prop_assert_eq!(back.encode(&text).unwrap(), ids.clone());
+            prop_assert_eq!(back.decode(&ids).unwrap(), tokenizer.decode(&ids).unwrap());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
