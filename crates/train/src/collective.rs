@@ -179,6 +179,9 @@ mod mpi_impl {
     pub struct Mpi {
         world: SimpleCommunicator,
         timeout: Duration,
+        // This process's rank in the whole run, which messages name (a group split off has
+        // ranks of its own).
+        world_rank: usize,
         // Finalizes MPI when dropped, after the communicator; `None` for a group split off.
         _universe: Option<Universe>,
     }
@@ -201,9 +204,11 @@ mod mpi_impl {
                     ),
                 });
             }
+            let world_rank = world.rank() as usize;
             Ok(Mpi {
                 world,
                 timeout,
+                world_rank,
                 _universe: Some(universe),
             })
         }
@@ -228,7 +233,7 @@ mod mpi_impl {
                     eprintln!(
                         "rank {}: {what} waited {:.0} s for the other ranks \
                          (--distributed-timeout-minutes): one of them died or hangs; aborting the run",
-                        self.rank(),
+                        self.world_rank,
                         self.timeout.as_secs_f64()
                     );
                     self.world.abort(1);
@@ -308,6 +313,7 @@ mod mpi_impl {
             Ok(Box::new(Mpi {
                 world: group,
                 timeout: self.timeout,
+                world_rank: self.world_rank,
                 _universe: None,
             }))
         }
