@@ -305,6 +305,11 @@ pub fn read_optimizer(
         .iter()
         .map(|p| (vec![0.0; p.values.len()], vec![0.0; p.values.len()], 0))
         .collect();
+    let wanted_at: BTreeMap<&str, usize> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.path.as_str(), i))
+        .collect();
     let saved = Layout::new(shapes, saved_world);
     for (saved_rank, path) in files.iter().enumerate() {
         let mut tensors = lmforge_model::hf::Tensors::read(path)?;
@@ -338,10 +343,9 @@ pub fn read_optimizer(
                     });
                 }
             };
-            for (w, slot) in wanted.iter().zip(found.iter_mut()) {
-                if w.path != piece.path {
-                    continue;
-                }
+            // A layout gives each parameter at most one piece per rank.
+            if let Some(&i) = wanted_at.get(piece.path.as_str()) {
+                let (w, slot) = (&wanted[i], &mut found[i]);
                 let start = w.values.start.max(piece.values.start);
                 let end = w.values.end.min(piece.values.end);
                 if start >= end {

@@ -120,6 +120,26 @@ impl Grads {
     pub fn global_norm(&self) -> f64 {
         self.sum_of_squares().sqrt()
     }
+
+    /// The squared L2 norm of these gradients (one read back for all of them), in f64.
+    pub fn sum_of_squares(&self) -> f64 {
+        self.sum_of_squares_of(|_| true)
+    }
+
+    /// [`Grads::sum_of_squares`] of the gradients whose path `keep` accepts.
+    pub fn sum_of_squares_of(&self, keep: impl Fn(&str) -> bool) -> f64 {
+        let squares: Vec<Tensor<1>> = self
+            .by_path
+            .iter()
+            .filter(|(path, _)| keep(path))
+            .map(|(_, g)| g.clone().powi_scalar(2).sum())
+            .collect();
+        if squares.is_empty() {
+            return 0.0;
+        }
+        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
+        f64::from(total)
+    }
 }
 
 pub(crate) struct Shapes {

@@ -400,7 +400,6 @@ pub fn pretrain<M: Module + Clone>(
     // Data parallelism runs over the ranks holding the same share of the model; tensor
     // parallelism over the ranks holding one model (Megatron's layout: consecutive ranks).
     let dp_group: &dyn Collective = groups.as_ref().map_or(collective, |g| g.data.as_ref());
-    let tp_group: Option<&dyn Collective> = groups.as_ref().map(|g| g.tensor.as_ref());
     let dp = devices.len() * dp_group.world();
     let first = collective.rank() == 0;
     let micro_batches = config.micro_batches(dp)?;
@@ -470,7 +469,8 @@ pub fn pretrain<M: Module + Clone>(
         });
     }
     // Each rank keeps its share of the whole model it was given, and of a resumed optimizer.
-    if let (Some(g), Some(group)) = (&groups, tp_group) {
+    if let Some(g) = &groups {
+        let group = g.tensor.as_ref();
         let shapes = trainable_shapes(&model);
         crate::tensor_parallel::shard_moments(&mut optimizer, &shapes, tp, group.rank())?;
         model = g.objective.shard(model, tp, group.rank())?;
@@ -517,8 +517,9 @@ pub fn pretrain<M: Module + Clone>(
     };
     let tokens_per_iteration = (config.global_batch * config.seq_length) as f64;
     let eval_samples = (config.eval_iters as usize) * config.global_batch;
-    let evaluate_on = |model: &M, data: &GptBlend| match (&groups, tp_group) {
-        (Some(g), Some(group)) => {
+    let evaluate_on = |model: &M, data: &GptBlend| match &groups {
+        Some(g) => {
+            let group = g.tensor.as_ref();
             let valid = model.valid();
             evaluate_with(
                 data,
@@ -532,7 +533,7 @@ pub fn pretrain<M: Module + Clone>(
                 },
             )
         }
-        _ => evaluate_on_ranks(
+        None => evaluate_on_ranks(
             model,
             objective,
             data,
@@ -542,6 +543,15 @@ pub fn pretrain<M: Module + Clone>(
             collective,
         ),
     };
+    // The whole f32 model (a collective): this rank's range of the master weights gathered
+    // over the data-parallel ranks, then its tensor-parallel share over the group.
+    let whole_model = |model: M, optimizer: &AdamW| -> Result<M> {
+        let share = optimizer.full_precision(model, dp_group)?;
+        match &groups {
+            Some(g) => g.objective.gather(&share, g.tensor.as_ref()),
+            None => Ok(share),
+        }
+    };
     let mut window = Window::default();
     let mut timed_seconds = 0.0;
     let mut timed_iterations = 0u64;
@@ -550,50 +560,52 @@ pub fn pretrain<M: Module + Clone>(
     let mut last_valid = None;
     let mut checkpoint_dir = None;
     let mut interrupted = false;
-    let save_now = |model: &M,
-                    state: &TrainerState,
-                    optimizer: &AdamW,
-                    log: &Option<MetricsLog>| {
-        let Some(save) = &config.save else {
-            return Ok(None);
-        };
-        let what = format!("the checkpoint of iteration {}", state.iteration);
-        // The f32 weights, gathered first when every rank holds only its own: its range
-        // of the master weights, or its tensor-parallel share (with its moments).
-        let (full, whole_optimizer) = match (&groups, tp_group) {
-            (Some(g), Some(group)) => {
-                let share = optimizer.full_precision(model.clone(), dp_group)?;
-                let whole_share = optimizer.gather_pieces(dp_group)?;
-                let shapes = crate::optim::parameter_shapes(&share);
-                let moments = crate::tensor_parallel::gather_moments(&whole_share, &shapes, group)?;
-                (g.objective.gather(&share, group)?, Some(moments))
-            }
-            _ => (optimizer.full_precision(model.clone(), dp_group)?, None),
-        };
-        let optimizer = whole_optimizer.as_ref().unwrap_or(optimizer);
-        // The ranks' weights are the same bytes unless a reduction misbehaved: checked
-        // where it matters, before a checkpoint speaks for all of them.
-        if collective.world() > 1 && !same_everywhere(collective, weights_digest(&full), &what)? {
-            return Err(Error::Distributed {
-                reason: format!(
-                    "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
+    let save_now =
+        |model: &M, state: &TrainerState, optimizer: &AdamW, log: &Option<MetricsLog>| {
+            let Some(save) = &config.save else {
+                return Ok(None);
+            };
+            let what = format!("the checkpoint of iteration {}", state.iteration);
+            // The f32 weights, gathered first when every rank holds only its own: its range
+            // of the master weights, or its tensor-parallel share (with its moments).
+            let (full, whole_optimizer) = match &groups {
+                Some(g) => {
+                    let shapes = crate::optim::parameter_shapes(model);
+                    let whole_share = optimizer.gather_pieces(dp_group)?;
+                    let moments = crate::tensor_parallel::gather_moments(
+                        &whole_share,
+                        &shapes,
+                        g.tensor.as_ref(),
+                    )?;
+                    (whole_model(model.clone(), optimizer)?, Some(moments))
+                }
+                None => (whole_model(model.clone(), optimizer)?, None),
+            };
+            let optimizer = whole_optimizer.as_ref().unwrap_or(optimizer);
+            // The ranks' weights are the same bytes unless a reduction misbehaved: checked
+            // where it matters, before a checkpoint speaks for all of them.
+            if collective.world() > 1 && !same_everywhere(collective, weights_digest(&full), &what)?
+            {
+                return Err(Error::Distributed {
+                    reason: format!(
+                        "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
                          different sums",
-                    state.iteration
-                ),
-            });
-        }
-        let mut state = state.clone();
-        state.adam_step = optimizer.step;
-        let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
-            objective.save(&full, dir)
-        })?;
-        if first && let Some(log) = log {
-            log.plot()?;
-        }
-        // No rank goes on (or exits) before the checkpoint is complete.
-        collective.barrier(&what)?;
-        Ok::<_, Error>(Some(dir))
-    };
+                        state.iteration
+                    ),
+                });
+            }
+            let mut state = state.clone();
+            state.adam_step = optimizer.step;
+            let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
+                objective.save(&full, dir)
+            })?;
+            if first && let Some(log) = log {
+                log.plot()?;
+            }
+            // No rank goes on (or exits) before the checkpoint is complete.
+            collective.barrier(&what)?;
+            Ok::<_, Error>(Some(dir))
+        };
     while state.iteration < config.train_iters {
         let iteration_started = Instant::now();
         let iteration = state.iteration + 1;
@@ -633,12 +645,12 @@ pub fn pretrain<M: Module + Clone>(
             devices[d].seed(s);
             s
         };
-        let stepped = match (&groups, tp_group) {
-            (Some(g), Some(group)) => train_step_with(
+        let stepped = match &groups {
+            Some(g) => train_step_with(
                 model,
                 devices,
                 dp_group,
-                Some(group),
+                Some(g.tensor.as_ref()),
                 &mut optimizer,
                 &mut state.loss_scaler,
                 lr,
@@ -650,13 +662,13 @@ pub fn pretrain<M: Module + Clone>(
                         &compute,
                         m,
                         &batches[d][micro],
-                        group,
+                        g.tensor.as_ref(),
                         Some(factor),
                         &devices[d],
                     )
                 },
             ),
-            _ => train_step(
+            None => train_step(
                 model,
                 devices,
                 dp_group,
@@ -828,12 +840,7 @@ pub fn pretrain<M: Module + Clone>(
             }
         }),
     };
-    let model = match (&groups, tp_group) {
-        (Some(g), Some(group)) => g
-            .objective
-            .gather(&optimizer.full_precision(model, dp_group)?, group)?,
-        _ => optimizer.full_precision(model, dp_group)?,
-    };
+    let model = whole_model(model, &optimizer)?;
     if let Some(save) = config.save.as_ref().filter(|_| first) {
         let json = serde_json::to_string_pretty(&report).unwrap_or_default();
         lmforge_model::checkpoint::write_atomic(&save.join("train_report.json"), json.as_bytes())?;

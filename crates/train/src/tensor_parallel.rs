@@ -31,71 +31,21 @@ use crate::gpt::ids_tensor;
 use crate::optim::Grads;
 use crate::{Error, Result};
 
-struct Slice {
-    path: Vec<String>,
-    tp: usize,
-    rank: usize,
-    error: Option<Error>,
-}
-
-impl ModuleMapper for Slice {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        let how = cut(&path);
-        if how == Cut::Replicated || self.error.is_some() {
-            return param;
-        }
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let dims = tensor.dims();
-        let device = tensor.clone().inner().device();
-        let values = lmforge_model::host_values(tensor.clone());
-        match shard(&values, &dims, how, self.tp, self.rank) {
-            Ok((part, shape)) => {
-                let shape: [usize; D] = shape.try_into().unwrap_or(dims);
-                let mut value = Tensor::from_inner(Tensor::<D>::from_data(
-                    TensorData::new(part, shape),
-                    &device,
-                ));
-                if require_grad {
-                    value = value.require_grad();
-                }
-                Param::from_mapped_value(id, value, mapper)
-            }
-            Err(e) => {
-                self.error = Some(Error::Config {
-                    field: "tensor-model-parallel-size",
-                    reason: format!("`{path}`: {e}"),
-                });
-                Param::from_mapped_value(id, tensor, mapper)
-            }
-        }
-    }
-}
-
 /// Rank `rank`'s share of `model` over `tp` tensor-parallel ranks: each parameter cut as
 /// Megatron cuts it (the rest replicated).
 pub fn shard_model(model: Gpt, tp: usize, rank: usize) -> Result<Gpt> {
     lmforge_model::tensor_parallel::check_config(model.config(), tp)?;
-    let mut slice = Slice {
-        path: Vec::new(),
-        tp,
-        rank,
-        error: None,
-    };
-    let model = model.map(&mut slice);
-    match slice.error {
-        Some(e) => Err(e),
-        None => Ok(model),
+    let mut parts = host_tensors(&model);
+    parts.retain(|path, _| cut(path) != Cut::Replicated);
+    for (path, (shape, values)) in parts.iter_mut() {
+        let (part, part_shape) =
+            shard(values, shape, cut(path), tp, rank).map_err(|e| Error::Config {
+                field: "tensor-model-parallel-size",
+                reason: format!("`{path}`: {e}"),
+            })?;
+        (*shape, *values) = (part_shape, part);
     }
+    Ok(assign(model, &parts))
 }
 
 /// Tensors by path: shape and row-major values.
@@ -341,8 +291,7 @@ fn tp_gpt(
     let sums_t = Tensor::<2>::from_data(TensorData::new(sums, [n, 1]), device).inner();
     let p = exp / sums_t; // [n, vocab / tp], this rank's columns of the softmax
     // d logits = w ∘ (p − Y) on this rank's columns.
-    let rows_t =
-        Tensor::<2, Int>::from_data(TensorData::new(local_rows.clone(), [n, 1]), device).inner();
+    let rows_t = Tensor::<2, Int>::from_data(TensorData::new(local_rows, [n, 1]), device).inner();
     let owned_w: Vec<f32> = owned.iter().zip(&factor_w).map(|(o, w)| o * w).collect();
     let owned_t = Tensor::<2>::from_data(TensorData::new(owned_w, [n, 1]), device).inner();
     let one_hot = p
@@ -399,18 +348,9 @@ fn tp_gpt(
 }
 
 /// The sum of squares of the gradients of the cut parameters (`cut_ones`) or of the replicated
-/// ones, in one read back.
+/// ones.
 fn squares(grads: &Grads, cut_ones: bool) -> f64 {
-    let parts: Vec<Tensor<1>> = grads
-        .by_path
-        .iter()
-        .filter(|(p, _)| (cut(p) != Cut::Replicated) == cut_ones)
-        .map(|(_, g)| g.clone().powi_scalar(2).sum())
-        .collect();
-    if parts.is_empty() {
-        return 0.0;
-    }
-    f64::from(Tensor::cat(parts, 0).sum().into_scalar::<f32>())
+    grads.sum_of_squares_of(|p| (cut(p) != Cut::Replicated) == cut_ones)
 }
 
 /// The global norm of gradients of a tensor-parallel rank's share: the cut parameters' sums of
@@ -479,11 +419,11 @@ pub fn gather_model(model: &Gpt, group: &dyn Collective) -> Result<Gpt> {
     if group.world() == 1 {
         return Ok(model.clone());
     }
-    let parts = host_tensors(model);
+    let mut parts = host_tensors(model);
+    parts.retain(|path, _| cut(path) != Cut::Replicated);
     let whole = gather_parts(group, &parts)?;
-    let device = model.output_projection().0.device();
-    let fresh = model.config().init(&device, 0)?;
-    Ok(assign(fresh, &whole))
+    // The share has the whole model's structure; only its cut tensors take the whole shapes.
+    Ok(assign(model.clone(), &whole))
 }
 
 struct HostParts {

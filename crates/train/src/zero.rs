@@ -165,13 +165,6 @@ pub struct Shard {
     pub rank: usize,
 }
 
-impl Shard {
-    /// Bytes of AdamW state this rank holds once every piece has moments (two f32 each).
-    pub fn optimizer_bytes(&self) -> u64 {
-        8 * self.layout.range(self.rank).len() as u64
-    }
-}
-
 struct Bytes(u64);
 
 impl ModuleVisitor for Bytes {
@@ -261,23 +254,31 @@ impl Grads {
         device: &Device,
     ) -> Result<u64> {
         let layout = &shard.layout;
-        let mut full = vec![0.0f32; layout.shard * layout.world];
+        // The flat vector in layout order, zeros where a parameter has no gradient, read back
+        // from the device once.
+        let mut parts = Vec::with_capacity(layout.entries.len());
         for entry in &layout.entries {
-            if let Some(grad) = self.by_path.get(&entry.path) {
-                let values: Vec<f32> = lmforge_model::host_values(grad.clone());
-                if values.len() != entry.len {
+            match self.by_path.get(&entry.path) {
+                Some(grad) if grad.dims()[0] != entry.len => {
                     return Err(Error::Distributed {
                         reason: format!(
                             "the gradient of `{}` has {} values, the layout {}",
                             entry.path,
-                            values.len(),
+                            grad.dims()[0],
                             entry.len
                         ),
                     });
                 }
-                full[entry.offset..entry.offset + entry.len].copy_from_slice(&values);
+                Some(grad) => parts.push(grad.clone().to_device(device)),
+                None => parts.push(Tensor::zeros([entry.len], device)),
             }
         }
+        let mut full: Vec<f32> = if parts.is_empty() {
+            Vec::new()
+        } else {
+            lmforge_model::host_values(Tensor::cat(parts, 0))
+        };
+        full.resize(layout.shard * layout.world, 0.0);
         let mine = reduce_scatter(collective, layout, &full)?;
         let present = std::mem::take(&mut self.by_path);
         for piece in layout.pieces(shard.rank) {
@@ -292,20 +293,6 @@ impl Grads {
             );
         }
         Ok(4 * full.len() as u64)
-    }
-
-    /// The squared L2 norm of these gradients (one read back for all of them), in f64.
-    pub fn sum_of_squares(&self) -> f64 {
-        let squares: Vec<Tensor<1>> = self
-            .by_path
-            .values()
-            .map(|g| g.clone().powi_scalar(2).sum())
-            .collect();
-        if squares.is_empty() {
-            return 0.0;
-        }
-        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
-        f64::from(total)
     }
 }
 
@@ -452,27 +439,8 @@ impl AdamW {
             }
             parts.push(updated);
         }
-        let mut mine: Vec<f32> = if parts.is_empty() {
-            Vec::new()
-        } else {
-            lmforge_model::host_values(Tensor::cat(parts, 0))
-        };
-        mine.resize(layout.shard, 0.0);
-        let gather_started = std::time::Instant::now();
-        let full = all_gather(collective, layout, &mine)?;
-        let gather_seconds = gather_started.elapsed().as_secs_f64();
-        let offsets = layout
-            .entries
-            .iter()
-            .map(|e| (e.path.as_str(), (e.offset, e.len)))
-            .collect();
-        let model = model.map(&mut Assign {
-            path: Vec::new(),
-            dtype: self.master.as_ref().map(|m| m.dtype),
-            offsets,
-            full: &full,
-        });
-        Ok((model, gather_seconds))
+        let dtype = self.master.as_ref().map(|m| m.dtype);
+        gather_into(model, layout, parts, collective, dtype)
     }
 
     /// Shards the f32 master weights too: takes this rank's pieces of `model` (in f32) as its
@@ -519,30 +487,54 @@ impl AdamW {
             return Ok(model);
         };
         let layout = &shard.layout;
-        let mut mine = Vec::with_capacity(layout.shard);
-        for piece in layout.pieces(shard.rank) {
-            let values = master
-                .pieces
-                .get(&piece.path)
-                .ok_or_else(|| Error::Distributed {
-                    reason: format!("no master weights for `{}`", piece.path),
-                })?;
-            mine.extend(lmforge_model::host_values(values.clone()));
-        }
-        mine.resize(layout.shard, 0.0);
-        let full = all_gather(collective, layout, &mine)?;
-        let offsets = layout
-            .entries
+        let parts = layout
+            .pieces(shard.rank)
             .iter()
-            .map(|e| (e.path.as_str(), (e.offset, e.len)))
-            .collect();
-        Ok(model.map(&mut Assign {
-            path: Vec::new(),
-            dtype: Some(FloatDType::F32),
-            offsets,
-            full: &full,
-        }))
+            .map(|piece| {
+                master
+                    .pieces
+                    .get(&piece.path)
+                    .cloned()
+                    .ok_or_else(|| Error::Distributed {
+                        reason: format!("no master weights for `{}`", piece.path),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(gather_into(model, layout, parts, collective, Some(FloatDType::F32))?.0)
     }
+}
+
+/// `model` with its trainable parameters set from every rank's `parts` (this rank's pieces in
+/// layout order, read back once and all-gathered), cast to `dtype` when given; and the seconds
+/// of the all-gather.
+fn gather_into<M: Module>(
+    model: M,
+    layout: &Layout,
+    parts: Vec<Tensor<1>>,
+    collective: &dyn Collective,
+    dtype: Option<FloatDType>,
+) -> Result<(M, f64)> {
+    let mut mine: Vec<f32> = if parts.is_empty() {
+        Vec::new()
+    } else {
+        lmforge_model::host_values(Tensor::cat(parts, 0))
+    };
+    mine.resize(layout.shard, 0.0);
+    let gather_started = std::time::Instant::now();
+    let full = all_gather(collective, layout, &mine)?;
+    let gather_seconds = gather_started.elapsed().as_secs_f64();
+    let offsets = layout
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), (e.offset, e.len)))
+        .collect();
+    let model = model.map(&mut Assign {
+        path: Vec::new(),
+        dtype,
+        offsets,
+        full: &full,
+    });
+    Ok((model, gather_seconds))
 }
 
 impl AdamW {

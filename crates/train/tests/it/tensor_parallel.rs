@@ -8,7 +8,9 @@ use lmforge_model::tensor_parallel::{Cut, cut, merge};
 use lmforge_model::{Activation, GptConfig, NormKind, Positions};
 use lmforge_train::gpt::gpt_loss;
 use lmforge_train::optim::parameter_shapes;
-use lmforge_train::tensor_parallel::{HostTensors, gather_parts, shard_model, tp_gpt_grads};
+use lmforge_train::tensor_parallel::{
+    HostTensors, gather_parts, host_tensors, shard_model, tp_gpt_grads,
+};
 use lmforge_train::{
     AdamW, AdamWConfig, Alone, Collective, Grads, LossScaler, Precision, StepConfig, train_step,
     train_step_with,
@@ -138,44 +140,10 @@ fn tensor_parallel_gradients_equal_the_whole_models() {
     }
 }
 
-/// A model's parameters by path, on the host.
-fn weights(model: &lmforge_model::Gpt) -> HostTensors {
-    let shapes = parameter_shapes(model);
-    let mut out = HostTensors::new();
-    let mut visitor = Collect(&shapes, &mut out, Vec::new());
-    burn::module::Module::visit(model, &mut visitor);
-    out
-}
-
-struct Collect<'a>(
-    &'a BTreeMap<String, Vec<usize>>,
-    &'a mut HostTensors,
-    Vec<String>,
-);
-
-impl burn::module::ModuleVisitor for Collect<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.2.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.2.pop();
-    }
-
-    fn visit_float<const D: usize>(
-        &mut self,
-        param: &burn::module::Param<burn::tensor::Tensor<D>>,
-    ) {
-        let path = self.2.join(".");
-        let values = lmforge_model::host_values(param.val());
-        self.1.insert(path.clone(), (self.0[&path].clone(), values));
-    }
-}
-
 #[test]
 fn the_ranks_parts_gather_into_the_whole_model() {
     for (name, config) in variants() {
-        let whole = weights(&config.init(&device(), 7).unwrap());
+        let whole = host_tensors(&config.init(&device(), 7).unwrap());
         for tp in [2, 4] {
             let gathered: Vec<HostTensors> = std::thread::scope(|scope| {
                 let handles: Vec<_> = Threads::world(tp)
@@ -185,7 +153,7 @@ fn the_ranks_parts_gather_into_the_whole_model() {
                         scope.spawn(move || {
                             let model = config.init(&device(), 7).unwrap();
                             let part = shard_model(model, tp, group.rank()).unwrap();
-                            gather_parts(&group, &weights(&part)).unwrap()
+                            gather_parts(&group, &host_tensors(&part)).unwrap()
                         })
                     })
                     .collect();
@@ -249,7 +217,7 @@ fn steps(config: &GptConfig, tp: usize, dp: usize) -> (Vec<(f64, f64)>, HostTens
         }
         (
             out,
-            gather_parts(tp_group.as_ref(), &weights(&model)).unwrap(),
+            gather_parts(tp_group.as_ref(), &host_tensors(&model)).unwrap(),
         )
     };
     if tp * dp == 1 {
@@ -303,7 +271,7 @@ fn tensor_and_data_parallel_steps_equal_one_process() {
             model = m;
             expected.push((outcome.loss, outcome.grad_norm));
         }
-        let whole = weights(&model);
+        let whole = host_tensors(&model);
         for (tp, dp) in [(1, 1), (2, 1), (2, 2), (4, 1)] {
             let (got, gathered) = steps(&config, tp, dp);
             let what = format!("{name}, tp {tp} × dp {dp}");
