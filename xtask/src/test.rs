@@ -26,6 +26,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "lmforge-model",
         &[
+            // The models know no decoding loop, scheduler or engine.
+            "lmforge-infer",
             "tokenizers",
             "lmforge-tokenizer",
             "lmforge-bpe",
@@ -39,12 +41,29 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "lmforge-quant",
         &[
+            "lmforge-infer",
             "tokenizers",
             "lmforge-tokenizer",
             "lmforge-dataset",
             "lmforge-train",
             "axum",
             "hyper",
+        ],
+    ),
+    // The decoding engine: token ids in, token ids out; no HTTP, no tokenizer, no training.
+    (
+        "lmforge-infer",
+        &[
+            "tokenizers",
+            "lmforge-tokenizer",
+            "lmforge-tokenizers",
+            "lmforge-bpe",
+            "lmforge-wordpiece",
+            "lmforge-dataset",
+            "lmforge-train",
+            "axum",
+            "hyper",
+            "tokio",
         ],
     ),
     // Opening tokenizer files needs the two implementations, nothing of the data stack.
@@ -69,6 +88,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
 ];
+/// Direct dependencies a crate must never name (normal and build edges), where the transitive
+/// rule above cannot hold: the server reaches burn through the engine, but is HTTP only.
+const FORBIDDEN_DIRECT: &[(&str, &[&str])] =
+    &[("lmforge-serve", &["burn", "lmforge-model", "lmforge-quant"])];
 /// Leaves of the crate graph: nothing else in the workspace may depend on these.
 const LEAVES: &[&str] = &["lmforge-serve", "lmforge-cli"];
 
@@ -311,6 +334,25 @@ fn slurm_answers() -> bool {
         .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
 }
 
+/// [`FORBIDDEN_DIRECT`] against each member's own manifest (dev-dependencies allowed).
+fn direct_violations(metadata: &serde_json::Value) -> Vec<String> {
+    let mut violations = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().unwrap_or_default();
+        let Some((_, forbidden)) = FORBIDDEN_DIRECT.iter().find(|(n, _)| *n == name) else {
+            continue;
+        };
+        for dep in package["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or_default();
+            let dev = dep["kind"].as_str() == Some("dev");
+            if !dev && forbidden.contains(&dep_name) {
+                violations.push(format!("{name} names {dep_name} in its Cargo.toml"));
+            }
+        }
+    }
+    violations
+}
+
 fn boundaries(root: &Path) -> Result<()> {
     let metadata: serde_json::Value = serde_json::from_str(&cargo_output(
         root,
@@ -322,7 +364,7 @@ fn boundaries(root: &Path) -> Result<()> {
         .iter()
         .filter_map(|p| p["name"].as_str().map(str::to_string))
         .collect();
-    let mut violations = Vec::new();
+    let mut violations = direct_violations(&metadata);
     for member in &members {
         let mut forbidden: Vec<&str> = FORBIDDEN
             .iter()

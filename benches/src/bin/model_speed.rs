@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use lmforge_infer::{BurnDecoder, GenerateOptions, Sampling, generate};
 use lmforge_model::GptConfig;
-use lmforge_model::generate::{GenerateOptions, Sampling, generate};
 
 fn tokens(batch: usize, seq: usize, vocab: usize) -> Vec<Vec<u32>> {
     (0..batch)
@@ -77,18 +77,21 @@ fn generation(device: &Device) {
             sampling: Sampling::greedy(),
             stop_tokens: Vec::new(),
         };
+        let decoder = BurnDecoder {
+            model: &model,
+            device,
+        };
         let _ = generate(
-            &model,
+            &decoder,
             &prompts,
             &GenerateOptions {
                 max_new_tokens: 8,
                 ..options.clone()
             },
-            device,
             |_, _| true,
         );
         let start = Instant::now();
-        let out = generate(&model, &prompts, &options, device, |_, _| true).unwrap();
+        let out = generate(&decoder, &prompts, &options, |_, _| true).unwrap();
         let seconds = start.elapsed().as_secs_f64();
         let new: usize = out.iter().map(|g| g.tokens.len()).sum();
         println!(

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use lmforge_infer::{BurnDecoder, CpuGpt, GenerateOptions, Sampling, beam_search, generate};
 use lmforge_model::accounting::{Dtype, gib};
 use lmforge_model::bert::SentencePooling;
 use lmforge_model::checkpoint::{Format, format};
-use lmforge_model::generate::{GenerateOptions, Sampling, beam_search, generate, generate_with};
 use lmforge_model::{BertBatch, DeviceSpec, GptConfig, PRESETS, load_bert, load_gpt};
 use lmforge_tokenizer::Tokenizer;
 use serde::Serialize;
@@ -401,24 +401,23 @@ pub struct GenerateArgs {
     /// Print JSON (prompt, text, tokens, finish, tokens/s) instead of text.
     #[arg(long)]
     json: bool,
-    /// cpu: lmforge-quant's CPU engine (reads quantized weights as codes); burn: the burn
-    /// model on --device (quantized weights dequantized); auto: cpu on flex without beam
-    /// search, else burn.
+    /// cpu: lmforge-infer's CPU engine (reads quantized weights as codes); burn: the burn
+    /// model on --device (quantized weights dequantized); auto: cpu on flex, else burn.
     #[arg(long, default_value = "auto")]
     engine: Engine,
 }
 
 enum Loaded {
-    Cpu(Box<lmforge_quant::CpuGpt>),
+    Cpu(Box<CpuGpt>),
     Burn(Box<lmforge_model::Gpt>),
 }
 
 /// Which implementation decodes.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// cpu on the flex device (and not beam search), burn otherwise.
+    /// cpu on the flex device, burn otherwise.
     Auto,
-    /// lmforge-quant's CPU engine.
+    /// lmforge-infer's CPU engine.
     Cpu,
     /// The burn model on --device.
     Burn,
@@ -435,15 +434,12 @@ struct Sample {
 pub fn run_generate(args: &GenerateArgs) -> Result<()> {
     let (device, spec) = args.device.resolve_named()?;
     let cpu = match args.engine {
-        Engine::Auto => spec == DeviceSpec::Flex && args.beam_width.is_none(),
-        Engine::Cpu if args.beam_width.is_some() => {
-            bail!("--beam-width runs on --engine burn (the CPU engine has no beam search)")
-        }
+        Engine::Auto => spec == DeviceSpec::Flex,
         Engine::Cpu => true,
         Engine::Burn => false,
     };
     let loaded = if cpu {
-        Loaded::Cpu(Box::new(lmforge_quant::CpuGpt::load(&args.checkpoint)?))
+        Loaded::Cpu(Box::new(CpuGpt::load(&args.checkpoint)?))
     } else {
         Loaded::Burn(Box::new(lmforge_quant::load_gpt(
             &args.checkpoint,
@@ -474,18 +470,27 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         if prompts.len() != 1 {
             bail!("--beam-width takes one --prompt");
         }
-        let Loaded::Burn(model) = &loaded else {
-            bail!("--beam-width needs the burn engine");
+        let beams = match &loaded {
+            Loaded::Cpu(engine) => beam_search(
+                engine.as_ref(),
+                &prompts[0],
+                width,
+                args.tokens,
+                &stop_tokens,
+                args.length_penalty,
+            )?,
+            Loaded::Burn(model) => beam_search(
+                &BurnDecoder {
+                    model,
+                    device: &device,
+                },
+                &prompts[0],
+                width,
+                args.tokens,
+                &stop_tokens,
+                args.length_penalty,
+            )?,
         };
-        let beams = beam_search(
-            model,
-            &prompts[0],
-            width,
-            args.tokens,
-            &stop_tokens,
-            args.length_penalty,
-            &device,
-        )?;
         beams
             .into_iter()
             .map(|b| (b.tokens, "beam".to_string()))
@@ -533,8 +538,16 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
             true
         };
         let out = match &loaded {
-            Loaded::Cpu(engine) => generate_with(engine.as_ref(), &prompts, &options, on_token)?,
-            Loaded::Burn(model) => generate(model, &prompts, &options, &device, on_token)?,
+            Loaded::Cpu(engine) => generate(engine.as_ref(), &prompts, &options, on_token)?,
+            Loaded::Burn(model) => generate(
+                &BurnDecoder {
+                    model,
+                    device: &device,
+                },
+                &prompts,
+                &options,
+                on_token,
+            )?,
         };
         if stream {
             let text = tokenizer.decode(&out[0].tokens)?;

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use lmforge_infer::{CpuGpt, tokens_per_second};
 use lmforge_model::DeviceSpec;
 use lmforge_model::checkpoint::write_atomic;
 use lmforge_quant::checkpoint::Comparison;
-use lmforge_quant::{CpuGpt, QuantizeOptions, Scheme, quantize_checkpoint, tokens_per_second};
+use lmforge_quant::{QuantizeOptions, Scheme, quantize_checkpoint};
 use lmforge_train::checkpoint;
 
 use crate::train::{EvalData, eval_losses};

@@ -33,6 +33,9 @@ pub struct Args {
     /// continuous (requests join and leave between steps) or static (a batch runs to its end).
     #[arg(long, default_value = "continuous")]
     scheduler: Scheduler,
+    /// Compute every prompt from its first token (no reuse of cached prefix blocks).
+    #[arg(long)]
+    no_prefix_cache: bool,
     /// A file holding the Bearer key API requests must carry.
     #[arg(long)]
     api_key_file: Option<PathBuf>,
@@ -75,6 +78,7 @@ pub fn run(args: &Args) -> Result<()> {
             kv_cache_bytes: args.kv_cache_mb << 20,
             prefill_chunk: args.prefill_chunk,
             scheduler: args.scheduler,
+            prefix_caching: !args.no_prefix_cache,
             ..EngineOptions::default()
         },
         api_key,

@@ -3,8 +3,8 @@
 //!
 //! - [`Gpt`] ([`GptConfig`]: learned, sinusoidal, RoPE or ALiBi positions; LayerNorm or
 //!   RMSNorm; GELU or SwiGLU; presets `tiny`, `gpt2-small`, `1.7b`) with a [`KvCache`] for
-//!   batched incremental decoding, and [`generate()`](generate::generate) (sampling, beam
-//!   search);
+//!   batched incremental decoding (sampling, beam search and the engines that serve it are
+//!   `lmforge-infer`'s);
 //! - [`Bert`] with its masked-LM, sequence- and token-classification heads and
 //!   sentence-transformers pooling ([`bert`]);
 //! - [`checkpoint`]s of our own and Hugging Face GPT-2/BERT folders ([`hf`]);
@@ -29,32 +29,12 @@
 //! # let _ = gradients;
 //! # Ok::<(), lmforge_model::Error>(())
 //! ```
-//!
-//! Generating with the KV cache, from prompts of different lengths:
-//!
-//! ```
-//! use burn::tensor::Device;
-//! use lmforge_model::GptConfig;
-//! use lmforge_model::generate::{GenerateOptions, Sampling, generate};
-//!
-//! let device = Device::flex();
-//! let model = GptConfig { n_layer: 1, d_model: 32, ..GptConfig::tiny(100) }.init(&device, 0)?;
-//! let options = GenerateOptions {
-//!     max_new_tokens: 5,
-//!     sampling: Sampling { temperature: 0.8, top_p: 0.9, seed: 7, ..Sampling::greedy() },
-//!     stop_tokens: vec![0],
-//! };
-//! let out = generate(&model, &[vec![5, 6, 7], vec![9]], &options, &device, |_, _| true)?;
-//! assert!(out.iter().all(|g| !g.tokens.is_empty() && g.tokens.len() <= 5));
-//! # Ok::<(), lmforge_model::Error>(())
-//! ```
 
 pub mod accounting;
 pub mod bert;
 pub mod checkpoint;
 mod config;
 mod device;
-pub mod generate;
 mod gpt;
 pub mod hf;
 mod init;
@@ -65,7 +45,6 @@ pub use bert::{Bert, BertBatch, BertConfig};
 pub use checkpoint::{load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_mlm, save_gpt};
 pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
 pub use device::DeviceSpec;
-pub use generate::generate;
 pub use gpt::{Attention, Block, Gpt, KvCache};
 pub use layers::{Mlp, Norm, alibi_slopes};
 

@@ -1,15 +1,16 @@
 //! Weight quantization for lmforge GPTs: INT8 per output channel (the default), INT8 per
 //! tensor, GGML-style Q8_0 and Q4_0 blocks; quantized checkpoints that `lmforge generate`,
-//! `eval` and `serve` load like any other; and a CPU decoding engine whose kernels multiply by
-//! the integer codes directly, never widening a whole matrix to f32.
+//! `eval` and `serve` load like any other; and CPU kernels that multiply by the integer codes
+//! directly, never widening a whole matrix to f32 (the decoding engine that runs them is
+//! `lmforge-infer`'s `CpuGpt`).
 //!
 //! - [`Scheme`] and [`QMatrix`]: codes and scales, `|x − dequantized| ≤ scale / 2` per value;
 //! - [`quantize_checkpoint`]: a checkpoint folder in, a quantized folder and a [`QuantizeReport`]
 //!   out (sizes, per-tensor errors);
 //! - [`load_gpt`]: any checkpoint, quantized or not, as a burn [`Gpt`](lmforge_model::Gpt)
 //!   (quantized weights dequantized, so evaluation measures exactly what quantizing cost);
-//! - [`CpuGpt`]: the decoding engine, an [`lmforge_model::generate::Decoder`] over f32 or
-//!   quantized weights ([`kernel::matmul`]).
+//! - [`Matrix`] and [`kernel::matmul`]: a weight as f32 panels or codes, and `x · Wᵀ` over
+//!   either, what a host decoding loop multiplies by.
 //!
 //! The seed talk's example, five values to INT8 and back:
 //!
@@ -28,16 +29,12 @@
 use std::path::{Path, PathBuf};
 
 pub mod checkpoint;
-mod engine;
 pub mod kernel;
 mod matrix;
-mod paged;
 mod scheme;
 
 pub use checkpoint::{QuantizeOptions, QuantizeReport, load_gpt, quantize_checkpoint};
-pub use engine::{Chunk, CpuCache, CpuGpt};
 pub use matrix::{ErrorStats, Matrix, PANEL, QMatrix};
-pub use paged::{BLOCK_TOKENS, KvPool, SeqKv};
 pub use scheme::{BLOCK, Scheme};
 
 /// What can go wrong quantizing or loading quantized weights.
@@ -119,39 +116,3 @@ impl Error {
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Greedy decoding speed of `model` at batch 1: `tokens` new tokens after `prompt` (no stop
-/// token), prefill included as `lmforge generate` counts it; the best of `runs` runs after
-/// one warm-up, in tokens per second.
-pub fn tokens_per_second<D: lmforge_model::generate::Decoder>(
-    model: &D,
-    prompt: &[u32],
-    tokens: usize,
-    runs: usize,
-) -> lmforge_model::Result<f64> {
-    use lmforge_model::generate::{GenerateOptions, Sampling, generate_with};
-    let tokens = tokens.min(model.max_seq_len().saturating_sub(prompt.len()));
-    let options = GenerateOptions {
-        max_new_tokens: tokens,
-        sampling: Sampling::greedy(),
-        stop_tokens: Vec::new(),
-    };
-    let prompts = [prompt.to_vec()];
-    generate_with(
-        model,
-        &prompts,
-        &GenerateOptions {
-            max_new_tokens: tokens.min(8),
-            ..options.clone()
-        },
-        |_, _| true,
-    )?;
-    let mut best = 0f64;
-    for _ in 0..runs.max(1) {
-        let started = std::time::Instant::now();
-        let out = generate_with(model, &prompts, &options, |_, _| true)?;
-        let rate = out[0].tokens.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        best = best.max(rate);
-    }
-    Ok(best)
-}

@@ -11,13 +11,13 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use lmforge_model::generate::{Finish, Sampling};
+use lmforge_infer::scheduler::{EVENT_BUFFER, Event, Events, Job, Rejected};
+use lmforge_infer::{Finish, Sampling};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::AppState;
-use crate::engine::{EVENT_BUFFER, Event, Job, Rejected};
 use crate::fields::{ApiError, boolean, integer, number, object, strings};
 use crate::text::TextStream;
 
@@ -52,6 +52,19 @@ fn rejected(e: Rejected) -> ApiError {
     }
 }
 
+/// A request's events on their way to its handler (a bounded tokio channel).
+struct Channel(mpsc::Sender<Event>);
+
+impl Events for Channel {
+    fn send(&self, event: Event) -> bool {
+        self.0.try_send(event).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 impl AppState {
     /// Queues every ask (all or none: a refusal drops the ones queued, which cancels them).
     fn submit(&self, asks: &[Ask]) -> Result<Vec<mpsc::Receiver<Event>>, ApiError> {
@@ -65,7 +78,7 @@ impl AppState {
                     sampling: ask.sampling.clone(),
                     stop_tokens: ask.stop_tokens.clone(),
                     prompt_logprobs: ask.prompt_logprobs,
-                    events: tx,
+                    events: Box::new(Channel(tx)),
                 })
                 .map_err(rejected)?;
             self.metrics

@@ -1,10 +1,10 @@
-//! Megatron's `beam_width`: beam search runs on the burn model (the scheduler's engine samples
-//! one token per sequence), loaded on first use and run off the async threads, one at a time.
+//! Megatron's `beam_width`: beam search over the scheduler's own engine (its rows forked in a
+//! paged cache of its own, blocks shared between beams), run off the async threads.
 
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use lmforge_model::generate::beam_search;
+use lmforge_infer::beam_search;
 
 use crate::AppState;
 use crate::fields::ApiError;
@@ -30,23 +30,14 @@ pub async fn search(
     }
     let state = state.clone();
     let run = tokio::task::spawn_blocking(move || {
-        let device = burn::tensor::Device::flex();
-        let mut model = state.beam_model.lock().unwrap_or_else(|e| e.into_inner());
-        if model.is_none() {
-            *model = Some(
-                lmforge_quant::load_gpt(&state.checkpoint, &device).map_err(|e| e.to_string())?,
-            );
-        }
-        let model = model.as_ref().expect("loaded above");
         let stops: Vec<u32> = stop_token.into_iter().collect();
         beam_search(
-            model,
+            state.model.as_ref(),
             &prompt,
             width,
             tokens,
             &stops,
             length_penalty,
-            &device,
         )
         .map(|beams| beams.into_iter().map(|b| (b.tokens, b.score)).collect())
         .map_err(|e| e.to_string())

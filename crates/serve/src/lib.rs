@@ -3,8 +3,9 @@
 //! their keys and values in a paged block pool, and pushes back (HTTP 429) when full.
 //!
 //! - [`Server`]: a checkpoint (f32 or quantized) and [`ServeOptions`] in, a running server out;
-//! - [`engine`]: the scheduler thread ([`engine::Engine`]): continuous or static batching,
-//!   chunked prefill, admission by KV blocks, cancellation of abandoned requests;
+//! - the scheduler is `lmforge-infer`'s ([`lmforge_infer::scheduler`]): continuous or static
+//!   batching, chunked prefill, admission by KV blocks, prefix caching, cancellation of
+//!   abandoned requests; this crate is the HTTP in front of it (routes, fields, text, metrics);
 //! - [`text::TextStream`]: tokens to streamed text with stop sequences;
 //! - routes: `PUT /api`, `POST /v1/completions`, `GET /v1/models`, `POST /tokenize`,
 //!   `POST /detokenize`, `GET /health`, `GET /ready`, `GET /metrics`, `GET /` (playground).
@@ -24,15 +25,14 @@
 
 mod api;
 mod beam;
-pub mod engine;
 pub mod fields;
 pub mod metrics;
 pub mod text;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -43,9 +43,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use lmforge_tokenizer::Tokenizer;
 
-use engine::Engine;
-pub use engine::{EngineOptions, Scheduler};
 use fields::ApiError;
+use lmforge_infer::scheduler::Engine;
+pub use lmforge_infer::scheduler::{EngineOptions, Scheduler};
+use lmforge_infer::{CpuGpt, HostKv, KvStore};
 use metrics::Metrics;
 
 /// What can stop the server from starting or running.
@@ -116,8 +117,9 @@ pub(crate) struct AppState {
     ready: AtomicBool,
     next_id: AtomicU64,
     started_unix: u64,
-    checkpoint: PathBuf,
-    beam_model: Mutex<Option<lmforge_model::Gpt>>,
+    /// The engine the scheduler runs, shared with beam search (which forks rows of its own
+    /// paged cache beside the scheduler's pool).
+    model: Arc<CpuGpt>,
 }
 
 /// A loaded model behind its scheduler, ready to serve.
@@ -148,7 +150,7 @@ impl Server {
             path: path.clone(),
             message,
         };
-        let model = lmforge_quant::CpuGpt::load(&options.checkpoint)
+        let model = CpuGpt::load(&options.checkpoint)
             .map_err(|e| load(&options.checkpoint, e.to_string()))?;
         let tokenizer_path = options
             .tokenizer
@@ -167,15 +169,19 @@ impl Server {
             ));
         }
         let metrics = Arc::new(Metrics::default());
-        let block_bytes =
-            lmforge_quant::KvPool::new(model.config(), e.block_tokens, 1).block_bytes();
+        let block_bytes = HostKv::new(model.config(), e.block_tokens).block_bytes();
         if options.engine.kv_cache_bytes < block_bytes {
             return Err(Error::Option {
                 option: "--kv-cache-mb",
                 message: format!("holds no block of {block_bytes} bytes"),
             });
         }
-        let (engine, scheduler) = Engine::start(model, options.engine.clone(), metrics.clone());
+        let model = Arc::new(model);
+        let (engine, scheduler) = Engine::start(
+            model.clone(),
+            options.engine.clone(),
+            metrics.engine.clone(),
+        );
         let model_name = options.model_name.clone().unwrap_or_else(|| {
             let c = options
                 .checkpoint
@@ -196,8 +202,7 @@ impl Server {
             started_unix: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            checkpoint: options.checkpoint.clone(),
-            beam_model: Mutex::new(None),
+            model,
         });
         Ok(Server {
             state,

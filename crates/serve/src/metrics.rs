@@ -1,53 +1,22 @@
-//! `/metrics` in Prometheus' text exposition format: counters, gauges and histograms kept in
-//! atomics (and one mutex for the per-status request counts), written out on each scrape.
+//! `/metrics` in Prometheus' text exposition format: the scheduler's counters, gauges and
+//! histograms (kept in atomics by `lmforge-infer`) and the server's own (per-status request
+//! counts, prompt tokens), written out on each scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-/// Bucket bounds of the latency histograms, seconds.
-const BOUNDS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+use lmforge_infer::scheduler::{self, BOUNDS, Histogram};
 
-/// A latency histogram.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; BOUNDS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one duration.
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
-            if s <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+fn write_histogram(out: &mut String, h: &Histogram, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound, n) in BOUNDS.iter().zip(h.buckets()) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
     }
-
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-    }
+    let count = h.count();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {count}", h.sum_seconds());
 }
 
 /// Everything `/metrics` reports.
@@ -55,28 +24,10 @@ impl Histogram {
 pub struct Metrics {
     /// Responses by route and status.
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
-    /// Sequences in the running batch.
-    pub running: AtomicUsize,
-    /// Blocks of the KV pool held by sequences.
-    pub kv_blocks_used: AtomicUsize,
-    /// Blocks in the KV pool.
-    pub kv_blocks_total: AtomicUsize,
-    /// Tokens generated.
-    pub tokens_generated: AtomicUsize,
     /// Prompt tokens received.
     pub prompt_tokens: AtomicUsize,
-    /// Generations that ran to a stop or length.
-    pub completed: AtomicUsize,
-    /// Generations ended because the client left or stopped reading.
-    pub cancelled: AtomicUsize,
-    /// Request queued → first token.
-    pub ttft: Histogram,
-    /// Between two tokens of one request.
-    pub itl: Histogram,
-    /// Request queued → admitted.
-    pub queue_time: Histogram,
-    /// Request queued → finished.
-    pub e2e: Histogram,
+    /// What the scheduler counts.
+    pub engine: Arc<scheduler::Metrics>,
 }
 
 impl Metrics {
@@ -101,6 +52,7 @@ impl Metrics {
                 "lmforge_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
+        let e = &self.engine;
         let gauges = [
             (
                 "lmforge_queue_depth",
@@ -110,17 +62,22 @@ impl Metrics {
             (
                 "lmforge_running_sequences",
                 "Sequences in the running batch.",
-                self.running.load(Ordering::Relaxed),
+                e.running.load(Ordering::Relaxed),
             ),
             (
                 "lmforge_kv_blocks_used",
                 "KV cache blocks held by sequences.",
-                self.kv_blocks_used.load(Ordering::Relaxed),
+                e.kv_blocks_used.load(Ordering::Relaxed),
             ),
             (
                 "lmforge_kv_blocks_total",
                 "KV cache blocks in the pool.",
-                self.kv_blocks_total.load(Ordering::Relaxed),
+                e.kv_blocks_total.load(Ordering::Relaxed),
+            ),
+            (
+                "lmforge_kv_blocks_cached",
+                "KV cache blocks in the prefix cache, held or idle.",
+                e.kv_blocks_cached.load(Ordering::Relaxed),
             ),
             (
                 "process_resident_memory_bytes",
@@ -135,7 +92,7 @@ impl Metrics {
             (
                 "lmforge_generated_tokens_total",
                 "Tokens generated.",
-                &self.tokens_generated,
+                &e.tokens_generated,
             ),
             (
                 "lmforge_prompt_tokens_total",
@@ -143,14 +100,19 @@ impl Metrics {
                 &self.prompt_tokens,
             ),
             (
+                "lmforge_prefix_cache_hit_tokens_total",
+                "Prompt tokens whose keys and values came from the prefix cache.",
+                &e.prefix_hit_tokens,
+            ),
+            (
                 "lmforge_generations_completed_total",
                 "Generations that reached a stop or their length.",
-                &self.completed,
+                &e.completed,
             ),
             (
                 "lmforge_generations_cancelled_total",
                 "Generations ended because the client left or stopped reading.",
-                &self.cancelled,
+                &e.cancelled,
             ),
         ];
         for (name, help, v) in counters {
@@ -160,23 +122,27 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
-        self.ttft.write(
+        write_histogram(
             &mut out,
+            &e.ttft,
             "lmforge_time_to_first_token_seconds",
             "Queued to first token.",
         );
-        self.itl.write(
+        write_histogram(
             &mut out,
+            &e.itl,
             "lmforge_inter_token_latency_seconds",
             "Between two tokens of a request.",
         );
-        self.queue_time.write(
+        write_histogram(
             &mut out,
+            &e.queue_time,
             "lmforge_queue_time_seconds",
             "Waiting for a place in the batch.",
         );
-        self.e2e.write(
+        write_histogram(
             &mut out,
+            &e.e2e,
             "lmforge_request_duration_seconds",
             "Queued to finished.",
         );
@@ -195,12 +161,13 @@ fn resident_bytes() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn histograms_are_cumulative_and_the_text_parses_line_by_line() {
         let m = Metrics::default();
-        m.ttft.observe(Duration::from_millis(3));
-        m.ttft.observe(Duration::from_millis(300));
+        m.engine.ttft.observe(Duration::from_millis(3));
+        m.engine.ttft.observe(Duration::from_millis(300));
         m.count_response("/api", 200);
         let text = m.render(2);
         assert!(text.contains("lmforge_time_to_first_token_seconds_bucket{le=\"0.005\"} 1"));

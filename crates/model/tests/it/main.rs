@@ -3,7 +3,6 @@
 mod backends;
 mod bert;
 mod checkpoint;
-mod generate;
 mod hf;
 
 use std::path::{Path, PathBuf};

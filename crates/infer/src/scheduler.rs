@@ -1,5 +1,5 @@
-//! The scheduler: one thread that owns the model and the KV pool and runs decoding steps over
-//! whatever requests are running, as vLLM's and TGI's routers do.
+//! The scheduler: one thread that owns a [`Batched`] engine and its KV pool and runs decoding
+//! steps over whatever requests are running, as vLLM's and TGI's routers do.
 //!
 //! Every step holds the next token of each running sequence plus, within a token budget,
 //! chunks of prompts being prefilled (so a long prompt never freezes the others). Requests
@@ -7,20 +7,23 @@
 //! admission, as TGI's token budget does: a running request can never run out of blocks, so
 //! none is ever preempted or corrupted; blocks are taken as positions are written) and leave as
 //! soon as they finish, disconnect or stop reading.
+//!
+//! With prefix caching, the full blocks of every prompt are registered in the pool's prefix
+//! cache as they are computed; a request whose prompt starts with cached blocks holds them from
+//! admission and prefills only the rest (its reservation counts only the blocks it adds).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use lmforge_model::generate::{Finish, Sampling, choose, log_sum_exp};
-use lmforge_quant::{Chunk, CpuGpt, KvPool, SeqKv};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
-use tokio::sync::mpsc::error::TrySendError;
 
-use crate::metrics::Metrics;
+use crate::decoder::Finish;
+use crate::paged::{BLOCK_TOKENS, Batched, Chunk, KvPool, SeqKv, prefix_hashes};
+use crate::sampling::{Sampling, choose, log_sum_exp};
 
 /// What the scheduler sends back for one request, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +44,6 @@ pub enum Event {
 }
 
 /// A generation request for the scheduler.
-#[derive(Debug)]
 pub struct Job {
     /// Prompt tokens (at least one).
     pub prompt: Vec<u32>,
@@ -55,7 +57,42 @@ pub struct Job {
     pub prompt_logprobs: bool,
     /// Where events go. Bounded: a full channel means the client stopped reading, and the
     /// request is dropped rather than the scheduler waiting for it.
-    pub events: tokio::sync::mpsc::Sender<Event>,
+    pub events: Box<dyn Events>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("prompt", &self.prompt)
+            .field("max_new_tokens", &self.max_new_tokens)
+            .field("sampling", &self.sampling)
+            .field("stop_tokens", &self.stop_tokens)
+            .field("prompt_logprobs", &self.prompt_logprobs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving end of a request's events, as the scheduler sees it: it never waits on one.
+pub trait Events: Send {
+    /// Hands over `event` without waiting; `false` when the receiver is gone or full (the
+    /// request is then dropped).
+    fn send(&self, event: Event) -> bool;
+
+    /// Whether the receiver is gone (the request is dropped before it runs).
+    fn is_closed(&self) -> bool;
+}
+
+/// A bounded standard channel (tests, benchmarks, in-process callers).
+impl Events for mpsc::SyncSender<Event> {
+    fn send(&self, event: Event) -> bool {
+        self.try_send(event).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        // A standard channel tells only on a send; an abandoned request is dropped at its
+        // first event instead.
+        false
+    }
 }
 
 /// Events a request may have unread before it is dropped as a client that stopped reading.
@@ -98,6 +135,8 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// Continuous or static batching.
     pub scheduler: Scheduler,
+    /// Reuse the cached blocks of earlier prompts with the same first tokens.
+    pub prefix_caching: bool,
 }
 
 impl Default for EngineOptions {
@@ -106,9 +145,10 @@ impl Default for EngineOptions {
             max_batch: 32,
             max_queue: 256,
             kv_cache_bytes: 256 << 20,
-            block_tokens: lmforge_quant::BLOCK_TOKENS,
+            block_tokens: BLOCK_TOKENS,
             prefill_chunk: 256,
             scheduler: Scheduler::Continuous,
+            prefix_caching: true,
         }
     }
 }
@@ -148,20 +188,25 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the scheduler thread over `model`.
-    pub fn start(
-        model: CpuGpt,
+    /// Starts the scheduler thread over `model` (shared: beam search may run on it beside).
+    pub fn start<M>(
+        model: Arc<M>,
         options: EngineOptions,
         metrics: Arc<Metrics>,
-    ) -> (Engine, JoinHandle<()>) {
-        let pool = KvPool::with_bytes(model.config(), options.block_tokens, options.kv_cache_bytes);
+    ) -> (Engine, JoinHandle<()>)
+    where
+        M: Batched + Send + Sync + 'static,
+        M::Store: Send,
+    {
+        let store = model.store(options.block_tokens);
+        let pool = KvPool::with_bytes(store, options.block_tokens, options.kv_cache_bytes);
         let limit = model
             .config()
             .max_seq_len
-            .min(pool.blocks() * pool.block_tokens());
+            .min(pool.blocks.total() * pool.blocks.block_tokens());
         metrics
             .kv_blocks_total
-            .store(pool.blocks(), Ordering::Relaxed);
+            .store(pool.blocks.total(), Ordering::Relaxed);
         let (jobs, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let engine = Engine {
@@ -181,7 +226,6 @@ impl Engine {
                     queued,
                     waiting: VecDeque::new(),
                     running: Vec::new(),
-                    reserved: 0,
                 }
                 .run(rx)
             })
@@ -221,26 +265,36 @@ struct Running {
     seq: SeqKv,
     /// Prompt tokens already in the cache.
     fed: usize,
+    /// Leading blocks that came from the prefix cache.
+    matched: usize,
+    /// Hashes of the prompt's full blocks, registered as they are computed.
+    hashes: Vec<u64>,
     /// Tokens chosen so far.
     generated: Vec<u32>,
     /// The token chosen last, fed at the next step.
     last: u32,
     rng: ChaCha8Rng,
+    /// Blocks it may add to the pool (the matched ones excluded).
     reserved: usize,
     queued_at: Instant,
     last_event: Instant,
 }
 
-struct Loop {
-    model: CpuGpt,
-    pool: KvPool,
+impl Running {
+    /// Blocks it may still take.
+    fn outstanding(&self) -> usize {
+        self.reserved - (self.seq.blocks.len() - self.matched)
+    }
+}
+
+struct Loop<M: Batched> {
+    model: Arc<M>,
+    pool: KvPool<M::Store>,
     options: EngineOptions,
     metrics: Arc<Metrics>,
     queued: Arc<AtomicUsize>,
     waiting: VecDeque<(Job, Instant)>,
     running: Vec<Running>,
-    /// Blocks promised to running requests.
-    reserved: usize,
 }
 
 /// How an event send went.
@@ -250,14 +304,15 @@ enum Sent {
     Gone,
 }
 
-fn send(events: &tokio::sync::mpsc::Sender<Event>, event: Event) -> Sent {
-    match events.try_send(event) {
-        Ok(()) => Sent::Ok,
-        Err(TrySendError::Full(_) | TrySendError::Closed(_)) => Sent::Gone,
+fn send(events: &dyn Events, event: Event) -> Sent {
+    if events.send(event) {
+        Sent::Ok
+    } else {
+        Sent::Gone
     }
 }
 
-impl Loop {
+impl<M: Batched> Loop<M> {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut open = true;
         loop {
@@ -290,7 +345,7 @@ impl Loop {
                     let (job, _) = self.waiting.pop_front().expect("not empty");
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                     send(
-                        &job.events,
+                        job.events.as_ref(),
                         Event::Failed("the KV cache cannot hold it".into()),
                     );
                 }
@@ -305,7 +360,9 @@ impl Loop {
         let m = &self.metrics;
         m.running.store(self.running.len(), Ordering::Relaxed);
         m.kv_blocks_used
-            .store(self.pool.used_blocks(), Ordering::Relaxed);
+            .store(self.pool.blocks.used_blocks(), Ordering::Relaxed);
+        m.kv_blocks_cached
+            .store(self.pool.blocks.cached_blocks(), Ordering::Relaxed);
     }
 
     fn drop_abandoned(&mut self) {
@@ -330,24 +387,48 @@ impl Loop {
         if self.options.scheduler == Scheduler::Static && !self.running.is_empty() {
             return;
         }
+        let bt = self.pool.blocks.block_tokens();
         while self.running.len() < self.options.max_batch {
             let Some((job, _)) = self.waiting.front() else {
                 break;
             };
-            let need = self.pool.blocks_for(job.prompt.len() + job.max_new_tokens);
-            if self.reserved + need > self.pool.blocks() {
+            // Prompt log-probabilities need every prompt position computed: no reuse.
+            let cacheable = self.options.prefix_caching && !job.prompt_logprobs;
+            let hashes = if cacheable {
+                prefix_hashes(&job.prompt, bt, job.prompt.len() / bt)
+            } else {
+                Vec::new()
+            };
+            // At least the last prompt token is computed: its logits choose the first token.
+            let usable = (job.prompt.len() - 1) / bt;
+            let mut seq = self
+                .pool
+                .blocks
+                .lookup(&job.prompt, &hashes[..usable.min(hashes.len())]);
+            let need = self
+                .pool
+                .blocks
+                .blocks_for(job.prompt.len() + job.max_new_tokens)
+                - seq.blocks.len();
+            let outstanding: usize = self.running.iter().map(Running::outstanding).sum();
+            if outstanding + need > self.pool.blocks.free_blocks() {
+                self.pool.blocks.release(&mut seq);
                 break;
             }
             let (job, queued_at) = self.waiting.pop_front().expect("front exists");
             self.queued.fetch_sub(1, Ordering::SeqCst);
-            self.reserved += need;
             let now = Instant::now();
             self.metrics.queue_time.observe(now - queued_at);
+            self.metrics
+                .prefix_hit_tokens
+                .fetch_add(seq.len, Ordering::Relaxed);
             self.running.push(Running {
                 rng: ChaCha8Rng::seed_from_u64(job.sampling.seed),
                 job,
-                seq: SeqKv::new(),
-                fed: 0,
+                fed: seq.len,
+                matched: seq.blocks.len(),
+                seq,
+                hashes,
                 generated: Vec::new(),
                 last: 0,
                 reserved: need,
@@ -360,11 +441,13 @@ impl Loop {
     /// Ends request `i`: its blocks go back; `finish` (if any) is sent.
     fn finish(&mut self, i: usize, finish: Option<Finish>) {
         let mut r = self.running.swap_remove(i);
-        self.pool.release(&mut r.seq);
-        self.reserved -= r.reserved;
+        self.pool.blocks.release(&mut r.seq);
+        // Before the client hears of it: whoever reads the gauges after `Done` sees its blocks
+        // back.
+        self.publish();
         match finish {
             Some(f) => {
-                send(&r.job.events, Event::Done(f));
+                send(r.job.events.as_ref(), Event::Done(f));
                 self.metrics.completed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.e2e.observe(r.queued_at.elapsed());
             }
@@ -423,7 +506,10 @@ impl Loop {
                 let mut indices: Vec<usize> = plan.iter().map(|p| p.0).collect();
                 indices.sort_unstable_by_key(|&i| std::cmp::Reverse(i));
                 for i in indices {
-                    send(&self.running[i].job.events, Event::Failed(message.clone()));
+                    send(
+                        self.running[i].job.events.as_ref(),
+                        Event::Failed(message.clone()),
+                    );
                     self.finish(i, None);
                 }
                 return;
@@ -439,13 +525,24 @@ impl Loop {
             if prefill {
                 if r.job.prompt_logprobs {
                     let lp = prompt_logprobs(&rows, vocab, &r.job.prompt, from, to);
-                    if matches!(send(&r.job.events, Event::PromptLogprobs(lp)), Sent::Gone) {
+                    if matches!(
+                        send(r.job.events.as_ref(), Event::PromptLogprobs(lp)),
+                        Sent::Gone
+                    ) {
                         finished.push((i, None));
                         continue;
                     }
                     last_row = &rows[rows.len() - vocab..];
                 }
                 r.fed = to;
+                // Full prompt blocks now computed go into the prefix cache.
+                let bt = self.pool.blocks.block_tokens();
+                for b in from / bt..(to / bt).min(r.hashes.len()) {
+                    let parent = if b == 0 { 0 } else { r.hashes[b - 1] };
+                    self.pool
+                        .blocks
+                        .register(&r.seq, b, &r.job.prompt, parent, r.hashes[b]);
+                }
                 if r.fed < r.job.prompt.len() {
                     continue;
                 }
@@ -472,7 +569,7 @@ impl Loop {
                 .tokens_generated
                 .fetch_add(1, Ordering::Relaxed);
             if matches!(
-                send(&r.job.events, Event::Token { id: token, logprob }),
+                send(r.job.events.as_ref(), Event::Token { id: token, logprob }),
                 Sent::Gone
             ) {
                 finished.push((i, None));
@@ -502,6 +599,83 @@ fn prompt_logprobs(rows: &[f32], vocab: usize, prompt: &[u32], from: usize, to: 
         .filter(|&(_, next)| next < prompt.len())
         .map(|(row, next)| row[prompt[next] as usize] - log_sum_exp(row))
         .collect()
+}
+
+/// Upper bounds of the latency histograms' buckets, seconds.
+pub const BOUNDS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A latency histogram over [`BOUNDS`], kept in atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BOUNDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (bound, bucket) in BOUNDS.iter().zip(&self.buckets) {
+            if s <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Durations at or under each bound (cumulative, as Prometheus counts them).
+    pub fn buckets(&self) -> [u64; BOUNDS.len()] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
+    /// Durations recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Their sum, seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// Their mean, seconds (0 with none).
+    pub fn mean_seconds(&self) -> f64 {
+        self.sum_seconds() / self.count().max(1) as f64
+    }
+}
+
+/// What the scheduler counts, for whoever reports it (the server's `/metrics`).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Sequences in the running batch.
+    pub running: AtomicUsize,
+    /// Blocks of the KV pool held by sequences.
+    pub kv_blocks_used: AtomicUsize,
+    /// Blocks in the KV pool.
+    pub kv_blocks_total: AtomicUsize,
+    /// Blocks in the prefix cache (held or idle).
+    pub kv_blocks_cached: AtomicUsize,
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    pub prefix_hit_tokens: AtomicUsize,
+    /// Tokens generated.
+    pub tokens_generated: AtomicUsize,
+    /// Generations that ran to a stop or length.
+    pub completed: AtomicUsize,
+    /// Generations ended because the client left or stopped reading.
+    pub cancelled: AtomicUsize,
+    /// Request queued → first token.
+    pub ttft: Histogram,
+    /// Between two tokens of one request.
+    pub itl: Histogram,
+    /// Request queued → admitted.
+    pub queue_time: Histogram,
+    /// Request queued → finished.
+    pub e2e: Histogram,
 }
 
 #[cfg(test)]

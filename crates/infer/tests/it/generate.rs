@@ -1,7 +1,10 @@
-//! Generation: batched equals alone, seeds, stop tokens, cancellation, beam search.
+//! Generation over any `Decoder`: batched equals alone, seeds, stop tokens, cancellation, beam
+//! search, on the burn model and on the CPU engine alike.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lmforge_model::generate::{Finish, GenerateOptions, Sampling, beam_search, generate};
+use lmforge_infer::{
+    BurnDecoder, CpuGpt, Decoder, Finish, GenerateOptions, Sampling, beam_search, generate,
+};
 use lmforge_model::{Gpt, GptConfig, Positions};
 
 fn model(positions: Positions) -> Gpt {
@@ -42,45 +45,37 @@ fn greedy_reference(model: &Gpt, prompt: &[u32], n: usize) -> Vec<u32> {
     seq[prompt.len()..].to_vec()
 }
 
+fn batched_equals_alone<D: Decoder>(decoder: &D, model: &Gpt, what: &str) {
+    let prompts = vec![vec![1, 2, 3], vec![7], vec![4, 4, 4, 4, 4, 9]];
+    let greedy = options(12, Sampling::greedy());
+    let together = generate(decoder, &prompts, &greedy, |_, _| true).unwrap();
+    for (prompt, got) in prompts.iter().zip(&together) {
+        let alone = generate(decoder, std::slice::from_ref(prompt), &greedy, |_, _| true).unwrap();
+        assert_eq!(got.tokens, alone[0].tokens, "{what}");
+        assert_eq!(got.tokens, greedy_reference(model, prompt, 12), "{what}");
+        assert_eq!(got.finish, Finish::Length);
+        assert!(got.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
+    }
+}
+
 #[test]
 fn batched_greedy_equals_each_prompt_alone_and_the_uncached_reference() {
     let device = Device::flex();
     for positions in [Positions::Learned, Positions::Rope, Positions::Alibi] {
         let model = model(positions);
-        let prompts = vec![vec![1, 2, 3], vec![7], vec![4, 4, 4, 4, 4, 9]];
-        let together = generate(
-            &model,
-            &prompts,
-            &options(12, Sampling::greedy()),
-            &device,
-            |_, _| true,
-        )
-        .unwrap();
-        for (prompt, got) in prompts.iter().zip(&together) {
-            let alone = generate(
-                &model,
-                std::slice::from_ref(prompt),
-                &options(12, Sampling::greedy()),
-                &device,
-                |_, _| true,
-            )
-            .unwrap();
-            assert_eq!(got.tokens, alone[0].tokens, "{positions:?}");
-            assert_eq!(
-                got.tokens,
-                greedy_reference(&model, prompt, 12),
-                "{positions:?}"
-            );
-            assert_eq!(got.finish, Finish::Length);
-            assert!(got.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
-        }
+        let burn = BurnDecoder {
+            model: &model,
+            device: &device,
+        };
+        batched_equals_alone(&burn, &model, &format!("burn {positions:?}"));
+        let cpu = CpuGpt::from_gpt(&model).unwrap();
+        batched_equals_alone(&cpu, &model, &format!("cpu {positions:?}"));
     }
 }
 
 #[test]
 fn seeded_sampling_is_reproducible() {
-    let device = Device::flex();
-    let model = model(Positions::Learned);
+    let model = CpuGpt::from_gpt(&model(Positions::Learned)).unwrap();
     let sampling = |seed| Sampling {
         temperature: 1.5,
         top_k: 20,
@@ -93,7 +88,6 @@ fn seeded_sampling_is_reproducible() {
             &model,
             &[vec![1, 2], vec![3]],
             &options(16, sampling(seed)),
-            &device,
             |_, _| true,
         )
         .unwrap()
@@ -103,27 +97,25 @@ fn seeded_sampling_is_reproducible() {
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
+    // Bad options name their field.
+    let mut bad = options(4, Sampling::greedy());
+    bad.sampling.top_p = 1.5;
+    let err = generate(&model, &[vec![1]], &bad, |_, _| true).unwrap_err();
+    assert!(err.to_string().contains("top_p"), "{err}");
 }
 
 #[test]
 fn stop_tokens_callbacks_and_the_context_end_sequences() {
-    let device = Device::flex();
-    let model = model(Positions::Learned);
+    let gpt = model(Positions::Learned);
+    let model = CpuGpt::from_gpt(&gpt).unwrap();
     let prompt = vec![1, 2, 3];
-    let free = greedy_reference(&model, &prompt, 10);
+    let free = greedy_reference(&gpt, &prompt, 10);
     // Stop on the fifth greedy token: the sequence ends with it.
     let stop = free[4];
     let first = free.iter().position(|&t| t == stop).unwrap();
     let mut opts = options(10, Sampling::greedy());
     opts.stop_tokens = vec![stop];
-    let out = generate(
-        &model,
-        std::slice::from_ref(&prompt),
-        &opts,
-        &device,
-        |_, _| true,
-    )
-    .unwrap();
+    let out = generate(&model, std::slice::from_ref(&prompt), &opts, |_, _| true).unwrap();
     assert_eq!(out[0].tokens, free[..=first]);
     assert_eq!(out[0].finish, Finish::Stop);
     // The callback streams every token and can cancel.
@@ -132,7 +124,6 @@ fn stop_tokens_callbacks_and_the_context_end_sequences() {
         &model,
         std::slice::from_ref(&prompt),
         &options(10, Sampling::greedy()),
-        &device,
         |row, t| {
             streamed.push((row, t));
             streamed.len() < 3
@@ -150,32 +141,26 @@ fn stop_tokens_callbacks_and_the_context_end_sequences() {
         &model,
         &[vec![1; 35]],
         &options(100, Sampling::greedy()),
-        &device,
         |_, _| true,
     )
     .unwrap();
     assert_eq!(out[0].tokens.len(), 5);
     // Token ids outside the vocabulary are an error, not a panic.
-    assert!(
-        generate(
-            &model,
-            &[vec![30]],
-            &options(1, Sampling::greedy()),
-            &device,
-            |_, _| true
-        )
-        .is_err()
-    );
+    let err = generate(
+        &model,
+        &[vec![30]],
+        &options(1, Sampling::greedy()),
+        |_, _| true,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("30"), "{err}");
 }
 
-#[test]
-fn beam_search_of_width_one_is_greedy_and_beams_are_ranked() {
-    let device = Device::flex();
-    let model = model(Positions::Learned);
+fn beams_are_ranked<D: Decoder>(decoder: &D, model: &Gpt) -> Vec<Vec<u32>> {
     let prompt = [5, 6, 7];
-    let one = beam_search(&model, &prompt, 1, 8, &[], 1.0, &device).unwrap();
-    assert_eq!(one[0].tokens, greedy_reference(&model, &prompt, 8));
-    let four = beam_search(&model, &prompt, 4, 8, &[], 0.0, &device).unwrap();
+    let one = beam_search(decoder, &prompt, 1, 8, &[], 1.0).unwrap();
+    assert_eq!(one[0].tokens, greedy_reference(model, &prompt, 8));
+    let four = beam_search(decoder, &prompt, 4, 8, &[], 0.0).unwrap();
     assert_eq!(four.len(), 4);
     assert!(four.windows(2).all(|w| w[0].score >= w[1].score));
     // Summed log-probability: the best of four beams is at least the greedy path's.
@@ -185,8 +170,25 @@ fn beam_search_of_width_one_is_greedy_and_beams_are_ranked() {
         four[0].logprob,
         one[0].logprob
     );
-    // Distinct hypotheses.
     let mut seen: Vec<_> = four.iter().map(|b| b.tokens.clone()).collect();
+    seen.sort();
     seen.dedup();
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 4, "distinct hypotheses");
+    four.into_iter().map(|b| b.tokens).collect()
+}
+
+#[test]
+fn beam_search_of_width_one_is_greedy_and_beams_are_ranked_on_every_engine() {
+    let device = Device::flex();
+    let model = model(Positions::Learned);
+    let burn = beams_are_ranked(
+        &BurnDecoder {
+            model: &model,
+            device: &device,
+        },
+        &model,
+    );
+    let cpu = beams_are_ranked(&CpuGpt::from_gpt(&model).unwrap(), &model);
+    assert_eq!(burn, cpu, "the same beams over forked paged rows");
+    assert!(beam_search(&CpuGpt::from_gpt(&model).unwrap(), &[1], 0, 4, &[], 1.0).is_err());
 }

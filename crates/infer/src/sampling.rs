@@ -1,17 +1,11 @@
-//! Generation with the KV cache: greedy, temperature, top-k, top-p, repetition penalty and
-//! stop tokens for a batch of prompts, seeded; beam search for one.
-//!
-//! Logits come to the host once per step (one row of `vocab` floats per sequence) and are
-//! processed in Hugging Face's order: repetition penalty, temperature, top-k, top-p. Sequences
-//! that finish leave the batch (their cache rows are dropped), so the others do not pay for
-//! them.
+//! Choosing the next token from one row of logits: greedy, temperature, top-k, top-p and
+//! repetition penalty, seeded, in Hugging Face's order (repetition penalty, temperature,
+//! top-k, top-p); and the log-softmax normaliser every engine's log-probabilities use.
 
-use burn::tensor::{Device, Tensor};
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::gpt::{Gpt, KvCache};
 use crate::{Error, Result};
 
 /// How the next token is chosen.
@@ -70,168 +64,6 @@ impl Sampling {
         }
         Ok(())
     }
-}
-
-/// Why a sequence stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finish {
-    /// It produced a stop token (included in its tokens).
-    Stop,
-    /// It reached `max_new_tokens` or the model's context.
-    Length,
-    /// The token callback asked to stop it.
-    Cancelled,
-}
-
-/// One sequence's generation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Generation {
-    /// The new tokens (the prompt excluded).
-    pub tokens: Vec<u32>,
-    /// The model's log-probability of each new token (before sampling's reshaping).
-    pub logprobs: Vec<f32>,
-    /// Why it ended.
-    pub finish: Finish,
-}
-
-/// What [`generate`] does.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenerateOptions {
-    /// At most this many new tokens per sequence (fewer where the context ends first).
-    pub max_new_tokens: usize,
-    /// Token choice.
-    pub sampling: Sampling,
-    /// Tokens that end a sequence (`<|endoftext|>`).
-    pub stop_tokens: Vec<u32>,
-}
-
-/// What [`generate_with`] drives: a model that prefills a batch of prompts into a cache and
-/// then appends one token per sequence, handing back each sequence's next-token logits on the
-/// host. [`Gpt`] on any burn device is one ([`BurnDecoder`]); lmforge-quant's CPU engine, which
-/// multiplies by quantized weights without widening them to f32 matrices, is another.
-pub trait Decoder {
-    /// The keys and values of the sequences being decoded.
-    type Cache;
-
-    /// The longest sequence (prompt + generation) the model takes.
-    fn max_seq_len(&self) -> usize;
-
-    /// Runs the prompts (each at least one token) and returns the cache with each prompt's
-    /// next-token logits, one row of `vocab` values per prompt.
-    fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(Self::Cache, Vec<Vec<f32>>)>;
-
-    /// Appends `tokens[i]` to sequence `i` of the cache and returns the next logits.
-    fn decode(&self, cache: &mut Self::Cache, tokens: &[u32]) -> Result<Vec<Vec<f32>>>;
-
-    /// The cache of sequences `rows`, in that order (finished sequences dropped).
-    fn retain(&self, cache: Self::Cache, rows: &[usize]) -> Result<Self::Cache>;
-}
-
-/// [`Gpt`] on a burn device as a [`Decoder`].
-#[derive(Debug, Clone, Copy)]
-pub struct BurnDecoder<'a> {
-    /// The model.
-    pub model: &'a Gpt,
-    /// Where its weights live.
-    pub device: &'a Device,
-}
-
-impl Decoder for BurnDecoder<'_> {
-    type Cache = KvCache;
-
-    fn max_seq_len(&self) -> usize {
-        self.model.config().max_seq_len
-    }
-
-    fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(KvCache, Vec<Vec<f32>>)> {
-        let (cache, logits) = self.model.prefill(prompts, self.device)?;
-        Ok((cache, host_rows(logits, prompts.len())))
-    }
-
-    fn decode(&self, cache: &mut KvCache, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let logits = self.model.decode(cache, tokens)?;
-        Ok(host_rows(logits, tokens.len()))
-    }
-
-    fn retain(&self, cache: KvCache, rows: &[usize]) -> Result<KvCache> {
-        cache.select(rows)
-    }
-}
-
-/// Generates a continuation of every prompt. `on_token(row, token)` is called as each token
-/// is chosen (streaming); returning `false` stops that row.
-pub fn generate(
-    model: &Gpt,
-    prompts: &[Vec<u32>],
-    options: &GenerateOptions,
-    device: &Device,
-    on_token: impl FnMut(usize, u32) -> bool,
-) -> Result<Vec<Generation>> {
-    generate_with(&BurnDecoder { model, device }, prompts, options, on_token)
-}
-
-/// [`generate`] with any [`Decoder`].
-pub fn generate_with<D: Decoder>(
-    model: &D,
-    prompts: &[Vec<u32>],
-    options: &GenerateOptions,
-    mut on_token: impl FnMut(usize, u32) -> bool,
-) -> Result<Vec<Generation>> {
-    options.sampling.validate()?;
-    let max_len = model.max_seq_len();
-    let mut out: Vec<Generation> = prompts
-        .iter()
-        .map(|_| Generation {
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            finish: Finish::Length,
-        })
-        .collect();
-    if options.max_new_tokens == 0 {
-        return Ok(out);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(options.sampling.seed);
-    let (mut cache, mut rows) = model.prefill(prompts)?;
-    // Rows of the cache, by prompt index.
-    let mut live: Vec<usize> = (0..prompts.len()).collect();
-    loop {
-        let mut next = Vec::with_capacity(live.len());
-        let mut keep = Vec::with_capacity(live.len());
-        for (row, (&prompt, logits)) in live.iter().zip(rows).enumerate() {
-            let seen = prompts[prompt].iter().chain(&out[prompt].tokens);
-            let (token, logprob) = choose(logits, seen, &options.sampling, &mut rng);
-            let generation = &mut out[prompt];
-            generation.tokens.push(token);
-            generation.logprobs.push(logprob);
-            let len = prompts[prompt].len() + generation.tokens.len();
-            if !on_token(prompt, token) {
-                generation.finish = Finish::Cancelled;
-            } else if options.stop_tokens.contains(&token) {
-                generation.finish = Finish::Stop;
-            } else if generation.tokens.len() >= options.max_new_tokens || len >= max_len {
-                generation.finish = Finish::Length;
-            } else {
-                keep.push(row);
-                next.push(token);
-            }
-        }
-        if keep.is_empty() {
-            return Ok(out);
-        }
-        if keep.len() < live.len() {
-            cache = model.retain(cache, &keep)?;
-            live = keep.iter().map(|&r| live[r]).collect();
-        }
-        rows = model.decode(&mut cache, &next)?;
-    }
-}
-
-/// `[rows, vocab]` logits as one vector per row.
-fn host_rows(logits: Tensor<2>, rows: usize) -> Vec<Vec<f32>> {
-    let values = crate::host_values(logits);
-    let vocab = values.len() / rows.max(1);
-    values.chunks(vocab.max(1)).map(<[f32]>::to_vec).collect()
 }
 
 /// `log Σ exp(logits)`, the normaliser of one row's log-softmax. Once per generated token over
@@ -380,98 +212,10 @@ fn sample(logits: &[f32], sampling: &Sampling, rng: &mut ChaCha8Rng) -> usize {
     order[probs.len() - 1]
 }
 
-/// One finished hypothesis of [`beam_search`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Beam {
-    /// The new tokens.
-    pub tokens: Vec<u32>,
-    /// Sum of the tokens' log-probabilities.
-    pub logprob: f32,
-    /// `logprob / len^length_penalty`, what beams are ranked by.
-    pub score: f32,
-}
-
-/// Beam search of width `width` from one prompt: every step keeps the `width` best
-/// continuations by summed log-probability; a beam that produces a stop token is finished.
-/// Returns up to `width` beams, best first, ranked by `logprob / len^length_penalty`
-/// (Hugging Face's `length_penalty`; 1 is the mean log-probability per token).
-pub fn beam_search(
-    model: &Gpt,
-    prompt: &[u32],
-    width: usize,
-    max_new_tokens: usize,
-    stop_tokens: &[u32],
-    length_penalty: f32,
-    device: &Device,
-) -> Result<Vec<Beam>> {
-    if width == 0 {
-        return Err(Error::config("beam_width", "must be at least 1"));
-    }
-    let score = |logprob: f32, len: usize| logprob / (len.max(1) as f32).powf(length_penalty);
-    let room = model.config().max_seq_len.saturating_sub(prompt.len());
-    let steps = max_new_tokens.min(room);
-    let (cache, logits) = model.prefill(&[prompt.to_vec()], device)?;
-    let mut cache: KvCache = cache;
-    let mut logits = logits;
-    let mut beams = vec![Beam {
-        tokens: Vec::new(),
-        logprob: 0.0,
-        score: 0.0,
-    }];
-    let mut finished: Vec<Beam> = Vec::new();
-    for step in 0..steps {
-        let rows = host_rows(logits, beams.len());
-        let mut candidates: Vec<(usize, u32, f32)> = Vec::new();
-        for (b, row) in rows.iter().enumerate() {
-            let log_sum = log_sum_exp(row);
-            let logprobs: Vec<f32> = row.iter().map(|&l| l - log_sum).collect();
-            let mut order: Vec<usize> = (0..logprobs.len()).collect();
-            order.sort_by(|&x, &y| logprobs[y].total_cmp(&logprobs[x]));
-            for &t in order.iter().take(2 * width) {
-                candidates.push((b, t as u32, beams[b].logprob + logprobs[t]));
-            }
-        }
-        candidates.sort_by(|a, b| b.2.total_cmp(&a.2));
-        let mut next_beams = Vec::with_capacity(width);
-        let mut parents = Vec::with_capacity(width);
-        let mut tokens = Vec::with_capacity(width);
-        for (parent, token, logprob) in candidates {
-            let mut beam_tokens = beams[parent].tokens.clone();
-            beam_tokens.push(token);
-            let beam = Beam {
-                score: score(logprob, beam_tokens.len()),
-                tokens: beam_tokens,
-                logprob,
-            };
-            if stop_tokens.contains(&token) {
-                if finished.len() < width {
-                    finished.push(beam);
-                }
-            } else {
-                next_beams.push(beam);
-                parents.push(parent);
-                tokens.push(token);
-            }
-            if next_beams.len() == width {
-                break;
-            }
-        }
-        if finished.len() >= width || next_beams.is_empty() || step + 1 == steps {
-            beams = next_beams;
-            break;
-        }
-        cache = cache.select(&parents)?;
-        beams = next_beams;
-        logits = model.decode(&mut cache, &tokens)?;
-    }
-    finished.extend(beams.into_iter().filter(|b| !b.tokens.is_empty()));
-    finished.sort_by(|a, b| b.score.total_cmp(&a.score));
-    finished.truncate(width);
-    Ok(finished)
-}
-
 #[cfg(test)]
 mod tests {
+    use rand_core::SeedableRng;
+
     use super::*;
 
     fn rng() -> ChaCha8Rng {

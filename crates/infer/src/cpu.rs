@@ -1,11 +1,11 @@
-//! A CPU decoding engine for GPT over f32 or quantized weights.
+//! The CPU engine: a GPT over f32 or quantized weights, one decoding step as host loops.
 //!
 //! burn's flex backend runs a decoding step as some sixty small tensor operations, each a
 //! dispatch and an allocation, and its quantized matmul widens the weights to f32 first. Here
 //! a step is plain loops over host vectors: every matrix product goes through
-//! [`kernel::matmul`](crate::kernel::matmul), which reads int8 or 4-bit codes directly. Each
-//! sequence has its own key/value rows (no padding), and one step can mix the prompt chunk
-//! of one sequence with the next token of others.
+//! [`lmforge_quant::kernel::matmul`], which reads int8 or 4-bit codes directly. Each sequence
+//! has its own key/value rows in a paged pool ([`HostKv`]; no padding), and one step can mix
+//! the prompt chunk of one sequence with the next token of others.
 //!
 //! The arithmetic is the burn model's ([`lmforge_model::Gpt`]): the same norms, positions
 //! (learned, sinusoidal, RoPE, ALiBi), activations and tied head, so greedy decoding agrees
@@ -14,19 +14,99 @@
 
 use std::path::Path;
 
-use lmforge_model::generate::{Decoder, exp_le0};
 use lmforge_model::hf::transpose;
 use lmforge_model::{Activation, Gpt, GptConfig, NormKind, Positions, alibi_slopes};
+use lmforge_quant::Matrix;
+use lmforge_quant::checkpoint::{Stored, Weights, gpt_tensors, read_quantized};
+use lmforge_quant::kernel::matmul;
 
-use crate::checkpoint::{Stored, Weights, gpt_tensors, read_quantized};
-use crate::kernel::matmul;
-use crate::matrix::Matrix;
-use crate::paged::{BLOCK_TOKENS, KvPool, SeqKv};
+use crate::paged::{Batched, Chunk, KvPool, KvStore, SeqKv};
+use crate::sampling::exp_le0;
+use crate::{Error, Result};
 
 type ModelResult<T> = lmforge_model::Result<T>;
 
 fn missing(name: &str) -> lmforge_model::Error {
     lmforge_model::Error::Shape(format!("the engine needs tensor `{name}`"))
+}
+
+/// A pool's keys and values in host memory: one block is
+/// `[layer][key | value][position in block][d_model]` f32s.
+#[derive(Debug, Clone)]
+pub struct HostKv {
+    block_tokens: usize,
+    layers: usize,
+    d_model: usize,
+    data: Vec<f32>,
+}
+
+impl HostKv {
+    /// Storage for `config`'s model with blocks of `block_tokens` positions (none yet).
+    pub fn new(config: &GptConfig, block_tokens: usize) -> Self {
+        Self {
+            block_tokens: block_tokens.max(1),
+            layers: config.n_layer,
+            d_model: config.d_model,
+            data: Vec::new(),
+        }
+    }
+
+    fn block_floats(&self) -> usize {
+        self.layers * 2 * self.block_tokens * self.d_model
+    }
+
+    /// Start of row `pos` of layer `layer`'s keys (`value` false) or values in `seq`.
+    #[inline]
+    fn offset(&self, seq: &SeqKv, layer: usize, value: bool, pos: usize) -> usize {
+        let block = seq.blocks[pos / self.block_tokens] as usize;
+        block * self.block_floats()
+            + ((layer * 2 + value as usize) * self.block_tokens + pos % self.block_tokens)
+                * self.d_model
+    }
+
+    /// Writes the key and value rows of position `pos` (its blocks reserved).
+    fn write(&mut self, seq: &SeqKv, layer: usize, pos: usize, key: &[f32], value: &[f32]) {
+        let d = self.d_model;
+        let k = self.offset(seq, layer, false, pos);
+        self.data[k..k + d].copy_from_slice(key);
+        let v = self.offset(seq, layer, true, pos);
+        self.data[v..v + d].copy_from_slice(value);
+    }
+
+    /// The keys (`value` false) or values of positions `0..len` of `seq` in one layer, block by
+    /// block: `(first position, rows)` with rows `[n, d_model]`.
+    fn runs<'a>(
+        &'a self,
+        seq: &'a SeqKv,
+        layer: usize,
+        value: bool,
+        len: usize,
+    ) -> impl Iterator<Item = (usize, &'a [f32])> + 'a {
+        let (bt, d) = (self.block_tokens, self.d_model);
+        (0..len.div_ceil(bt)).map(move |b| {
+            let start = self.offset(seq, layer, value, b * bt);
+            let rows = (len - b * bt).min(bt);
+            (b * bt, &self.data[start..start + rows * d])
+        })
+    }
+}
+
+impl KvStore for HostKv {
+    fn grow(&mut self, more: usize) {
+        // Reserved, not touched: pages are faulted in as blocks are first written.
+        let len = self.data.len() + more * self.block_floats();
+        self.data.resize(len, 0.0);
+    }
+
+    fn copy_block(&mut self, from: u32, to: u32) {
+        let n = self.block_floats();
+        self.data
+            .copy_within(from as usize * n..(from as usize + 1) * n, to as usize * n);
+    }
+
+    fn block_bytes(&self) -> usize {
+        self.block_floats() * 4
+    }
 }
 
 /// LayerNorm or RMSNorm over one row.
@@ -105,60 +185,6 @@ pub struct CpuGpt {
     ln_f: Norm,
     lm_head: Option<Dense>,
     slopes: Vec<f32>,
-}
-
-/// The sequences a [`CpuGpt`] is decoding through the [`Decoder`] interface: a growable
-/// [`KvPool`] and one block table per sequence.
-#[derive(Debug)]
-pub struct CpuCache {
-    pool: KvPool,
-    sequences: Vec<SeqKv>,
-}
-
-/// A copy of the pool with the sequences' block tables: the copies own the same block ids in
-/// the new pool, so no block has two owners.
-impl Clone for CpuCache {
-    fn clone(&self) -> Self {
-        Self {
-            pool: self.pool.clone(),
-            sequences: self
-                .sequences
-                .iter()
-                .map(|s| SeqKv {
-                    blocks: s.blocks.clone(),
-                    len: s.len,
-                })
-                .collect(),
-        }
-    }
-}
-
-impl CpuCache {
-    /// Sequences held.
-    pub fn batch(&self) -> usize {
-        self.sequences.len()
-    }
-
-    /// Tokens of sequence `i`.
-    pub fn seq_len(&self, i: usize) -> usize {
-        self.sequences[i].len
-    }
-
-    /// Bytes of the blocks the sequences hold.
-    pub fn bytes(&self) -> usize {
-        self.pool.used_blocks() * self.pool.block_bytes()
-    }
-}
-
-/// One sequence's share of a [`CpuGpt::forward`] step: positions appended to it.
-#[derive(Debug)]
-pub struct Chunk<'a> {
-    /// The sequence (its block table grows as needed).
-    pub seq: &'a mut SeqKv,
-    /// Its next tokens: a prompt or part of one, or the last token chosen.
-    pub tokens: &'a [u32],
-    /// Logits after every one of `tokens` (prompt log-probabilities), not just the last.
-    pub every_logit: bool,
 }
 
 struct Take<'a> {
@@ -268,7 +294,7 @@ impl CpuGpt {
     }
 
     /// The engine over a burn model's f32 weights (copied to the host).
-    pub fn from_gpt(model: &Gpt) -> crate::Result<CpuGpt> {
+    pub fn from_gpt(model: &Gpt) -> Result<CpuGpt> {
         let weights = gpt_tensors(model)?
             .into_iter()
             .map(|(name, shape, values)| (name, Stored::F32 { shape, values }))
@@ -277,7 +303,7 @@ impl CpuGpt {
     }
 
     /// Any GPT checkpoint: a quantized one keeps its codes, others are read as f32.
-    pub fn load(dir: &Path) -> crate::Result<CpuGpt> {
+    pub fn load(dir: &Path) -> Result<CpuGpt> {
         match read_quantized(dir)? {
             Some((config, _, weights)) => Ok(CpuGpt::from_weights(config, weights)?),
             None => CpuGpt::from_gpt(&lmforge_model::load_gpt(
@@ -329,63 +355,27 @@ impl CpuGpt {
         Ok(())
     }
 
-    /// Appends `work[i].1` to sequence `work[i].0` of `cache` and returns, per entry, the
-    /// logits after its last token. Entries must name distinct sequences.
-    pub fn step(
-        &self,
-        cache: &mut CpuCache,
-        work: &[(usize, &[u32])],
-    ) -> ModelResult<Vec<Vec<f32>>> {
-        let mut seen = vec![false; cache.sequences.len()];
-        for &(s, _) in work {
-            match seen.get_mut(s) {
-                None => {
-                    return Err(lmforge_model::Error::Shape(format!(
-                        "no sequence {s} in the cache"
-                    )));
-                }
-                Some(true) => {
-                    return Err(lmforge_model::Error::Shape(format!(
-                        "sequence {s} twice in one step"
-                    )));
-                }
-                Some(flag) => *flag = true,
-            }
-        }
-        // The work's sequences as mutable borrows, in the work's order.
-        let mut slots: Vec<Option<&mut SeqKv>> = cache.sequences.iter_mut().map(Some).collect();
-        let mut chunks: Vec<Chunk<'_>> = work
-            .iter()
-            .map(|&(s, tokens)| Chunk {
-                seq: slots[s].take().expect("distinct, checked above"),
-                tokens,
-                every_logit: false,
-            })
-            .collect();
-        self.forward(&mut cache.pool, &mut chunks)
-    }
-
     /// One step over many sequences of `pool`: appends each chunk's tokens to its sequence and
     /// returns, per chunk, the logits after its last token (`vocab` values) or, with
     /// `every_logit`, after each of its tokens (`tokens × vocab`). Every row is computed on
     /// its own, so a sequence's logits do not depend on what else is in the step. On an error
     /// (a bad token, a sequence past the context, a full pool) no sequence has changed.
-    pub fn forward(
-        &self,
-        pool: &mut KvPool,
-        chunks: &mut [Chunk<'_>],
-    ) -> ModelResult<Vec<Vec<f32>>> {
+    fn run(&self, pool: &mut KvPool<HostKv>, chunks: &mut [Chunk<'_>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.config;
         let d = c.d_model;
-        if pool.layers != c.n_layer || pool.d_model != d {
-            return Err(lmforge_model::Error::Shape(format!(
+        let store = &pool.store;
+        if store.layers != c.n_layer
+            || store.d_model != d
+            || store.block_tokens != pool.blocks.block_tokens()
+        {
+            return Err(Error::request(format!(
                 "a KV pool for {} layers of {} is not this model's ({} of {d})",
-                pool.layers, pool.d_model, c.n_layer
+                store.layers, store.d_model, c.n_layer
             )));
         }
         for chunk in chunks.iter() {
             if chunk.tokens.is_empty() {
-                return Err(lmforge_model::Error::Shape("a chunk without tokens".into()));
+                return Err(Error::request("a chunk without tokens"));
             }
             self.check(chunk.tokens, chunk.seq.len + chunk.tokens.len())?;
         }
@@ -393,9 +383,9 @@ impl CpuGpt {
             .iter_mut()
             .map(|chunk| (&mut *chunk.seq, chunk.tokens.len()))
             .collect();
-        pool.reserve(&mut growth)
-            .map_err(lmforge_model::Error::Shape)?;
+        pool.reserve(&mut growth)?;
         drop(growth);
+        let pool = &mut pool.store;
         // Rows: every token of every chunk, with its chunk and position.
         let rows: Vec<(usize, usize, u32)> = chunks
             .iter()
@@ -496,7 +486,7 @@ impl CpuGpt {
     fn attend(
         &self,
         q: &[f32],
-        pool: &KvPool,
+        pool: &HostKv,
         seq: &SeqKv,
         layer: usize,
         pos: usize,
@@ -601,78 +591,31 @@ fn rope(x: &mut [f32], pos: usize, n_head: usize, theta: f64) {
     }
 }
 
-impl Decoder for CpuGpt {
-    type Cache = CpuCache;
+impl Batched for CpuGpt {
+    type Store = HostKv;
 
-    fn max_seq_len(&self) -> usize {
-        self.config.max_seq_len
+    fn config(&self) -> &GptConfig {
+        &self.config
     }
 
-    fn prefill(&self, prompts: &[Vec<u32>]) -> ModelResult<(CpuCache, Vec<Vec<f32>>)> {
-        if prompts.is_empty() {
-            return Err(lmforge_model::Error::Shape("no prompts".into()));
-        }
-        if let Some(empty) = prompts.iter().position(Vec::is_empty) {
-            return Err(lmforge_model::Error::Shape(format!(
-                "prompt {empty} has no tokens"
-            )));
-        }
-        let mut cache = CpuCache {
-            pool: KvPool::growable(&self.config, BLOCK_TOKENS),
-            sequences: prompts.iter().map(|_| SeqKv::new()).collect(),
-        };
-        let work: Vec<(usize, &[u32])> = prompts.iter().map(Vec::as_slice).enumerate().collect();
-        let logits = self.step(&mut cache, &work)?;
-        Ok((cache, logits))
+    fn store(&self, block_tokens: usize) -> HostKv {
+        HostKv::new(&self.config, block_tokens)
     }
 
-    fn decode(&self, cache: &mut CpuCache, tokens: &[u32]) -> ModelResult<Vec<Vec<f32>>> {
-        if tokens.len() != cache.batch() {
-            return Err(lmforge_model::Error::Shape(format!(
-                "{} tokens for a cache of {} sequences",
-                tokens.len(),
-                cache.batch()
-            )));
-        }
-        let work: Vec<(usize, &[u32])> = tokens
-            .iter()
-            .map(std::slice::from_ref)
-            .enumerate()
-            .collect();
-        self.step(cache, &work)
-    }
-
-    fn retain(&self, cache: CpuCache, rows: &[usize]) -> ModelResult<CpuCache> {
-        if let Some(&bad) = rows.iter().find(|&&r| r >= cache.batch()) {
-            return Err(lmforge_model::Error::Shape(format!(
-                "row {bad} of a cache of {} sequences",
-                cache.batch()
-            )));
-        }
-        let mut cache = cache;
-        let mut slots: Vec<Option<SeqKv>> = cache.sequences.drain(..).map(Some).collect();
-        let mut sequences = Vec::with_capacity(rows.len());
-        for &r in rows {
-            match slots[r].take() {
-                Some(seq) => sequences.push(seq),
-                None => {
-                    return Err(lmforge_model::Error::Shape(format!(
-                        "row {r} twice in a retain"
-                    )));
-                }
-            }
-        }
-        for mut dropped in slots.into_iter().flatten() {
-            cache.pool.release(&mut dropped);
-        }
-        cache.sequences = sequences;
-        Ok(cache)
+    fn forward(
+        &self,
+        pool: &mut KvPool<HostKv>,
+        chunks: &mut [Chunk<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        self.run(pool, chunks)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoder::Decoder;
+    use crate::paged::step;
     use burn::tensor::Device;
 
     fn engine() -> CpuGpt {
@@ -688,7 +631,7 @@ mod tests {
     #[test]
     fn bad_requests_are_errors_not_panics() {
         let e = engine();
-        let err = |r: ModelResult<Vec<Vec<f32>>>| r.unwrap_err().to_string();
+        let err = |r: Result<Vec<Vec<f32>>>| r.unwrap_err().to_string();
         assert!(e.prefill(&[]).is_err());
         assert!(
             e.prefill(&[vec![1], vec![]])
@@ -711,17 +654,13 @@ mod tests {
         let (mut cache, logits) = e.prefill(&[vec![1, 2], vec![3]]).unwrap();
         assert_eq!((logits.len(), logits[0].len()), (2, 50));
         assert!(err(e.decode(&mut cache, &[1])).contains("1 tokens for a cache of 2"));
-        assert!(err(e.step(&mut cache, &[(0, &[1]), (0, &[2])])).contains("twice"));
-        assert!(err(e.step(&mut cache, &[(2, &[1])])).contains("no sequence 2"));
+        assert!(err(step(&e, &mut cache, &[(0, &[1]), (0, &[2])])).contains("twice"));
+        assert!(err(step(&e, &mut cache, &[(2, &[1])])).contains("no sequence 2"));
         // A failed step leaves the cache as it was.
         assert_eq!((cache.seq_len(0), cache.seq_len(1)), (2, 1));
-        assert!(e.retain(e.prefill(&[vec![1]]).unwrap().0, &[1]).is_err());
-        assert!(
-            e.retain(e.prefill(&[vec![1], vec![2]]).unwrap().0, &[1, 1])
-                .is_err()
-        );
-        let mut cache = e.retain(cache, &[1]).unwrap();
-        assert_eq!(cache.bytes(), cache.pool.block_bytes());
+        assert!(e.select(e.prefill(&[vec![1]]).unwrap().0, &[1]).is_err());
+        let mut cache = e.select(cache, &[1]).unwrap();
+        assert_eq!(cache.bytes(), cache.pool.store.block_bytes());
         for _ in 0..5 {
             e.decode(&mut cache, &[4]).unwrap();
         }
@@ -733,11 +672,71 @@ mod tests {
         let e = engine();
         let (_, whole) = e.prefill(&[vec![5, 6, 7, 8]]).unwrap();
         let (mut cache, _) = e.prefill(&[vec![5]]).unwrap();
-        let chunked = e.step(&mut cache, &[(0, &[6, 7, 8])]).unwrap();
+        let chunked = step(&e, &mut cache, &[(0, &[6, 7, 8])]).unwrap();
         for (a, b) in whole[0].iter().zip(&chunked[0]) {
             assert!((a - b).abs() < 1e-5);
         }
         assert!(cache.bytes() > 0);
+    }
+
+    #[test]
+    fn forked_rows_continue_alike_from_shared_blocks() {
+        let e = engine();
+        let (cache, _) = e.prefill(&[vec![5, 6, 7], vec![9]]).unwrap();
+        let mut cache = e.select(cache, &[0, 0, 0]).unwrap();
+        assert_eq!(cache.batch(), 3);
+        // The three rows share one block (the second prompt's went back).
+        assert_eq!(cache.pool.blocks.used_blocks(), 1);
+        let logits = e.decode(&mut cache, &[1, 2, 1]).unwrap();
+        assert_eq!(logits[0], logits[2]);
+        assert_ne!(logits[0], logits[1]);
+        // Each row wrote into its own copy of the partly filled block.
+        assert_eq!(cache.pool.blocks.used_blocks(), 3);
+        let (mut alone, _) = e.prefill(&[vec![5, 6, 7]]).unwrap();
+        assert_eq!(e.decode(&mut alone, &[2]).unwrap()[0], logits[1]);
+    }
+
+    #[test]
+    fn host_rows_read_back_across_blocks() {
+        let config = GptConfig {
+            n_layer: 2,
+            d_model: 8,
+            ..GptConfig::tiny(10)
+        };
+        let mut pool = KvPool::new(HostKv::new(&config, 3), 3, 0, true);
+        let mut seq = SeqKv::new();
+        pool.reserve(&mut [(&mut seq, 7)]).unwrap();
+        assert_eq!(pool.store.block_bytes(), 2 * 2 * 3 * 8 * 4);
+        for pos in 0..7 {
+            pool.store
+                .write(&seq, 1, pos, &[pos as f32; 8], &[-(pos as f32); 8]);
+        }
+        seq.len = 7;
+        let rows = |value| -> Vec<f32> {
+            pool.store
+                .runs(&seq, 1, value, 7)
+                .flat_map(|(_, r)| r.to_vec())
+                .collect()
+        };
+        let (keys, values) = (rows(false), rows(true));
+        assert_eq!(keys.len(), 56);
+        for pos in 0..7 {
+            assert_eq!(keys[pos * 8], pos as f32);
+            assert_eq!(values[pos * 8 + 7], -(pos as f32));
+        }
+        let starts: Vec<usize> = pool.store.runs(&seq, 0, false, 7).map(|(s, _)| s).collect();
+        assert_eq!(starts, [0, 3, 6]);
+        // A copied block reads back as the original.
+        let mut copy = pool.store.clone();
+        copy.copy_block(seq.blocks[0], seq.blocks[2]);
+        let moved = SeqKv {
+            blocks: vec![seq.blocks[2]],
+            len: 3,
+        };
+        assert_eq!(
+            copy.runs(&moved, 1, true, 3).next().unwrap().1,
+            &values[..24]
+        );
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! The decoding engine of lmforge GPTs: where a token is produced.
+//!
+//! - [`Decoder`]: the interface every engine implements (prefill prompts, decode one token per
+//!   sequence, select or fork cache rows), and [`generate`] over it (greedy and sampled, a batch
+//!   at once, streaming); [`beam_search`] over it (rows forked, blocks shared);
+//! - [`sampling`]: the choice of one token from one row of logits, in Hugging Face's order;
+//! - [`paged`]: the KV cache as a pool of fixed-size blocks (vLLM's PagedAttention layout) with
+//!   reference-counted blocks, copy-on-write forks and a prefix cache hashed by block content;
+//! - [`CpuGpt`]: the CPU engine, one decoding step as host loops over `lmforge-quant`'s
+//!   kernels (f32 or quantized weights, never widened to f32 matrices);
+//! - [`BurnDecoder`]: the burn model with its dense cache on any device (the reference);
+//! - [`scheduler`]: continuous batching over a fixed pool — chunked prefill, admission by
+//!   blocks, prefix reuse, cancellation — with events to whoever submitted (the HTTP server).
+//!
+//! It knows no tokenizer and no HTTP (`cargo xtask test` checks its dependency tree): token
+//! ids in, token ids and log-probabilities out.
+//!
+//! ```
+//! use burn::tensor::Device;
+//! use lmforge_infer::{CpuGpt, GenerateOptions, Sampling, generate};
+//! use lmforge_model::GptConfig;
+//!
+//! let model = GptConfig { n_layer: 1, d_model: 32, ..GptConfig::tiny(64) }.init(&Device::flex(), 0)?;
+//! let engine = CpuGpt::from_gpt(&model)?;
+//! let options = GenerateOptions { max_new_tokens: 5, sampling: Sampling::greedy(), stop_tokens: vec![] };
+//! let out = generate(&engine, &[vec![1, 2, 3]], &options, |_row, _token| true)?;
+//! assert_eq!(out[0].tokens.len(), 5);
+//! # Ok::<(), lmforge_infer::Error>(())
+//! ```
+
+pub mod beam;
+mod cpu;
+pub mod decoder;
+mod dense;
+pub mod paged;
+pub mod sampling;
+pub mod scheduler;
+
+pub use beam::{Beam, beam_search};
+pub use cpu::{CpuGpt, HostKv};
+pub use decoder::{Decoder, Finish, GenerateOptions, Generation, generate};
+pub use dense::BurnDecoder;
+pub use paged::{BLOCK_TOKENS, Batched, Blocks, Chunk, KvPool, KvStore, PagedCache, SeqKv};
+pub use sampling::{Sampling, choose, exp_le0, log_sum_exp};
+
+/// What can go wrong decoding.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A sampling or search option out of range.
+    #[error("`{field}` {message}")]
+    Config {
+        /// The option, as a request spells it.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A request the engine cannot run: no prompts, an empty prompt, a row that is not in the
+    /// cache, a cache of another model.
+    #[error("{0}")]
+    Request(String),
+    /// A fixed-size block pool without room for a step.
+    #[error("the KV cache pool has {free} free blocks of {total}; this step needs {needed}")]
+    PoolFull {
+        /// Blocks free (or evictable from the prefix cache).
+        free: usize,
+        /// Blocks in the pool.
+        total: usize,
+        /// Blocks the step needs.
+        needed: usize,
+    },
+    /// The model: a token outside the vocabulary, a sequence past the context, a device error.
+    #[error(transparent)]
+    Model(#[from] lmforge_model::Error),
+    /// Reading a checkpoint's weights (quantized or not).
+    #[error(transparent)]
+    Quant(#[from] lmforge_quant::Error),
+}
+
+impl Error {
+    pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Config {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn request(message: impl Into<String>) -> Self {
+        Error::Request(message.into())
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Greedy decoding speed of `model` at batch 1: `tokens` new tokens after `prompt` (no stop
+/// token), prefill included as `lmforge generate` counts it; the best of `runs` runs after
+/// one warm-up, in tokens per second.
+pub fn tokens_per_second<D: Decoder>(
+    model: &D,
+    prompt: &[u32],
+    tokens: usize,
+    runs: usize,
+) -> Result<f64> {
+    let tokens = tokens.min(model.max_seq_len().saturating_sub(prompt.len()));
+    let options = GenerateOptions {
+        max_new_tokens: tokens,
+        sampling: Sampling::greedy(),
+        stop_tokens: Vec::new(),
+    };
+    let prompts = [prompt.to_vec()];
+    generate(
+        model,
+        &prompts,
+        &GenerateOptions {
+            max_new_tokens: tokens.min(8),
+            ..options.clone()
+        },
+        |_, _| true,
+    )?;
+    let mut best = 0f64;
+    for _ in 0..runs.max(1) {
+        let started = std::time::Instant::now();
+        let out = generate(model, &prompts, &options, |_, _| true)?;
+        let rate = out[0].tokens.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        best = best.max(rate);
+    }
+    Ok(best)
+}

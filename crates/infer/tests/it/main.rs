@@ -1,0 +1,52 @@
+//! Integration tests of lmforge-infer: one binary, a module per area.
+
+mod blocks;
+mod engines;
+mod generate;
+mod scheduler;
+
+use lmforge_model::{Activation, GptConfig, NormKind, Positions};
+
+/// A small GPT of vocabulary 300.
+pub fn small() -> GptConfig {
+    GptConfig {
+        n_layer: 2,
+        d_model: 64,
+        n_head: 4,
+        max_seq_len: 96,
+        ..GptConfig::tiny(300)
+    }
+}
+
+/// Every architecture switch an engine has to follow.
+pub fn variants() -> Vec<GptConfig> {
+    vec![
+        small(),
+        GptConfig {
+            positions: Positions::Rope,
+            norm: NormKind::RmsNorm,
+            activation: Activation::Swiglu,
+            bias: false,
+            tie_embeddings: false,
+            ..small()
+        },
+        GptConfig {
+            positions: Positions::Alibi,
+            n_head: 3,
+            d_model: 48,
+            ..small()
+        },
+        GptConfig {
+            positions: Positions::Sinusoidal,
+            ..small()
+        },
+    ]
+}
+
+/// A fresh temporary folder for one test.
+pub fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lmforge-infer-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
