@@ -52,6 +52,63 @@ fn dot_i8(x: &[f32], codes: &[u8]) -> f32 {
             .sum::<f32>()
 }
 
+/// [`dot_i8`] of one row of codes against `N` inputs at once: each code is widened to f32 once
+/// for all of them. Per input it is the same sequence of operations as [`dot_i8`], so an
+/// output's bits do not depend on the batch it was computed in.
+#[inline(always)]
+fn dot_i8_n<const N: usize>(xs: [&[f32]; N], codes: &[u8]) -> [f32; N] {
+    let mut acc = [[0f32; LANES]; N];
+    let chunks: [&[[f32; LANES]]; N] = std::array::from_fn(|j| xs[j].as_chunks::<LANES>().0);
+    let (qc, qt) = codes.as_chunks::<LANES>();
+    for (c, qs) in qc.iter().enumerate() {
+        let w: [f32; LANES] = std::array::from_fn(|k| (qs[k] as i8) as f32);
+        for (acc, x) in acc.iter_mut().zip(&chunks) {
+            let x = &x[c];
+            for k in 0..LANES {
+                acc[k] = x[k].mul_add(w[k], acc[k]);
+            }
+        }
+    }
+    let done = qc.len() * LANES;
+    std::array::from_fn(|j| {
+        sum_lanes(acc[j])
+            + xs[j][done..]
+                .iter()
+                .zip(qt)
+                .map(|(a, &q)| a * (q as i8) as f32)
+                .sum::<f32>()
+    })
+}
+
+/// Inputs per [`dot_i8_n`] call: four inputs' accumulators and the widened codes fit in the
+/// vector registers.
+const INT8_GROUP: usize = 4;
+
+/// Output `row` of an INT8 matrix (f32 path) for every input of `x` into `out[b]`.
+#[inline(always)]
+fn int8_row_all_inputs(q: &QMatrix, row: usize, x: &[f32], out: &mut [f32]) {
+    let cols = q.cols;
+    let codes = &q.codes[row * cols..(row + 1) * cols];
+    let scale = if q.scheme == Scheme::Int8 {
+        q.scales[row]
+    } else {
+        q.scales[0]
+    };
+    let mut groups = out.chunks_exact_mut(INT8_GROUP);
+    let mut b = 0;
+    for group in &mut groups {
+        let xs = std::array::from_fn(|j| &x[(b + j) * cols..(b + j + 1) * cols]);
+        for (y, sum) in group.iter_mut().zip(dot_i8_n::<INT8_GROUP>(xs, codes)) {
+            *y = scale * sum;
+        }
+        b += INT8_GROUP;
+    }
+    for y in groups.into_remainder() {
+        *y = scale * dot_i8(&x[b * cols..(b + 1) * cols], codes);
+        b += 1;
+    }
+}
+
 /// Columns per exact integer partial sum: 512 · 32767 · 127 < 2³¹.
 const INT_CHUNK: usize = 512;
 
@@ -271,6 +328,15 @@ impl pulp::WithSimd for Rows<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let n = self.n;
+        // INT8 rows on the f32 path: a row's codes are widened once for a whole group of
+        // inputs, not once per input (at batch 8 the widening was most of the product).
+        let int8 = matches!(self.w.scheme, Scheme::Int8 | Scheme::Int8Tensor);
+        if int8 && self.x.wide.is_none() && n >= INT8_GROUP {
+            for (i, out) in self.out.chunks_mut(n).enumerate() {
+                int8_row_all_inputs(self.w, self.first + i, self.x.x, out);
+            }
+            return;
+        }
         let mut groups = self.out.chunks_exact_mut(4 * n);
         let mut row = self.first;
         for group in &mut groups {
@@ -573,6 +639,8 @@ mod tests {
         fn batching_changes_no_bit(
             (rows, cols) in prop_oneof![
                 (1usize..40, 1usize..100),
+                // Rows over SHORT_ROW: INT8 on the f32 path, inputs in groups.
+                (1usize..12, 257usize..400),
                 // Over PARALLEL_WEIGHTS: the rayon path.
                 (2050usize..2100, Just(128usize)),
             ],
@@ -601,8 +669,8 @@ mod tests {
         #[test]
         fn kernels_match_the_dequantized_product(
             rows in prop_oneof![1usize..40, 600usize..700],
-            cols in prop_oneof![1usize..100, Just(128usize)],
-            n in 1usize..4,
+            cols in prop_oneof![1usize..100, Just(128usize), 257usize..300],
+            n in 1usize..7,
             seed in any::<u64>(),
         ) {
             let (w, x) = values(seed, rows * cols, n * cols);
