@@ -17,7 +17,7 @@ use std::path::Path;
 use lmforge_model::hf::transpose;
 use lmforge_model::{Activation, Gpt, GptConfig, NormKind, Positions, alibi_slopes};
 use lmforge_quant::Matrix;
-use lmforge_quant::checkpoint::{Stored, Weights, gpt_tensors, read_quantized};
+use lmforge_quant::checkpoint::{Stored, Weights, gpt_tensors, read_f32, read_quantized};
 use lmforge_quant::kernel::matmul;
 
 use crate::paged::{Batched, Chunk, KvPool, KvStore, SeqKv};
@@ -302,15 +302,20 @@ impl CpuGpt {
         Ok(CpuGpt::from_weights(model.config().clone(), weights)?)
     }
 
-    /// Any GPT checkpoint: a quantized one keeps its codes, others are read as f32.
+    /// Any GPT checkpoint: a quantized one keeps its codes, others are read as f32 — ours
+    /// straight from the file, a Hugging Face folder (or anything our reader refuses) through
+    /// the burn model, whose loader names what is wrong.
     pub fn load(dir: &Path) -> Result<CpuGpt> {
-        match read_quantized(dir)? {
-            Some((config, _, weights)) => Ok(CpuGpt::from_weights(config, weights)?),
-            None => CpuGpt::from_gpt(&lmforge_model::load_gpt(
-                dir,
-                &burn::tensor::Device::flex(),
-            )?),
+        if let Some((config, _, weights)) = read_quantized(dir)? {
+            return Ok(CpuGpt::from_weights(config, weights)?);
         }
+        if let Ok(Some((config, weights))) = read_f32(dir) {
+            return Ok(CpuGpt::from_weights(config, weights)?);
+        }
+        CpuGpt::from_gpt(&lmforge_model::load_gpt(
+            dir,
+            &burn::tensor::Device::flex(),
+        )?)
     }
 
     /// The model's shape.

@@ -577,6 +577,35 @@ pub fn read_weights(
     Ok(weights)
 }
 
+/// An f32 lmforge GPT checkpoint's config and weights read straight from its safetensors, as
+/// the host engines hold them, without building a burn model: building one first draws a
+/// random initialisation of every parameter and copies each tensor twice more, seconds for
+/// gpt2-small's 500 MB. `None` when `dir` is not our unquantized GPT (a quantized one, a
+/// Hugging Face folder); an error when it is one whose weights are not every parameter in f32
+/// with its shape (burn's loader then says what it makes of them).
+pub fn read_f32(dir: &Path) -> Result<Option<(GptConfig, Weights)>> {
+    let path = dir.join(META_FILE);
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+    if value.get("quantization").is_some() || value["architecture"] != "gpt" || value["format"] != 1
+    {
+        return Ok(None);
+    }
+    let config: GptConfig = serde_json::from_value(value["config"].clone())
+        .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+    config.validate()?;
+    let none = Quantization {
+        scheme: Scheme::Int8,
+        tensors: BTreeMap::new(),
+        sparsity: None,
+    };
+    let weights = read_weights(dir, &none, &config.parameter_shapes())?;
+    Ok(Some((config, weights)))
+}
+
 /// A quantized checkpoint's config and weights (`None` when `dir` is not quantized).
 pub fn read_quantized(dir: &Path) -> Result<Option<(GptConfig, Quantization, Weights)>> {
     let Some((config, quantization)) = read_meta(dir)? else {

@@ -6,6 +6,7 @@ use std::fs;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lmforge_infer::{BurnDecoder, CpuGpt, Decoder, GenerateOptions, Sampling, generate};
 use lmforge_model::{Gpt, save_gpt};
+use lmforge_quant::checkpoint::read_f32;
 use lmforge_quant::{Scheme, load_gpt, quantize_checkpoint};
 
 use crate::{small, tempdir, variants};
@@ -78,9 +79,16 @@ fn quantized_checkpoints_run_on_their_codes_as_burn_runs_them_dequantized() {
     let f32_dir = dir.join("f32");
     save_gpt(&model, &f32_dir).unwrap();
     let tokens = [1u32, 2, 3, 4, 5, 6, 7, 8];
-    // Our own f32 checkpoint loads as it was saved.
+    // Our own f32 checkpoint loads as it was saved, read straight from its file (no burn
+    // model built): the same weights bit for bit as the engine built from the model.
+    assert!(read_f32(&f32_dir).unwrap().is_some());
     let engine = CpuGpt::load(&f32_dir).unwrap();
     let (_, logits) = engine.prefill(&[tokens.to_vec()]).unwrap();
+    let (_, from_model) = CpuGpt::from_gpt(&model)
+        .unwrap()
+        .prefill(&[tokens.to_vec()])
+        .unwrap();
+    assert_eq!(logits, from_model);
     assert!(relative_error(&logits[0], &last_logits(&model, &tokens)) < 1e-4);
     for scheme in [Scheme::Int8, Scheme::Int8Tensor, Scheme::Q8_0, Scheme::Q4_0] {
         let out = dir.join(scheme.name());
@@ -111,6 +119,14 @@ fn damaged_checkpoints_are_errors_naming_the_file() {
     let bytes = fs::read(&weights).unwrap();
     fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     let err = CpuGpt::load(&out).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors"), "{err}");
+    // A damaged f32 checkpoint: the direct reader refuses it, and the burn loader it falls
+    // back to names the file.
+    let f32_weights = f32_dir.join("model.safetensors");
+    let bytes = fs::read(&f32_weights).unwrap();
+    fs::write(&f32_weights, &bytes[..bytes.len() - 100]).unwrap();
+    assert!(read_f32(&f32_dir).is_err());
+    let err = CpuGpt::load(&f32_dir).unwrap_err().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     let err = CpuGpt::load(&dir.join("missing")).unwrap_err().to_string();
     assert!(err.contains("missing"), "{err}");

@@ -1,0 +1,195 @@
+//! The CPU engine's decoding throughput by batch size, and the scheduler's continuous against
+//! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
+//!
+//! ```text
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--load]
+//! ```
+//!
+//! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
+//! prompts, `--tokens` new tokens each (128), no stop token, prefill included; f32 and `int8`
+//! weights; rounds over the formats and batches, best of each. Then 32 requests at once through
+//! the scheduler (`Engine`, what `lmforge serve` runs), continuous and static, with new-token
+//! counts drawn log-uniformly from 8..=`--tokens` (seed 0). `--load` also times
+//! `CpuGpt::load` of the model saved as an f32 checkpoint. Prints one JSON object per
+//! measurement.
+
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use lmforge_infer::scheduler::{
+    EVENT_BUFFER, Engine, EngineOptions, Event, Job, Metrics, Scheduler,
+};
+use lmforge_infer::{CpuGpt, GenerateOptions, Sampling, generate};
+use lmforge_model::GptConfig;
+use lmforge_quant::Scheme;
+use lmforge_quant::checkpoint::quantize_gpt;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
+    (0..batch)
+        .map(|b| {
+            (0..16)
+                .map(|i| ((b * 7919 + i * 131 + 1) % vocab) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// New tokens per second of one `generate` call over `batch` prompts.
+fn generation(engine: &CpuGpt, batch: usize, tokens: usize) -> Result<f64> {
+    let options = GenerateOptions {
+        max_new_tokens: tokens,
+        sampling: Sampling::greedy(),
+        stop_tokens: Vec::new(),
+    };
+    let prompts = prompts(batch, engine.config().vocab_size);
+    let started = Instant::now();
+    let out = generate(engine, &prompts, &options, |_, _| true)?;
+    let new: usize = out.iter().map(|g| g.tokens.len()).sum();
+    Ok(new as f64 / started.elapsed().as_secs_f64())
+}
+
+/// New tokens per second of 32 requests submitted at once to a scheduler.
+fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f64> {
+    let metrics = Arc::new(Metrics::default());
+    let options = EngineOptions {
+        scheduler,
+        kv_cache_bytes: 512 << 20,
+        ..EngineOptions::default()
+    };
+    let (handle, _thread) = Engine::start(engine.clone(), options, metrics);
+    let vocab = engine.config().vocab_size;
+    // Log-uniform lengths in 8..=tokens from a fixed LCG: the same workload every run.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let started = Instant::now();
+    let receivers: Vec<_> = prompts(32, vocab)
+        .into_iter()
+        .map(|prompt| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let n = (8f64 * (tokens as f64 / 8.0).max(1.0).powf(u)).round() as usize;
+            let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
+            let job = Job {
+                prompt,
+                max_new_tokens: n,
+                sampling: Sampling::greedy(),
+                stop_tokens: Vec::new(),
+                prompt_logprobs: false,
+                events: Box::new(tx),
+            };
+            handle.submit(job).map_err(|e| e.to_string())?;
+            Ok(rx)
+        })
+        .collect::<Result<_>>()?;
+    let mut new = 0;
+    for rx in receivers {
+        while let Ok(event) = rx.recv() {
+            match event {
+                Event::Token { .. } => new += 1,
+                Event::Done(_) => break,
+                Event::Failed(message) => return Err(message.into()),
+                Event::PromptLogprobs(_) => {}
+            }
+        }
+    }
+    Ok(new as f64 / started.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let tokens: usize = flag("--tokens").map_or(Ok(128), |t| t.parse())?;
+    let rounds: usize = flag("--rounds").map_or(Ok(3), |t| t.parse())?;
+    let batches: Vec<usize> = flag("--batches")
+        .unwrap_or_else(|| "1,8,32".into())
+        .split(',')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let preset = flag("--preset").unwrap_or_else(|| "tiny".into());
+    let mut config = match preset.as_str() {
+        "gpt2-small" => GptConfig::gpt2_small(),
+        _ => GptConfig::tiny(32_000),
+    };
+    if let Some(vocab) = flag("--vocab") {
+        config.vocab_size = vocab.parse()?;
+    }
+    let device = Device::flex();
+    let model = config.init(&device, 0)?;
+    if args.iter().any(|a| a == "--load") {
+        let dir = std::env::temp_dir().join(format!("lmforge-decode-speed-{}", std::process::id()));
+        lmforge_model::save_gpt(&model, &dir)?;
+        let mut best = f64::MAX;
+        for _ in 0..rounds {
+            let started = Instant::now();
+            std::hint::black_box(CpuGpt::load(&dir)?);
+            best = best.min(started.elapsed().as_secs_f64());
+        }
+        let bytes = std::fs::metadata(dir.join("model.safetensors"))?.len();
+        std::fs::remove_dir_all(&dir)?;
+        println!(
+            "{}",
+            serde_json::json!({"bench": "load-f32", "model": preset, "bytes": bytes, "seconds": best})
+        );
+    }
+    let engines: Vec<(&str, Arc<CpuGpt>)> = vec![
+        ("f32", Arc::new(CpuGpt::from_gpt(&model)?)),
+        (
+            "int8",
+            Arc::new(CpuGpt::from_weights(
+                config.clone(),
+                quantize_gpt(&model, Scheme::Int8)?.0,
+            )?),
+        ),
+    ];
+    drop(model);
+    let threads = rayon::current_num_threads();
+    let mut best = vec![vec![0f64; batches.len()]; engines.len()];
+    for _ in 0..rounds {
+        for ((_, engine), best) in engines.iter().zip(&mut best) {
+            for (&batch, best) in batches.iter().zip(best.iter_mut()) {
+                *best = best.max(generation(engine, batch, tokens)?);
+            }
+        }
+    }
+    for ((weights, _), best) in engines.iter().zip(&best) {
+        for (&batch, rate) in batches.iter().zip(best) {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "generate", "model": preset, "weights": weights, "batch": batch,
+                    "prompt": 16, "new_tokens": tokens, "threads": threads, "tokens_per_s": rate,
+                })
+            );
+        }
+    }
+    for (weights, engine) in &engines {
+        for (name, scheduler) in [
+            ("continuous", Scheduler::Continuous),
+            ("static", Scheduler::Static),
+        ] {
+            let mut rate = 0f64;
+            for _ in 0..rounds {
+                rate = rate.max(served(engine, scheduler, tokens)?);
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "serve", "model": preset, "weights": weights, "scheduler": name,
+                    "concurrency": 32, "threads": threads, "tokens_per_s": rate,
+                })
+            );
+        }
+    }
+    Ok(())
+}
