@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use lmforge_infer::{BurnDecoder, CpuGpt, GenerateOptions, Sampling, beam_search, generate};
+use lmforge_infer::{
+    BurnDecoder, CpuGpt, GenerateOptions, Sampling, beam_search, generate, generate_batch,
+};
 use lmforge_model::accounting::{Dtype, gib};
 use lmforge_model::bert::SentencePooling;
 use lmforge_model::checkpoint::{Format, format};
@@ -380,7 +382,7 @@ pub struct GenerateArgs {
     /// Penalty on tokens already in the text (1: none).
     #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     repetition_penalty: f32,
-    /// Seed of the sampling.
+    /// Seed of the sampling (the i-th --prompt samples with seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Beam search of this width (one prompt; deterministic).
@@ -408,7 +410,7 @@ pub struct GenerateArgs {
 }
 
 enum Loaded {
-    Cpu(Box<CpuGpt>),
+    Cpu(std::sync::Arc<CpuGpt>),
     Burn(Box<lmforge_model::Gpt>),
 }
 
@@ -439,7 +441,7 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         Engine::Burn => false,
     };
     let loaded = if cpu {
-        Loaded::Cpu(Box::new(CpuGpt::load(&args.checkpoint)?))
+        Loaded::Cpu(std::sync::Arc::new(CpuGpt::load(&args.checkpoint)?))
     } else {
         Loaded::Burn(Box::new(lmforge_quant::load_gpt(
             &args.checkpoint,
@@ -538,7 +540,8 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
             true
         };
         let out = match &loaded {
-            Loaded::Cpu(engine) => generate(engine.as_ref(), &prompts, &options, on_token)?,
+            // The prompts are requests to the scheduler the server runs.
+            Loaded::Cpu(engine) => generate_batch(engine, &prompts, &options, on_token)?,
             Loaded::Burn(model) => generate(
                 &BurnDecoder {
                     model,

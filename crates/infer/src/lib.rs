@@ -10,7 +10,8 @@
 //!   kernels (f32 or quantized weights, never widened to f32 matrices);
 //! - [`BurnDecoder`]: the burn model with its dense cache on any device (the reference);
 //! - [`scheduler`]: continuous batching over a fixed pool — chunked prefill, admission by
-//!   blocks, prefix reuse, cancellation — with events to whoever submitted (the HTTP server).
+//!   blocks, prefix reuse, cancellation — with events to whoever submitted (the HTTP server);
+//!   [`generate_batch`]: a batch of prompts as a batch of its requests (`lmforge generate`).
 //!
 //! It knows no tokenizer and no HTTP (`cargo xtask test` checks its dependency tree): token
 //! ids in, token ids and log-probabilities out.
@@ -32,6 +33,7 @@ pub mod beam;
 mod cpu;
 pub mod decoder;
 mod dense;
+mod offline;
 pub mod paged;
 pub mod sampling;
 pub mod scheduler;
@@ -40,6 +42,7 @@ pub use beam::{Beam, beam_search};
 pub use cpu::{CpuGpt, HostKv};
 pub use decoder::{Decoder, Finish, GenerateOptions, Generation, generate};
 pub use dense::BurnDecoder;
+pub use offline::generate_batch;
 pub use paged::{BLOCK_TOKENS, Batched, Blocks, Chunk, KvPool, KvStore, PagedCache, SeqKv};
 pub use sampling::{Sampling, choose, exp_le0, log_sum_exp};
 

@@ -192,3 +192,64 @@ fn beam_search_of_width_one_is_greedy_and_beams_are_ranked_on_every_engine() {
     assert_eq!(burn, cpu, "the same beams over forked paged rows");
     assert!(beam_search(&CpuGpt::from_gpt(&model).unwrap(), &[1], 0, 4, &[], 1.0).is_err());
 }
+
+/// `generate_batch`: the same prompts through the scheduler give what `generate` gives — greedy
+/// token for token, the first prompt's sampling draw for draw — and stop tokens, cancellation
+/// and the context end behave alike.
+#[test]
+fn a_batch_through_the_scheduler_generates_as_the_decoding_loop_does() {
+    use std::sync::Arc;
+
+    use lmforge_infer::generate_batch;
+
+    let gpt = model(Positions::Rope);
+    let engine = Arc::new(CpuGpt::from_gpt(&gpt).unwrap());
+    let prompts = vec![vec![1, 2, 3], vec![7], vec![4, 4, 4, 4, 4, 9], vec![1; 35]];
+    let greedy = options(12, Sampling::greedy());
+    let looped = generate(engine.as_ref(), &prompts, &greedy, |_, _| true).unwrap();
+    let mut streamed = vec![Vec::new(); prompts.len()];
+    let scheduled = generate_batch(&engine, &prompts, &greedy, |row, t| {
+        streamed[row].push(t);
+        true
+    })
+    .unwrap();
+    assert_eq!(scheduled, looped);
+    assert_eq!(scheduled[3].tokens.len(), 5, "the context (40) ends it");
+    for (s, g) in streamed.iter().zip(&scheduled) {
+        assert_eq!(s, &g.tokens);
+    }
+    // One prompt sampled: the same draws as the loop's.
+    let sampled = options(
+        16,
+        Sampling {
+            temperature: 1.3,
+            top_k: 10,
+            seed: 4,
+            ..Sampling::greedy()
+        },
+    );
+    let one = [vec![2, 3]];
+    assert_eq!(
+        generate_batch(&engine, &one, &sampled, |_, _| true).unwrap(),
+        generate(engine.as_ref(), &one, &sampled, |_, _| true).unwrap()
+    );
+    // Equal prompts in one batch draw differently (seed + row).
+    let twice = generate_batch(&engine, &[vec![2, 3], vec![2, 3]], &sampled, |_, _| true).unwrap();
+    assert_ne!(twice[0].tokens, twice[1].tokens);
+    // Stop tokens and cancellation.
+    let free = &looped[0].tokens;
+    let mut stopping = greedy.clone();
+    stopping.stop_tokens = vec![free[4]];
+    let first = free.iter().position(|&t| t == free[4]).unwrap();
+    let out = generate_batch(&engine, &prompts[..2], &stopping, |row, _| row == 0).unwrap();
+    assert_eq!(out[0].tokens, free[..=first]);
+    assert_eq!(out[0].finish, Finish::Stop);
+    assert_eq!((out[1].tokens.len(), out[1].finish), (1, Finish::Cancelled));
+    // Bad input is an error naming it, not a panic.
+    let err = generate_batch(&engine, &[vec![30]], &greedy, |_, _| true).unwrap_err();
+    assert!(err.to_string().contains("30"), "{err}");
+    let err = generate_batch(&engine, &[vec![]], &greedy, |_, _| true).unwrap_err();
+    assert!(err.to_string().contains("prompt 0"), "{err}");
+    let err = generate_batch(&engine, &[vec![1; 40]], &greedy, |_, _| true).unwrap_err();
+    assert!(err.to_string().contains("context"), "{err}");
+}
