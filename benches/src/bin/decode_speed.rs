@@ -2,7 +2,7 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--load]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--load] [--save DIR]
 //! ```
 //!
 //! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
@@ -11,7 +11,8 @@
 //! the scheduler (`Engine`, what `lmforge serve` runs), continuous and static, with new-token
 //! counts drawn log-uniformly from 8..=`--tokens` (seed 0). `--load` also times
 //! `CpuGpt::load` of the model saved as an f32 checkpoint. Prints one JSON object per
-//! measurement.
+//! measurement. `--save DIR` writes the model and the f32 engine's greedy tokens for the
+//! batch-8 prompts (`greedy.json`) instead, for `benches/peers/ctranslate2.py`.
 
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -126,6 +127,24 @@ fn main() -> Result<()> {
     }
     let device = Device::flex();
     let model = config.init(&device, 0)?;
+    if let Some(dir) = flag("--save") {
+        // The model for a peer (benches/peers/ctranslate2.py), with the f32 engine's greedy
+        // tokens for the batch-8 prompts, which the peer must reproduce.
+        let dir = std::path::PathBuf::from(dir);
+        lmforge_model::save_gpt(&model, &dir)?;
+        let prompts = prompts(8, config.vocab_size);
+        let options = GenerateOptions {
+            max_new_tokens: tokens,
+            sampling: Sampling::greedy(),
+            stop_tokens: Vec::new(),
+        };
+        let out = generate(&CpuGpt::from_gpt(&model)?, &prompts, &options, |_, _| true)?;
+        let greedy: Vec<&Vec<u32>> = out.iter().map(|g| &g.tokens).collect();
+        let json = serde_json::json!({"prompts": prompts, "greedy": greedy});
+        std::fs::write(dir.join("greedy.json"), json.to_string())?;
+        println!("saved to {}", dir.display());
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--load") {
         let dir = std::env::temp_dir().join(format!("lmforge-decode-speed-{}", std::process::id()));
         lmforge_model::save_gpt(&model, &dir)?;

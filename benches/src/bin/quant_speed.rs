@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use lmforge_infer::{BurnDecoder, CpuGpt, Decoder, tokens_per_second};
+use std::sync::Arc;
+
+use lmforge_infer::{BurnDecoder, CpuGpt, Decoder, decoder_tokens_per_second, tokens_per_second};
 use lmforge_model::GptConfig;
 use lmforge_quant::checkpoint::{gpt_tensors, quantize_gpt};
 use lmforge_quant::{Matrix, QMatrix, Scheme, kernel};
@@ -89,7 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         println!(
             "{:.1} tokens/s",
-            tokens_per_second(&engine, &prompt, tokens, 20)?
+            tokens_per_second(&Arc::new(engine), &prompt, tokens, 20)?
         );
         return Ok(());
     }
@@ -99,18 +101,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "burn flex f32 generation: {:.1} tokens/s",
-        tokens_per_second(&burn, &prompt, tokens, 3)?
+        decoder_tokens_per_second(&burn, &prompt, tokens, 3)?
     );
     println!(
         "{:<12} {:>10} {:>14} {:>14} {:>14}",
         "weights", "MB", "head µs", "step µs @64", "tokens/s"
     );
-    let mut rows: Vec<(String, CpuGpt)> = vec![("f32".into(), CpuGpt::from_gpt(&model)?)];
+    let mut rows: Vec<(String, Arc<CpuGpt>)> =
+        vec![("f32".into(), Arc::new(CpuGpt::from_gpt(&model)?))];
     for scheme in Scheme::ALL {
         let (weights, _) = quantize_gpt(&model, scheme)?;
         rows.push((
             scheme.to_string(),
-            CpuGpt::from_weights(config.clone(), weights)?,
+            Arc::new(CpuGpt::from_weights(config.clone(), weights)?),
         ));
     }
     let d = config.d_model;

@@ -66,7 +66,7 @@ pub fn run(args: &Args) -> Result<()> {
             Err(_) => vec![0],
         };
         let speed = |dir: &std::path::Path| -> Result<f64> {
-            let engine = CpuGpt::load(dir)?;
+            let engine = std::sync::Arc::new(CpuGpt::load(dir)?);
             Ok(tokens_per_second(&engine, &prompt, args.bench_tokens, 3)?)
         };
         report.tokens_per_second = Some(Comparison {

@@ -38,6 +38,8 @@ pub mod paged;
 pub mod sampling;
 pub mod scheduler;
 
+use std::sync::Arc;
+
 pub use beam::{Beam, beam_search};
 pub use cpu::{CpuGpt, HostKv};
 pub use decoder::{Decoder, Finish, GenerateOptions, Generation, generate};
@@ -95,35 +97,63 @@ impl Error {
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Greedy decoding speed of `model` at batch 1: `tokens` new tokens after `prompt` (no stop
-/// token), prefill included as `lmforge generate` counts it; the best of `runs` runs after
-/// one warm-up, in tokens per second.
-pub fn tokens_per_second<D: Decoder>(
+/// Greedy decoding speed of `model` at batch 1 through the scheduler (as `lmforge generate`
+/// runs it): `tokens` new tokens after `prompt` (no stop token), prefill included; the best of
+/// `runs` runs after one warm-up, in tokens per second.
+pub fn tokens_per_second<M>(
+    model: &Arc<M>,
+    prompt: &[u32],
+    tokens: usize,
+    runs: usize,
+) -> Result<f64>
+where
+    M: Batched + Send + Sync + 'static,
+    M::Store: Send,
+{
+    let prompts = [prompt.to_vec()];
+    best_rate(
+        model.config().max_seq_len,
+        prompt,
+        tokens,
+        runs,
+        |options| generate_batch(model, &prompts, options, |_, _| true),
+    )
+}
+
+/// [`tokens_per_second`] of any [`Decoder`] through the [`generate`] loop (the burn model's
+/// path).
+pub fn decoder_tokens_per_second<D: Decoder>(
     model: &D,
     prompt: &[u32],
     tokens: usize,
     runs: usize,
 ) -> Result<f64> {
-    let tokens = tokens.min(model.max_seq_len().saturating_sub(prompt.len()));
+    let prompts = [prompt.to_vec()];
+    best_rate(model.max_seq_len(), prompt, tokens, runs, |options| {
+        generate(model, &prompts, options, |_, _| true)
+    })
+}
+
+fn best_rate(
+    max_len: usize,
+    prompt: &[u32],
+    tokens: usize,
+    runs: usize,
+    mut run: impl FnMut(&GenerateOptions) -> Result<Vec<Generation>>,
+) -> Result<f64> {
     let options = GenerateOptions {
-        max_new_tokens: tokens,
+        max_new_tokens: tokens.min(max_len.saturating_sub(prompt.len())),
         sampling: Sampling::greedy(),
         stop_tokens: Vec::new(),
     };
-    let prompts = [prompt.to_vec()];
-    generate(
-        model,
-        &prompts,
-        &GenerateOptions {
-            max_new_tokens: tokens.min(8),
-            ..options.clone()
-        },
-        |_, _| true,
-    )?;
+    run(&GenerateOptions {
+        max_new_tokens: options.max_new_tokens.min(8),
+        ..options.clone()
+    })?;
     let mut best = 0f64;
     for _ in 0..runs.max(1) {
         let started = std::time::Instant::now();
-        let out = generate(model, &prompts, &options, |_, _| true)?;
+        let out = run(&options)?;
         let rate = out[0].tokens.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         best = best.max(rate);
     }
