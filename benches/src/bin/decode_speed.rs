@@ -12,7 +12,7 @@
 //! counts drawn log-uniformly from 8..=`--tokens` (seed 0). `--load` also times
 //! `CpuGpt::load` of the model saved as an f32 checkpoint. Prints one JSON object per
 //! measurement. `--save DIR` writes the model and the f32 engine's greedy tokens for the
-//! batch-8 prompts (`greedy.json`) instead, for `benches/peers/ctranslate2.py`.
+//! batch-8 prompts (`greedy.json`) instead, for `benches/peers/ct2.py`.
 
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
@@ -128,7 +128,7 @@ fn main() -> Result<()> {
     let device = Device::flex();
     let model = config.init(&device, 0)?;
     if let Some(dir) = flag("--save") {
-        // The model for a peer (benches/peers/ctranslate2.py), with the f32 engine's greedy
+        // The model for a peer (benches/peers/ct2.py), with the f32 engine's greedy
         // tokens for the batch-8 prompts, which the peer must reproduce.
         let dir = std::path::PathBuf::from(dir);
         lmforge_model::save_gpt(&model, &dir)?;

@@ -52,36 +52,58 @@ fn dot_i8(x: &[f32], codes: &[u8]) -> f32 {
             .sum::<f32>()
 }
 
-/// [`dot_i8`] of one row of codes against `N` inputs at once: each code is widened to f32 once
-/// for all of them. Per input it is the same sequence of operations as [`dot_i8`], so an
-/// output's bits do not depend on the batch it was computed in.
+/// `Σ x·code` over the codes left after the last whole [`LANES`] chunk, added as [`dot_i8`]
+/// adds them.
 #[inline(always)]
-fn dot_i8_n<const N: usize>(xs: [&[f32]; N], codes: &[u8]) -> [f32; N] {
-    let mut acc = [[0f32; LANES]; N];
-    let chunks: [&[[f32; LANES]]; N] = std::array::from_fn(|j| xs[j].as_chunks::<LANES>().0);
-    let (qc, qt) = codes.as_chunks::<LANES>();
-    for (c, qs) in qc.iter().enumerate() {
-        let w: [f32; LANES] = std::array::from_fn(|k| (qs[k] as i8) as f32);
-        for (acc, x) in acc.iter_mut().zip(&chunks) {
-            let x = &x[c];
-            for k in 0..LANES {
-                acc[k] = x[k].mul_add(w[k], acc[k]);
-            }
-        }
-    }
-    let done = qc.len() * LANES;
-    std::array::from_fn(|j| {
-        sum_lanes(acc[j])
-            + xs[j][done..]
-                .iter()
-                .zip(qt)
-                .map(|(a, &q)| a * (q as i8) as f32)
-                .sum::<f32>()
-    })
+fn tail_i8(x: &[f32], codes: &[u8]) -> f32 {
+    x.iter()
+        .zip(codes)
+        .map(|(a, &q)| a * (q as i8) as f32)
+        .sum::<f32>()
 }
 
-/// Inputs per [`dot_i8_n`] call: four inputs' accumulators and the widened codes fit in the
-/// vector registers.
+/// [`dot_i8`] of one row of codes against four inputs at once: each code is widened to f32
+/// once for all four. Per input it is the same sequence of operations as [`dot_i8`], so an
+/// output's bits do not depend on the batch it was computed in. Plain loops over named
+/// accumulators (no closures, which would be compiled outside pulp's target features).
+#[inline(always)]
+fn dot4_i8(x: [&[f32]; 4], codes: &[u8]) -> [f32; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) =
+        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let (c0, t0) = x[0].as_chunks::<LANES>();
+    let (c1, t1) = x[1].as_chunks::<LANES>();
+    let (c2, t2) = x[2].as_chunks::<LANES>();
+    let (c3, t3) = x[3].as_chunks::<LANES>();
+    let (qc, qt) = codes.as_chunks::<LANES>();
+    let n = qc
+        .len()
+        .min(c0.len())
+        .min(c1.len())
+        .min(c2.len())
+        .min(c3.len());
+    for i in 0..n {
+        let qs = &qc[i];
+        let mut w = [0f32; LANES];
+        for k in 0..LANES {
+            w[k] = (qs[k] as i8) as f32;
+        }
+        let (y0, y1, y2, y3) = (&c0[i], &c1[i], &c2[i], &c3[i]);
+        for k in 0..LANES {
+            a0[k] = y0[k].mul_add(w[k], a0[k]);
+            a1[k] = y1[k].mul_add(w[k], a1[k]);
+            a2[k] = y2[k].mul_add(w[k], a2[k]);
+            a3[k] = y3[k].mul_add(w[k], a3[k]);
+        }
+    }
+    [
+        sum_lanes(a0) + tail_i8(t0, qt),
+        sum_lanes(a1) + tail_i8(t1, qt),
+        sum_lanes(a2) + tail_i8(t2, qt),
+        sum_lanes(a3) + tail_i8(t3, qt),
+    ]
+}
+
+/// Inputs per [`dot4_i8`] call.
 const INT8_GROUP: usize = 4;
 
 /// Output `row` of an INT8 matrix (f32 path) for every input of `x` into `out[b]`.
@@ -97,9 +119,15 @@ fn int8_row_all_inputs(q: &QMatrix, row: usize, x: &[f32], out: &mut [f32]) {
     let mut groups = out.chunks_exact_mut(INT8_GROUP);
     let mut b = 0;
     for group in &mut groups {
-        let xs = std::array::from_fn(|j| &x[(b + j) * cols..(b + j + 1) * cols]);
-        for (y, sum) in group.iter_mut().zip(dot_i8_n::<INT8_GROUP>(xs, codes)) {
-            *y = scale * sum;
+        let xs = [
+            &x[b * cols..(b + 1) * cols],
+            &x[(b + 1) * cols..(b + 2) * cols],
+            &x[(b + 2) * cols..(b + 3) * cols],
+            &x[(b + 3) * cols..(b + 4) * cols],
+        ];
+        let sums = dot4_i8(xs, codes);
+        for i in 0..INT8_GROUP {
+            group[i] = scale * sums[i];
         }
         b += INT8_GROUP;
     }
@@ -328,15 +356,6 @@ impl pulp::WithSimd for Rows<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
         let n = self.n;
-        // INT8 rows on the f32 path: a row's codes are widened once for a whole group of
-        // inputs, not once per input (at batch 8 the widening was most of the product).
-        let int8 = matches!(self.w.scheme, Scheme::Int8 | Scheme::Int8Tensor);
-        if int8 && self.x.wide.is_none() && n >= INT8_GROUP {
-            for (i, out) in self.out.chunks_mut(n).enumerate() {
-                int8_row_all_inputs(self.w, self.first + i, self.x.x, out);
-            }
-            return;
-        }
         let mut groups = self.out.chunks_exact_mut(4 * n);
         let mut row = self.first;
         for group in &mut groups {
@@ -357,7 +376,40 @@ impl pulp::WithSimd for Rows<'_> {
     }
 }
 
+/// [`Rows`] of an INT8 matrix on the f32 path for a batch of at least [`INT8_GROUP`] inputs:
+/// a row's codes are widened once for a whole group of inputs, not once per input (at batch 8
+/// the widening was most of the product). Its own dispatch, so that the single-input loop's
+/// code stays as it was.
+struct Int8Rows<'a> {
+    w: &'a QMatrix,
+    x: &'a [f32],
+    n: usize,
+    first: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Int8Rows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (i, out) in self.out.chunks_mut(self.n).enumerate() {
+            int8_row_all_inputs(self.w, self.first + i, self.x, out);
+        }
+    }
+}
+
 fn rows_into(w: &QMatrix, x: &Activations<'_>, n: usize, first: usize, out: &mut [f32]) {
+    let int8 = matches!(w.scheme, Scheme::Int8 | Scheme::Int8Tensor);
+    if int8 && x.wide.is_none() && n >= INT8_GROUP {
+        return pulp::Arch::new().dispatch(Int8Rows {
+            w,
+            x: x.x,
+            n,
+            first,
+            out,
+        });
+    }
     pulp::Arch::new().dispatch(Rows {
         w,
         x,

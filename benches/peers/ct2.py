@@ -2,7 +2,7 @@
 `decode-speed` (benches/src/bin/decode_speed.rs).
 
     target/release/decode-speed --preset gpt2-small --vocab 50257 --save target/peers/gpt2-shape
-    target/peers/ct2venv/bin/python benches/peers/ctranslate2.py target/peers/gpt2-shape
+    target/peers/ct2venv/bin/python benches/peers/ct2.py target/peers/gpt2-shape
     target/release/decode-speed --preset gpt2-small --vocab 50257 --batches 1,8
 
 The checkpoint (ours: safetensors with burn's parameter names, `Linear` weights `[in, out]`)
@@ -62,7 +62,7 @@ class LmforgeGpt(Converter):
             linear(layer.ffn.linear_0, w, f"{p}.mlp.up")
             linear(layer.ffn.linear_1, w, f"{p}.mlp.down")
         spec.register_vocabulary([f"t{i}" for i in range(config["vocab_size"])])
-        spec.bos_token = spec.eos_token = spec.unk_token = "t0"
+        spec.config.bos_token = spec.config.eos_token = spec.config.unk_token = "t0"
         return spec
 
 
