@@ -2,7 +2,7 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--no-serve] [--load] [--save DIR]
 //! ```
 //!
 //! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
@@ -172,6 +172,23 @@ fn main() -> Result<()> {
         ),
     ];
     drop(model);
+    // `--weights f32|int8`: one engine only (profiling).
+    let engines: Vec<(&str, Arc<CpuGpt>)> = match flag("--weights") {
+        Some(only) => engines.into_iter().filter(|(w, _)| *w == only).collect(),
+        None => engines,
+    };
+    if args.iter().any(|a| a == "--no-serve") {
+        for (weights, engine) in &engines {
+            for &batch in &batches {
+                let mut best = 0f64;
+                for _ in 0..rounds {
+                    best = best.max(generation(engine, batch, tokens)?);
+                }
+                println!("{weights} batch {batch}: {best:.1} tokens/s");
+            }
+        }
+        return Ok(());
+    }
     let threads = rayon::current_num_threads();
     let mut best = vec![vec![0f64; batches.len()]; engines.len()];
     for _ in 0..rounds {
