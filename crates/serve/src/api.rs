@@ -358,7 +358,11 @@ fn finish_reason(f: Finish) -> &'static str {
     }
 }
 
-/// `POST /v1/completions`: OpenAI's legacy completions, streamed or not.
+/// Completions one request may ask for (prompts × `n`).
+const MAX_CHOICES: usize = 64;
+
+/// `POST /v1/completions`: OpenAI's legacy completions, streamed or not; choice `i * n + j` is
+/// prompt `i`'s `j`-th completion.
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     body: Bytes,
@@ -380,8 +384,17 @@ pub async fn completions(
     let stream = boolean(&map, "stream", false)?;
     // vLLM's extension: load tests need exact output lengths, whatever the model predicts.
     let ignore_eos = boolean(&map, "ignore_eos", false)?;
-    if integer(&map, "n", 1, 1, 1)? != 1 {
-        return Err(ApiError::field("n", "must be 1"));
+    // OpenAI's `n`: completions per prompt, each its own request (seed + its index).
+    let n = integer(&map, "n", 1, 1, 16)? as usize;
+    if prompts.len() * n > MAX_CHOICES {
+        return Err(ApiError::field(
+            "n",
+            format!(
+                "{} prompts × n = {} completions; at most {MAX_CHOICES}",
+                prompts.len(),
+                prompts.len() * n
+            ),
+        ));
     }
     if let Some(model) = map.get("model")
         && !model.is_null()
@@ -399,25 +412,27 @@ pub async fn completions(
         if prompt.is_empty() {
             return Err(ApiError::field("prompt", "a prompt encodes to no tokens"));
         }
-        asks.push(Ask {
-            prompt,
-            max_new_tokens: max_tokens,
-            sampling: Sampling {
-                temperature: temperature as f32,
-                top_k,
-                top_p: top_p as f32,
-                repetition_penalty: 1.0,
-                seed: seed.wrapping_add(i as u64),
-            },
-            stop_tokens: if ignore_eos {
-                Vec::new()
-            } else {
-                state.tokenizer.eod_id().into_iter().collect()
-            },
-            stops: stops.clone(),
-            keep_stop: false,
-            prompt_logprobs: false,
-        });
+        for j in 0..n {
+            asks.push(Ask {
+                prompt: prompt.clone(),
+                max_new_tokens: max_tokens,
+                sampling: Sampling {
+                    temperature: temperature as f32,
+                    top_k,
+                    top_p: top_p as f32,
+                    repetition_penalty: 1.0,
+                    seed: seed.wrapping_add((i * n + j) as u64),
+                },
+                stop_tokens: if ignore_eos {
+                    Vec::new()
+                } else {
+                    state.tokenizer.eod_id().into_iter().collect()
+                },
+                stops: stops.clone(),
+                keep_stop: false,
+                prompt_logprobs: false,
+            });
+        }
     }
     let id = format!("cmpl-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
     let created = SystemTime::now()
@@ -427,7 +442,8 @@ pub async fn completions(
         return stream_completions(state, asks, id, created, logprobs.is_some());
     }
     let outcomes = state.run_all(&asks).await?;
-    let prompt_tokens: usize = outcomes.iter().map(|o| o.prompt.len()).sum();
+    // Each prompt counted once, however many completions it has (as OpenAI counts).
+    let prompt_tokens: usize = outcomes.iter().step_by(n).map(|o| o.prompt.len()).sum();
     let completion_tokens: usize = outcomes.iter().map(|o| o.tokens.len()).sum();
     let choices: Vec<Value> = outcomes
         .iter()

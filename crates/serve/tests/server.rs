@@ -123,6 +123,46 @@ fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer() {
         .as_str()
         .unwrap()
         .to_string();
+    // `n` completions of one prompt: greedy ones are the text alone, indexed in order, and
+    // the prompt is counted once; sampled ones draw with their own seeds.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": "Il était une fois", "max_tokens": 20, "temperature": 0, "n": 3}"#,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(
+            (c["index"].as_u64(), c["text"].as_str()),
+            (Some(i as u64), Some(&alone[..]))
+        );
+    }
+    let (_, _, one) = http(addr, "POST", "/v1/completions", ask, "");
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        json(&one)["usage"]["prompt_tokens"]
+    );
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": ["Il était", "Érase una vez"], "max_tokens": 12, "temperature": 1.0, "seed": 3, "n": 2}"#,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let texts: Vec<String> = json(&body)["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts.len(), 4);
+    assert_ne!(texts[0], texts[1], "two samples of one prompt draw alike");
     // The same request among seven others with longer prompts, sampled, joining and leaving.
     let handles: Vec<_> = (0..8)
         .map(|i| {
@@ -296,6 +336,8 @@ fn bad_requests_are_4xx_json_naming_the_field() {
             "max_tokens",
         ),
         ("/v1/completions", r#"{"prompt": 3}"#, "prompt"),
+        ("/v1/completions", r#"{"prompt": "a", "n": 17}"#, "n"),
+        ("/v1/completions", r#"{"prompt": "a", "n": 0}"#, "n"),
         (
             "/v1/completions",
             r#"{"prompt": "a", "top_p": "high"}"#,
