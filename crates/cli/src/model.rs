@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lmforge_infer::{
-    BurnDecoder, CpuGpt, GenerateOptions, Sampling, beam_search, generate, generate_batch,
+    BurnDecoder, CpuGpt, Decoder, GenerateOptions, Sampling, beam_search, generate, generate_batch,
 };
 use lmforge_model::accounting::{Dtype, gib};
 use lmforge_model::bert::SentencePooling;
@@ -472,26 +472,31 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         if prompts.len() != 1 {
             bail!("--beam-width takes one --prompt");
         }
-        let beams = match &loaded {
-            Loaded::Cpu(engine) => beam_search(
-                engine.as_ref(),
-                &prompts[0],
+        fn beams<D: Decoder>(
+            model: &D,
+            prompt: &[u32],
+            args: &GenerateArgs,
+            width: usize,
+            stops: &[u32],
+        ) -> lmforge_infer::Result<Vec<lmforge_infer::Beam>> {
+            beam_search(
+                model,
+                prompt,
                 width,
                 args.tokens,
-                &stop_tokens,
+                stops,
                 args.length_penalty,
-            )?,
-            Loaded::Burn(model) => beam_search(
-                &BurnDecoder {
+            )
+        }
+        let beams = match &loaded {
+            Loaded::Cpu(engine) => beams(engine.as_ref(), &prompts[0], args, width, &stop_tokens)?,
+            Loaded::Burn(model) => {
+                let decoder = BurnDecoder {
                     model,
                     device: &device,
-                },
-                &prompts[0],
-                width,
-                args.tokens,
-                &stop_tokens,
-                args.length_penalty,
-            )?,
+                };
+                beams(&decoder, &prompts[0], args, width, &stop_tokens)?
+            }
         };
         beams
             .into_iter()

@@ -32,6 +32,19 @@ pub struct Generation {
     pub finish: Finish,
 }
 
+impl Generation {
+    /// `n` generations with no token yet (what a request with no room to grow ends as).
+    pub(crate) fn none(n: usize) -> Vec<Generation> {
+        (0..n)
+            .map(|_| Generation {
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                finish: Finish::Length,
+            })
+            .collect()
+    }
+}
+
 /// What [`generate`] does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
@@ -78,14 +91,7 @@ pub fn generate<D: Decoder>(
 ) -> Result<Vec<Generation>> {
     options.sampling.validate()?;
     let max_len = model.max_seq_len();
-    let mut out: Vec<Generation> = prompts
-        .iter()
-        .map(|_| Generation {
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            finish: Finish::Length,
-        })
-        .collect();
+    let mut out = Generation::none(prompts.len());
     if options.max_new_tokens == 0 {
         return Ok(out);
     }

@@ -49,14 +49,7 @@ where
     if let Some(empty) = prompts.iter().position(Vec::is_empty) {
         return Err(Error::request(format!("prompt {empty} has no tokens")));
     }
-    let mut out: Vec<Generation> = prompts
-        .iter()
-        .map(|_| Generation {
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            finish: Finish::Length,
-        })
-        .collect();
+    let mut out = Generation::none(prompts.len());
     if options.max_new_tokens == 0 || prompts.is_empty() {
         return Ok(out);
     }
