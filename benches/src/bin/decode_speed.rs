@@ -96,7 +96,7 @@ fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f
                 Event::Token { .. } => new += 1,
                 Event::Done(_) => break,
                 Event::Failed(message) => return Err(message.into()),
-                Event::PromptLogprobs(_) => {}
+                Event::PromptLogprobs(_) | Event::Cached(_) => {}
             }
         }
     }

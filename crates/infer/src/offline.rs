@@ -137,7 +137,7 @@ where
                 open -= 1;
             }
             Event::Failed(message) => return Err(Error::Request(message)),
-            Event::PromptLogprobs(_) => {}
+            Event::PromptLogprobs(_) | Event::Cached(_) => {}
         }
     }
     thread

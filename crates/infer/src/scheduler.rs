@@ -30,6 +30,9 @@ use crate::sampling::{Sampling, choose, log_sum_exp};
 pub enum Event {
     /// Log-probability of each prompt token after the first (when asked for).
     PromptLogprobs(Vec<f32>),
+    /// Prompt tokens whose keys and values came from the prefix cache: sent at admission, and
+    /// only when there were some.
+    Cached(usize),
     /// A generated token and its log-probability.
     Token {
         /// Token id.
@@ -422,6 +425,15 @@ impl<M: Batched> Loop<M> {
             self.metrics
                 .prefix_hit_tokens
                 .fetch_add(seq.len, Ordering::Relaxed);
+            if cacheable {
+                self.metrics
+                    .prefix_query_tokens
+                    .fetch_add(job.prompt.len(), Ordering::Relaxed);
+            }
+            if seq.len > 0 {
+                // A client gone already is dropped at its next event, as any other.
+                send(job.events.as_ref(), Event::Cached(seq.len));
+            }
             self.running.push(Running {
                 rng: ChaCha8Rng::seed_from_u64(job.sampling.seed),
                 job,
@@ -662,6 +674,9 @@ pub struct Metrics {
     pub kv_blocks_cached: AtomicUsize,
     /// Prompt tokens whose keys and values came from the prefix cache.
     pub prefix_hit_tokens: AtomicUsize,
+    /// Prompt tokens of the requests that looked in the prefix cache (the hit rate's
+    /// denominator).
+    pub prefix_query_tokens: AtomicUsize,
     /// Tokens generated.
     pub tokens_generated: AtomicUsize,
     /// Generations that ran to a stop or length.

@@ -29,6 +29,8 @@ struct Outcome {
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
     prompt_logprobs: Vec<f32>,
+    /// Prompt tokens that came from the prefix cache.
+    cached: usize,
     text: String,
     finish: Finish,
 }
@@ -97,12 +99,14 @@ impl AppState {
             tokens: Vec::new(),
             logprobs: Vec::new(),
             prompt_logprobs: Vec::new(),
+            cached: 0,
             text: String::new(),
             finish: Finish::Length,
         };
         loop {
             match rx.recv().await {
                 Some(Event::PromptLogprobs(lp)) => out.prompt_logprobs.extend(lp),
+                Some(Event::Cached(n)) => out.cached = n,
                 Some(Event::Token { id, logprob }) => {
                     out.text.push_str(&text.push(id, self.tokenizer.as_ref()));
                     out.tokens.push(id);
@@ -444,6 +448,7 @@ pub async fn completions(
     let outcomes = state.run_all(&asks).await?;
     // Each prompt counted once, however many completions it has (as OpenAI counts).
     let prompt_tokens: usize = outcomes.iter().step_by(n).map(|o| o.prompt.len()).sum();
+    let cached_tokens: usize = outcomes.iter().step_by(n).map(|o| o.cached).sum();
     let completion_tokens: usize = outcomes.iter().map(|o| o.tokens.len()).sum();
     let choices: Vec<Value> = outcomes
         .iter()
@@ -468,7 +473,8 @@ pub async fn completions(
         "model": state.model_name,
         "choices": choices,
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+                  "total_tokens": prompt_tokens + completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": cached_tokens}},
     }))
     .into_response())
 }
@@ -538,7 +544,7 @@ fn stream_completions(
                             .await;
                         break;
                     }
-                    Some(Event::PromptLogprobs(_)) => Ok(()),
+                    Some(Event::PromptLogprobs(_) | Event::Cached(_)) => Ok(()),
                     None => break,
                 };
                 if sent.is_err() {

@@ -105,6 +105,11 @@ impl Metrics {
                 &e.prefix_hit_tokens,
             ),
             (
+                "lmforge_prefix_cache_queried_tokens_total",
+                "Prompt tokens of the requests that looked in the prefix cache.",
+                &e.prefix_query_tokens,
+            ),
+            (
                 "lmforge_generations_completed_total",
                 "Generations that reached a stop or their length.",
                 &e.completed,

@@ -123,6 +123,25 @@ fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer() {
         .as_str()
         .unwrap()
         .to_string();
+    // A prompt past one block (16 positions) asked twice: the second reuses the first's full
+    // blocks, says so in its usage, and gets the same text.
+    let long = r#"{"prompt": "Il était une fois une tortue qui vivait dans un grand jardin plein de fleurs et de fruits, près d'une rivière", "max_tokens": 8, "temperature": 0}"#;
+    let (_, _, cold) = http(addr, "POST", "/v1/completions", long, "");
+    let (_, _, warm) = http(addr, "POST", "/v1/completions", long, "");
+    let (cold, warm) = (json(&cold), json(&warm));
+    assert_eq!(cold["choices"][0]["text"], warm["choices"][0]["text"]);
+    let cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    let prompt_tokens = warm["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        cached >= 16 && cached < prompt_tokens && cached % 16 == 0,
+        "{warm}"
+    );
+    assert!(metric(addr, "lmforge_prefix_cache_hit_tokens_total") >= cached as f64);
+    assert!(
+        metric(addr, "lmforge_prefix_cache_queried_tokens_total") >= 2.0 * prompt_tokens as f64
+    );
     // `n` completions of one prompt: greedy ones are the text alone, indexed in order, and
     // the prompt is counted once; sampled ones draw with their own seeds.
     let (status, _, body) = http(

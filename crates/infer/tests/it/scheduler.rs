@@ -38,7 +38,7 @@ fn tokens(rx: &mpsc::Receiver<Event>) -> (Vec<u32>, Finish) {
             }
             Event::Done(finish) => return (out, finish),
             Event::Failed(message) => panic!("failed: {message}"),
-            Event::PromptLogprobs(_) => {}
+            Event::PromptLogprobs(_) | Event::Cached(_) => {}
         }
     }
 }
@@ -135,8 +135,14 @@ fn a_cached_prefix_skips_its_prefill_and_changes_no_token() {
     let second: Vec<u32> = system.iter().copied().chain([9, 8]).collect();
     let (j, rx) = job(&second, 6);
     handle.submit(j).unwrap();
+    // The request hears first how much of its prompt came from the cache.
+    assert_eq!(rx.recv().unwrap(), Event::Cached(48));
     assert_eq!(tokens(&rx).0, alone(&engine, &second, 6));
     assert_eq!(metrics.prefix_hit_tokens.load(Ordering::Relaxed), 48);
+    assert_eq!(
+        metrics.prefix_query_tokens.load(Ordering::Relaxed),
+        first.len() + second.len()
+    );
     // A prompt that is exactly cached blocks still computes its last block: the logits of
     // its last token choose the first new one.
     let exact = system[..48].to_vec();
