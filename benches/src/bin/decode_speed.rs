@@ -2,7 +2,7 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--no-serve] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--no-serve] [--prefix] [--load] [--save DIR]
 //! ```
 //!
 //! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use lmforge_infer::scheduler::{
-    EVENT_BUFFER, Engine, EngineOptions, Event, Job, Metrics, Scheduler,
+    EVENT_BUFFER, Engine, EngineOptions, Event, Events, Job, Metrics, Scheduler,
 };
 use lmforge_infer::{CpuGpt, GenerateOptions, Sampling, generate};
 use lmforge_model::GptConfig;
@@ -103,6 +103,86 @@ fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f
     Ok(new as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Records when a request's first token arrives.
+struct Timed {
+    tx: mpsc::SyncSender<Event>,
+    first: Arc<std::sync::OnceLock<Instant>>,
+}
+
+impl Events for Timed {
+    fn send(&self, event: Event) -> bool {
+        if matches!(event, Event::Token { .. }) {
+            self.first.get_or_init(Instant::now);
+        }
+        self.tx.try_send(event).is_ok()
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// Issue 42's load: a 512-token prefix shared by 32 requests with 16-token suffixes of their
+/// own, submitted at once after one request has served the prefix (a system prompt in use);
+/// 16 greedy tokens each. Mean time to first token and every request's tokens.
+fn prefix_load(engine: &Arc<CpuGpt>, caching: bool) -> Result<(f64, Vec<Vec<u32>>)> {
+    let options = EngineOptions {
+        max_batch: 32,
+        kv_cache_bytes: 1400 << 20,
+        prefix_caching: caching,
+        ..EngineOptions::default()
+    };
+    let (handle, _thread) = Engine::start(engine.clone(), options, Arc::new(Metrics::default()));
+    let vocab = engine.config().vocab_size;
+    let prefix: Vec<u32> = (0..512).map(|i| ((i * 7919 + 3) % vocab) as u32).collect();
+    let request = |k: usize| -> Result<(mpsc::Receiver<Event>, Arc<std::sync::OnceLock<Instant>>)> {
+        let prompt: Vec<u32> = prefix
+            .iter()
+            .copied()
+            .chain((0..16).map(|i| ((k * 131 + i * 17 + 5) % vocab) as u32))
+            .collect();
+        let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
+        let first = Arc::new(std::sync::OnceLock::new());
+        let job = Job {
+            prompt,
+            max_new_tokens: 16,
+            sampling: Sampling::greedy(),
+            stop_tokens: Vec::new(),
+            prompt_logprobs: false,
+            events: Box::new(Timed {
+                tx,
+                first: first.clone(),
+            }),
+        };
+        handle.submit(job).map_err(|e| e.to_string())?;
+        Ok((rx, first))
+    };
+    let tokens_of = |rx: &mpsc::Receiver<Event>| -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        while let Ok(event) = rx.recv() {
+            match event {
+                Event::Token { id, .. } => out.push(id),
+                Event::Done(_) => break,
+                Event::Failed(message) => return Err(message.into()),
+                Event::PromptLogprobs(_) | Event::Cached(_) => {}
+            }
+        }
+        Ok(out)
+    };
+    let (warm, _) = request(1000)?;
+    tokens_of(&warm)?;
+    let started = Instant::now();
+    let requests = (0..32).map(request).collect::<Result<Vec<_>>>()?;
+    let mut outputs = Vec::new();
+    let mut ttft = 0.0;
+    for (rx, first) in &requests {
+        outputs.push(tokens_of(rx)?);
+        let at = first.get().ok_or("no token")?;
+        ttft += (*at - started).as_secs_f64();
+    }
+    Ok((ttft / 32.0, outputs))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| {
@@ -177,6 +257,23 @@ fn main() -> Result<()> {
         Some(only) => engines.into_iter().filter(|(w, _)| *w == only).collect(),
         None => engines,
     };
+    let threads = rayon::current_num_threads();
+    if args.iter().any(|a| a == "--prefix") {
+        for (weights, engine) in &engines {
+            let (off, cold) = prefix_load(engine, false)?;
+            let (on, warm) = prefix_load(engine, true)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "prefix-cache", "model": preset, "weights": weights,
+                    "concurrency": 32, "prefix": 512, "suffix": 16, "threads": threads,
+                    "mean_ttft_s_off": off, "mean_ttft_s_on": on, "speedup": off / on,
+                    "same_outputs": cold == warm,
+                })
+            );
+        }
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--no-serve") {
         for (weights, engine) in &engines {
             for &batch in &batches {
@@ -189,7 +286,6 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
-    let threads = rayon::current_num_threads();
     let mut best = vec![vec![0f64; batches.len()]; engines.len()];
     for _ in 0..rounds {
         for ((_, engine), best) in engines.iter().zip(&mut best) {
