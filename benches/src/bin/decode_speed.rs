@@ -2,7 +2,7 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--no-serve] [--prefix] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
 //! ```
 //!
 //! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
@@ -183,6 +183,63 @@ fn prefix_load(engine: &Arc<CpuGpt>, caching: bool) -> Result<(f64, Vec<Vec<u32>
     Ok((ttft / 32.0, outputs))
 }
 
+/// Issue 42's chat load: 16 conversations of 8 turns; each turn's prompt is the conversation
+/// so far (earlier prompts and answers) plus 32 new user tokens, the 16 sent at once, 16 greedy
+/// tokens each. Mean time to first token per turn, and every answer.
+fn chat_load(engine: &Arc<CpuGpt>, caching: bool) -> Result<(Vec<f64>, Vec<Vec<u32>>)> {
+    let options = EngineOptions {
+        max_batch: 16,
+        kv_cache_bytes: 1400 << 20,
+        prefix_caching: caching,
+        ..EngineOptions::default()
+    };
+    let (handle, _thread) = Engine::start(engine.clone(), options, Arc::new(Metrics::default()));
+    let vocab = engine.config().vocab_size;
+    let mut conversations: Vec<Vec<u32>> = vec![Vec::new(); 16];
+    let mut ttft_by_turn = Vec::new();
+    let mut answers = Vec::new();
+    for turn in 0..8 {
+        let started = Instant::now();
+        let mut pending = Vec::new();
+        for (c, conversation) in conversations.iter_mut().enumerate() {
+            conversation
+                .extend((0..32).map(|i| ((c * 7919 + turn * 131 + i * 17 + 1) % vocab) as u32));
+            let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
+            let first = Arc::new(std::sync::OnceLock::new());
+            let job = Job {
+                prompt: conversation.clone(),
+                max_new_tokens: 16,
+                sampling: Sampling::greedy(),
+                stop_tokens: Vec::new(),
+                prompt_logprobs: false,
+                events: Box::new(Timed {
+                    tx,
+                    first: first.clone(),
+                }),
+            };
+            handle.submit(job).map_err(|e| e.to_string())?;
+            pending.push((rx, first));
+        }
+        let mut ttft = 0.0;
+        for ((rx, first), conversation) in pending.iter().zip(&mut conversations) {
+            let mut answer = Vec::new();
+            while let Ok(event) = rx.recv() {
+                match event {
+                    Event::Token { id, .. } => answer.push(id),
+                    Event::Done(_) => break,
+                    Event::Failed(message) => return Err(message.into()),
+                    Event::PromptLogprobs(_) | Event::Cached(_) => {}
+                }
+            }
+            ttft += (*first.get().ok_or("no token")? - started).as_secs_f64();
+            conversation.extend(&answer);
+            answers.push(answer);
+        }
+        ttft_by_turn.push(ttft / 16.0);
+    }
+    Ok((ttft_by_turn, answers))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| {
@@ -268,6 +325,22 @@ fn main() -> Result<()> {
                     "bench": "prefix-cache", "model": preset, "weights": weights,
                     "concurrency": 32, "prefix": 512, "suffix": 16, "threads": threads,
                     "mean_ttft_s_off": off, "mean_ttft_s_on": on, "speedup": off / on,
+                    "same_outputs": cold == warm,
+                })
+            );
+        }
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--chat") {
+        for (weights, engine) in &engines {
+            let (off, cold) = chat_load(engine, false)?;
+            let (on, warm) = chat_load(engine, true)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "prefix-cache-chat", "model": preset, "weights": weights,
+                    "conversations": 16, "turns": 8, "threads": threads,
+                    "mean_ttft_s_by_turn_off": off, "mean_ttft_s_by_turn_on": on,
                     "same_outputs": cold == warm,
                 })
             );
