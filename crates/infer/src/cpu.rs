@@ -93,7 +93,8 @@ impl HostKv {
 
 impl KvStore for HostKv {
     fn grow(&mut self, more: usize) {
-        // Reserved, not touched: pages are faulted in as blocks are first written.
+        // Zero-filled: a block is always written before it is read, but a pool that grows
+        // (single-caller decoding) keeps the blocks it had.
         let len = self.data.len() + more * self.block_floats();
         self.data.resize(len, 0.0);
     }
