@@ -55,6 +55,52 @@ fn generation(engine: &CpuGpt, batch: usize, tokens: usize) -> Result<f64> {
     Ok(new as f64 / started.elapsed().as_secs_f64())
 }
 
+/// When a request's first token arrived (set by [`Timed`]).
+type FirstToken = Arc<std::sync::OnceLock<Instant>>;
+
+/// Submits a greedy request of `new_tokens` after `prompt`; its events and when its first
+/// token arrives.
+fn submit(
+    handle: &Engine,
+    prompt: Vec<u32>,
+    new_tokens: usize,
+) -> Result<(mpsc::Receiver<Event>, FirstToken)> {
+    let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
+    let first = FirstToken::default();
+    let job = Job {
+        prompt,
+        max_new_tokens: new_tokens,
+        sampling: Sampling::greedy(),
+        stop_tokens: Vec::new(),
+        prompt_logprobs: false,
+        events: Box::new(Timed {
+            tx,
+            first: first.clone(),
+        }),
+    };
+    handle.submit(job).map_err(|e| e.to_string())?;
+    Ok((rx, first))
+}
+
+/// A request's tokens, once it is done.
+fn collect(rx: &mpsc::Receiver<Event>) -> Result<Vec<u32>> {
+    let mut out = Vec::new();
+    while let Ok(event) = rx.recv() {
+        match event {
+            Event::Token { id, .. } => out.push(id),
+            Event::Done(_) => break,
+            Event::Failed(message) => return Err(message.into()),
+            Event::PromptLogprobs(_) | Event::Cached(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Seconds from `started` to a request's first token.
+fn ttft(first: &FirstToken, started: Instant) -> Result<f64> {
+    Ok((*first.get().ok_or("no token")? - started).as_secs_f64())
+}
+
 /// New tokens per second of 32 requests submitted at once to a scheduler.
 fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f64> {
     let metrics = Arc::new(Metrics::default());
@@ -68,7 +114,7 @@ fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f
     // Log-uniform lengths in 8..=tokens from a fixed LCG: the same workload every run.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let started = Instant::now();
-    let receivers: Vec<_> = prompts(32, vocab)
+    let receivers = prompts(32, vocab)
         .into_iter()
         .map(|prompt| {
             state = state
@@ -76,29 +122,12 @@ fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f
                 .wrapping_add(1_442_695_040_888_963_407);
             let u = (state >> 11) as f64 / (1u64 << 53) as f64;
             let n = (8f64 * (tokens as f64 / 8.0).max(1.0).powf(u)).round() as usize;
-            let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
-            let job = Job {
-                prompt,
-                max_new_tokens: n,
-                sampling: Sampling::greedy(),
-                stop_tokens: Vec::new(),
-                prompt_logprobs: false,
-                events: Box::new(tx),
-            };
-            handle.submit(job).map_err(|e| e.to_string())?;
-            Ok(rx)
+            submit(&handle, prompt, n)
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let mut new = 0;
-    for rx in receivers {
-        while let Ok(event) = rx.recv() {
-            match event {
-                Event::Token { .. } => new += 1,
-                Event::Done(_) => break,
-                Event::Failed(message) => return Err(message.into()),
-                Event::PromptLogprobs(_) | Event::Cached(_) => {}
-            }
-        }
+    for (rx, _) in &receivers {
+        new += collect(rx)?.len();
     }
     Ok(new as f64 / started.elapsed().as_secs_f64())
 }
@@ -106,7 +135,7 @@ fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f
 /// Records when a request's first token arrives.
 struct Timed {
     tx: mpsc::SyncSender<Event>,
-    first: Arc<std::sync::OnceLock<Instant>>,
+    first: FirstToken,
 }
 
 impl Events for Timed {
@@ -135,52 +164,20 @@ fn prefix_load(engine: &Arc<CpuGpt>, caching: bool) -> Result<(f64, Vec<Vec<u32>
     let (handle, _thread) = Engine::start(engine.clone(), options, Arc::new(Metrics::default()));
     let vocab = engine.config().vocab_size;
     let prefix: Vec<u32> = (0..512).map(|i| ((i * 7919 + 3) % vocab) as u32).collect();
-    let request = |k: usize| -> Result<(mpsc::Receiver<Event>, Arc<std::sync::OnceLock<Instant>>)> {
-        let prompt: Vec<u32> = prefix
-            .iter()
-            .copied()
-            .chain((0..16).map(|i| ((k * 131 + i * 17 + 5) % vocab) as u32))
-            .collect();
-        let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
-        let first = Arc::new(std::sync::OnceLock::new());
-        let job = Job {
-            prompt,
-            max_new_tokens: 16,
-            sampling: Sampling::greedy(),
-            stop_tokens: Vec::new(),
-            prompt_logprobs: false,
-            events: Box::new(Timed {
-                tx,
-                first: first.clone(),
-            }),
-        };
-        handle.submit(job).map_err(|e| e.to_string())?;
-        Ok((rx, first))
+    let request = |k: usize| {
+        let suffix = (0..16).map(|i| ((k * 131 + i * 17 + 5) % vocab) as u32);
+        submit(&handle, prefix.iter().copied().chain(suffix).collect(), 16)
     };
-    let tokens_of = |rx: &mpsc::Receiver<Event>| -> Result<Vec<u32>> {
-        let mut out = Vec::new();
-        while let Ok(event) = rx.recv() {
-            match event {
-                Event::Token { id, .. } => out.push(id),
-                Event::Done(_) => break,
-                Event::Failed(message) => return Err(message.into()),
-                Event::PromptLogprobs(_) | Event::Cached(_) => {}
-            }
-        }
-        Ok(out)
-    };
-    let (warm, _) = request(1000)?;
-    tokens_of(&warm)?;
+    collect(&request(1000)?.0)?;
     let started = Instant::now();
     let requests = (0..32).map(request).collect::<Result<Vec<_>>>()?;
     let mut outputs = Vec::new();
-    let mut ttft = 0.0;
+    let mut total = 0.0;
     for (rx, first) in &requests {
-        outputs.push(tokens_of(rx)?);
-        let at = first.get().ok_or("no token")?;
-        ttft += (*at - started).as_secs_f64();
+        outputs.push(collect(rx)?);
+        total += ttft(first, started)?;
     }
-    Ok((ttft / 32.0, outputs))
+    Ok((total / 32.0, outputs))
 }
 
 /// Issue 42's chat load: 16 conversations of 8 turns; each turn's prompt is the conversation
@@ -204,38 +201,16 @@ fn chat_load(engine: &Arc<CpuGpt>, caching: bool) -> Result<(Vec<f64>, Vec<Vec<u
         for (c, conversation) in conversations.iter_mut().enumerate() {
             conversation
                 .extend((0..32).map(|i| ((c * 7919 + turn * 131 + i * 17 + 1) % vocab) as u32));
-            let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
-            let first = Arc::new(std::sync::OnceLock::new());
-            let job = Job {
-                prompt: conversation.clone(),
-                max_new_tokens: 16,
-                sampling: Sampling::greedy(),
-                stop_tokens: Vec::new(),
-                prompt_logprobs: false,
-                events: Box::new(Timed {
-                    tx,
-                    first: first.clone(),
-                }),
-            };
-            handle.submit(job).map_err(|e| e.to_string())?;
-            pending.push((rx, first));
+            pending.push(submit(&handle, conversation.clone(), 16)?);
         }
-        let mut ttft = 0.0;
+        let mut total = 0.0;
         for ((rx, first), conversation) in pending.iter().zip(&mut conversations) {
-            let mut answer = Vec::new();
-            while let Ok(event) = rx.recv() {
-                match event {
-                    Event::Token { id, .. } => answer.push(id),
-                    Event::Done(_) => break,
-                    Event::Failed(message) => return Err(message.into()),
-                    Event::PromptLogprobs(_) | Event::Cached(_) => {}
-                }
-            }
-            ttft += (*first.get().ok_or("no token")? - started).as_secs_f64();
+            let answer = collect(rx)?;
+            total += ttft(first, started)?;
             conversation.extend(&answer);
             answers.push(answer);
         }
-        ttft_by_turn.push(ttft / 16.0);
+        ttft_by_turn.push(total / 16.0);
     }
     Ok((ttft_by_turn, answers))
 }

@@ -263,6 +263,16 @@ impl Engine {
     }
 }
 
+/// A request waiting for a place in the batch.
+struct Waiting {
+    job: Job,
+    queued_at: Instant,
+    /// Hashes of the prompt's full blocks (none when it may not use the prefix cache).
+    hashes: Vec<u64>,
+    /// Whether it looks in the prefix cache.
+    cacheable: bool,
+}
+
 struct Running {
     job: Job,
     seq: SeqKv,
@@ -296,7 +306,7 @@ struct Loop<M: Batched> {
     options: EngineOptions,
     metrics: Arc<Metrics>,
     queued: Arc<AtomicUsize>,
-    waiting: VecDeque<(Job, Instant)>,
+    waiting: VecDeque<Waiting>,
     running: Vec<Running>,
 }
 
@@ -324,13 +334,13 @@ impl<M: Batched> Loop<M> {
                     break;
                 }
                 match rx.recv() {
-                    Ok(job) => self.waiting.push_back((job, Instant::now())),
+                    Ok(job) => self.queue(job),
                     Err(_) => break,
                 }
             }
             loop {
                 match rx.try_recv() {
-                    Ok(job) => self.waiting.push_back((job, Instant::now())),
+                    Ok(job) => self.queue(job),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         open = false;
@@ -345,7 +355,7 @@ impl<M: Batched> Loop<M> {
                 if !self.waiting.is_empty() {
                     // Nothing runs and the head does not fit: cannot happen (submit checks
                     // the limit against the whole pool), but never spin on it.
-                    let (job, _) = self.waiting.pop_front().expect("not empty");
+                    let Waiting { job, .. } = self.waiting.pop_front().expect("not empty");
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                     send(
                         job.events.as_ref(),
@@ -370,7 +380,7 @@ impl<M: Batched> Loop<M> {
 
     fn drop_abandoned(&mut self) {
         let before = self.waiting.len();
-        self.waiting.retain(|(job, _)| !job.events.is_closed());
+        self.waiting.retain(|w| !w.job.events.is_closed());
         let gone = before - self.waiting.len();
         if gone > 0 {
             self.queued.fetch_sub(gone, Ordering::SeqCst);
@@ -386,21 +396,32 @@ impl<M: Batched> Loop<M> {
         }
     }
 
+    /// Queues `job`, hashing its prompt's full blocks once (not at every step it waits).
+    fn queue(&mut self, job: Job) {
+        // Prompt log-probabilities need every prompt position computed: no reuse.
+        let cacheable = self.options.prefix_caching && !job.prompt_logprobs;
+        let bt = self.pool.blocks.block_tokens();
+        let hashes = if cacheable {
+            prefix_hashes(&job.prompt, bt, job.prompt.len() / bt)
+        } else {
+            Vec::new()
+        };
+        self.waiting.push_back(Waiting {
+            job,
+            queued_at: Instant::now(),
+            hashes,
+            cacheable,
+        });
+    }
+
     fn admit(&mut self) {
         if self.options.scheduler == Scheduler::Static && !self.running.is_empty() {
             return;
         }
         let bt = self.pool.blocks.block_tokens();
         while self.running.len() < self.options.max_batch {
-            let Some((job, _)) = self.waiting.front() else {
+            let Some(Waiting { job, hashes, .. }) = self.waiting.front() else {
                 break;
-            };
-            // Prompt log-probabilities need every prompt position computed: no reuse.
-            let cacheable = self.options.prefix_caching && !job.prompt_logprobs;
-            let hashes = if cacheable {
-                prefix_hashes(&job.prompt, bt, job.prompt.len() / bt)
-            } else {
-                Vec::new()
             };
             // At least the last prompt token is computed: its logits choose the first token.
             let usable = (job.prompt.len() - 1) / bt;
@@ -418,7 +439,12 @@ impl<M: Batched> Loop<M> {
                 self.pool.blocks.release(&mut seq);
                 break;
             }
-            let (job, queued_at) = self.waiting.pop_front().expect("front exists");
+            let Waiting {
+                job,
+                queued_at,
+                hashes,
+                cacheable,
+            } = self.waiting.pop_front().expect("front exists");
             self.queued.fetch_sub(1, Ordering::SeqCst);
             let now = Instant::now();
             self.metrics.queue_time.observe(now - queued_at);
@@ -653,11 +679,6 @@ impl Histogram {
     /// Their sum, seconds.
     pub fn sum_seconds(&self) -> f64 {
         self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-    }
-
-    /// Their mean, seconds (0 with none).
-    pub fn mean_seconds(&self) -> f64 {
-        self.sum_seconds() / self.count().max(1) as f64
     }
 }
 

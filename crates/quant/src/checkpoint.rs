@@ -597,6 +597,8 @@ pub fn read_f32(dir: &Path) -> Result<Option<(GptConfig, Weights)>> {
     let config: GptConfig = serde_json::from_value(value["config"].clone())
         .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
     config.validate()?;
+    // The quantized reader with no tensor quantized: every parameter read as f32, with the
+    // same shape, finiteness and leftover-tensor checks (the scheme is never consulted).
     let none = Quantization {
         scheme: Scheme::Int8,
         tensors: BTreeMap::new(),

@@ -45,15 +45,11 @@ fn dot_i8(x: &[f32], codes: &[u8]) -> f32 {
             acc[k] = xs[k].mul_add((qs[k] as i8) as f32, acc[k]);
         }
     }
-    sum_lanes(acc)
-        + xt.iter()
-            .zip(qt)
-            .map(|(a, &q)| a * (q as i8) as f32)
-            .sum::<f32>()
+    sum_lanes(acc) + tail_i8(xt, qt)
 }
 
-/// `Σ x·code` over the codes left after the last whole [`LANES`] chunk, added as [`dot_i8`]
-/// adds them.
+/// `Σ x·code` over the codes left after the last whole [`LANES`] chunk: [`dot_i8`]'s and
+/// [`dot4_i8`]'s tails alike.
 #[inline(always)]
 fn tail_i8(x: &[f32], codes: &[u8]) -> f32 {
     x.iter()
