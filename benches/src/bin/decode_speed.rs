@@ -73,6 +73,7 @@ fn submit(
         sampling: Sampling::greedy(),
         stop_tokens: Vec::new(),
         prompt_logprobs: false,
+        forks: Vec::new(),
         events: Box::new(Timed {
             tx,
             first: first.clone(),

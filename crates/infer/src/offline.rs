@@ -95,6 +95,7 @@ where
             sampling,
             stop_tokens: options.stop_tokens.clone(),
             prompt_logprobs: false,
+            forks: Vec::new(),
             events: Box::new(Tagged {
                 row,
                 tx: tx.clone(),

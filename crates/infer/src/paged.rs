@@ -167,6 +167,61 @@ impl Blocks {
         self.cached.len()
     }
 
+    /// Cached blocks nobody holds: kept for a later hit, taken (least recently used first)
+    /// when no block is empty.
+    pub fn idle_blocks(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Blocks neither held nor cached.
+    pub fn empty_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Checks the allocator's books: each block is exactly one of held, cached and idle, or
+    /// empty; used + idle + empty = total; the prefix cache names each cached block once.
+    /// What is wrong, if anything (the scheduler checks after every step in debug builds).
+    pub fn audit(&self) -> std::result::Result<(), String> {
+        let mut in_free = vec![false; self.total()];
+        for &b in &self.free {
+            let b = b as usize;
+            if std::mem::replace(&mut in_free[b], true) {
+                return Err(format!("block {b} is twice on the free list"));
+            }
+            if self.refs[b] != 0 || self.content[b].is_some() {
+                return Err(format!("block {b} is free but held or cached"));
+            }
+        }
+        for (&since, &b) in &self.idle {
+            let b = b as usize;
+            if self.refs[b] != 0 || self.content[b].is_none() || self.idle_since[b] != since {
+                return Err(format!("block {b} is idle but held, uncached or misdated"));
+            }
+        }
+        let held = self.refs.iter().filter(|&&r| r > 0).count();
+        if held + self.idle.len() + self.free.len() != self.total() {
+            return Err(format!(
+                "{held} held + {} idle + {} empty != {} blocks",
+                self.idle.len(),
+                self.free.len(),
+                self.total()
+            ));
+        }
+        let contents = self.content.iter().filter(|c| c.is_some()).count();
+        if contents != self.cached.len() {
+            return Err(format!(
+                "{contents} blocks have contents but {} are cached",
+                self.cached.len()
+            ));
+        }
+        for (&hash, &b) in &self.cached {
+            if self.content[b as usize].as_ref().map(|c| c.hash) != Some(hash) {
+                return Err(format!("block {b} is cached under another hash"));
+            }
+        }
+        Ok(())
+    }
+
     /// Blocks a sequence of `tokens` positions holds.
     pub fn blocks_for(&self, tokens: usize) -> usize {
         tokens.div_ceil(self.block_tokens)

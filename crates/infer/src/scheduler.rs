@@ -11,6 +11,11 @@
 //! With prefix caching, the full blocks of every prompt are registered in the pool's prefix
 //! cache as they are computed; a request whose prompt starts with cached blocks holds them from
 //! admission and prefills only the rest (its reservation counts only the blocks it adds).
+//!
+//! A request with [`Fork`]s (OpenAI's `n > 1`) prefills its prompt once; when the prompt is
+//! computed, each fork becomes a sequence of its own that holds the request's blocks (the last
+//! partly filled one is copied when first written) and draws its tokens with its own seed from
+//! the same logits.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use crate::decoder::Finish;
-use crate::paged::{BLOCK_TOKENS, Batched, Chunk, KvPool, SeqKv, prefix_hashes};
+use crate::paged::{BLOCK_TOKENS, Batched, Blocks, Chunk, KvPool, SeqKv, prefix_hashes};
 use crate::sampling::{Sampling, choose, log_sum_exp};
 
 /// What the scheduler sends back for one request, in order.
@@ -61,6 +66,25 @@ pub struct Job {
     /// Where events go. Bounded: a full channel means the client stopped reading, and the
     /// request is dropped rather than the scheduler waiting for it.
     pub events: Box<dyn Events>,
+    /// More generations after the same prompt, each forked from this one once its prompt is
+    /// computed. They end with it if it fails or its client leaves before the fork.
+    pub forks: Vec<Fork>,
+}
+
+/// Another generation after a [`Job`]'s prompt (with the job's limits and stop tokens).
+pub struct Fork {
+    /// Its token choice, with its own seed.
+    pub sampling: Sampling,
+    /// Where its events go ([`Event::PromptLogprobs`] only to the job's own).
+    pub events: Box<dyn Events>,
+}
+
+impl std::fmt::Debug for Fork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fork")
+            .field("sampling", &self.sampling)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -71,6 +95,7 @@ impl std::fmt::Debug for Job {
             .field("sampling", &self.sampling)
             .field("stop_tokens", &self.stop_tokens)
             .field("prompt_logprobs", &self.prompt_logprobs)
+            .field("forks", &self.forks)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +200,20 @@ pub enum Rejected {
         /// The limit.
         limit: usize,
     },
+    /// The job and its forks together need more KV blocks than the pool has.
+    #[error(
+        "{sequences} sequences of {tokens} tokens need {need} KV blocks of the {blocks} this server has"
+    )]
+    TooWide {
+        /// The job and its forks.
+        sequences: usize,
+        /// Prompt + new tokens of each.
+        tokens: usize,
+        /// Blocks they need (the prompt's full blocks shared).
+        need: usize,
+        /// Blocks in the pool.
+        blocks: usize,
+    },
     /// The scheduler has stopped (the server is shutting down).
     #[error("the server is shutting down")]
     Stopped,
@@ -188,6 +227,8 @@ pub struct Engine {
     max_queue: usize,
     /// Longest prompt + generation a request may have.
     pub limit: usize,
+    blocks: usize,
+    block_tokens: usize,
 }
 
 impl Engine {
@@ -217,6 +258,8 @@ impl Engine {
             queued: queued.clone(),
             max_queue: options.max_queue,
             limit,
+            blocks: pool.blocks.total(),
+            block_tokens: pool.blocks.block_tokens(),
         };
         let thread = std::thread::Builder::new()
             .name("lmforge-scheduler".into())
@@ -244,6 +287,16 @@ impl Engine {
                 prompt: job.prompt.len(),
                 new: job.max_new_tokens,
                 limit: self.limit,
+            });
+        }
+        let own = total.div_ceil(self.block_tokens);
+        let need = own + job.forks.len() * (own - job.prompt.len() / self.block_tokens);
+        if need > self.blocks {
+            return Err(Rejected::TooWide {
+                sequences: 1 + job.forks.len(),
+                tokens: total,
+                need,
+                blocks: self.blocks,
             });
         }
         let before = self.queued.fetch_add(1, Ordering::SeqCst);
@@ -278,8 +331,6 @@ struct Running {
     seq: SeqKv,
     /// Prompt tokens already in the cache.
     fed: usize,
-    /// Leading blocks that came from the prefix cache.
-    matched: usize,
     /// Hashes of the prompt's full blocks, registered as they are computed.
     hashes: Vec<u64>,
     /// Tokens chosen so far.
@@ -287,16 +338,36 @@ struct Running {
     /// The token chosen last, fed at the next step.
     last: u32,
     rng: ChaCha8Rng,
-    /// Blocks it may add to the pool (the matched ones excluded).
-    reserved: usize,
     queued_at: Instant,
     last_event: Instant,
 }
 
 impl Running {
-    /// Blocks it may still take.
-    fn outstanding(&self) -> usize {
-        self.reserved - (self.seq.blocks.len() - self.matched)
+    /// Blocks it may still take from `blocks`, its forks' included: every position up to its
+    /// prompt + `max_new_tokens`, and a copy of its last block where that is shared.
+    fn outstanding(&self, blocks: &Blocks) -> usize {
+        let end = self.job.prompt.len() + self.job.max_new_tokens;
+        blocks.needed(&self.seq, end.saturating_sub(self.seq.len()))
+            + self.job.forks.len() * fork_blocks(blocks, &self.job)
+    }
+
+    /// Sequences it stands for in the batch: itself and the forks it has still to make.
+    fn width(&self) -> usize {
+        1 + self.job.forks.len()
+    }
+}
+
+/// Blocks one fork of `job` takes: all but the prompt's full blocks (which it shares).
+fn fork_blocks(blocks: &Blocks, job: &Job) -> usize {
+    blocks.blocks_for(job.prompt.len() + job.max_new_tokens)
+        - job.prompt.len() / blocks.block_tokens()
+}
+
+/// Sends `event` to a job's own client and to its forks' (those not forked yet).
+fn tell_all(job: &Job, event: &Event) {
+    send(job.events.as_ref(), event.clone());
+    for fork in &job.forks {
+        send(fork.events.as_ref(), event.clone());
     }
 }
 
@@ -357,14 +428,12 @@ impl<M: Batched> Loop<M> {
                     // the limit against the whole pool), but never spin on it.
                     let Waiting { job, .. } = self.waiting.pop_front().expect("not empty");
                     self.queued.fetch_sub(1, Ordering::SeqCst);
-                    send(
-                        job.events.as_ref(),
-                        Event::Failed("the KV cache cannot hold it".into()),
-                    );
+                    tell_all(&job, &Event::Failed("the KV cache cannot hold it".into()));
                 }
                 continue;
             }
             self.step();
+            debug_assert_eq!(self.pool.blocks.audit(), Ok(()));
             self.publish();
         }
     }
@@ -419,23 +488,23 @@ impl<M: Batched> Loop<M> {
             return;
         }
         let bt = self.pool.blocks.block_tokens();
-        while self.running.len() < self.options.max_batch {
-            let Some(Waiting { job, hashes, .. }) = self.waiting.front() else {
+        while let Some(Waiting { job, hashes, .. }) = self.waiting.front() {
+            let width: usize = self.running.iter().map(Running::width).sum();
+            // A job wider than the batch runs alone rather than never.
+            if width + 1 + job.forks.len() > self.options.max_batch && !self.running.is_empty() {
                 break;
-            };
+            }
             // At least the last prompt token is computed: its logits choose the first token.
             let usable = (job.prompt.len() - 1) / bt;
             let mut seq = self
                 .pool
                 .blocks
                 .lookup(&job.prompt, &hashes[..usable.min(hashes.len())]);
-            let need = self
-                .pool
-                .blocks
-                .blocks_for(job.prompt.len() + job.max_new_tokens)
-                - seq.blocks.len();
-            let outstanding: usize = self.running.iter().map(Running::outstanding).sum();
-            if outstanding + need > self.pool.blocks.free_blocks() {
+            let blocks = &self.pool.blocks;
+            let need = blocks.blocks_for(job.prompt.len() + job.max_new_tokens) - seq.blocks.len()
+                + job.forks.len() * fork_blocks(blocks, job);
+            let outstanding: usize = self.running.iter().map(|r| r.outstanding(blocks)).sum();
+            if outstanding + need > blocks.free_blocks() {
                 self.pool.blocks.release(&mut seq);
                 break;
             }
@@ -458,18 +527,16 @@ impl<M: Batched> Loop<M> {
             }
             if seq.len > 0 {
                 // A client gone already is dropped at its next event, as any other.
-                send(job.events.as_ref(), Event::Cached(seq.len));
+                tell_all(&job, &Event::Cached(seq.len));
             }
             self.running.push(Running {
                 rng: ChaCha8Rng::seed_from_u64(job.sampling.seed),
                 job,
                 fed: seq.len,
-                matched: seq.blocks.len(),
                 seq,
                 hashes,
                 generated: Vec::new(),
                 last: 0,
-                reserved: need,
                 queued_at,
                 last_event: now,
             });
@@ -490,7 +557,10 @@ impl<M: Batched> Loop<M> {
                 self.metrics.e2e.observe(r.queued_at.elapsed());
             }
             None => {
-                self.metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                // Forks not made yet end with it.
+                self.metrics
+                    .cancelled
+                    .fetch_add(r.width(), Ordering::Relaxed);
             }
         }
     }
@@ -544,17 +614,17 @@ impl<M: Batched> Loop<M> {
                 let mut indices: Vec<usize> = plan.iter().map(|p| p.0).collect();
                 indices.sort_unstable_by_key(|&i| std::cmp::Reverse(i));
                 for i in indices {
-                    send(
-                        self.running[i].job.events.as_ref(),
-                        Event::Failed(message.clone()),
-                    );
+                    tell_all(&self.running[i].job, &Event::Failed(message.clone()));
                     self.finish(i, None);
                 }
                 return;
             }
         };
         let vocab = self.model.config().vocab_size;
+        let max_seq_len = self.model.config().max_seq_len;
         let mut finished: Vec<(usize, Option<Finish>)> = Vec::new();
+        // Forks made at this step, with how their first token ended them (if it did).
+        let mut forked: Vec<(Running, Option<Option<Finish>>)> = Vec::new();
         let now = Instant::now();
         for (&(i, from, to), rows) in plan.iter().zip(logits) {
             let r = &mut self.running[i];
@@ -584,39 +654,30 @@ impl<M: Batched> Loop<M> {
                 if r.fed < r.job.prompt.len() {
                     continue;
                 }
+                // The prompt is computed: its forks start here, on its blocks.
+                for fork in std::mem::take(&mut r.job.forks) {
+                    let seq = self.pool.blocks.fork(&r.seq);
+                    let mut child = fork_of(r, fork, seq, now);
+                    let end = if r.job.max_new_tokens == 0 {
+                        Some(Some(Finish::Length))
+                    } else {
+                        advance(&mut child, last_row, &self.metrics, now, max_seq_len)
+                    };
+                    forked.push((child, end));
+                }
                 if r.job.max_new_tokens == 0 {
                     finished.push((i, Some(Finish::Length)));
                     continue;
                 }
             }
-            let (token, logprob) = choose(
-                last_row.to_vec(),
-                r.job.prompt.iter().chain(&r.generated),
-                &r.job.sampling,
-                &mut r.rng,
-            );
-            r.last = token;
-            r.generated.push(token);
-            if r.generated.len() == 1 {
-                self.metrics.ttft.observe(now - r.queued_at);
-            } else {
-                self.metrics.itl.observe(now - r.last_event);
+            if let Some(end) = advance(r, last_row, &self.metrics, now, max_seq_len) {
+                finished.push((i, end));
             }
-            r.last_event = now;
-            self.metrics
-                .tokens_generated
-                .fetch_add(1, Ordering::Relaxed);
-            if matches!(
-                send(r.job.events.as_ref(), Event::Token { id: token, logprob }),
-                Sent::Gone
-            ) {
-                finished.push((i, None));
-            } else if r.job.stop_tokens.contains(&token) {
-                finished.push((i, Some(Finish::Stop)));
-            } else if r.generated.len() >= r.job.max_new_tokens
-                || r.seq.len() >= self.model.config().max_seq_len
-            {
-                finished.push((i, Some(Finish::Length)));
+        }
+        for (child, end) in forked {
+            self.running.push(child);
+            if let Some(end) = end {
+                finished.push((self.running.len() - 1, end));
             }
         }
         // Highest index first: swap_remove keeps the lower indices valid.
@@ -624,6 +685,67 @@ impl<M: Batched> Loop<M> {
         for (i, finish) in finished {
             self.finish(i, finish);
         }
+    }
+}
+
+/// A sequence of its own for `fork` of `parent` (whose prompt is computed), holding `seq`.
+fn fork_of(parent: &Running, fork: Fork, seq: SeqKv, now: Instant) -> Running {
+    Running {
+        rng: ChaCha8Rng::seed_from_u64(fork.sampling.seed),
+        job: Job {
+            prompt: parent.job.prompt.clone(),
+            max_new_tokens: parent.job.max_new_tokens,
+            sampling: fork.sampling,
+            stop_tokens: parent.job.stop_tokens.clone(),
+            prompt_logprobs: false,
+            events: fork.events,
+            forks: Vec::new(),
+        },
+        seq,
+        fed: parent.job.prompt.len(),
+        hashes: Vec::new(),
+        generated: Vec::new(),
+        last: 0,
+        queued_at: parent.queued_at,
+        last_event: now,
+    }
+}
+
+/// Chooses `r`'s next token from `row` and sends it; how that ends `r`, if it does (`None`
+/// inside: its client is gone).
+fn advance(
+    r: &mut Running,
+    row: &[f32],
+    metrics: &Metrics,
+    now: Instant,
+    max_seq_len: usize,
+) -> Option<Option<Finish>> {
+    let (token, logprob) = choose(
+        row.to_vec(),
+        r.job.prompt.iter().chain(&r.generated),
+        &r.job.sampling,
+        &mut r.rng,
+    );
+    r.last = token;
+    r.generated.push(token);
+    if r.generated.len() == 1 {
+        metrics.ttft.observe(now - r.queued_at);
+    } else {
+        metrics.itl.observe(now - r.last_event);
+    }
+    r.last_event = now;
+    metrics.tokens_generated.fetch_add(1, Ordering::Relaxed);
+    if matches!(
+        send(r.job.events.as_ref(), Event::Token { id: token, logprob }),
+        Sent::Gone
+    ) {
+        Some(None)
+    } else if r.job.stop_tokens.contains(&token) {
+        Some(Some(Finish::Stop))
+    } else if r.generated.len() >= r.job.max_new_tokens || r.seq.len() >= max_seq_len {
+        Some(Some(Finish::Length))
+    } else {
+        None
     }
 }
 

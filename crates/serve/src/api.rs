@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use lmforge_infer::scheduler::{EVENT_BUFFER, Event, Events, Job, Rejected};
+use lmforge_infer::scheduler::{EVENT_BUFFER, Event, Events, Fork, Job, Rejected};
 use lmforge_infer::{Finish, Sampling};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -50,6 +50,7 @@ fn rejected(e: Rejected) -> ApiError {
     match e {
         Rejected::QueueFull(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         Rejected::TooLong { .. } => ApiError::field("max_tokens", e.to_string()),
+        Rejected::TooWide { .. } => ApiError::field("n", e.to_string()),
         Rejected::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -69,10 +70,25 @@ impl Events for Channel {
 
 impl AppState {
     /// Queues every ask (all or none: a refusal drops the ones queued, which cancels them).
-    fn submit(&self, asks: &[Ask]) -> Result<Vec<mpsc::Receiver<Event>>, ApiError> {
+    /// Each run of `n` asks is one prompt's `n` completions: one job, whose prompt is computed
+    /// once, with `n - 1` forks.
+    fn submit(&self, asks: &[Ask], n: usize) -> Result<Vec<mpsc::Receiver<Event>>, ApiError> {
         let mut receivers = Vec::with_capacity(asks.len());
-        for ask in asks {
+        for group in asks.chunks(n.max(1)) {
+            let ask = &group[0];
             let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            receivers.push(rx);
+            let forks = group[1..]
+                .iter()
+                .map(|other| {
+                    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+                    receivers.push(rx);
+                    Fork {
+                        sampling: other.sampling.clone(),
+                        events: Box::new(Channel(tx)),
+                    }
+                })
+                .collect();
             self.engine
                 .submit(Job {
                     prompt: ask.prompt.clone(),
@@ -81,12 +97,12 @@ impl AppState {
                     stop_tokens: ask.stop_tokens.clone(),
                     prompt_logprobs: ask.prompt_logprobs,
                     events: Box::new(Channel(tx)),
+                    forks,
                 })
                 .map_err(rejected)?;
             self.metrics
                 .prompt_tokens
                 .fetch_add(ask.prompt.len(), Ordering::Relaxed);
-            receivers.push(rx);
         }
         Ok(receivers)
     }
@@ -135,8 +151,8 @@ impl AppState {
         }
     }
 
-    async fn run_all(&self, asks: &[Ask]) -> Result<Vec<Outcome>, ApiError> {
-        let receivers = self.submit(asks)?;
+    async fn run_all(&self, asks: &[Ask], n: usize) -> Result<Vec<Outcome>, ApiError> {
+        let receivers = self.submit(asks, n)?;
         let work = async {
             let mut outcomes = Vec::with_capacity(asks.len());
             for (ask, rx) in asks.iter().zip(receivers) {
@@ -318,7 +334,7 @@ pub async fn megatron(
             prompt_logprobs: logprobs,
         })
         .collect();
-    let outcomes = state.run_all(&asks).await?;
+    let outcomes = state.run_all(&asks, 1).await?;
     let text: Vec<String> = outcomes
         .iter()
         .zip(&prompts)
@@ -388,7 +404,8 @@ pub async fn completions(
     let stream = boolean(&map, "stream", false)?;
     // vLLM's extension: load tests need exact output lengths, whatever the model predicts.
     let ignore_eos = boolean(&map, "ignore_eos", false)?;
-    // OpenAI's `n`: completions per prompt, each its own request (seed + its index).
+    // OpenAI's `n`: completions per prompt, forked once the prompt is computed (seed + the
+    // completion's index).
     let n = integer(&map, "n", 1, 1, 16)? as usize;
     if prompts.len() * n > MAX_CHOICES {
         return Err(ApiError::field(
@@ -443,9 +460,9 @@ pub async fn completions(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     if stream {
-        return stream_completions(state, asks, id, created, logprobs.is_some());
+        return stream_completions(state, asks, n, id, created, logprobs.is_some());
     }
-    let outcomes = state.run_all(&asks).await?;
+    let outcomes = state.run_all(&asks, n).await?;
     // Each prompt counted once, however many completions it has (as OpenAI counts).
     let prompt_tokens: usize = outcomes.iter().step_by(n).map(|o| o.prompt.len()).sum();
     let cached_tokens: usize = outcomes.iter().step_by(n).map(|o| o.cached).sum();
@@ -485,11 +502,12 @@ pub async fn completions(
 fn stream_completions(
     state: Arc<AppState>,
     asks: Vec<Ask>,
+    n: usize,
     id: String,
     created: u64,
     logprobs: bool,
 ) -> Result<Response, ApiError> {
-    let receivers = state.submit(&asks)?;
+    let receivers = state.submit(&asks, n)?;
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
     let deadline = tokio::time::Instant::now() + state.timeout;
     let pending = Arc::new(std::sync::atomic::AtomicUsize::new(asks.len()));

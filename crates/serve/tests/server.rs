@@ -182,6 +182,18 @@ fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer() {
         .collect();
     assert_eq!(texts.len(), 4);
     assert_ne!(texts[0], texts[1], "two samples of one prompt draw alike");
+    // A fork draws what a request of its own with its seed (seed + its index) draws.
+    let (_, _, body) = http(
+        addr,
+        "POST",
+        "/v1/completions",
+        r#"{"prompt": "Il était", "max_tokens": 12, "temperature": 1.0, "seed": 4}"#,
+        "",
+    );
+    assert_eq!(
+        json(&body)["choices"][0]["text"].as_str(),
+        Some(&texts[1][..])
+    );
     // The same request among seven others with longer prompts, sampled, joining and leaving.
     let handles: Vec<_> = (0..8)
         .map(|i| {

@@ -149,6 +149,13 @@ proptest! {
                 prop_assert_eq!(pool.blocks.refs(b), holders.get(&b).copied().unwrap_or(0));
             }
             prop_assert_eq!(pool.blocks.used_blocks(), holders.len());
+            // Every block is held, cached and idle, or empty: never two, never none.
+            prop_assert_eq!(
+                holders.len() + pool.blocks.idle_blocks() + pool.blocks.empty_blocks(),
+                total
+            );
+            prop_assert!(pool.blocks.idle_blocks() <= pool.blocks.cached_blocks());
+            prop_assert_eq!(pool.blocks.audit(), Ok(()));
             prop_assert_eq!(pool.blocks.total(), total, "a fixed pool never grows");
         }
     }

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use burn::tensor::Device;
 use lmforge_infer::scheduler::{
-    EVENT_BUFFER, Engine, EngineOptions, Event, Job, Metrics, Rejected, Scheduler,
+    EVENT_BUFFER, Engine, EngineOptions, Event, Fork, Job, Metrics, Rejected, Scheduler,
 };
 use lmforge_infer::{CpuGpt, Finish, GenerateOptions, KvStore, Sampling, generate};
 
@@ -22,6 +22,7 @@ fn job(prompt: &[u32], max_new_tokens: usize) -> (Job, mpsc::Receiver<Event>) {
         sampling: Sampling::greedy(),
         stop_tokens: Vec::new(),
         prompt_logprobs: false,
+        forks: Vec::new(),
         events: Box::new(tx),
     };
     (job, rx)
@@ -246,13 +247,14 @@ fn stop_tokens_and_departed_clients_end_requests_and_free_their_blocks() {
 }
 
 /// One request of a random schedule: its prompt (a shared system prefix of some length, then
-/// its own tokens), new tokens, how long after the previous one it arrives, and whether its
-/// client leaves at once or stops reading after its first events.
+/// its own tokens), new tokens, its forks (`n - 1`), how long after the previous one it
+/// arrives, and whether its clients leave at once or stop reading after their first events.
 #[derive(Debug, Clone)]
 struct Arrival {
     shared: usize,
     own: Vec<u32>,
     new_tokens: usize,
+    forks: usize,
     after_micros: u64,
     client: Client,
 }
@@ -269,6 +271,7 @@ fn arrival() -> impl Strategy<Value = Arrival> {
         0usize..40,
         proptest::collection::vec(0u32..300, 1..20),
         1usize..10,
+        prop_oneof![3 => Just(0usize), 1 => 1usize..3],
         0u64..3000,
         prop_oneof![
             6 => Just(Client::Reads),
@@ -276,21 +279,24 @@ fn arrival() -> impl Strategy<Value = Arrival> {
             1 => Just(Client::StopsReading),
         ],
     )
-        .prop_map(|(shared, own, new_tokens, after_micros, client)| Arrival {
-            shared,
-            own,
-            new_tokens,
-            after_micros,
-            client,
-        })
+        .prop_map(
+            |(shared, own, new_tokens, forks, after_micros, client)| Arrival {
+                shared,
+                own,
+                new_tokens,
+                forks,
+                after_micros,
+                client,
+            },
+        )
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// Whatever the arrivals, lengths, departures and pool size: every request that is read to
-    /// its end gets exactly its greedy tokens decoded alone, and the pool ends with no block
-    /// held.
+    /// Whatever the arrivals, lengths, forks, departures and pool size: every sequence that is
+    /// read to its end gets exactly its greedy tokens decoded alone, and the pool ends with no
+    /// block held. (The scheduler audits the pool's books after every step in this build.)
     #[test]
     fn random_schedules_give_every_request_its_tokens_alone_and_free_the_pool(
         arrivals in proptest::collection::vec(arrival(), 1..8),
@@ -325,17 +331,31 @@ proptest! {
             let (tx, rx) = mpsc::sync_channel(bound);
             let (mut j, _) = job(&prompt, a.new_tokens);
             j.events = Box::new(tx);
+            let mut receivers = vec![rx];
+            for _ in 0..a.forks {
+                let (tx, rx) = mpsc::sync_channel(bound);
+                j.forks.push(Fork { sampling: Sampling::greedy(), events: Box::new(tx) });
+                receivers.push(rx);
+            }
             if prompt.len() + a.new_tokens > handle.limit {
                 let refused = matches!(handle.submit(j), Err(Rejected::TooLong { .. }));
                 prop_assert!(refused, "a request past the limit is refused");
                 continue;
             }
+            let own = (prompt.len() + a.new_tokens).div_ceil(8);
+            if own + a.forks * (own - prompt.len() / 8) > blocks {
+                let refused = matches!(handle.submit(j), Err(Rejected::TooWide { .. }));
+                prop_assert!(refused, "forks the pool cannot hold together are refused");
+                continue;
+            }
             handle.submit(j).unwrap();
-            accepted += 1;
-            match a.client {
-                Client::Reads => read.push((prompt, a.new_tokens, rx)),
-                Client::Leaves => drop(rx),
-                Client::StopsReading => kept.push(rx),
+            accepted += 1 + a.forks;
+            for rx in receivers {
+                match a.client {
+                    Client::Reads => read.push((prompt.clone(), a.new_tokens, rx)),
+                    Client::Leaves => drop(rx),
+                    Client::StopsReading => kept.push(rx),
+                }
             }
         }
         for (prompt, n, rx) in &read {
@@ -370,4 +390,136 @@ fn schedule_engine() -> &'static Arc<CpuGpt> {
         };
         Arc::new(CpuGpt::from_gpt(&config.init(&Device::flex(), 11).unwrap()).unwrap())
     })
+}
+
+/// The CPU engine, counting the tokens it is given.
+struct Counting {
+    inner: CpuGpt,
+    tokens: std::sync::atomic::AtomicUsize,
+}
+
+impl lmforge_infer::paged::Batched for Counting {
+    type Store = <CpuGpt as lmforge_infer::paged::Batched>::Store;
+
+    fn config(&self) -> &lmforge_model::GptConfig {
+        lmforge_infer::paged::Batched::config(&self.inner)
+    }
+
+    fn store(&self, block_tokens: usize) -> Self::Store {
+        self.inner.store(block_tokens)
+    }
+
+    fn forward(
+        &self,
+        pool: &mut lmforge_infer::paged::KvPool<Self::Store>,
+        chunks: &mut [lmforge_infer::paged::Chunk<'_>],
+    ) -> lmforge_infer::Result<Vec<Vec<f32>>> {
+        let n: usize = chunks.iter().map(|c| c.tokens.len()).sum();
+        self.tokens.fetch_add(n, Ordering::Relaxed);
+        self.inner.forward(pool, chunks)
+    }
+}
+
+#[test]
+fn forks_compute_the_prompt_once_and_draw_what_separate_requests_draw() {
+    let model = CpuGpt::from_gpt(&small().init(&Device::flex(), 9).unwrap()).unwrap();
+    let engine = Arc::new(Counting {
+        inner: model,
+        tokens: Default::default(),
+    });
+    let metrics = Arc::new(Metrics::default());
+    let options = EngineOptions {
+        prefix_caching: false,
+        ..EngineOptions::default()
+    };
+    let (handle, _thread) = Engine::start(engine.clone(), options, metrics.clone());
+    // 37 tokens: two full blocks and a partial one the forks copy when they first write.
+    let prompt: Vec<u32> = (0..37).map(|i| (i * 29 % 300) as u32).collect();
+    let sampled = |seed| Sampling {
+        temperature: 0.9,
+        top_k: 40,
+        seed,
+        ..Sampling::greedy()
+    };
+    let new = 9;
+    // Each seed alone, as separate requests.
+    let mut separate = Vec::new();
+    for seed in [3, 4, 5, 6] {
+        let (mut j, rx) = job(&prompt, new);
+        j.sampling = sampled(seed);
+        handle.submit(j).unwrap();
+        separate.push(tokens(&rx).0);
+    }
+    let before = engine.tokens.load(Ordering::Relaxed);
+    assert_eq!(before, 4 * (prompt.len() + new - 1));
+    // One request with three forks.
+    let (mut j, rx) = job(&prompt, new);
+    j.sampling = sampled(3);
+    let mut receivers = vec![rx];
+    for seed in [4, 5, 6] {
+        let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
+        j.forks.push(Fork {
+            sampling: sampled(seed),
+            events: Box::new(tx),
+        });
+        receivers.push(rx);
+    }
+    handle.submit(j).unwrap();
+    let forked: Vec<Vec<u32>> = receivers.iter().map(|rx| tokens(rx).0).collect();
+    assert_eq!(forked, separate);
+    assert!(
+        forked.iter().any(|t| *t != forked[0]),
+        "the seeds draw apart"
+    );
+    // The prompt once, then one token per sequence and step.
+    let after = engine.tokens.load(Ordering::Relaxed) - before;
+    assert_eq!(after, prompt.len() + 4 * (new - 1));
+    // Counted just after `Done` is sent.
+    let started = std::time::Instant::now();
+    while metrics.completed.load(Ordering::Relaxed) < 8 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "every sequence is counted as completed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(metrics.kv_blocks_used.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_fork_of_a_job_with_no_new_tokens_or_a_failing_one_ends_with_it() {
+    let engine = schedule_engine();
+    let (handle, metrics) = start(engine, EngineOptions::default());
+    let fork = || {
+        let (tx, rx) = mpsc::sync_channel(EVENT_BUFFER);
+        let f = Fork {
+            sampling: Sampling::greedy(),
+            events: Box::new(tx),
+        };
+        (f, rx)
+    };
+    let (mut j, rx) = job(&[1, 2, 3], 0);
+    let (f, frx) = fork();
+    j.forks.push(f);
+    handle.submit(j).unwrap();
+    assert_eq!(tokens(&rx), (vec![], Finish::Length));
+    assert_eq!(tokens(&frx), (vec![], Finish::Length));
+    // An id past the vocabulary fails the step: the fork hears it too.
+    let (mut j, rx) = job(&[1, 100_000], 3);
+    let (f, frx) = fork();
+    j.forks.push(f);
+    handle.submit(j).unwrap();
+    for rx in [rx, frx] {
+        let failed = std::iter::from_fn(|| rx.recv().ok()).any(|e| matches!(e, Event::Failed(_)));
+        assert!(failed);
+    }
+    let started = std::time::Instant::now();
+    while metrics.cancelled.load(Ordering::Relaxed) < 2 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the failed job and its fork end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(metrics.kv_blocks_used.load(Ordering::Relaxed), 0);
 }
