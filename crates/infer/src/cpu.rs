@@ -19,6 +19,7 @@ use lmforge_model::{Activation, Gpt, GptConfig, NormKind, Positions, alibi_slope
 use lmforge_quant::Matrix;
 use lmforge_quant::checkpoint::{Stored, Weights, gpt_tensors, read_f32, read_quantized};
 use lmforge_quant::kernel::matmul;
+use rayon::prelude::*;
 
 use crate::paged::{Batched, Chunk, KvPool, KvStore, SeqKv};
 use crate::sampling::exp_le0;
@@ -433,10 +434,33 @@ impl CpuGpt {
                 pool.write(chunks[i].seq, l, pos, &row[d..2 * d], &row[2 * d..]);
             }
             let mut context = vec![0f32; n * d];
-            for ((row, out), &(i, pos, _)) in
-                qkv.chunks(3 * d).zip(context.chunks_mut(d)).zip(&rows)
-            {
-                self.attend(&row[..d], pool, chunks[i].seq, l, pos, &mut scores, out);
+            let seqs: Vec<&SeqKv> = chunks.iter().map(|c| &*c.seq).collect();
+            let attend = |((row, out), &(i, pos, _)): ((&[f32], &mut [f32]), _),
+                          scores: &mut Vec<f32>| {
+                pulp::Arch::new().dispatch(Attention {
+                    model: self,
+                    q: &row[..d],
+                    pool,
+                    seq: seqs[i],
+                    layer: l,
+                    pos,
+                    scores,
+                    out,
+                })
+            };
+            let work: usize = rows.iter().map(|r| r.1 + 1).sum::<usize>() * d;
+            if n > 1 && work >= PARALLEL_ATTENTION {
+                // Rows read their own sequences' keys and values: at batch 8 that is as many
+                // bytes per layer as the weights, more than one thread keeps up with.
+                qkv.par_chunks(3 * d)
+                    .zip(context.par_chunks_mut(d))
+                    .zip(rows.par_iter())
+                    .for_each_init(Vec::new, |scores, job| attend(job, scores));
+            } else {
+                qkv.chunks(3 * d)
+                    .zip(context.chunks_mut(d))
+                    .zip(&rows)
+                    .for_each(|job| attend(job, &mut scores));
             }
             let attended = layer.proj.forward(&context);
             x.iter_mut().zip(&attended).for_each(|(v, a)| *v += a);
@@ -489,6 +513,7 @@ impl CpuGpt {
     /// Causal attention of one query row at `pos` over the sequence's keys `0..=pos`, all
     /// heads, reading the pool block by block.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn attend(
         &self,
         q: &[f32],
@@ -525,15 +550,52 @@ impl CpuGpt {
             }
             let inverse = sum.recip();
             let oh = &mut out[h * hd..(h + 1) * hd];
-            oh.iter_mut().for_each(|v| *v = 0.0);
+            oh.fill(0.0);
             for (start, values) in pool.runs(seq, layer, true, pos + 1) {
                 for (j, vr) in values.chunks(d).enumerate() {
                     let p = scores[start + j] * inverse;
                     let vh = &vr[h * hd..(h + 1) * hd];
-                    oh.iter_mut().zip(vh).for_each(|(o, v)| *o += p * v);
+                    for k in 0..hd {
+                        oh[k] += p * vh[k];
+                    }
                 }
             }
         }
+    }
+}
+
+/// Query rows of a step × positions × `d_model` past which attention runs on rayon's threads.
+const PARALLEL_ATTENTION: usize = 1 << 17;
+
+/// [`CpuGpt::attend`] inside pulp's `#[target_feature]` dispatch: the same operations in the
+/// CPU's widest vectors (the build's baseline is SSE2), so the same bits.
+struct Attention<'a> {
+    model: &'a CpuGpt,
+    q: &'a [f32],
+    pool: &'a HostKv,
+    seq: &'a SeqKv,
+    layer: usize,
+    pos: usize,
+    scores: &'a mut Vec<f32>,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for Attention<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let Attention {
+            model,
+            q,
+            pool,
+            seq,
+            layer,
+            pos,
+            scores,
+            out,
+        } = self;
+        model.attend(q, pool, seq, layer, pos, scores, out);
     }
 }
 
@@ -683,6 +745,27 @@ mod tests {
             assert!((a - b).abs() < 1e-5);
         }
         assert!(cache.bytes() > 0);
+    }
+
+    #[test]
+    fn attention_on_rayon_threads_is_the_same_bits_as_on_one() {
+        let config = GptConfig {
+            n_layer: 1,
+            d_model: 64,
+            max_seq_len: 128,
+            ..GptConfig::tiny(50)
+        };
+        let e = CpuGpt::from_gpt(&config.init(&Device::flex(), 3).unwrap()).unwrap();
+        let prompt: Vec<u32> = (0..100).map(|i| i * 7 % 50).collect();
+        // 100 rows at once are past PARALLEL_ATTENTION; one row per step never is.
+        assert!((1..=100).sum::<usize>() * 64 >= PARALLEL_ATTENTION);
+        let (_, whole) = e.prefill(std::slice::from_ref(&prompt)).unwrap();
+        let (mut cache, _) = e.prefill(&[prompt[..1].to_vec()]).unwrap();
+        let mut last = Vec::new();
+        for t in &prompt[1..] {
+            last = step(&e, &mut cache, &[(0, std::slice::from_ref(t))]).unwrap();
+        }
+        assert_eq!(whole[0], last[0]);
     }
 
     #[test]
