@@ -2,8 +2,11 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
 //! ```
+//!
+//! `--device` picks the engine: `cpu` (default) the CPU engine, `flex` or `wgpu` the device
+//! engine (f32 weights) on that burn device.
 //!
 //! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
 //! prompts, `--tokens` new tokens each (128), no stop token, prefill included; f32 and `int8`
@@ -21,7 +24,7 @@ use burn::tensor::Device;
 use lmforge_infer::scheduler::{
     EVENT_BUFFER, Engine, EngineOptions, Event, Events, Job, Metrics, Scheduler,
 };
-use lmforge_infer::{CpuGpt, GenerateOptions, Sampling, generate};
+use lmforge_infer::{Batched, CpuGpt, DeviceGpt, GenerateOptions, Sampling, generate};
 use lmforge_model::GptConfig;
 use lmforge_quant::Scheme;
 use lmforge_quant::checkpoint::quantize_gpt;
@@ -42,7 +45,7 @@ fn prompts(batch: usize, vocab: usize) -> Vec<Vec<u32>> {
 }
 
 /// New tokens per second of one `generate` call over `batch` prompts.
-fn generation(engine: &CpuGpt, batch: usize, tokens: usize) -> Result<f64> {
+fn generation<M: Batched>(engine: &M, batch: usize, tokens: usize) -> Result<f64> {
     let options = GenerateOptions {
         max_new_tokens: tokens,
         sampling: Sampling::greedy(),
@@ -103,7 +106,11 @@ fn ttft(first: &FirstToken, started: Instant) -> Result<f64> {
 }
 
 /// New tokens per second of 32 requests submitted at once to a scheduler.
-fn served(engine: &Arc<CpuGpt>, scheduler: Scheduler, tokens: usize) -> Result<f64> {
+fn served<M>(engine: &Arc<M>, scheduler: Scheduler, tokens: usize) -> Result<f64>
+where
+    M: Batched + Send + Sync + 'static,
+    M::Store: Send,
+{
     let metrics = Arc::new(Metrics::default());
     let options = EngineOptions {
         scheduler,
@@ -274,6 +281,26 @@ fn main() -> Result<()> {
             serde_json::json!({"bench": "load-f32", "model": preset, "bytes": bytes, "seconds": best})
         );
     }
+    match flag("--device").as_deref() {
+        None | Some("cpu") => {}
+        Some(name) => {
+            let spec: lmforge_model::DeviceSpec = name.parse()?;
+            let device = spec.resolve()?;
+            let model = config.init(&device, 0)?;
+            let engines = vec![("f32", Arc::new(DeviceGpt::new(model, device)))];
+            if args.iter().any(|a| a == "--no-serve") {
+                for &batch in &batches {
+                    let mut best = 0f64;
+                    for _ in 0..rounds {
+                        best = best.max(generation(engines[0].1.as_ref(), batch, tokens)?);
+                    }
+                    println!("{name} f32 batch {batch}: {best:.1} tokens/s");
+                }
+                return Ok(());
+            }
+            return measure(&preset, &engines, &batches, tokens, rounds, name);
+        }
+    }
     let engines: Vec<(&str, Arc<CpuGpt>)> = vec![
         ("f32", Arc::new(CpuGpt::from_gpt(&model)?)),
         (
@@ -328,18 +355,35 @@ fn main() -> Result<()> {
             for &batch in &batches {
                 let mut best = 0f64;
                 for _ in 0..rounds {
-                    best = best.max(generation(engine, batch, tokens)?);
+                    best = best.max(generation(engine.as_ref(), batch, tokens)?);
                 }
                 println!("{weights} batch {batch}: {best:.1} tokens/s");
             }
         }
         return Ok(());
     }
+    measure(&preset, &engines, &batches, tokens, rounds, "cpu")
+}
+
+/// Generation by batch size, then the scheduler's two modes, for each engine.
+fn measure<M>(
+    preset: &str,
+    engines: &[(&str, Arc<M>)],
+    batches: &[usize],
+    tokens: usize,
+    rounds: usize,
+    device: &str,
+) -> Result<()>
+where
+    M: Batched + Send + Sync + 'static,
+    M::Store: Send,
+{
+    let threads = rayon::current_num_threads();
     let mut best = vec![vec![0f64; batches.len()]; engines.len()];
     for _ in 0..rounds {
         for ((_, engine), best) in engines.iter().zip(&mut best) {
             for (&batch, best) in batches.iter().zip(best.iter_mut()) {
-                *best = best.max(generation(engine, batch, tokens)?);
+                *best = best.max(generation(engine.as_ref(), batch, tokens)?);
             }
         }
     }
@@ -348,13 +392,13 @@ fn main() -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "bench": "generate", "model": preset, "weights": weights, "batch": batch,
+                    "bench": "generate", "model": preset, "device": device, "weights": weights, "batch": batch,
                     "prompt": 16, "new_tokens": tokens, "threads": threads, "tokens_per_s": rate,
                 })
             );
         }
     }
-    for (weights, engine) in &engines {
+    for (weights, engine) in engines {
         for (name, scheduler) in [
             ("continuous", Scheduler::Continuous),
             ("static", Scheduler::Static),
@@ -366,7 +410,7 @@ fn main() -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "bench": "serve", "model": preset, "weights": weights, "scheduler": name,
+                    "bench": "serve", "model": preset, "device": device, "weights": weights, "scheduler": name,
                     "concurrency": 32, "threads": threads, "tokens_per_s": rate,
                 })
             );

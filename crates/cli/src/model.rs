@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lmforge_infer::{
-    BurnDecoder, CpuGpt, Decoder, GenerateOptions, Sampling, beam_search, generate, generate_batch,
+    BurnDecoder, Decoder, GenerateOptions, Placement, Sampling, beam_search, generate,
+    generate_batch,
 };
 use lmforge_model::accounting::{Dtype, gib};
 use lmforge_model::bert::SentencePooling;
@@ -397,32 +398,37 @@ pub struct GenerateArgs {
     /// tokenizer.json (default: the checkpoint's).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// flex, wgpu, cuda:N or auto.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    device: DeviceSpec,
+    /// cpu (the CPU engine: quantized weights read as codes), flex, wgpu[:N] or cuda[:N] (the
+    /// device engine on that burn device: quantized weights dequantized), or auto (a real GPU
+    /// when there is one, never lavapipe; else cpu).
+    #[arg(long, default_value = "auto", value_parser = parse_placement)]
+    device: Placement,
     /// Print JSON (prompt, text, tokens, finish, tokens/s) instead of text.
     #[arg(long)]
     json: bool,
-    /// cpu: lmforge-infer's CPU engine (reads quantized weights as codes); burn: the burn
-    /// model on --device (quantized weights dequantized); auto: cpu on flex, else burn.
-    #[arg(long, default_value = "auto")]
+    /// paged: the engine --device names, through the scheduler the server runs; dense: the
+    /// burn model with its dense KV cache, the reference (on flex for --device cpu).
+    #[arg(long, default_value = "paged")]
     engine: Engine,
 }
 
+/// What decodes.
 enum Loaded {
-    Cpu(std::sync::Arc<CpuGpt>),
-    Burn(Box<lmforge_model::Gpt>),
+    Paged(lmforge_infer::Loaded),
+    Dense(Box<lmforge_model::Gpt>, burn::tensor::Device),
 }
 
 /// Which implementation decodes.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// cpu on the flex device, burn otherwise.
-    Auto,
-    /// lmforge-infer's CPU engine.
-    Cpu,
-    /// The burn model on --device.
-    Burn,
+    /// The CPU or device engine, paged, through the scheduler.
+    Paged,
+    /// The burn model with its dense cache.
+    Dense,
+}
+
+pub(crate) fn parse_placement(s: &str) -> Result<Placement, String> {
+    s.parse().map_err(|e: lmforge_infer::Error| e.to_string())
 }
 
 #[derive(Serialize)]
@@ -434,19 +440,21 @@ struct Sample {
 }
 
 pub fn run_generate(args: &GenerateArgs) -> Result<()> {
-    let (device, spec) = args.device.resolve_named()?;
-    let cpu = match args.engine {
-        Engine::Auto => spec == DeviceSpec::Flex,
-        Engine::Cpu => true,
-        Engine::Burn => false,
-    };
-    let loaded = if cpu {
-        Loaded::Cpu(std::sync::Arc::new(CpuGpt::load(&args.checkpoint)?))
-    } else {
-        Loaded::Burn(Box::new(lmforge_quant::load_gpt(
-            &args.checkpoint,
-            &device,
-        )?))
+    let placement = args.device.resolve();
+    if args.device == Placement::Auto {
+        eprintln!("--device auto: {placement}");
+    }
+    let loaded = match args.engine {
+        Engine::Paged => Loaded::Paged(lmforge_infer::Loaded::load(&args.checkpoint, placement)?),
+        Engine::Dense => {
+            let spec = match placement {
+                Placement::Device(spec) => spec,
+                Placement::Cpu | Placement::Auto => DeviceSpec::Flex,
+            };
+            let device = spec.resolve()?;
+            let model = lmforge_quant::load_gpt(&args.checkpoint, &device)?;
+            Loaded::Dense(Box::new(model), device)
+        }
     };
     let tokenizer = open_tokenizer(&args.checkpoint, &args.tokenizer)?;
     let prompts: Vec<Vec<u32>> = args
@@ -488,14 +496,17 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
                 args.length_penalty,
             )
         }
+        let prompt = &prompts[0];
         let beams = match &loaded {
-            Loaded::Cpu(engine) => beams(engine.as_ref(), &prompts[0], args, width, &stop_tokens)?,
-            Loaded::Burn(model) => {
-                let decoder = BurnDecoder {
-                    model,
-                    device: &device,
-                };
-                beams(&decoder, &prompts[0], args, width, &stop_tokens)?
+            Loaded::Paged(lmforge_infer::Loaded::Cpu(engine)) => {
+                beams(engine.as_ref(), prompt, args, width, &stop_tokens)?
+            }
+            Loaded::Paged(lmforge_infer::Loaded::Device(engine)) => {
+                beams(engine.as_ref(), prompt, args, width, &stop_tokens)?
+            }
+            Loaded::Dense(model, device) => {
+                let decoder = BurnDecoder { model, device };
+                beams(&decoder, prompt, args, width, &stop_tokens)?
             }
         };
         beams
@@ -546,16 +557,15 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         };
         let out = match &loaded {
             // The prompts are requests to the scheduler the server runs.
-            Loaded::Cpu(engine) => generate_batch(engine, &prompts, &options, on_token)?,
-            Loaded::Burn(model) => generate(
-                &BurnDecoder {
-                    model,
-                    device: &device,
-                },
-                &prompts,
-                &options,
-                on_token,
-            )?,
+            Loaded::Paged(lmforge_infer::Loaded::Cpu(engine)) => {
+                generate_batch(engine, &prompts, &options, on_token)?
+            }
+            Loaded::Paged(lmforge_infer::Loaded::Device(engine)) => {
+                generate_batch(engine, &prompts, &options, on_token)?
+            }
+            Loaded::Dense(model, device) => {
+                generate(&BurnDecoder { model, device }, &prompts, &options, on_token)?
+            }
         };
         if stream {
             let text = tokenizer.decode(&out[0].tokens)?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use lmforge_serve::{EngineOptions, Scheduler, ServeOptions, Server};
+use lmforge_serve::{EngineOptions, Placement, Scheduler, ServeOptions, Server};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,17 +42,16 @@ pub struct Args {
     /// Seconds a request may take before it is cancelled.
     #[arg(long, default_value_t = 300)]
     request_timeout_s: u64,
-    /// Only the CPU engine serves: flex.
-    #[arg(long, default_value = "flex")]
-    device: String,
+    /// cpu (the CPU engine), flex, wgpu[:N] or cuda[:N] (the device engine on that burn
+    /// device), or auto (a real GPU when there is one, never lavapipe; else cpu).
+    #[arg(long, default_value = "auto", value_parser = crate::model::parse_placement)]
+    device: Placement,
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    if args.device != "flex" && args.device != "auto" {
-        anyhow::bail!(
-            "--device {}: the server's engine runs on the CPU (flex); GPU serving is not built yet",
-            args.device
-        );
+    let device = args.device.resolve();
+    if args.device == Placement::Auto {
+        eprintln!("--device auto: {device}");
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -83,6 +82,7 @@ pub fn run(args: &Args) -> Result<()> {
         },
         api_key,
         request_timeout: Duration::from_secs(args.request_timeout_s),
+        device,
         ..ServeOptions::default()
     };
     let server = Server::load(options)?;

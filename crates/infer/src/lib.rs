@@ -8,6 +8,8 @@
 //!   reference-counted blocks, copy-on-write forks and a prefix cache hashed by block content;
 //! - [`CpuGpt`]: the CPU engine, one decoding step as host loops over `lmforge-quant`'s
 //!   kernels (f32 or quantized weights, never widened to f32 matrices);
+//! - [`DeviceGpt`]: the device engine, the burn model on any device (flex, wgpu, CUDA) over a
+//!   paged pool of device tensors ([`DeviceKv`]) read by gathers;
 //! - [`BurnDecoder`]: the burn model with its dense cache on any device (the reference);
 //! - [`scheduler`]: continuous batching over a fixed pool — chunked prefill, admission by
 //!   blocks, prefix reuse, cancellation — with events to whoever submitted (the HTTP server);
@@ -33,8 +35,10 @@ pub mod beam;
 mod cpu;
 pub mod decoder;
 mod dense;
+mod device;
 mod offline;
 pub mod paged;
+mod placement;
 pub mod sampling;
 pub mod scheduler;
 
@@ -44,8 +48,10 @@ pub use beam::{Beam, beam_search};
 pub use cpu::{CpuGpt, HostKv};
 pub use decoder::{Decoder, Finish, GenerateOptions, Generation, generate};
 pub use dense::BurnDecoder;
+pub use device::{DeviceGpt, DeviceKv};
 pub use offline::generate_batch;
 pub use paged::{BLOCK_TOKENS, Batched, Blocks, Chunk, KvPool, KvStore, PagedCache, SeqKv};
+pub use placement::{Loaded, Placement};
 pub use sampling::{Sampling, choose, exp_le0, log_sum_exp};
 
 /// What can go wrong decoding.

@@ -400,7 +400,22 @@ impl<S: KvStore> KvPool<S> {
     /// Makes sure every `(sequence, new positions)` has blocks for them, all or nothing: new
     /// blocks are appended, a shared partly filled last block is replaced by a copy.
     pub fn reserve(&mut self, growth: &mut [(&mut SeqKv, usize)]) -> Result<()> {
-        let needed: usize = growth.iter().map(|(s, n)| self.blocks.needed(s, *n)).sum();
+        // A shared, partly filled last block is copied by each holder that writes it but the
+        // last: once the others have their copies, that one holds it alone.
+        let bt = self.blocks.block_tokens;
+        let mut fresh = 0;
+        let mut writers: HashMap<u32, usize> = HashMap::new();
+        for (seq, n) in growth.iter().filter(|(_, n)| *n > 0) {
+            fresh += self.blocks.needed(seq, *n) - usize::from(self.blocks.must_copy(seq));
+            if self.blocks.must_copy(seq) {
+                *writers.entry(seq.blocks[seq.len / bt]).or_default() += 1;
+            }
+        }
+        let copies: usize = writers
+            .iter()
+            .map(|(&b, &k)| k.min(self.blocks.refs(b) as usize - 1))
+            .sum();
+        let needed = fresh + copies;
         let free = self.blocks.free_blocks();
         if needed > free {
             if !self.blocks.growable {
@@ -675,6 +690,25 @@ mod tests {
             pool.blocks.release(s);
         }
         assert_eq!(pool.blocks.free_blocks(), 6);
+    }
+
+    #[test]
+    fn holders_of_a_partial_block_writing_together_copy_it_all_but_once() {
+        // One partly filled block, three holders, two free blocks: the first two writers copy
+        // it, the third then holds it alone and writes in place.
+        let mut pool = pool(3);
+        let mut a = SeqKv::new();
+        pool.reserve(&mut [(&mut a, 2)]).unwrap();
+        a.set_len(2);
+        let (mut b, mut c) = (pool.blocks.fork(&a), pool.blocks.fork(&a));
+        pool.reserve(&mut [(&mut a, 1), (&mut b, 1), (&mut c, 1)])
+            .unwrap();
+        assert_eq!(pool.store.copies.len(), 2);
+        assert_eq!(pool.blocks.free_blocks(), 0);
+        let mut held: Vec<u32> = [&a, &b, &c].iter().map(|s| s.blocks()[0]).collect();
+        held.sort_unstable();
+        assert_eq!(held, [0, 1, 2]);
+        assert_eq!(pool.blocks.audit(), Ok(()));
     }
 
     #[test]

@@ -552,9 +552,10 @@ impl<M: Batched> Loop<M> {
         self.publish();
         match finish {
             Some(f) => {
-                send(r.job.events.as_ref(), Event::Done(f));
+                // Counted before the client hears of it, as the blocks are.
                 self.metrics.completed.fetch_add(1, Ordering::Relaxed);
                 self.metrics.e2e.observe(r.queued_at.elapsed());
+                send(r.job.events.as_ref(), Event::Done(f));
             }
             None => {
                 // Forks not made yet end with it.

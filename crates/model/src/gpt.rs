@@ -438,6 +438,59 @@ impl Gpt {
         Ok(self.head(hidden).reshape([batch, self.config.vocab_size]))
     }
 
+    /// Final hidden states `[rows, d_model]` (after the last norm) of `tokens` `[rows]` at
+    /// `positions` `[rows]` — rows of any sequences, in any order — with each layer's
+    /// attention left to `attend`: a paged engine's own key/value storage, which the model
+    /// knows nothing of. `attend(layer, q, k, v)` gets the rows' queries, keys and values
+    /// `[rows, heads, head_dim]` (rotated where the model uses RoPE) and returns their
+    /// attention context `[rows, d_model]`. Ids and positions are the caller's to check.
+    pub fn step(
+        &self,
+        tokens: Tensor<1, Int>,
+        positions: Tensor<1, Int>,
+        attend: &mut dyn FnMut(usize, Tensor<3>, Tensor<3>, Tensor<3>) -> Tensor<2>,
+    ) -> Tensor<2> {
+        let config = &self.config;
+        let [rows] = tokens.dims();
+        let (d, heads, hd) = (config.d_model, config.n_head, config.head_dim());
+        let positions = positions.reshape([1, rows]);
+        let mut x = self.wte.forward(tokens.reshape([1, rows]));
+        match (&self.wpe, config.positions) {
+            (Some(wpe), _) => x = x + wpe.forward(positions.clone()),
+            (None, Positions::Sinusoidal) => x = x + sinusoids(positions.clone(), d),
+            _ => {}
+        }
+        let rope = (config.positions == Positions::Rope)
+            .then(|| rope_tables(positions, hd, config.rope_theta));
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let [q, k, v] = block
+                .attn
+                .qkv
+                .forward(block.ln_1.forward(x.clone()))
+                .chunk(3, 2)
+                .try_into()
+                .expect("chunk(3) of a dimension of size 3·d_model yields three tensors");
+            let split = |t: Tensor<3>| t.reshape([1, rows, heads, hd]).swap_dims(1, 2);
+            let (mut q, mut k) = (split(q), split(k));
+            if let Some((cos, sin)) = &rope {
+                q = apply_rope(q, cos, sin);
+                k = apply_rope(k, cos, sin);
+            }
+            let by_row = |t: Tensor<4>| t.swap_dims(1, 2).reshape([rows, heads, hd]);
+            let context = attend(layer, by_row(q), by_row(k), v.reshape([rows, heads, hd]));
+            x = x + block.attn.proj.forward(context.reshape([1, rows, d]));
+            x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
+        }
+        self.ln_f.forward(x).reshape([rows, d])
+    }
+
+    /// Logits `[rows, vocab]` of final hidden states `[rows, d_model]` (from [`Gpt::step`]).
+    pub fn logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let [rows, d] = hidden.dims();
+        self.head(hidden.reshape([1, rows, d]))
+            .reshape([rows, self.config.vocab_size])
+    }
+
     fn check_len(&self, len: usize) -> Result<()> {
         if len == 0 || len > self.config.max_seq_len {
             return Err(Error::SequenceLength {

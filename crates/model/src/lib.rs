@@ -46,7 +46,7 @@ pub use checkpoint::{load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_ml
 pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
 pub use device::DeviceSpec;
 pub use gpt::{Attention, Block, Gpt, KvCache};
-pub use layers::{Mlp, Norm, alibi_slopes};
+pub use layers::{Mlp, Norm, alibi_bias, alibi_slopes};
 
 /// What can go wrong building or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,6 @@
 use burn::module::Module;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData, Tolerance};
 
 use super::*;
@@ -201,6 +203,52 @@ fn cached_decoding_equals_the_full_forward_pass_for_every_position_type() {
         }
         assert_eq!(cache.len(), 7 + 6);
         assert_eq!(cache.seq_len(1), 2 + 6);
+    }
+}
+
+#[test]
+fn a_step_with_dense_causal_attention_is_the_forward_pass_for_every_variant() {
+    let device = Device::flex();
+    for config in variants() {
+        let model = config.init(&device, 12).unwrap();
+        let ids = [3u32, 9, 27, 31, 42, 7];
+        let rows = ids.len();
+        let tokens = Tensor::<1, Int>::from_ints(
+            TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows]),
+            &device,
+        );
+        let positions = Tensor::<1, Int>::arange(0..rows as i64, &device);
+        let (heads, hd) = (config.n_head, config.head_dim());
+        let alibi = config.positions == Positions::Alibi;
+        let mut calls = 0;
+        let mut attend = |layer: usize, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>| {
+            assert_eq!(layer, calls);
+            calls += 1;
+            let split = |t: Tensor<3>| t.reshape([1, rows, heads, hd]).swap_dims(1, 2);
+            let at = Tensor::<1, Int>::arange(0..rows as i64, &device).reshape([1, rows]);
+            let bias = alibi.then(|| alibi_bias(at.clone(), at, heads));
+            let options = AttentionModuleOptions {
+                scale: None,
+                softcap: None,
+                is_causal: true,
+            };
+            attention(split(q), split(k), split(v), None, bias, options)
+                .swap_dims(1, 2)
+                .reshape([rows, heads * hd])
+        };
+        let hidden = model.step(tokens, positions, &mut attend);
+        assert_eq!(calls, config.n_layer);
+        let logits = model
+            .logits(hidden)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let vocab = config.vocab_size;
+        for row in 0..rows {
+            let want = logits_of(&model, &ids[..=row], &device);
+            let what = format!("{:?} {:?} row {row}", config.positions, config.norm);
+            assert_close(&logits[row * vocab..(row + 1) * vocab], &want, &what);
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use lmforge_infer::beam_search;
 
 use crate::AppState;
 use crate::fields::ApiError;
@@ -31,16 +30,11 @@ pub async fn search(
     let state = state.clone();
     let run = tokio::task::spawn_blocking(move || {
         let stops: Vec<u32> = stop_token.into_iter().collect();
-        beam_search(
-            state.model.as_ref(),
-            &prompt,
-            width,
-            tokens,
-            &stops,
-            length_penalty,
-        )
-        .map(|beams| beams.into_iter().map(|b| (b.tokens, b.score)).collect())
-        .map_err(|e| e.to_string())
+        state
+            .model
+            .beam_search(&prompt, width, tokens, &stops, length_penalty)
+            .map(|beams| beams.into_iter().map(|b| (b.tokens, b.score)).collect())
+            .map_err(|e| e.to_string())
     });
     match run.await {
         Ok(Ok(beams)) => Ok(beams),

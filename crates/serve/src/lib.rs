@@ -44,9 +44,10 @@ use axum::routing::{get, post, put};
 use lmforge_tokenizer::Tokenizer;
 
 use fields::ApiError;
+use lmforge_infer::Loaded;
+pub use lmforge_infer::Placement;
 use lmforge_infer::scheduler::Engine;
 pub use lmforge_infer::scheduler::{EngineOptions, Scheduler};
-use lmforge_infer::{CpuGpt, HostKv, KvStore};
 use metrics::Metrics;
 
 /// What can stop the server from starting or running.
@@ -90,6 +91,8 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// The name `/v1/models` lists (default: the checkpoint folder's name).
     pub model_name: Option<String>,
+    /// Where the model decodes: the CPU engine or the device engine on a burn device.
+    pub device: Placement,
 }
 
 impl Default for ServeOptions {
@@ -102,6 +105,7 @@ impl Default for ServeOptions {
             request_timeout: Duration::from_secs(300),
             max_body_bytes: 1 << 20,
             model_name: None,
+            device: Placement::Cpu,
         }
     }
 }
@@ -119,7 +123,7 @@ pub(crate) struct AppState {
     started_unix: u64,
     /// The engine the scheduler runs, shared with beam search (which forks rows of its own
     /// paged cache beside the scheduler's pool).
-    model: Arc<CpuGpt>,
+    model: Loaded,
 }
 
 /// A loaded model behind its scheduler, ready to serve.
@@ -150,8 +154,9 @@ impl Server {
             path: path.clone(),
             message,
         };
-        let model = CpuGpt::load(&options.checkpoint)
+        let model = Loaded::load(&options.checkpoint, options.device)
             .map_err(|e| load(&options.checkpoint, e.to_string()))?;
+        tracing::info!(engine = %model.placement(), "loaded");
         let tokenizer_path = options
             .tokenizer
             .clone()
@@ -169,19 +174,14 @@ impl Server {
             ));
         }
         let metrics = Arc::new(Metrics::default());
-        let block_bytes = HostKv::new(model.config(), e.block_tokens).block_bytes();
+        let block_bytes = model.block_bytes(e.block_tokens);
         if options.engine.kv_cache_bytes < block_bytes {
             return Err(Error::Option {
                 option: "--kv-cache-mb",
                 message: format!("holds no block of {block_bytes} bytes"),
             });
         }
-        let model = Arc::new(model);
-        let (engine, scheduler) = Engine::start(
-            model.clone(),
-            options.engine.clone(),
-            metrics.engine.clone(),
-        );
+        let (engine, scheduler) = model.start(options.engine.clone(), metrics.engine.clone());
         let model_name = options.model_name.clone().unwrap_or_else(|| {
             let c = options
                 .checkpoint

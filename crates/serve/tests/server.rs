@@ -1,5 +1,6 @@
 //! The server on a random tiny GPT over loopback: both APIs, streaming, batching invariance,
-//! disconnects and bad requests.
+//! disconnects and bad requests — on the CPU engine, and on the device engine on flex and on
+//! wgpu (lavapipe in CI).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use burn::tensor::Device;
 use lmforge_bpe::BpeTrainer;
 use lmforge_model::{GptConfig, save_gpt};
-use lmforge_serve::{EngineOptions, ServeOptions, Server};
+use lmforge_serve::{EngineOptions, Placement, ServeOptions, Server};
 
 fn checkpoint(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lmforge-serve-{name}-{}", std::process::id()));
@@ -33,12 +34,31 @@ fn checkpoint(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts a server on a free port; returns its address.
-fn start(name: &str, engine: EngineOptions, api_key: Option<&str>) -> SocketAddr {
+/// wgpu's placement, or `None` (the test is skipped) where no adapter answers and CI does not
+/// require one.
+fn wgpu() -> Option<Placement> {
+    match lmforge_model::DeviceSpec::Wgpu.resolve() {
+        Ok(_) => Some("wgpu".parse().unwrap()),
+        Err(err) if std::env::var_os("LMFORGE_REQUIRE_WGPU").is_none() => {
+            eprintln!("skipped: {err} (set LMFORGE_REQUIRE_WGPU=1 to fail)");
+            None
+        }
+        Err(err) => panic!("LMFORGE_REQUIRE_WGPU is set but {err}"),
+    }
+}
+
+/// Starts a server on a free port with the engine `device` names; returns its address.
+fn start(
+    name: &str,
+    device: Placement,
+    engine: EngineOptions,
+    api_key: Option<&str>,
+) -> SocketAddr {
     let options = ServeOptions {
-        checkpoint: checkpoint(name),
+        checkpoint: checkpoint(&format!("{name}-{device}")),
         engine,
         api_key: api_key.map(str::to_string),
+        device,
         ..ServeOptions::default()
     };
     let server = Server::load(options).unwrap();
@@ -106,9 +126,26 @@ fn json(body: &str) -> serde_json::Value {
 }
 
 #[test]
-fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer() {
+fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer_on_the_cpu_engine() {
+    greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer(Placement::Cpu);
+}
+
+#[test]
+fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer_on_flex() {
+    greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer("flex".parse().unwrap());
+}
+
+#[test]
+fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer_on_wgpu() {
+    if let Some(wgpu) = wgpu() {
+        greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer(wgpu);
+    }
+}
+
+fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer(device: Placement) {
     let addr = start(
         "batch",
+        device,
         EngineOptions {
             max_batch: 8,
             prefill_chunk: 7,
@@ -281,9 +318,26 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
 }
 
 #[test]
-fn disconnected_clients_free_their_blocks() {
+fn disconnected_clients_free_their_blocks_on_the_cpu_engine() {
+    disconnected_clients_free_their_blocks(Placement::Cpu);
+}
+
+#[test]
+fn disconnected_clients_free_their_blocks_on_flex() {
+    disconnected_clients_free_their_blocks("flex".parse().unwrap());
+}
+
+#[test]
+fn disconnected_clients_free_their_blocks_on_wgpu() {
+    if let Some(wgpu) = wgpu() {
+        disconnected_clients_free_their_blocks(wgpu);
+    }
+}
+
+fn disconnected_clients_free_their_blocks(device: Placement) {
     let addr = start(
         "disconnect",
+        device,
         EngineOptions {
             max_batch: 4,
             ..EngineOptions::default()
@@ -316,9 +370,26 @@ fn disconnected_clients_free_their_blocks() {
 }
 
 #[test]
-fn bad_requests_are_4xx_json_naming_the_field() {
+fn bad_requests_are_4xx_json_naming_the_field_on_the_cpu_engine() {
+    bad_requests_are_4xx_json_naming_the_field(Placement::Cpu);
+}
+
+#[test]
+fn bad_requests_are_4xx_json_naming_the_field_on_flex() {
+    bad_requests_are_4xx_json_naming_the_field("flex".parse().unwrap());
+}
+
+#[test]
+fn bad_requests_are_4xx_json_naming_the_field_on_wgpu() {
+    if let Some(wgpu) = wgpu() {
+        bad_requests_are_4xx_json_naming_the_field(wgpu);
+    }
+}
+
+fn bad_requests_are_4xx_json_naming_the_field(device: Placement) {
     let addr = start(
         "bad",
+        device,
         EngineOptions {
             max_queue: 1,
             ..EngineOptions::default()
@@ -414,7 +485,7 @@ fn the_playground_streams_text_in_headless_chromium() {
         eprintln!("skipped: no chromium on PATH");
         return;
     };
-    let addr = start("playground", EngineOptions::default(), None);
+    let addr = start("playground", Placement::Cpu, EngineOptions::default(), None);
     let ask = r#"{"prompt": "Il était une fois", "max_tokens": 12, "temperature": 0}"#;
     let (_, _, expected) = http(addr, "POST", "/v1/completions", ask, "");
     let expected = json(&expected)["choices"][0]["text"]
@@ -481,7 +552,7 @@ mod bodies {
 
     fn server() -> SocketAddr {
         static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-        *ADDR.get_or_init(|| start("fuzz", EngineOptions::default(), None))
+        *ADDR.get_or_init(|| start("fuzz", Placement::Cpu, EngineOptions::default(), None))
     }
 
     /// The fields the routes read, so that random bodies reach the validation of each.

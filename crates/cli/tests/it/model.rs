@@ -47,7 +47,7 @@ fn checkpoint(dir: &Path) -> PathBuf {
 fn generate_greedy_sampled_and_beam() {
     let dir = tempdir("generate");
     let ckpt = checkpoint(&dir);
-    let run = |extra: &[&str]| {
+    let run_on = |device: &str, extra: &[&str]| {
         let mut args = vec![
             "generate",
             "--checkpoint",
@@ -57,7 +57,7 @@ fn generate_greedy_sampled_and_beam() {
             "--tokens",
             "6",
             "--device",
-            "flex",
+            device,
             "--json",
         ];
         args.extend(extra);
@@ -66,8 +66,16 @@ fn generate_greedy_sampled_and_beam() {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .collect::<Vec<_>>()
     };
+    let run = |extra: &[&str]| run_on("flex", extra);
     let greedy = run(&["--greedy"]);
     assert_eq!(greedy.len(), 1);
+    // The device engine (flex), the CPU engine and the dense reference agree.
+    assert_eq!(run_on("cpu", &["--greedy"]), greedy);
+    assert_eq!(run(&["--greedy", "--engine", "dense"]), greedy);
+    assert_eq!(
+        run_on("cpu", &["--beam-width", "3"]),
+        run(&["--beam-width", "3"])
+    );
     let tokens = greedy[0]["tokens"].as_array().unwrap();
     assert!(!tokens.is_empty() && tokens.len() <= 6);
     assert_eq!(greedy, run(&[]), "greedy is the default");

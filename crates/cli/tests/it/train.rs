@@ -233,7 +233,8 @@ fn train_interrupt_resume_eval_and_generate() {
     let eval: serde_json::Value = serde_json::from_str(&out).unwrap();
     let after = report["perplexity"]["after"].as_f64().unwrap();
     assert!((eval["valid_perplexity"].as_f64().unwrap() - after).abs() < 1e-6 * after);
-    for engine in ["cpu", "burn"] {
+    // The CPU engine on the codes, the device engine and the dense reference dequantized.
+    for (device, engine) in [("cpu", "paged"), ("flex", "paged"), ("flex", "dense")] {
         let out = ok(&lmforge(&[
             "generate",
             "--checkpoint",
@@ -244,7 +245,7 @@ fn train_interrupt_resume_eval_and_generate() {
             "4",
             "--greedy",
             "--device",
-            "flex",
+            device,
             "--engine",
             engine,
         ]));

@@ -1,6 +1,7 @@
 //! Integration tests of lmforge-infer: one binary, a module per area.
 
 mod blocks;
+mod device;
 mod engines;
 mod generate;
 mod scheduler;

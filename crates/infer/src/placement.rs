@@ -1,0 +1,200 @@
+//! `--device` for decoding: which engine runs a checkpoint, and where.
+//!
+//! `cpu` is the CPU engine ([`CpuGpt`], quantized weights read as codes); `flex`, `wgpu[:N]`
+//! and `cuda[:N]` the device engine ([`DeviceGpt`], quantized weights dequantized on load);
+//! `auto` a real GPU when there is one — CUDA, else a discrete wgpu adapter, never lavapipe,
+//! which wgpu reports as a CPU device and which is slower than the CPU engine — and the CPU
+//! engine otherwise.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use lmforge_model::{DeviceSpec, GptConfig};
+
+use crate::scheduler::{Engine, EngineOptions, Metrics};
+use crate::{Batched, Beam, CpuGpt, DeviceGpt, Error, KvStore, Result, beam_search};
+
+/// Where decoding runs, as `--device` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// A real GPU when there is one, else the CPU engine.
+    #[default]
+    Auto,
+    /// The CPU engine.
+    Cpu,
+    /// The device engine on this burn device.
+    Device(DeviceSpec),
+}
+
+impl FromStr for Placement {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Placement::Cpu),
+            "auto" => Ok(Placement::Auto),
+            _ => match s.parse::<DeviceSpec>() {
+                Ok(spec) => Ok(Placement::Device(spec)),
+                Err(_) => Err(Error::config(
+                    "device",
+                    format!("`{s}` is not a device: cpu, flex, wgpu[:N], cuda[:N] or auto"),
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Auto => f.write_str("auto"),
+            Placement::Cpu => f.write_str("cpu"),
+            Placement::Device(spec) => spec.fmt(f),
+        }
+    }
+}
+
+impl Placement {
+    /// `auto` made concrete (opening the GPU it finds); others as they are.
+    pub fn resolve(self) -> Placement {
+        if self != Placement::Auto {
+            return self;
+        }
+        for spec in [DeviceSpec::Cuda(0), DeviceSpec::WgpuGpu(0)] {
+            if spec.resolve().is_ok() {
+                return Placement::Device(spec);
+            }
+        }
+        Placement::Cpu
+    }
+}
+
+/// A checkpoint loaded into the engine its [`Placement`] names.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// The CPU engine.
+    Cpu(Arc<CpuGpt>),
+    /// The device engine.
+    Device(Arc<DeviceGpt>),
+}
+
+impl Loaded {
+    /// Loads `checkpoint` (f32 or quantized, lmforge's or a Hugging Face GPT-2 folder) for
+    /// `placement` (`auto` resolved first). A device that cannot be opened is an error naming
+    /// it and why.
+    pub fn load(checkpoint: &Path, placement: Placement) -> Result<Loaded> {
+        match placement.resolve() {
+            Placement::Device(spec) => {
+                let device = spec.resolve()?;
+                let model = lmforge_quant::load_gpt(checkpoint, &device)?;
+                Ok(Loaded::Device(Arc::new(DeviceGpt::new(model, device))))
+            }
+            Placement::Cpu | Placement::Auto => {
+                Ok(Loaded::Cpu(Arc::new(CpuGpt::load(checkpoint)?)))
+            }
+        }
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &GptConfig {
+        match self {
+            Loaded::Cpu(m) => m.config(),
+            Loaded::Device(m) => crate::Batched::config(m.as_ref()),
+        }
+    }
+
+    /// Starts a scheduler over it (see [`Engine::start`]).
+    pub fn start(
+        &self,
+        options: EngineOptions,
+        metrics: Arc<Metrics>,
+    ) -> (Engine, std::thread::JoinHandle<()>) {
+        match self {
+            Loaded::Cpu(m) => Engine::start(m.clone(), options, metrics),
+            Loaded::Device(m) => Engine::start(m.clone(), options, metrics),
+        }
+    }
+
+    /// Bytes one KV block of `block_tokens` positions takes.
+    pub fn block_bytes(&self, block_tokens: usize) -> usize {
+        match self {
+            Loaded::Cpu(m) => m.store(block_tokens).block_bytes(),
+            Loaded::Device(m) => m.store(block_tokens).block_bytes(),
+        }
+    }
+
+    /// [`beam_search`] on it, in a paged cache of its own beside the scheduler's pool.
+    pub fn beam_search(
+        &self,
+        prompt: &[u32],
+        width: usize,
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        length_penalty: f32,
+    ) -> Result<Vec<Beam>> {
+        match self {
+            Loaded::Cpu(m) => beam_search(
+                m.as_ref(),
+                prompt,
+                width,
+                max_new_tokens,
+                stop_tokens,
+                length_penalty,
+            ),
+            Loaded::Device(m) => beam_search(
+                m.as_ref(),
+                prompt,
+                width,
+                max_new_tokens,
+                stop_tokens,
+                length_penalty,
+            ),
+        }
+    }
+
+    /// Where it runs, for a log line: `cpu` or the device engine's device.
+    pub fn placement(&self) -> String {
+        match self {
+            Loaded::Cpu(_) => "cpu (the CPU engine)".into(),
+            Loaded::Device(m) => format!("{:?} (the device engine)", m.device()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_cpu_is_the_cpu_engine() {
+        assert_eq!("cpu".parse::<Placement>().unwrap(), Placement::Cpu);
+        assert_eq!("AUTO".parse::<Placement>().unwrap(), Placement::Auto);
+        assert_eq!(
+            "flex".parse::<Placement>().unwrap(),
+            Placement::Device(DeviceSpec::Flex)
+        );
+        assert_eq!(
+            "wgpu:1".parse::<Placement>().unwrap(),
+            Placement::Device(DeviceSpec::WgpuGpu(1))
+        );
+        let err = "metal".parse::<Placement>().unwrap_err().to_string();
+        assert!(
+            err.contains("cpu, flex, wgpu[:N], cuda[:N] or auto"),
+            "{err}"
+        );
+        for p in ["cpu", "auto", "flex", "wgpu", "cuda:2"] {
+            assert_eq!(p.parse::<Placement>().unwrap().to_string(), p);
+        }
+    }
+
+    #[test]
+    fn auto_never_resolves_to_flex_or_lavapipe() {
+        // Whatever this machine has, `auto` is the CPU engine or a real GPU.
+        match Placement::Auto.resolve() {
+            Placement::Cpu | Placement::Device(DeviceSpec::Cuda(_) | DeviceSpec::WgpuGpu(_)) => {}
+            other => panic!("auto resolved to {other}"),
+        }
+    }
+}
