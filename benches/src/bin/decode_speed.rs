@@ -2,7 +2,7 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small|1.7b] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
 //! ```
 //!
 //! `--device` picks the engine: `cpu` (default) the CPU engine, `flex` or `wgpu` the device
@@ -239,8 +239,8 @@ fn main() -> Result<()> {
         .collect::<std::result::Result<_, _>>()?;
     let preset = flag("--preset").unwrap_or_else(|| "tiny".into());
     let mut config = match preset.as_str() {
-        "gpt2-small" => GptConfig::gpt2_small(),
-        _ => GptConfig::tiny(32_000),
+        "tiny" => GptConfig::tiny(32_000),
+        other => GptConfig::preset(other, None)?,
     };
     if let Some(vocab) = flag("--vocab") {
         config.vocab_size = vocab.parse()?;

@@ -115,12 +115,28 @@ impl KvStore for DeviceKv {
 pub struct DeviceGpt {
     model: Gpt,
     device: Device,
+    /// The output projection `[d_model, vocab]`, laid out for `hidden · head`, and its bias.
+    head: Tensor<2>,
+    bias: Option<Tensor<1>>,
 }
 
 impl DeviceGpt {
-    /// The engine for `model`, whose weights live on `device`.
+    /// The engine for `model`, whose weights live on `device`. A head tied to the token
+    /// embedding is copied once, transposed: multiplying by the embedding's transposed view
+    /// made flex transpose all `vocab × d_model` of it at every step.
     pub fn new(model: Gpt, device: Device) -> Self {
-        Self { model, device }
+        let (projection, bias) = model.output_projection();
+        let head = if model.config().tie_embeddings {
+            Tensor::from_data(projection.transpose().into_data(), &device)
+        } else {
+            projection.transpose()
+        };
+        Self {
+            model,
+            device,
+            head,
+            bias,
+        }
     }
 
     /// The model.
@@ -366,7 +382,11 @@ impl Batched for DeviceGpt {
             counts.push(end - first);
         }
         let hidden = hidden.select(0, ints(&wanted));
-        let logits = lmforge_model::host_values(self.model.logits(hidden));
+        let mut logits = hidden.matmul(self.head.clone());
+        if let Some(bias) = &self.bias {
+            logits = logits + bias.clone().unsqueeze();
+        }
+        let logits = lmforge_model::host_values(logits);
         let vocab = c.vocab_size;
         let mut out = Vec::with_capacity(counts.len());
         let mut at = 0;

@@ -470,14 +470,21 @@ impl Gpt {
                 .chunk(3, 2)
                 .try_into()
                 .expect("chunk(3) of a dimension of size 3·d_model yields three tensors");
-            let split = |t: Tensor<3>| t.reshape([1, rows, heads, hd]).swap_dims(1, 2);
-            let (mut q, mut k) = (split(q), split(k));
-            if let Some((cos, sin)) = &rope {
-                q = apply_rope(q, cos, sin);
-                k = apply_rope(k, cos, sin);
-            }
-            let by_row = |t: Tensor<4>| t.swap_dims(1, 2).reshape([rows, heads, hd]);
-            let context = attend(layer, by_row(q), by_row(k), v.reshape([rows, heads, hd]));
+            let by_row = |t: Tensor<3>| t.reshape([rows, heads, hd]);
+            let (q, k) = match &rope {
+                // RoPE rotates `[batch, heads, seq, head_dim]`; without it no copy is made.
+                Some((cos, sin)) => {
+                    let rotate = |t: Tensor<3>| {
+                        let t = t.reshape([1, rows, heads, hd]).swap_dims(1, 2);
+                        apply_rope(t, cos, sin)
+                            .swap_dims(1, 2)
+                            .reshape([rows, heads, hd])
+                    };
+                    (rotate(q), rotate(k))
+                }
+                None => (by_row(q), by_row(k)),
+            };
+            let context = attend(layer, q, k, by_row(v));
             x = x + block.attn.proj.forward(context.reshape([1, rows, d]));
             x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
         }
