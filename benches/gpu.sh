@@ -3,11 +3,13 @@
 # made elsewhere and carried over.
 #
 #   cargo build --release -p lmforge-cli -p lmforge-benches --bin lmforge --bin decode-speed
-#   benches/gpu.sh target/release [DEVICE] [OUT]        # DEVICE: wgpu (default), wgpu:N, cuda:N
+#   PEAK_TFLOPS=67 benches/gpu.sh target/release [DEVICE] [OUT]   # DEVICE: wgpu (default), wgpu:N, cuda:N
 #
 # Prints the adapter, then the device engine's decoding tokens/s at batch 1, 8, 32 and 128 for
 # gpt2-small's shape and the 1.7b preset (random weights, f32), the scheduler at concurrency 32
-# (continuous and static), and the training step of `lmforge device` on the same device; writes
+# (continuous and static), the time to first token of a 512-token prompt, and the training step
+# of `lmforge device` on the same device (its MFU against PEAK_TFLOPS, the device's peak in
+# f32, when given); writes
 # OUT/gpu.json (one JSON object per line) and OUT/gpu.md. Each part has its own time limit so
 # that the whole run stays under 8 minutes.
 set -uo pipefail
@@ -37,8 +39,16 @@ run 150 "$bin/decode-speed" --preset gpt2-small --vocab 50257 --device "$device"
     --batches 1,8,32,128 --tokens 64 --rounds 1
 run 150 "$bin/decode-speed" --preset 1.7b --device "$device" \
     --batches 1,8,32,128 --tokens 32 --rounds 1
-run 120 "$bin/lmforge" device --device "$device" --json "$out/device.json"
-[ -f "$out/device.json" ] && cat "$out/device.json" >> "$json"
+run 60 "$bin/decode-speed" --preset gpt2-small --vocab 50257 --device "$device" --ttft 512 --rounds 3
+peak=()
+[ -n "${PEAK_TFLOPS:-}" ] && peak=(--peak-tflops "$PEAK_TFLOPS")
+run 120 "$bin/lmforge" device --device "$device" --batch 32 --seq-len 256 "${peak[@]}" --json "$out/device.json"
+[ -f "$out/device.json" ] && python3 -c '
+import json, sys
+report = json.load(open(sys.argv[1]))
+report["bench"] = "train-step"
+report["model"] = "tiny"
+print(json.dumps(report))' "$out/device.json" >> "$json"
 
 {
     echo "| model | bench | batch / scheduler | tokens/s |"
@@ -48,7 +58,7 @@ import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     what = m.get("batch", m.get("scheduler", ""))
-    rate = m.get("tokens_per_s", m.get("tokens_per_second", ""))
+    rate = m.get("tokens_per_s", m.get("tokens_per_second", m.get("seconds", "")))
     print(f"| {m.get(\"model\", \"\")} | {m[\"bench\"]} | {what} | {rate} |")
 ' 2>/dev/null
 } | tee "$out/gpu.md"

@@ -2,11 +2,12 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small|1.7b] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small|1.7b] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--ttft N] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
 //! ```
 //!
 //! `--device` picks the engine: `cpu` (default) the CPU engine, `flex` or `wgpu` the device
-//! engine (f32 weights) on that burn device.
+//! engine (f32 weights) on that burn device; with it, `--ttft N` times one `N`-token prompt to
+//! its first token instead.
 //!
 //! Greedy generation through `lmforge_infer::generate` (what `lmforge generate` runs): 16-token
 //! prompts, `--tokens` new tokens each (128), no stop token, prefill included; f32 and `int8`
@@ -56,6 +57,24 @@ fn generation<M: Batched>(engine: &M, batch: usize, tokens: usize) -> Result<f64
     let out = generate(engine, &prompts, &options, |_, _| true)?;
     let new: usize = out.iter().map(|g| g.tokens.len()).sum();
     Ok(new as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Best time of `rounds` from an `n`-token prompt to its first generated token (the prefill).
+fn time_to_first_token<M: Batched>(engine: &M, n: usize, rounds: usize) -> Result<f64> {
+    let vocab = engine.config().vocab_size;
+    let prompt: Vec<u32> = (0..n).map(|i| ((i * 131 + 7) % vocab) as u32).collect();
+    let options = GenerateOptions {
+        max_new_tokens: 1,
+        sampling: Sampling::greedy(),
+        stop_tokens: Vec::new(),
+    };
+    let mut best = f64::MAX;
+    for _ in 0..rounds.max(1) {
+        let started = Instant::now();
+        generate(engine, std::slice::from_ref(&prompt), &options, |_, _| true)?;
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(best)
 }
 
 /// When a request's first token arrived (set by [`Timed`]).
@@ -288,6 +307,17 @@ fn main() -> Result<()> {
             let device = spec.resolve()?;
             let model = config.init(&device, 0)?;
             let engines = vec![("f32", Arc::new(DeviceGpt::new(model, device)))];
+            if let Some(n) = flag("--ttft") {
+                let seconds = time_to_first_token(engines[0].1.as_ref(), n.parse()?, rounds)?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bench": "ttft", "model": preset, "device": name, "prompt": n.parse::<usize>()?,
+                        "seconds": seconds,
+                    })
+                );
+                return Ok(());
+            }
             if args.iter().any(|a| a == "--no-serve") {
                 for &batch in &batches {
                     let mut best = 0f64;

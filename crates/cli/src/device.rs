@@ -29,6 +29,10 @@ pub struct Args {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The device's peak dense TFLOP/s in the step's precision, to report the model FLOPs
+    /// utilisation (MFU) against.
+    #[arg(long)]
+    peak_tflops: Option<f64>,
 }
 
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
@@ -52,6 +56,10 @@ struct Report {
     /// Mean wall time of one forward + backward + SGD step, after warm-up.
     step_seconds: f64,
     tokens_per_second: f64,
+    /// Model FLOPs per second (Megatron's count: forward and backward of every matmul and of
+    /// attention), and their share of `--peak-tflops` when given.
+    model_tflops: f64,
+    mfu: Option<f64>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -86,6 +94,8 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     let step_seconds = timed / steps as f64;
+    let tokens_per_second = (batch * seq_len) as f64 / step_seconds;
+    let model_tflops = config.training_flops_per_token(seq_len) * tokens_per_second / 1e12;
     let report = Report {
         requested: args.device.to_string(),
         device: picked.to_string(),
@@ -97,17 +107,23 @@ pub fn run(args: &Args) -> Result<()> {
         initial_loss: losses[0],
         final_loss: *losses.last().unwrap(),
         step_seconds,
-        tokens_per_second: (batch * seq_len) as f64 / step_seconds,
+        tokens_per_second,
+        model_tflops,
+        mfu: args.peak_tflops.map(|peak| model_tflops / peak),
     };
     println!(
-        "{} ({}): {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s",
+        "{} ({}): {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s, {:.4} model TFLOP/s{}",
         report.device,
         report.backend,
         report.parameters,
         report.initial_loss,
         report.final_loss,
         report.step_seconds,
-        report.tokens_per_second
+        report.tokens_per_second,
+        report.model_tflops,
+        report
+            .mfu
+            .map_or(String::new(), |m| format!(", MFU {:.1} %", 100.0 * m))
     );
     if let Some(path) = &args.json {
         crate::output::write_json(path, &report)?;
