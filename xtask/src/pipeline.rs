@@ -509,6 +509,9 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
         }
         "samples" => {
             let s = &config.samples;
+            // On the host the CPU engine decodes (it reads the quantized model's codes);
+            // elsewhere the device engine on the run's device.
+            let device = if device == "flex" { "cpu" } else { device };
             let mut inputs = Vec::new();
             let mut commands = Vec::new();
             let mut outputs = Vec::new();

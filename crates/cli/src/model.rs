@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use lmforge_infer::{
-    BurnDecoder, Decoder, GenerateOptions, Placement, Sampling, beam_search, generate,
+    BurnDecoder, Decoder, GenerateOptions, Placement, Precision, Sampling, beam_search, generate,
     generate_batch,
 };
 use lmforge_model::accounting::{Dtype, gib};
@@ -403,6 +403,9 @@ pub struct GenerateArgs {
     /// when there is one, never lavapipe; else cpu).
     #[arg(long, default_value = "auto", value_parser = parse_placement)]
     device: Placement,
+    /// f32, f16 or bf16: the device engine's weights, keys and values (the CPU engine: f32).
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    dtype: Precision,
     /// Print JSON (prompt, text, tokens, finish, tokens/s) instead of text.
     #[arg(long)]
     json: bool,
@@ -431,6 +434,10 @@ pub(crate) fn parse_placement(s: &str) -> Result<Placement, String> {
     s.parse().map_err(|e: lmforge_infer::Error| e.to_string())
 }
 
+pub(crate) fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse().map_err(|e: lmforge_infer::Error| e.to_string())
+}
+
 #[derive(Serialize)]
 struct Sample {
     prompt: String,
@@ -445,7 +452,11 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         eprintln!("--device auto: {placement}");
     }
     let loaded = match args.engine {
-        Engine::Paged => Loaded::Paged(lmforge_infer::Loaded::load(&args.checkpoint, placement)?),
+        Engine::Paged => Loaded::Paged(lmforge_infer::Loaded::load(
+            &args.checkpoint,
+            placement,
+            args.dtype,
+        )?),
         Engine::Dense => {
             let spec = match placement {
                 Placement::Device(spec) => spec,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use lmforge_serve::{EngineOptions, Placement, Scheduler, ServeOptions, Server};
+use lmforge_serve::{EngineOptions, Placement, Precision, Scheduler, ServeOptions, Server};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,6 +46,9 @@ pub struct Args {
     /// device), or auto (a real GPU when there is one, never lavapipe; else cpu).
     #[arg(long, default_value = "auto", value_parser = crate::model::parse_placement)]
     device: Placement,
+    /// f32, f16 or bf16: the device engine's weights, keys and values (the CPU engine: f32).
+    #[arg(long, default_value = "f32", value_parser = crate::model::parse_precision)]
+    dtype: Precision,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -83,6 +86,7 @@ pub fn run(args: &Args) -> Result<()> {
         api_key,
         request_timeout: Duration::from_secs(args.request_timeout_s),
         device,
+        dtype: args.dtype,
         ..ServeOptions::default()
     };
     let server = Server::load(options)?;

@@ -34,7 +34,7 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use lmforge_model::{Gpt, GptConfig, Positions, alibi_bias};
 
 use crate::paged::{Batched, Chunk, KvPool, KvStore, SeqKv};
@@ -50,20 +50,33 @@ pub struct DeviceKv {
     block_tokens: usize,
     d_model: usize,
     device: Device,
+    dtype: FloatDType,
 }
 
 impl DeviceKv {
-    /// An empty pool (the sentinel row only) for `config` on `device`.
-    pub fn new(config: &GptConfig, block_tokens: usize, device: &Device) -> Self {
-        let zeros = || Tensor::<2>::zeros([1, config.d_model], device);
-        Self {
-            layers: (0..config.n_layer)
-                .map(|_| Some((zeros(), zeros())))
-                .collect(),
+    /// An empty pool (the sentinel row only) for `config` on `device`, its keys and values
+    /// held in `dtype`.
+    pub fn new(
+        config: &GptConfig,
+        block_tokens: usize,
+        device: &Device,
+        dtype: FloatDType,
+    ) -> Self {
+        let mut kv = Self {
+            layers: Vec::new(),
             block_tokens: block_tokens.max(1),
             d_model: config.d_model,
             device: device.clone(),
-        }
+            dtype,
+        };
+        kv.layers = (0..config.n_layer)
+            .map(|_| Some((kv.zeros(1), kv.zeros(1))))
+            .collect();
+        kv
+    }
+
+    fn zeros(&self, rows: usize) -> Tensor<2> {
+        Tensor::<2>::zeros([rows, self.d_model], &self.device).cast(self.dtype)
     }
 
     fn index(&self, rows: Vec<i64>) -> Tensor<1, Int> {
@@ -74,14 +87,12 @@ impl DeviceKv {
 
 impl KvStore for DeviceKv {
     fn grow(&mut self, more: usize) {
-        let rows = more * self.block_tokens;
-        let (d, device) = (self.d_model, self.device.clone());
+        let zeros = self.zeros(more * self.block_tokens);
         for layer in &mut self.layers {
             let (k, v) = layer.take().expect("between steps every layer is in");
-            let zeros = Tensor::<2>::zeros([rows, d], &device);
             *layer = Some((
                 Tensor::cat(vec![k, zeros.clone()], 0),
-                Tensor::cat(vec![v, zeros], 0),
+                Tensor::cat(vec![v, zeros.clone()], 0),
             ));
         }
     }
@@ -106,7 +117,8 @@ impl KvStore for DeviceKv {
     }
 
     fn block_bytes(&self) -> usize {
-        2 * self.layers.len() * self.block_tokens * self.d_model * size_of::<f32>()
+        let bytes = if self.dtype == FloatDType::F32 { 4 } else { 2 };
+        2 * self.layers.len() * self.block_tokens * self.d_model * bytes
     }
 }
 
@@ -118,6 +130,7 @@ pub struct DeviceGpt {
     /// The output projection `[d_model, vocab]`, laid out for `hidden · head`, and its bias.
     head: Tensor<2>,
     bias: Option<Tensor<1>>,
+    dtype: FloatDType,
 }
 
 impl DeviceGpt {
@@ -125,9 +138,20 @@ impl DeviceGpt {
     /// embedding is copied once, transposed: multiplying by the embedding's transposed view
     /// made flex transpose all `vocab × d_model` of it at every step.
     pub fn new(model: Gpt, device: Device) -> Self {
+        Self::with_dtype(model, device, FloatDType::F32)
+    }
+
+    /// The engine with its weights, keys and values held in `dtype` (f16 or bf16 halve their
+    /// memory; on wgpu f16 needs an adapter with `SHADER_F16`, and no adapter has bf16).
+    pub fn with_dtype(model: Gpt, device: Device, dtype: FloatDType) -> Self {
+        let model = if dtype == FloatDType::F32 {
+            model
+        } else {
+            lmforge_model::in_dtype(model, dtype)
+        };
         let (projection, bias) = model.output_projection();
         let head = if model.config().tie_embeddings {
-            Tensor::from_data(projection.transpose().into_data(), &device)
+            Tensor::<2>::from_data(projection.transpose().into_data(), &device).cast(dtype)
         } else {
             projection.transpose()
         };
@@ -136,7 +160,13 @@ impl DeviceGpt {
             device,
             head,
             bias,
+            dtype,
         }
+    }
+
+    /// What its weights, keys and values are held in.
+    pub fn dtype(&self) -> FloatDType {
+        self.dtype
     }
 
     /// The model.
@@ -277,7 +307,7 @@ impl Batched for DeviceGpt {
     }
 
     fn store(&self, block_tokens: usize) -> DeviceKv {
-        DeviceKv::new(self.model.config(), block_tokens, &self.device)
+        DeviceKv::new(self.model.config(), block_tokens, &self.device, self.dtype)
     }
 
     fn forward(
@@ -319,7 +349,7 @@ impl Batched for DeviceGpt {
                 TensorData::new(plan.key_positions.clone(), [b, t]),
                 device,
             );
-            alibi_bias(qp, kp, heads)
+            alibi_bias(qp, kp, heads).cast(self.dtype)
         });
         let options = AttentionModuleOptions {
             scale: None,

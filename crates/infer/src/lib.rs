@@ -51,7 +51,7 @@ pub use dense::BurnDecoder;
 pub use device::{DeviceGpt, DeviceKv};
 pub use offline::generate_batch;
 pub use paged::{BLOCK_TOKENS, Batched, Blocks, Chunk, KvPool, KvStore, PagedCache, SeqKv};
-pub use placement::{Loaded, Placement};
+pub use placement::{Loaded, Placement, Precision};
 pub use sampling::{Sampling, choose, exp_le0, log_sum_exp};
 
 /// What can go wrong decoding.

@@ -11,6 +11,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use burn::tensor::FloatDType;
+
 use lmforge_model::{DeviceSpec, GptConfig};
 
 use crate::scheduler::{Engine, EngineOptions, Metrics};
@@ -71,6 +73,41 @@ impl Placement {
     }
 }
 
+/// What the device engine holds its weights, keys and values in (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats (the CPU engine's only float type).
+    #[default]
+    F32,
+    /// IEEE half: half the memory (on wgpu, adapters with `SHADER_F16`).
+    F16,
+    /// bfloat16 (flex and CUDA; no wgpu adapter has it).
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "f16" | "fp16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(Error::config("dtype", format!("`{s}`: f32, f16 or bf16"))),
+        }
+    }
+}
+
+impl Precision {
+    fn float(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
 /// A checkpoint loaded into the engine its [`Placement`] names.
 #[derive(Debug, Clone)]
 pub enum Loaded {
@@ -82,16 +119,24 @@ pub enum Loaded {
 
 impl Loaded {
     /// Loads `checkpoint` (f32 or quantized, lmforge's or a Hugging Face GPT-2 folder) for
-    /// `placement` (`auto` resolved first). A device that cannot be opened is an error naming
-    /// it and why.
-    pub fn load(checkpoint: &Path, placement: Placement) -> Result<Loaded> {
+    /// `placement` (`auto` resolved first), the device engine's weights in `precision`. A
+    /// device that cannot be opened is an error naming it and why.
+    pub fn load(checkpoint: &Path, placement: Placement, precision: Precision) -> Result<Loaded> {
         match placement.resolve() {
             Placement::Device(spec) => {
                 let device = spec.resolve()?;
                 let model = lmforge_quant::load_gpt(checkpoint, &device)?;
-                Ok(Loaded::Device(Arc::new(DeviceGpt::new(model, device))))
+                let engine = DeviceGpt::with_dtype(model, device, precision.float());
+                Ok(Loaded::Device(Arc::new(engine)))
             }
             Placement::Cpu | Placement::Auto => {
+                if precision != Precision::F32 {
+                    return Err(Error::config(
+                        "dtype",
+                        "the CPU engine runs f32 or quantized weights; f16 and bf16 are the \
+                         device engine's (--device flex, wgpu or cuda)",
+                    ));
+                }
                 Ok(Loaded::Cpu(Arc::new(CpuGpt::load(checkpoint)?)))
             }
         }
@@ -158,7 +203,9 @@ impl Loaded {
     pub fn placement(&self) -> String {
         match self {
             Loaded::Cpu(_) => "cpu (the CPU engine)".into(),
-            Loaded::Device(m) => format!("{:?} (the device engine)", m.device()),
+            Loaded::Device(m) => {
+                format!("{:?} in {:?} (the device engine)", m.device(), m.dtype())
+            }
         }
     }
 }
@@ -187,6 +234,17 @@ mod tests {
         for p in ["cpu", "auto", "flex", "wgpu", "cuda:2"] {
             assert_eq!(p.parse::<Placement>().unwrap().to_string(), p);
         }
+    }
+
+    #[test]
+    fn precisions_parse_and_the_cpu_engine_refuses_half() {
+        assert_eq!("F16".parse::<Precision>().unwrap(), Precision::F16);
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!("f8".parse::<Precision>().is_err());
+        let err = Loaded::load(Path::new("/nonexistent"), Placement::Cpu, Precision::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the CPU engine runs f32"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Dropout, DropoutConfig, Embedding, Linear};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 
 use crate::config::{GptConfig, NormKind, Positions};
 use crate::init::SeededInit;
@@ -455,13 +455,19 @@ impl Gpt {
         let (d, heads, hd) = (config.d_model, config.n_head, config.head_dim());
         let positions = positions.reshape([1, rows]);
         let mut x = self.wte.forward(tokens.reshape([1, rows]));
+        // Tables computed in f32 join a model held in half precision in its dtype.
+        let dtype = FloatDType::from(x.dtype());
         match (&self.wpe, config.positions) {
             (Some(wpe), _) => x = x + wpe.forward(positions.clone()),
-            (None, Positions::Sinusoidal) => x = x + sinusoids(positions.clone(), d),
+            (None, Positions::Sinusoidal) => {
+                x = x + sinusoids(positions.clone(), d).cast(dtype);
+            }
             _ => {}
         }
-        let rope = (config.positions == Positions::Rope)
-            .then(|| rope_tables(positions, hd, config.rope_theta));
+        let rope = (config.positions == Positions::Rope).then(|| {
+            let (cos, sin) = rope_tables(positions, hd, config.rope_theta);
+            (cos.cast(dtype), sin.cast(dtype))
+        });
         for (layer, block) in self.blocks.iter().enumerate() {
             let [q, k, v] = block
                 .attn

@@ -160,6 +160,29 @@ impl Error {
     }
 }
 
+struct InDtype(burn::tensor::FloatDType);
+
+impl burn::module::ModuleMapper for InDtype {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let mut held = burn::tensor::Tensor::from_inner(tensor.inner().cast(self.0));
+        if require_grad {
+            held = held.require_grad();
+        }
+        burn::module::Param::from_mapped_value(id, held, mapper)
+    }
+}
+
+/// `model` with every float parameter stored in `dtype` (those that took gradients still do):
+/// half-precision training's model and the device engine's f16 weights.
+pub fn in_dtype<M: burn::module::Module>(model: M, dtype: burn::tensor::FloatDType) -> M {
+    model.map(&mut InDtype(dtype))
+}
+
 /// A tensor's values on the host as f32 (logits, embeddings, weights to export), whatever the
 /// backend's float type.
 pub fn host_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {

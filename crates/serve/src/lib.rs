@@ -45,9 +45,9 @@ use lmforge_tokenizer::Tokenizer;
 
 use fields::ApiError;
 use lmforge_infer::Loaded;
-pub use lmforge_infer::Placement;
 use lmforge_infer::scheduler::Engine;
 pub use lmforge_infer::scheduler::{EngineOptions, Scheduler};
+pub use lmforge_infer::{Placement, Precision};
 use metrics::Metrics;
 
 /// What can stop the server from starting or running.
@@ -93,6 +93,8 @@ pub struct ServeOptions {
     pub model_name: Option<String>,
     /// Where the model decodes: the CPU engine or the device engine on a burn device.
     pub device: Placement,
+    /// The device engine's weights, keys and values.
+    pub dtype: Precision,
 }
 
 impl Default for ServeOptions {
@@ -106,6 +108,7 @@ impl Default for ServeOptions {
             max_body_bytes: 1 << 20,
             model_name: None,
             device: Placement::Cpu,
+            dtype: Precision::F32,
         }
     }
 }
@@ -154,7 +157,7 @@ impl Server {
             path: path.clone(),
             message,
         };
-        let model = Loaded::load(&options.checkpoint, options.device)
+        let model = Loaded::load(&options.checkpoint, options.device, options.dtype)
             .map_err(|e| load(&options.checkpoint, e.to_string()))?;
         tracing::info!(engine = %model.placement(), "loaded");
         let tokenizer_path = options

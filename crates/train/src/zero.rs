@@ -137,25 +137,6 @@ pub struct Master {
     pub pieces: BTreeMap<String, Tensor<1>>,
 }
 
-struct Hold(FloatDType);
-
-impl ModuleMapper for Hold {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let mut held = Tensor::from_inner(tensor.inner().cast(self.0));
-        if require_grad {
-            held = held.require_grad();
-        }
-        Param::from_mapped_value(id, held, mapper)
-    }
-}
-
-/// `model` with every float parameter stored in `dtype` (still leaves that take gradients).
-pub fn hold_in<M: Module>(model: M, dtype: FloatDType) -> M {
-    model.map(&mut Hold(dtype))
-}
-
 /// A rank's share of a sharded AdamW.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -476,7 +457,7 @@ impl AdamW {
         }
         drop(flat);
         self.master = Some(Master { dtype, pieces });
-        Ok(hold_in(model, dtype))
+        Ok(lmforge_model::in_dtype(model, dtype))
     }
 
     /// The model in f32: `model` itself, or, when the master weights are sharded, every rank's

@@ -76,6 +76,9 @@ fn generate_greedy_sampled_and_beam() {
         run_on("cpu", &["--beam-width", "3"]),
         run(&["--beam-width", "3"])
     );
+    // Half precision is the device engine's.
+    let half = run(&["--greedy", "--dtype", "f16"]);
+    assert_eq!(half.len(), 1);
     let tokens = greedy[0]["tokens"].as_array().unwrap();
     assert!(!tokens.is_empty() && tokens.len() <= 6);
     assert_eq!(greedy, run(&[]), "greedy is the default");
@@ -132,6 +135,21 @@ fn generate_greedy_sampled_and_beam() {
     bad(&["--top-k", "5"], "--temperature");
     bad(&["--stop-token", "<nope>"], "<nope>");
     bad(&["--greedy", "--temperature", "1"], "--temperature");
+    bad(&["--dtype", "f8"], "f32, f16 or bf16");
+    fails_with(
+        &lmforge(&[
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--prompt",
+            "the",
+            "--device",
+            "cpu",
+            "--dtype",
+            "f16",
+        ]),
+        "the CPU engine runs f32 or quantized weights",
+    );
     fails_with(
         &lmforge(&[
             "generate",

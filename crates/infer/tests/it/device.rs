@@ -115,15 +115,71 @@ fn the_device_engine_on_flex_decodes_like_the_cpu_engine() {
     matches_the_cpu_engine(&Device::flex(), variants());
 }
 
-#[test]
-fn the_device_engine_on_wgpu_decodes_like_the_cpu_engine() {
-    let device = match DeviceSpec::Wgpu.resolve() {
-        Ok(device) => device,
+/// wgpu's default adapter, or `None` (the test is skipped) where none answers and CI does not
+/// require one.
+fn wgpu() -> Option<Device> {
+    match DeviceSpec::Wgpu.resolve() {
+        Ok(device) => Some(device),
         Err(err) if std::env::var_os("LMFORGE_REQUIRE_WGPU").is_none() => {
             eprintln!("skipped: {err} (set LMFORGE_REQUIRE_WGPU=1 to fail)");
-            return;
+            None
         }
         Err(err) => panic!("LMFORGE_REQUIRE_WGPU is set but {err}"),
-    };
-    matches_the_cpu_engine(&device, variants());
+    }
+}
+
+#[test]
+fn the_device_engine_on_wgpu_decodes_like_the_cpu_engine() {
+    if let Some(device) = wgpu() {
+        matches_the_cpu_engine(&device, variants());
+    }
+}
+
+/// Weights, keys and values in f16: the logits stay within half precision's rounding of the
+/// f32 engine's for every architecture switch, through prefill and decoding, and the pool
+/// takes half the bytes per block.
+fn f16_stays_close_to_f32(device: Device) {
+    use burn::tensor::FloatDType;
+    use lmforge_infer::{KvStore, PagedCache};
+    for (i, config) in variants().into_iter().enumerate() {
+        let model = config.init(&device, 60 + i as u64).unwrap();
+        let full = DeviceGpt::new(model.clone(), device.clone());
+        let half = DeviceGpt::with_dtype(model, device.clone(), FloatDType::F16);
+        assert_eq!(
+            half.store(16).block_bytes() * 2,
+            full.store(16).block_bytes()
+        );
+        let prompts = prompts();
+        let (mut a, la): (PagedCache<_>, _) = full.prefill(&prompts).unwrap();
+        let (mut b, lb): (PagedCache<_>, _) = half.prefill(&prompts).unwrap();
+        let mut pairs = vec![(la, lb)];
+        let next: Vec<u32> = vec![3, 5, 7];
+        pairs.push((
+            full.decode(&mut a, &next).unwrap(),
+            half.decode(&mut b, &next).unwrap(),
+        ));
+        for (step, (x, y)) in pairs.iter().enumerate() {
+            for (row, (x, y)) in x.iter().zip(y).enumerate() {
+                let diff: f32 = x.iter().zip(y).map(|(p, q)| (p - q) * (p - q)).sum();
+                let norm: f32 = x.iter().map(|p| p * p).sum();
+                let err = (diff / norm).sqrt();
+                assert!(
+                    err < 1e-2,
+                    "variant {i} step {step} row {row}: relative error {err}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_device_engine_in_f16_on_flex_stays_close_to_f32() {
+    f16_stays_close_to_f32(Device::flex());
+}
+
+#[test]
+fn the_device_engine_in_f16_on_wgpu_stays_close_to_f32() {
+    if let Some(device) = wgpu() {
+        f16_stays_close_to_f32(device);
+    }
 }
