@@ -92,7 +92,7 @@ pub struct Common {
     /// Peak dense TFLOP/s of one device in the training precision, for MFU.
     #[arg(long)]
     pub peak_tflops: Option<f64>,
-    /// Under a launcher (mpirun, srun, torchrun): how long a collective waits for the other
+    /// Under a launcher (mpirun, srun): how long a collective waits for the other
     /// ranks before the run is aborted as one of them died or hangs.
     #[arg(long, default_value_t = 10.0)]
     pub distributed_timeout_minutes: f64,

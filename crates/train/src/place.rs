@@ -1,6 +1,7 @@
 //! Where this process sits in a multi-process run, read from the launcher's environment, as
 //! Megatron-LM reads it from torchrun or Slurm: its rank, the world size and its rank on this
-//! node (which picks its device).
+//! node (which picks its device). The launchers are `mpirun` and `srun`: the collectives are
+//! MPI's, and torchrun starts no MPI world.
 //!
 //! Launchers, first match wins (an `mpirun` started inside a Slurm job sets both, and its own
 //! numbering is the one MPI uses):
@@ -9,8 +10,9 @@
 //!   (falling back to `SLURM_NTASKS`), `SLURM_LOCALID`. Only inside a step: a batch script
 //!   itself is one process whatever `--ntasks` the job has, and Slurm marks it with
 //!   `SLURM_STEP_ID` absent or the batch step's id;
-//! - torchrun's `RANK`, `WORLD_SIZE`, `LOCAL_RANK`;
-//! - none of these: one process.
+//! - none of these: one process. torchrun's `RANK` and `WORLD_SIZE` with a world past one are
+//!   refused, with the `mpirun` and `srun` commands to run instead (each process would
+//!   otherwise train alone, as a world of one, and write over the others' checkpoints).
 
 use serde::Serialize;
 
@@ -26,8 +28,6 @@ pub enum Launcher {
     Mpirun,
     /// A Slurm job step (`srun`).
     Slurm,
-    /// torchrun-style variables.
-    Torchrun,
 }
 
 /// This process's place in the run.
@@ -104,8 +104,15 @@ impl Place {
                 return Ok(place);
             }
         }
-        if let Some(place) = triple(Launcher::Torchrun, "RANK", "WORLD_SIZE", "LOCAL_RANK")? {
-            return Ok(place);
+        if let (Some(rank), Some(world @ 2..)) = (number("RANK")?, number("WORLD_SIZE")?) {
+            return Err(Error::Config {
+                field: "launcher",
+                reason: format!(
+                    "torchrun's RANK={rank} WORLD_SIZE={world}: lmforge's collectives run over \
+                     MPI, which torchrun does not start; launch with `mpirun -n {world} lmforge \
+                     …` or, under Slurm, `srun --mpi=pmix -n {world} lmforge …`"
+                ),
+            });
         }
         Ok(Place::alone())
     }
@@ -176,9 +183,12 @@ mod tests {
             (srun.rank, srun.world, srun.local_rank, srun.launcher),
             (5, 8, 1, Launcher::Slurm)
         );
-        let torchrun = place(&[("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")]).unwrap();
-        assert_eq!(torchrun.launcher, Launcher::Torchrun);
-        assert!(!torchrun.is_first());
+        let err = place(&[("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "1")]).unwrap_err();
+        assert!(err.to_string().contains("`mpirun -n 2 lmforge …`"), "{err}");
+        assert!(err.to_string().contains("srun --mpi=pmix -n 2"), "{err}");
+        // A world of one is one process, whoever set it.
+        let one = place(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap();
+        assert_eq!(one, Place::alone());
     }
 
     #[test]
@@ -200,7 +210,8 @@ mod tests {
     fn bad_numbers_name_the_variable() {
         let err = place(&[("RANK", "x"), ("WORLD_SIZE", "2")]).unwrap_err();
         assert!(err.to_string().contains("RANK=\"x\""), "{err}");
-        let err = place(&[("RANK", "2"), ("WORLD_SIZE", "2")]).unwrap_err();
+        let err =
+            place(&[("OMPI_COMM_WORLD_RANK", "2"), ("OMPI_COMM_WORLD_SIZE", "2")]).unwrap_err();
         assert!(err.to_string().contains("rank 2 of a world of 2"), "{err}");
     }
 }

@@ -274,6 +274,9 @@ fn a_killed_rank_stops_the_run_and_any_world_size_resumes_it() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Every rank has printed its start-up line ("rank 1/2 …") by now: what names the dead rank
+    // must come after the kill.
+    let before = fs::metadata(&log).unwrap().len() as usize;
     let killed = Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status()
@@ -285,10 +288,11 @@ fn a_killed_rank_stops_the_run_and_any_world_size_resumes_it() {
         "the others after a kill -9",
     );
     assert!(!status.success());
-    let text = fs::read_to_string(&log).unwrap();
+    let bytes = fs::read(&log).unwrap();
+    let after = String::from_utf8_lossy(&bytes[before.min(bytes.len())..]);
     assert!(
-        text.contains("rank 1"),
-        "the launcher names the rank: {text}"
+        after.contains("rank 1") && after.contains("signal 9"),
+        "after the kill, the launcher names the dead rank and its signal: {after}"
     );
     let at = latest(&save);
     assert!(
@@ -358,14 +362,14 @@ fn one_process_per_device_and_a_launcher_without_mpi_are_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // torchrun's variables without torchrun: MPI sees a world of one.
+    // A torchrun world: refused with what to run instead.
     let out = Command::new(env!("CARGO_BIN_EXE_lmforge"))
         .args(flags(&prefix, &tokenizer, &save, "2"))
         .env("RANK", "0")
         .env("WORLD_SIZE", "2")
         .output()
         .unwrap();
-    fails_with(&out, "MPI sees a world of 1");
+    fails_with(&out, "launch with `mpirun -n 2 lmforge");
     fs::remove_dir_all(&dir).unwrap();
 }
 

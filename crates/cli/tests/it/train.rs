@@ -304,8 +304,8 @@ fn a_launcher_needs_the_mpi_feature() {
     let save = dir.join("run");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
         .args(gpt_flags(&prefix, &tokenizer, &save))
-        .env("RANK", "1")
-        .env("WORLD_SIZE", "2")
+        .env("OMPI_COMM_WORLD_RANK", "1")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
         .output()
         .unwrap();
     fails_with(&out, "built without MPI: rebuild it with `--features mpi`");
