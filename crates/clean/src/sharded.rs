@@ -94,14 +94,8 @@ impl Step {
     }
 }
 
-/// An input file as the plan saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InputFile {
-    /// The file.
-    pub file: PathBuf,
-    /// Its size.
-    pub bytes: u64,
-}
+/// An input file as the plan saw it (size, modification time, a hash of both ends).
+pub use lmforge_executor::input::Input as InputFile;
 
 /// What every task of a run reads first (`W/plan.json`): the configuration, the inputs cut
 /// into parts, the rank count and the output folder.
@@ -190,13 +184,8 @@ impl Plan {
         }
         let inputs = files
             .iter()
-            .map(|f| {
-                Ok(InputFile {
-                    file: f.clone(),
-                    bytes: std::fs::metadata(f).map_err(io(f))?.len(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|f| InputFile::stat(f))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let parts = lmforge_corpus::split(files, config.part_bytes)?;
         Ok(Plan {
             ranks,
@@ -237,12 +226,14 @@ impl Plan {
         if path.exists() {
             let old = Plan::read(work)?;
             if old != *self {
+                // A changed input is named; anything else is told by the fingerprints.
+                let why = lmforge_executor::input::differences(&old.inputs, &self.inputs)
+                    .or_else(|| differences(&old.fingerprint(), &self.fingerprint()))
+                    .unwrap_or_else(|| "its output folder differs".into());
                 return Err(Error::Config(format!(
-                    "{}: the work folder holds another run's plan ({}); \
+                    "{}: the work folder holds another run's plan ({why}); \
                      use another --work folder or remove this one",
                     path.display(),
-                    differences(&old.fingerprint(), &self.fingerprint())
-                        .unwrap_or_else(|| "its output folder differs".into())
                 )));
             }
             return Ok(());
@@ -266,13 +257,17 @@ impl Plan {
         })
     }
 
-    /// Tasks of `step` without a finished marker of this plan: what a (re-)run must do.
+    /// Tasks of `step` without a finished marker of this plan: what a (re-)run must do. The
+    /// merge writes outside its task folder: with its output's `report.json` gone (the output
+    /// folder deleted), it is redone whatever its marker says.
     pub fn pending(&self, work: &Path, step: Step) -> Result<Vec<usize>> {
         let fingerprint = self.fingerprint();
         let mut pending = Vec::new();
         for task in 0..self.tasks(step) {
             let done: Option<Marker> = marker(&task_dir(work, step, task))?;
-            if done.is_none_or(|m| m.plan != fingerprint) {
+            let output_gone =
+                step == Step::Merge && !self.dir.join(&self.output).join("report.json").exists();
+            if output_gone || done.is_none_or(|m| m.plan != fingerprint) {
                 pending.push(task);
             }
         }
@@ -519,17 +514,10 @@ fn signatures(
     let range = plan.rank_parts(rank);
     let parts = &plan.parts[range];
     for input in &plan.inputs {
-        if parts.iter().any(|p| p.file == input.file) {
-            let now = std::fs::metadata(&input.file)
-                .map_err(io(&input.file))?
-                .len();
-            if now != input.bytes {
-                return Err(Error::InputChanged(format!(
-                    "{}: {} bytes when the run was planned, {now} now",
-                    input.file.display(),
-                    input.bytes
-                )));
-            }
+        if parts.iter().any(|p| p.file == input.file)
+            && let Some(why) = input.changed()?
+        {
+            return Err(Error::InputChanged(why));
         }
     }
     let config = &plan.config;

@@ -289,7 +289,7 @@ fn count_ranks(args: &TrainArgs, ranks: usize) -> Result<PathBuf> {
     let plan = FilePlan::new("bpe-count", ranks, params, &args.corpus.input)?;
     plan.write(&work)?;
     let mut task_args = vec!["bpe".to_string(), "count".into(), "--input".into()];
-    task_args.extend(plan.inputs.iter().map(|(f, _)| f.display().to_string()));
+    task_args.extend(plan.inputs.iter().map(|i| i.file.display().to_string()));
     task_args.extend(["--json-key".into(), args.corpus.json_key.clone()]);
     task_args.extend(args.pre.flags());
     task_args

@@ -260,7 +260,7 @@ fn convert_ranks(args: &ConvertArgs, files: Vec<PathBuf>, ranks: usize) -> Resul
     let plan = FilePlan::new("convert", ranks, convert_params(args)?, &files)?;
     plan.write(&work)?;
     let mut task_args = vec!["convert".to_string(), "--input".into()];
-    task_args.extend(plan.inputs.iter().map(|(f, _)| f.display().to_string()));
+    task_args.extend(plan.inputs.iter().map(|i| i.file.display().to_string()));
     task_args.push("--json-keys".into());
     task_args.extend(args.json_keys.iter().cloned());
     for (flag, path) in [

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use lmforge_executor::input::{self, Input};
 use lmforge_executor::task::{Pending, marker};
 use lmforge_executor::{Executor, Job, Local, Slurm};
 use serde::{Deserialize, Serialize};
@@ -179,8 +180,8 @@ pub struct FilePlan {
     pub ranks: usize,
     /// What the tasks' output depends on besides their files.
     pub params: Value,
-    /// Every input file with its size at planning time, in input order.
-    pub inputs: Vec<(PathBuf, u64)>,
+    /// Every input file as it was at planning time, in input order.
+    pub inputs: Vec<Input>,
 }
 
 /// What a finished task's folder says about itself (the plan's id covers its rank count).
@@ -229,11 +230,8 @@ impl FilePlan {
         let inputs = files
             .iter()
             .map(|file| {
-                let size = std::fs::metadata(file)
-                    .with_context(|| format!("reading {}", file.display()))?
-                    .len();
                 let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-                Ok((file, size))
+                Ok(Input::stat(&file)?)
             })
             .collect::<Result<_>>()?;
         Ok(FilePlan {
@@ -289,21 +287,8 @@ impl FilePlan {
         if self.params != other.params {
             out.push("different parameters".into());
         }
-        if self.inputs != other.inputs {
-            // The same files with one grown or shrunk: name it, as clean's plan does.
-            let changed = self
-                .inputs
-                .iter()
-                .zip(&other.inputs)
-                .find(|((a, was), (b, now))| a == b && was != now);
-            match changed {
-                Some(((file, was), (_, now))) if self.inputs.len() == other.inputs.len() => out
-                    .push(format!(
-                        "{}: {now} bytes now, {was} when the run was planned",
-                        file.display()
-                    )),
-                _ => out.push("a different input set".into()),
-            }
+        if let Some(why) = input::differences(&self.inputs, &other.inputs) {
+            out.push(why);
         }
         (!out.is_empty()).then(|| out.join(", "))
     }
@@ -356,12 +341,12 @@ impl FilePlan {
         if rank >= self.ranks {
             bail!("--rank {rank} is not below the plan's {} ranks", self.ranks);
         }
-        let files: Vec<PathBuf> = self.inputs.iter().map(|(f, _)| f.clone()).collect();
+        let files: Vec<PathBuf> = self.inputs.iter().map(|i| i.file.clone()).collect();
         share(&files, rank, self.ranks)
     }
 
     /// Starts task `rank` of the plan in `work`, after checking that `self` (what the task
-    /// was started with) is that plan and that no input changed size since it was made.
+    /// was started with) is that plan and that none of its files changed since it was made.
     pub fn begin(&self, work: &Path, rank: usize) -> Result<Pending> {
         let there = Self::read(work)?;
         if let Some(why) = there.differences(self) {
@@ -370,15 +355,10 @@ impl FilePlan {
                 Self::path(work).display()
             );
         }
-        for (file, size) in &self.inputs {
-            let now = std::fs::metadata(file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .len();
-            if now != *size {
-                bail!(
-                    "{}: {now} bytes now, {size} when the run was planned",
-                    file.display()
-                );
+        let mine = self.files_of(rank)?;
+        for input in self.inputs.iter().filter(|i| mine.contains(&i.file)) {
+            if let Some(why) = input.changed()? {
+                bail!("task {rank}: {why}");
             }
         }
         Ok(Pending::begin(&self.task_dir(work, rank))?)
@@ -446,7 +426,33 @@ mod tests {
         let error = format!("{:#}", other.begin(&work, 0).unwrap_err());
         assert!(error.contains("different parameters"), "{error}");
 
-        std::fs::write(&plan.inputs[0].0, "longer than before").unwrap();
+        // An edit that keeps the size is refused too, naming the file; so is a new size.
+        let first = &plan.inputs[0].file;
+        let mut text = std::fs::read(first).unwrap();
+        text[0] ^= 1;
+        std::fs::write(first, &text).unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(3);
+        std::fs::File::options()
+            .write(true)
+            .open(first)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let error = format!("{:#}", plan.begin(&work, 0).unwrap_err());
+        let name = first.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            error.contains(&name) && error.contains("modified since the run was planned"),
+            "{error}"
+        );
+        // A re-run plans again and finds the file changed.
+        let files: Vec<PathBuf> = plan.inputs.iter().map(|i| i.file.clone()).collect();
+        let again = FilePlan::new(&plan.stage, plan.ranks, plan.params.clone(), &files).unwrap();
+        let error = format!("{:#}", again.write(&work).unwrap_err());
+        assert!(
+            error.contains(&name) && error.contains("modified since"),
+            "{error}"
+        );
+        std::fs::write(first, "longer than before").unwrap();
         let error = format!("{:#}", plan.begin(&work, 0).unwrap_err());
         assert!(error.contains("when the run was planned"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -459,7 +465,7 @@ mod tests {
         for ranks in 1..6 {
             let (plan, _) = plan_in(&dir, ranks);
             let all: Vec<PathBuf> = (0..ranks).flat_map(|r| plan.files_of(r).unwrap()).collect();
-            let inputs: Vec<PathBuf> = plan.inputs.iter().map(|(f, _)| f.clone()).collect();
+            let inputs: Vec<PathBuf> = plan.inputs.iter().map(|i| i.file.clone()).collect();
             assert_eq!(all, inputs, "{ranks} ranks");
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -5,7 +5,9 @@
 //!
 //! A task's outputs go through [`task::Pending`]: written into a hidden folder, a
 //! `done.json` marker last, then renamed into place, so a killed task leaves nothing that
-//! looks finished and a re-run redoes exactly the tasks without a marker.
+//! looks finished and a re-run redoes exactly the tasks without a marker. [`input::Input`]
+//! is an input file as a plan saw it (size, modification time, a hash of both ends): plans
+//! keep them, and a re-run or a later task refuses an input that changed, naming it.
 //!
 //! ```
 //! use lmforge_executor::{Executor, Job, Local};
@@ -25,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod input;
 mod local;
 pub mod rank;
 pub mod slurm;

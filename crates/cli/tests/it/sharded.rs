@@ -141,6 +141,17 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
         stderr.contains("clean-filter: all 4 tasks finished earlier"),
         "{stderr}"
     );
+    // The output folder deleted under a finished merge: the merge is redone, not reported
+    // as finished.
+    std::fs::remove_dir_all(&out).unwrap();
+    let again = run();
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+    ok(&again);
+    assert!(
+        !stderr.contains("clean-merge: all 1 tasks finished earlier"),
+        "{stderr}"
+    );
+    same(&single, &out, "the merge redone for a deleted output");
 
     // kill -9 of a task at some moment of each step, then a re-run: the same bytes.
     let program = env!("CARGO_BIN_EXE_lmforge");
@@ -200,6 +211,26 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
     assert!(
         log.contains("exact-00001.bin") && log.contains("whole number"),
         "{log}"
+    );
+
+    // An input edited in place, its size kept: the re-run is refused, naming it.
+    let mut text = std::fs::read(&input).unwrap();
+    let at = text.iter().position(|&b| b == b'a').unwrap();
+    text[at] = b'b';
+    std::fs::write(&input, &text).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3);
+    std::fs::File::options()
+        .write(true)
+        .open(&input)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let refused = run();
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("corpus.jsonl: modified since the run was planned"),
+        "{stderr}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
