@@ -110,6 +110,9 @@ impl Staging {
     /// Puts the finished directory in place of the output (an earlier output is moved aside
     /// first and removed after).
     pub fn commit(mut self) -> Result<()> {
+        use lmforge_executor::task::fault_point;
+        fault_point(&self.output, "mid-write", &self.temp);
+        fault_point(&self.output, "before-rename", &self.temp);
         let old = self.temp.with_extension("old");
         let had_old = self.output.exists();
         if had_old {

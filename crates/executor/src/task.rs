@@ -11,6 +11,46 @@ use crate::{Error, Result, io};
 /// The marker's name inside a finished task's folder.
 pub const MARKER: &str = "done.json";
 
+/// Test-only fault injection: `LMFORGE_FAULT=DIR:POINT` makes the process committing a folder
+/// whose path ends with `DIR` abort at `POINT`, as a `kill -9` there would (nothing is cleaned
+/// up): `mid-write` cuts the folder's largest file to half its bytes and stops before the
+/// marker; `before-rename` stops with everything written, the marker included, the folder
+/// still hidden. The recovery tests name every step's folders with it.
+pub const FAULT: &str = "LMFORGE_FAULT";
+
+/// Aborts here if [`FAULT`] names `target` and `point`; `written` is the hidden folder.
+pub fn fault_point(target: &Path, point: &str, written: &Path) {
+    let Ok(spec) = std::env::var(FAULT) else {
+        return;
+    };
+    let Some((dir, at)) = spec.rsplit_once(':') else {
+        return;
+    };
+    if at != point || !target.ends_with(dir) {
+        return;
+    }
+    if point == "mid-write" {
+        let largest = std::fs::read_dir(written)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.len(), e.path())))
+            .filter(|(_, path)| path.is_file())
+            .max();
+        // A new file of the first half, not the old one cut: a file hard-linked from another
+        // task's folder (the merge links the ranks' shards) must stay whole, as a real kill
+        // would leave it.
+        if let Some((bytes, path)) = largest
+            && let Ok(data) = std::fs::read(&path)
+        {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::write(&path, &data[..(bytes / 2) as usize]);
+        }
+    }
+    eprintln!("{FAULT}: aborting at {point} of {}", target.display());
+    std::process::abort();
+}
+
 /// A task's folder being written.
 #[derive(Debug)]
 pub struct Pending {
@@ -53,12 +93,14 @@ impl Pending {
 
     /// Writes the marker, then puts the folder in place (replacing an earlier one).
     pub fn commit(mut self, marker: &impl Serialize) -> Result<()> {
+        fault_point(&self.target, "mid-write", &self.temp);
         let path = self.temp.join(MARKER);
         let json = serde_json::to_string_pretty(marker).map_err(|e| Error::Marker {
             file: path.clone(),
             reason: e.to_string(),
         })?;
         write_synced(&path, (json + "\n").as_bytes())?;
+        fault_point(&self.target, "before-rename", &self.temp);
         if self.target.exists() {
             let old = self.temp.with_extension("old");
             std::fs::rename(&self.target, &old).map_err(io(&self.target))?;

@@ -195,6 +195,58 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
         }
     }
 
+    // Faults that land where they say (`LMFORGE_FAULT`): a task of each step aborts with its
+    // largest file half written, or complete but not renamed into place; the merge's output
+    // likewise. The run fails; the re-run gives the same bytes and leaves nothing hidden.
+    for (target, point) in [
+        ("signatures/task-00001", "mid-write"),
+        ("exact/task-00002", "before-rename"),
+        ("buckets/task-00000", "mid-write"),
+        ("cluster/task-00000", "before-rename"),
+        ("filter/task-00003", "mid-write"),
+        ("merge/task-00000", "before-rename"),
+        ("out", "mid-write"),
+        ("out", "before-rename"),
+    ] {
+        let step = if target == "out" {
+            "merge"
+        } else {
+            target.split('/').next().unwrap()
+        };
+        if target != "out" {
+            std::fs::remove_dir_all(work.join(target)).unwrap();
+        }
+        std::fs::remove_dir_all(work.join("merge/task-00000")).ok();
+        let failed = Command::new(program)
+            .args(["clean", "--input", s(&input), "--output", s(&out)])
+            .args(FLAGS)
+            .args(["--ranks", "4", "--work", s(&work), "--parallel", "2"])
+            .env("LMFORGE_FAULT", format!("{target}:{point}"))
+            .output()
+            .unwrap();
+        assert!(!failed.status.success(), "{target}:{point} did not fail");
+        let log = std::fs::read_dir(work.join("logs").join(format!("clean-{step}")))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>();
+        assert!(
+            log.contains("LMFORGE_FAULT: aborting at"),
+            "{target}:{point}: {log}"
+        );
+        ok(&run());
+        same(&single, &out, &format!("after a fault at {target}:{point}"));
+        for folder in [work.join(step), dir.clone()] {
+            let hidden: Vec<_> = std::fs::read_dir(&folder)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.file_name())
+                .collect();
+            assert!(hidden.is_empty(), "{target}:{point} left {hidden:?}");
+        }
+    }
+
     // A rank that fails is named with its log, and the run stops before the later steps.
     std::fs::remove_dir_all(work.join("exact/task-00001")).unwrap();
     std::fs::write(work.join("signatures/task-00002/exact-00001.bin"), b"trunc").unwrap();
@@ -485,6 +537,63 @@ fn bpe_train_and_convert_as_job_arrays_equal_one_process_for_any_rank_count() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("convert: 1 of 2 tasks to run"), "{stderr}");
     assert!(data(&prefix) == one, "after redoing one rank");
+
+    // Faults that land where they say (`LMFORGE_FAULT`): a count or conversion task aborted
+    // with its largest file half written, or complete but not renamed into place; the re-run
+    // gives the same bytes and leaves nothing hidden.
+    let program = env!("CARGO_BIN_EXE_lmforge");
+    let faulty = |args: Vec<&str>, target: &str, point: &str| {
+        let out = Command::new(program)
+            .args(args)
+            .env("LMFORGE_FAULT", format!("{target}:{point}"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{target}:{point} did not fail");
+    };
+    let hidden = |folder: &Path| -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(folder)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect()
+    };
+    let count_work = dir.join("r2/tokenizer.json.work");
+    for point in ["mid-write", "before-rename"] {
+        std::fs::remove_dir_all(count_work.join("bpe-count/task-00000")).unwrap();
+        let mut args = vec![
+            "bpe",
+            "train",
+            "--vocab-size",
+            "500",
+            "--output",
+            s(&tokenizer),
+        ];
+        args.extend(["--ranks", "2", "--input"]);
+        args.extend(&inputs);
+        faulty(args, "bpe-count/task-00000", point);
+        let log = count_work.join("logs/bpe-count/task-00000.log");
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(log.contains("LMFORGE_FAULT: aborting at"), "{log}");
+        ok(&train(&tokenizer, &["--ranks", "2"]));
+        assert_eq!(
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&tokenizer).unwrap(),
+            "bpe count after a fault {point}"
+        );
+        assert!(hidden(&count_work.join("bpe-count")).is_empty(), "{point}");
+
+        std::fs::remove_dir_all(work.join("convert/task-00001")).unwrap();
+        let mut args = vec!["convert", "--tokenizer", s(&tokenizer), "--append-eod"];
+        args.extend(["--output-prefix", s(&prefix), "--ranks", "2", "--input"]);
+        args.extend(&inputs);
+        faulty(args, "convert/task-00001", point);
+        let log = std::fs::read_to_string(work.join("logs/convert/task-00001.log")).unwrap();
+        assert!(log.contains("LMFORGE_FAULT: aborting at"), "{log}");
+        ok(&convert(&tokenizer, &prefix, &["--ranks", "2"]));
+        assert!(data(&prefix) == one, "convert after a fault {point}");
+        assert!(hidden(&work.join("convert")).is_empty(), "{point}");
+    }
 
     // The same work folder with another rank count is refused, naming the difference.
     let refused = convert(&tokenizer, &prefix, &["--ranks", "3"]);
