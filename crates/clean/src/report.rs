@@ -164,7 +164,7 @@ pub struct Report {
     pub mb_per_second: f64,
     /// A sharded run's ranks and steps (absent when one process ran it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sharded: Option<crate::sharded::ShardedReport>,
+    pub sharded: Option<ShardedReport>,
 }
 
 impl Report {
@@ -219,4 +219,28 @@ impl Report {
         );
         s
     }
+}
+
+/// How a sharded run went, in its `report.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardedReport {
+    /// Ranks.
+    pub ranks: usize,
+    /// Input parts.
+    pub parts: usize,
+    /// Per step: tasks, the longest task's seconds and all tasks' seconds together.
+    pub steps: Vec<StepTimes>,
+}
+
+/// One step's tasks and times.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTimes {
+    /// The step.
+    pub step: String,
+    /// Its tasks.
+    pub tasks: usize,
+    /// The longest task.
+    pub max_seconds: f64,
+    /// Every task together.
+    pub task_seconds: f64,
 }
