@@ -243,4 +243,8 @@ pub struct StepTimes {
     pub max_seconds: f64,
     /// Every task together.
     pub task_seconds: f64,
+    /// The largest peak resident memory of its tasks, in bytes (0: not measured). The merge
+    /// task's own is not known when it writes the report.
+    #[serde(default)]
+    pub peak_rss: u64,
 }

@@ -90,8 +90,9 @@ pub struct Args {
     shard_mb: u64,
     /// Cut the input into parts of about this many MB (plain files by byte range, parquet by
     /// row group, compressed files whole): the unit ranks share out; a shard never spans two.
-    #[arg(long, default_value_t = 256)]
-    part_mb: u64,
+    /// A fraction (0.01) makes many small parts of a small corpus, to try many ranks.
+    #[arg(long, default_value_t = 256.0, value_parser = positive_mb)]
+    part_mb: f64,
     #[command(flatten)]
     shard: ShardArgs,
     /// Run one task only: this step of the plan in --work.
@@ -156,7 +157,7 @@ impl Args {
                 OutputFormat::Jsonl
             },
             shard_bytes: self.shard_mb.max(1) << 20,
-            part_bytes: self.part_mb.max(1) << 20,
+            part_bytes: ((self.part_mb * f64::from(1u32 << 20)) as u64).max(1),
         })
     }
 }
@@ -278,12 +279,13 @@ fn sharded(
     let plan = Plan::new(config, files, ranks, output)?;
     plan.write(&work)?;
     eprintln!(
-        "sharded: {ranks} ranks over {} parts, work folder {}",
+        "sharded: {ranks} ranks over {} parts ({} ranks have parts and run), work folder {}",
         plan.parts.len(),
+        plan.working(),
         work.display()
     );
     let threads = match args.threads {
-        0 => args.shard.threads_per_task(ranks),
+        0 => args.shard.threads_per_task(plan.working()),
         n => n,
     };
     let program = program()?;
@@ -309,7 +311,7 @@ fn sharded(
             tasks: plan.tasks(step),
         });
     }
-    args.shard.run(&jobs, &work, ranks)?;
+    args.shard.run(&jobs, &work, plan.working())?;
     Ok(lmforge_clean::sharded::report(&plan)?)
 }
 
@@ -330,4 +332,12 @@ fn summary(report: &Report, output: &std::path::Path) -> Result<()> {
     }
     println!("wrote {}", output.join("report.json").display());
     Ok(())
+}
+
+/// A size in MB: a finite number above zero.
+fn positive_mb(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(mb) if mb.is_finite() && mb > 0.0 => Ok(mb),
+        _ => Err(format!("{text:?} is not a size in MB above zero")),
+    }
 }

@@ -147,9 +147,28 @@ pub fn marker<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
         })
 }
 
+/// This process's peak resident memory so far, in bytes (Linux's `VmHWM`); `None` where
+/// the system does not say. A task records it in its marker, so that a run's report gives
+/// each step's largest task as measured, not as estimated.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peak_rss_sees_memory_touched() {
+        let before = peak_rss().expect("Linux reports VmHWM");
+        let block = vec![1u8; 64 << 20];
+        std::hint::black_box(&block);
+        let after = peak_rss().unwrap_or_default();
+        assert!(after >= before.max(64 << 20), "{before} then {after}");
+    }
 
     #[test]
     fn only_a_committed_folder_has_a_marker() {

@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use super::buckets::{BandStats, Signatures};
+use super::exact::exact_dups;
 use super::plan::{Plan, Step, rank_counts, require};
-use super::records::{Records, Writer, read_json, write_json};
+use super::records::{Records, Writer, index_range, read_json, write_index, write_json};
 use crate::config::Dedup;
+use crate::run::Dup;
 use crate::{Error, Result, io};
 
 /// What the `cluster` step found.
@@ -22,13 +25,18 @@ pub(super) struct ClusterStats {
     pub(super) seconds: f64,
 }
 
-/// Step 4: connected components of every verified pair, the smallest ordinal as root; the
-/// nodes are only the documents in a pair, so memory follows the pairs, not the corpus.
+/// Step 4: connected components of every verified pair, the smallest ordinal as root (the
+/// nodes are only the documents in a pair, so that memory follows the pairs, not the
+/// corpus); then every duplicate, exact and near, in two lists that each filter rank reads
+/// only its own range of: `dups.bin` by ordinal and `roots.bin` (the survivors that others
+/// duplicate) by ordinal, indexed per rank by `dups.idx` and `roots.idx`. Memory: 12 bytes
+/// per node in a pair, then 24 bytes per duplicate and 8 per root.
 pub(super) fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
     let started = Instant::now();
     let mut stats = ClusterStats::default();
-    let mut w = Writer::create(out.join("near.bin"))?;
     let mut memory = 0;
+    let mut near = Vec::new();
+    let (_, offsets) = rank_counts(work, plan)?;
     if plan.config.dedup == Dedup::Minhash {
         let dirs = require(work, plan, Step::Buckets)?;
         let mut pair_files = Vec::new();
@@ -46,8 +54,7 @@ pub(super) fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
         let mut components = Components::of(&pair_files)?;
         memory = components.bytes();
         let Components { nodes, parent } = &mut components;
-        let (_, offsets) = rank_counts(work, plan)?;
-        let signatures = Signatures::open(work, plan, offsets)?;
+        let signatures = Signatures::open(work, plan, offsets.clone())?;
         let mut root_signature: Option<(u32, Vec<u32>)> = None;
         for at in 0..nodes.len() as u32 {
             let root = crate::lsh::find(parent, at);
@@ -62,15 +69,111 @@ pub(super) fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
             }
             let of = root_signature.as_ref().map_or(&signature, |(_, s)| s);
             let similarity = crate::minhash::similarity(&signature, of) as f32;
-            w.put(&[nodes[at as usize], nodes[root as usize]])?;
-            w.bytes(&u64::from(similarity.to_bits()).to_le_bytes())?;
+            near.push((
+                nodes[at as usize],
+                Dup {
+                    of: nodes[root as usize],
+                    near: true,
+                    similarity,
+                },
+            ));
             stats.near_duplicates += 1;
         }
     }
-    w.finish()?;
+    let dups = if plan.config.dedup == Dedup::None {
+        Vec::new()
+    } else {
+        all_dups(work, plan, near)?
+    };
+    let mut roots: Vec<u64> = dups.iter().map(|(_, d)| d.of).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    memory = memory.max((dups.capacity() * 24 + roots.capacity() * 8) as u64);
+    write_by_rank(
+        out,
+        "dups",
+        &offsets,
+        &dups,
+        |(o, _)| *o,
+        |w, (o, d)| {
+            let flags = (u64::from(d.near) << 32) | u64::from(d.similarity.to_bits());
+            w.put(&[*o, d.of, flags])
+        },
+    )?;
+    write_by_rank(out, "roots", &offsets, &roots, |o| *o, |w, o| w.put(&[*o]))?;
     stats.seconds = started.elapsed().as_secs_f64();
     write_json(&out.join("stats.json"), &stats)?;
     Ok(memory)
+}
+
+/// Every duplicate, exact and near, by ordinal.
+fn all_dups(work: &Path, plan: &Plan, near: Vec<(u64, Dup)>) -> Result<Vec<(u64, Dup)>> {
+    let mut dups: Vec<(u64, Dup)> = exact_dups(work, plan)?
+        .into_iter()
+        .map(|(o, of)| {
+            (
+                o,
+                Dup {
+                    of,
+                    near: false,
+                    similarity: 1.0,
+                },
+            )
+        })
+        .collect();
+    dups.extend(near);
+    dups.sort_unstable_by_key(|d| d.0);
+    Ok(dups)
+}
+
+/// Writes `items` (sorted by `ordinal`) to `NAME.bin` and, in `NAME.idx`, where each rank's
+/// ordinals (`offsets[r]..offsets[r + 1]`) begin.
+fn write_by_rank<T>(
+    out: &Path,
+    name: &str,
+    offsets: &[u64],
+    items: &[T],
+    ordinal: impl Fn(&T) -> u64,
+    mut put: impl FnMut(&mut Writer, &T) -> Result<()>,
+) -> Result<()> {
+    let mut w = Writer::create(out.join(format!("{name}.bin")))?;
+    for item in items {
+        put(&mut w, item)?;
+    }
+    w.finish()?;
+    let index: Vec<u64> = offsets
+        .iter()
+        .map(|&first| items.partition_point(|i| ordinal(i) < first) as u64)
+        .collect();
+    write_index(out.join(format!("{name}.idx")), &index)
+}
+
+/// Rank `rank`'s duplicates (by ordinal) and the survivors that it holds and others
+/// duplicate, from the cluster step's lists.
+pub(super) fn rank_dups(
+    work: &Path,
+    plan: &Plan,
+    rank: usize,
+) -> Result<(FxHashMap<u64, Dup>, FxHashSet<u64>)> {
+    let dir = &require(work, plan, Step::Cluster)?[0];
+    let mut dups = FxHashMap::default();
+    let range = index_range(&dir.join("dups.idx"), rank)?;
+    let mut records = Records::<3>::slice(dir.join("dups.bin"), range)?;
+    while let Some([o, of, flags]) = records.next()? {
+        let dup = Dup {
+            of,
+            near: flags >> 32 != 0,
+            similarity: f32::from_bits(flags as u32),
+        };
+        dups.insert(o, dup);
+    }
+    let mut roots = FxHashSet::default();
+    let range = index_range(&dir.join("roots.idx"), rank)?;
+    let mut records = Records::<1>::slice(dir.join("roots.bin"), range)?;
+    while let Some([o]) = records.next()? {
+        roots.insert(o);
+    }
+    Ok((dups, roots))
 }
 
 /// The connected components of candidate pairs (files of `(u64, u64)` ordinal records):

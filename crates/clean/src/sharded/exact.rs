@@ -5,7 +5,7 @@ use std::path::Path;
 use rustc_hash::FxHashMap;
 
 use super::plan::{Plan, Step, rank_counts, require};
-use super::records::{Records, Writer};
+use super::records::{Records, Writer, index_range};
 use crate::Result;
 use crate::config::Dedup;
 
@@ -20,7 +20,8 @@ pub(super) fn exact(work: &Path, plan: &Plan, task: usize, out: &Path) -> Result
     let mut first: FxHashMap<u64, u64> = FxHashMap::default();
     if plan.config.dedup != Dedup::None {
         for (rank, dir) in require(work, plan, Step::Signatures)?.iter().enumerate() {
-            let mut records = Records::<2>::open(dir.join(format!("exact-{task:05}.bin")))?;
+            let range = index_range(&dir.join("exact.idx"), task)?;
+            let mut records = Records::<2>::slice(dir.join("exact.bin"), range)?;
             while let Some([key, local]) = records.next()? {
                 let ordinal = offsets[rank] + local;
                 match first.entry(key) {

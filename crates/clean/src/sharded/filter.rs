@@ -3,46 +3,14 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::exact::exact_dups;
-use super::plan::{Plan, Step, no_progress, rank_counts, require};
-use super::records::{Records, Writer, write_json};
+use super::cluster::rank_dups;
+use super::plan::{Plan, no_progress, rank_counts};
+use super::records::{Writer, write_json};
 use crate::config::Dedup;
-use crate::run::{Dup, FilterState, Filtering, Pass, Reading};
+use crate::run::{FilterState, Filtering, Pass, Reading};
 use crate::{Cleaner, Error, Result};
-
-/// Every duplicate, exact and near, by ordinal.
-pub(super) fn all_dups(work: &Path, plan: &Plan) -> Result<Vec<(u64, Dup)>> {
-    let mut dups: Vec<(u64, Dup)> = exact_dups(work, plan)?
-        .into_iter()
-        .map(|(o, of)| {
-            (
-                o,
-                Dup {
-                    of,
-                    near: false,
-                    similarity: 1.0,
-                },
-            )
-        })
-        .collect();
-    let dir = &require(work, plan, Step::Cluster)?[0];
-    let mut records = Records::<3>::open(dir.join("near.bin"))?;
-    while let Some([o, of, similarity]) = records.next()? {
-        dups.push((
-            o,
-            Dup {
-                of,
-                near: true,
-                similarity: f32::from_bits(similarity as u32),
-            },
-        ));
-    }
-    dups.sort_unstable_by_key(|d| d.0);
-    Ok(dups)
-}
 
 /// A filter rank's results, beside its shards.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -73,18 +41,11 @@ pub(super) fn filter(
         });
     }
     let (lo, hi) = (offsets[rank], offsets[rank + 1]);
-    let mut dups: FxHashMap<u64, Dup> = FxHashMap::default();
-    let mut roots: FxHashSet<u64> = FxHashSet::default();
-    if plan.config.dedup != Dedup::None {
-        for (o, dup) in all_dups(work, plan)? {
-            if (lo..hi).contains(&dup.of) {
-                roots.insert(dup.of);
-            }
-            if (lo..hi).contains(&o) {
-                dups.insert(o, dup);
-            }
-        }
-    }
+    let (dups, roots) = if plan.config.dedup == Dedup::None {
+        Default::default()
+    } else {
+        rank_dups(work, plan, rank)?
+    };
     let mut filtering = Filtering::new(cleaner, out, &dups, roots, lo)?;
     let parts = &plan.parts[range.clone()];
     let reading = Reading {

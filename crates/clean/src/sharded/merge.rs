@@ -104,9 +104,11 @@ pub(super) fn merge(work: &Path, plan: &Plan) -> Result<u64> {
                 seconds: 0.0,
                 memory: 0,
                 threads: 0,
+                peak_rss: 0,
             });
             times.max_seconds = times.max_seconds.max(m.seconds);
             times.task_seconds += m.seconds;
+            times.peak_rss = times.peak_rss.max(m.peak_rss);
             memory = memory.max(m.memory);
             a = a.min(m.started);
             b = b.max(m.started + m.seconds);

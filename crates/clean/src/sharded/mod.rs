@@ -89,6 +89,7 @@ pub fn run_task(work: &Path, step: Step, task: usize, cancel: &AtomicBool) -> Re
             seconds: started.elapsed().as_secs_f64(),
             memory,
             threads: rayon::current_num_threads(),
+            peak_rss: lmforge_executor::task::peak_rss().unwrap_or(0),
         })
         .map_err(Error::from)
 }

@@ -112,6 +112,9 @@ pub(super) struct Marker {
     /// The largest memory it held for the index (signatures, keys, tables), in bytes.
     pub(super) memory: u64,
     pub(super) threads: usize,
+    /// Its peak resident memory in bytes, as the system measured it (0: not measured).
+    #[serde(default)]
+    pub(super) peak_rss: u64,
 }
 
 fn hex128(bytes: &[u8]) -> String {
@@ -144,13 +147,20 @@ impl Plan {
         })
     }
 
+    /// The ranks that get a task: one per part at most, since a part is never split, so
+    /// that ranks beyond the parts cost nothing (no array task is started for them) and a
+    /// 1,000-rank plan of a small corpus runs as fast as the corpus allows.
+    pub fn working(&self) -> usize {
+        self.ranks.min(self.parts.len()).max(1)
+    }
+
     /// Tasks of `step`.
     pub fn tasks(&self, step: Step) -> usize {
         match step {
-            Step::Signatures | Step::Exact | Step::Filter => self.ranks,
+            Step::Signatures | Step::Exact | Step::Filter => self.working(),
             Step::Buckets => {
                 let (bands, _) = used_bands(self.config.bands(), self.config.minhash.perms);
-                self.ranks.min(bands).max(1)
+                self.working().min(bands).max(1)
             }
             Step::Cluster | Step::Merge => 1,
         }
@@ -223,7 +233,7 @@ impl Plan {
 
     /// The parts of rank `rank`.
     pub(super) fn rank_parts(&self, rank: usize) -> std::ops::Range<usize> {
-        lmforge_corpus::assign(&self.parts, self.ranks)[rank].clone()
+        lmforge_corpus::assign(&self.parts, self.working())[rank].clone()
     }
 }
 
@@ -286,8 +296,8 @@ pub(super) fn no_progress(_: &Progress) {}
 
 /// Every rank's counts, and the first global ordinal of each rank.
 pub(super) fn rank_counts(work: &Path, plan: &Plan) -> Result<(Vec<Counts>, Vec<u64>)> {
-    let mut counts = Vec::with_capacity(plan.ranks);
-    let mut offsets = Vec::with_capacity(plan.ranks + 1);
+    let mut counts = Vec::with_capacity(plan.working());
+    let mut offsets = Vec::with_capacity(plan.working() + 1);
     let mut total = 0;
     for dir in require(work, plan, Step::Signatures)? {
         let c: Counts = read_json(&dir.join("counts.json"))?;

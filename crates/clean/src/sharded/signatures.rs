@@ -5,13 +5,14 @@ use std::sync::atomic::AtomicBool;
 
 use super::exact::exact_task;
 use super::plan::{Counts, Plan, Step, no_progress};
-use super::records::{Writer, write_json};
+use super::records::{Writer, write_index, write_json};
 use crate::config::Dedup;
 use crate::lsh::{bucket, used_bands};
 use crate::run::{Item, Pass, Reading};
 use crate::{Cleaner, Error, Result};
 
-/// Step 1 of rank `rank`: exact keys by exact task, signatures, band keys.
+/// Step 1 of rank `rank`: exact keys grouped by exact task (`exact.bin`, indexed by
+/// `exact.idx`), signatures, band keys.
 pub(super) fn signatures(
     plan: &Plan,
     cleaner: &Cleaner,
@@ -34,12 +35,9 @@ pub(super) fn signatures(
     let perms = config.minhash.perms;
     let (bands, rows) = used_bands(cleaner.bands(), perms);
     let exact_tasks = plan.tasks(Step::Exact);
-    let mut exact: Vec<Writer> = Vec::new();
-    if dedup {
-        for t in 0..exact_tasks {
-            exact.push(Writer::create(out.join(format!("exact-{t:05}.bin")))?);
-        }
-    }
+    // (exact task, key, local ordinal): one file sorted by task with an index, not a file
+    // per task, so that a rank's open files and buffers do not grow with the task count.
+    let mut exact: Vec<(u32, u64, u64)> = Vec::new();
     let mut signatures = if near {
         Some(Writer::create(out.join("signatures.bin"))?)
     } else {
@@ -77,7 +75,7 @@ pub(super) fn signatures(
             for (key, signature) in cleaner.hash_batch(&batch.items).into_iter().flatten() {
                 let local = counts.documents;
                 counts.documents += 1;
-                exact[exact_task(key, exact_tasks)].put(&[key, local])?;
+                exact.push((exact_task(key, exact_tasks) as u32, key, local));
                 let Some(w) = signatures.as_mut() else {
                     continue;
                 };
@@ -107,9 +105,22 @@ pub(super) fn signatures(
         }
         Ok(counts.documents)
     })?;
-    let memory = keys.iter().map(|k| k.capacity() * 8).sum::<usize>() as u64;
-    for w in exact {
+    let memory = (keys.iter().map(|k| k.capacity() * 8).sum::<usize>()
+        + exact.capacity() * std::mem::size_of::<(u32, u64, u64)>()) as u64;
+    if dedup {
+        // Within a task, local ordinals ascend: the exact step keeps the first copy it reads.
+        exact.sort_unstable_by_key(|&(task, _, local)| (task, local));
+        let mut w = Writer::create(out.join("exact.bin"))?;
+        let mut offsets = Vec::with_capacity(exact_tasks + 1);
+        for (at, &(task, key, local)) in exact.iter().enumerate() {
+            while offsets.len() <= task as usize {
+                offsets.push(at as u64);
+            }
+            w.put(&[key, local])?;
+        }
+        offsets.resize(exact_tasks + 1, exact.len() as u64);
         w.finish()?;
+        write_index(out.join("exact.idx"), &offsets)?;
     }
     if let Some(w) = signatures {
         w.finish()?;

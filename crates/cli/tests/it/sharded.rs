@@ -249,7 +249,7 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
 
     // A rank that fails is named with its log, and the run stops before the later steps.
     std::fs::remove_dir_all(work.join("exact/task-00001")).unwrap();
-    std::fs::write(work.join("signatures/task-00002/exact-00001.bin"), b"trunc").unwrap();
+    std::fs::write(work.join("signatures/task-00002/exact.bin"), b"trunc").unwrap();
     std::fs::remove_dir_all(work.join("merge/task-00000")).unwrap();
     let failed = run();
     let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
@@ -261,7 +261,7 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
     );
     let log = std::fs::read_to_string(work.join("logs/clean-exact/task-00001.log")).unwrap();
     assert!(
-        log.contains("exact-00001.bin") && log.contains("whole number"),
+        log.contains("task-00002/exact.bin") && log.contains("whole number"),
         "{log}"
     );
 
