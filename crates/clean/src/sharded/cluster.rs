@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::buckets::{BandStats, Signatures};
 use super::exact::exact_dups;
-use super::plan::{Plan, Step, rank_counts, require};
+use super::plan::{Ordinals, Plan, Step, require};
 use super::records::{Records, Writer, index_range, read_json, write_index, write_json};
 use crate::config::Dedup;
 use crate::run::Dup;
@@ -36,7 +36,9 @@ pub(super) fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
     let mut stats = ClusterStats::default();
     let mut memory = 0;
     let mut near = Vec::new();
-    let (_, offsets) = rank_counts(work, plan)?;
+    let ordinals = Ordinals::of(work, plan)?;
+    write_json(&out.join("ordinals.json"), &ordinals)?;
+    let offsets = ordinals.offsets;
     if plan.config.dedup == Dedup::Minhash {
         let dirs = require(work, plan, Step::Buckets)?;
         let mut pair_files = Vec::new();

@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 use serde::{Deserialize, Serialize};
 
 use super::cluster::rank_dups;
-use super::plan::{Plan, no_progress, rank_counts};
-use super::records::{Writer, write_json};
+use super::plan::{Ordinals, Plan, Step, no_progress, require};
+use super::records::{Writer, read_json, write_json};
 use crate::config::Dedup;
 use crate::run::{FilterState, Filtering, Pass, Reading};
 use crate::{Cleaner, Error, Result};
@@ -29,17 +29,22 @@ pub(super) fn filter(
     out: &Path,
     cancel: &AtomicBool,
 ) -> Result<u64> {
-    let (counts, offsets) = rank_counts(work, plan)?;
-    let range = plan.rank_parts(rank);
-    // Lines before each part, from the counts of the parts before it in the same file.
-    let part_counts: Vec<(u64, u64)> = counts.iter().flat_map(|c| c.parts.clone()).collect();
-    let mut lines = Vec::with_capacity(plan.parts.len());
-    for (at, part) in plan.parts.iter().enumerate() {
-        lines.push(match at.checked_sub(1) {
-            Some(prev) if plan.parts[prev].file == part.file => lines[prev] + part_counts[prev].1,
-            _ => 0,
+    let dir = &require(work, plan, Step::Cluster)?[0];
+    let path = dir.join("ordinals.json");
+    let Ordinals { offsets, lines } = read_json(&path)?;
+    if offsets.len() != plan.tasks(Step::Filter) + 1 || lines.len() != plan.parts.len() {
+        return Err(crate::Error::Output {
+            file: path,
+            reason: format!(
+                "{} offsets and {} part line counts, for {} ranks and {} parts",
+                offsets.len(),
+                lines.len(),
+                plan.tasks(Step::Filter),
+                plan.parts.len()
+            ),
         });
     }
+    let range = plan.rank_parts(rank);
     let (lo, hi) = (offsets[rank], offsets[rank + 1]);
     let (dups, roots) = if plan.config.dedup == Dedup::None {
         Default::default()

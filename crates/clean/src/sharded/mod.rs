@@ -62,7 +62,7 @@ pub fn run_task(work: &Path, step: Step, task: usize, cancel: &AtomicBool) -> Re
             step.name()
         )));
     }
-    if plan.pending(work, step)?.binary_search(&task).is_err() {
+    if plan.finished(work, step, task, &plan.fingerprint())? {
         return Ok(());
     }
     let started = Instant::now();

@@ -11,6 +11,9 @@ use crate::lsh::used_bands;
 use crate::run::Progress;
 use crate::{Config, Error, Result, io};
 
+/// The most tasks of the `exact` step.
+const EXACT_TASKS: usize = 64;
+
 /// The steps, in the order they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -157,7 +160,11 @@ impl Plan {
     /// Tasks of `step`.
     pub fn tasks(&self, step: Step) -> usize {
         match step {
-            Step::Signatures | Step::Exact | Step::Filter => self.working(),
+            Step::Signatures | Step::Filter => self.working(),
+            // Each exact task reads its slice of every rank's keys: more tasks than this
+            // would multiply the files opened (tasks × ranks) for no gain, as the step is
+            // short; its memory is the keys it owns, 17 bytes each.
+            Step::Exact => self.working().min(EXACT_TASKS),
             Step::Buckets => {
                 let (bands, _) = used_bands(self.config.bands(), self.config.minhash.perms);
                 self.working().min(bands).max(1)
@@ -221,14 +228,26 @@ impl Plan {
         let fingerprint = self.fingerprint();
         let mut pending = Vec::new();
         for task in 0..self.tasks(step) {
-            let done: Option<Marker> = marker(&task_dir(work, step, task))?;
-            let output_gone =
-                step == Step::Merge && !self.dir.join(&self.output).join("report.json").exists();
-            if output_gone || done.is_none_or(|m| m.plan != fingerprint) {
+            if !self.finished(work, step, task, &fingerprint)? {
                 pending.push(task);
             }
         }
         Ok(pending)
+    }
+
+    /// Whether task `task` of `step` finished for this plan (one marker read: a task asks
+    /// this of itself, and reading every task's would cost ranks² reads in all).
+    pub(super) fn finished(
+        &self,
+        work: &Path,
+        step: Step,
+        task: usize,
+        fingerprint: &Fingerprint,
+    ) -> Result<bool> {
+        let done: Option<Marker> = marker(&task_dir(work, step, task))?;
+        let output_gone =
+            step == Step::Merge && !self.dir.join(&self.output).join("report.json").exists();
+        Ok(!output_gone && done.is_some_and(|m| m.plan == *fingerprint))
     }
 
     /// The parts of rank `rank`.
@@ -307,4 +326,33 @@ pub(super) fn rank_counts(work: &Path, plan: &Plan) -> Result<(Vec<Counts>, Vec<
     }
     offsets.push(total);
     Ok((counts, offsets))
+}
+
+/// Where each rank's documents and each part's lines begin: what a filter rank needs of the
+/// other ranks' counts, written once by the cluster step (`ordinals.json`) so that each
+/// filter task reads one file, not every rank's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(super) struct Ordinals {
+    /// The first global ordinal of each rank, and the total last.
+    pub(super) offsets: Vec<u64>,
+    /// Lines of its file before each part.
+    pub(super) lines: Vec<u64>,
+}
+
+impl Ordinals {
+    pub(super) fn of(work: &Path, plan: &Plan) -> Result<Ordinals> {
+        let (counts, offsets) = rank_counts(work, plan)?;
+        // Lines before each part, from the counts of the parts before it in the same file.
+        let part_counts: Vec<(u64, u64)> = counts.iter().flat_map(|c| c.parts.clone()).collect();
+        let mut lines = Vec::with_capacity(plan.parts.len());
+        for (at, part) in plan.parts.iter().enumerate() {
+            lines.push(match at.checked_sub(1) {
+                Some(prev) if plan.parts[prev].file == part.file => {
+                    lines[prev] + part_counts[prev].1
+                }
+                _ => 0,
+            });
+        }
+        Ok(Ordinals { offsets, lines })
+    }
 }

@@ -287,6 +287,99 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Peak resident memory of each step's largest task, from a sharded run's report.
+fn step_peaks(out: &Path) -> Vec<(String, f64)> {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    report["sharded"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["peak_rss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// 1,000 ranks that each have a part, under a limit of 128 open files per process: every
+/// task's open files and memory must not grow with the rank count (a file per rank per task
+/// ran out of descriptors). Then 1,000 ranks over a corpus of a few parts: only the ranks
+/// with parts get tasks.
+#[test]
+fn a_thousand_ranks_under_a_small_file_limit_equal_one_process() {
+    let dir = tempdir("sharded", "thousand");
+    let input = corpus(&dir);
+    let flags = [
+        "--languages",
+        "fr,es",
+        "--shard-mb",
+        "1",
+        "--part-mb",
+        "0.008",
+    ];
+    let single = dir.join("single");
+    let mut args = vec!["clean", "--input", s(&input), "--output", s(&single)];
+    args.extend(flags);
+    ok(&lmforge(&args));
+    let run = |ranks: &str, out: &Path, part_mb: &str| {
+        let work = out.with_extension("work");
+        let mut flags = flags.to_vec();
+        *flags.last_mut().unwrap() = part_mb;
+        Command::new("sh")
+            .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_lmforge"))
+            .args(["clean", "--input", s(&input), "--output", s(out)])
+            .args(flags)
+            .args(["--ranks", ranks, "--work", s(&work)])
+            .output()
+            .unwrap()
+    };
+    let ten = dir.join("ten");
+    ok(&run("10", &ten, "0.008"));
+    same(&single, &ten, "10 ranks");
+    let thousand = dir.join("thousand");
+    let out = run("1000", &thousand, "0.008");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    assert!(
+        stderr.contains("clean-filter: 1000 of 1000 tasks to run"),
+        "{stderr}"
+    );
+    same(&single, &thousand, "1,000 ranks");
+    // Every step's largest task at 1,000 ranks against 10: flat, whatever the ranks.
+    for ((step, at_ten), (_, at_thousand)) in
+        step_peaks(&ten).into_iter().zip(step_peaks(&thousand))
+    {
+        assert!(
+            at_ten > 0.0 && at_thousand <= at_ten * 1.2,
+            "{step}: peak resident memory {at_thousand} bytes at 1,000 ranks, {at_ten} at 10"
+        );
+    }
+
+    // Ranks beyond the parts start no task.
+    let few = dir.join("few");
+    let out = run("1000", &few, "1");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(&out);
+    let plan: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(few.with_extension("work").join("plan.json")).unwrap(),
+    )
+    .unwrap();
+    let parts = plan["parts"].as_array().unwrap().len();
+    assert!(parts < 20, "{parts} parts");
+    assert!(
+        stderr.contains(&format!("({parts} ranks have parts and run)"))
+            && stderr.contains(&format!(
+                "clean-signatures: {parts} of {parts} tasks to run"
+            )),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Whether this machine has a Slurm that answers; under CI a missing one fails the test.
 pub fn slurm() -> bool {
     let up = Command::new("sinfo")
