@@ -300,9 +300,9 @@ fn count_ranks(args: &TrainArgs, ranks: usize) -> Result<PathBuf> {
         program: program()?,
         args: task_args,
         pending: plan.pending(&work)?,
-        tasks: ranks,
+        tasks: plan.working(),
     };
-    args.shard.run(&[job], &work, ranks)?;
+    args.shard.run(&[job], &work, plan.working())?;
     let counts: Vec<PathBuf> = plan
         .finished(&work)?
         .into_iter()

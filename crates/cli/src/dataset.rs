@@ -276,7 +276,7 @@ fn convert_ranks(args: &ConvertArgs, files: Vec<PathBuf>, ranks: usize) -> Resul
         task_args.push("--append-eod".into());
     }
     let workers = match args.workers {
-        0 => args.shard.threads_per_task(ranks),
+        0 => args.shard.threads_per_task(plan.working()),
         n => n,
     };
     if workers > 0 {
@@ -294,9 +294,9 @@ fn convert_ranks(args: &ConvertArgs, files: Vec<PathBuf>, ranks: usize) -> Resul
         program: program()?,
         args: task_args,
         pending: plan.pending(&work)?,
-        tasks: ranks,
+        tasks: plan.working(),
     };
-    args.shard.run(&[job], &work, ranks)?;
+    args.shard.run(&[job], &work, plan.working())?;
     let dirs = plan.finished(&work)?;
     if let Some(dir) = args
         .output_prefix

@@ -303,12 +303,18 @@ impl FilePlan {
         work.join(&self.stage).join(format!("task-{rank:05}"))
     }
 
+    /// The ranks that get a task: at most one per input file, since files are not split,
+    /// so that ranks beyond the files start no process.
+    pub fn working(&self) -> usize {
+        self.ranks.min(self.inputs.len()).max(1)
+    }
+
     /// The ranks without a completion marker of this plan; a marker of another plan is an
     /// error naming its folder.
     pub fn pending(&self, work: &Path) -> Result<Vec<usize>> {
         let id = self.id();
         let mut pending = Vec::new();
-        for rank in 0..self.ranks {
+        for rank in 0..self.working() {
             let dir = self.task_dir(work, rank);
             match marker::<FileMarker>(&dir)? {
                 None => pending.push(rank),
@@ -330,19 +336,24 @@ impl FilePlan {
             bail!(
                 "{}: ranks {pending:?} of {} have not finished",
                 work.display(),
-                self.ranks
+                self.working()
             );
         }
-        Ok((0..self.ranks).map(|r| self.task_dir(work, r)).collect())
+        Ok((0..self.working())
+            .map(|r| self.task_dir(work, r))
+            .collect())
     }
 
     /// Rank `rank`'s files: contiguous runs of whole files of about equal bytes.
     pub fn files_of(&self, rank: usize) -> Result<Vec<PathBuf>> {
-        if rank >= self.ranks {
-            bail!("--rank {rank} is not below the plan's {} ranks", self.ranks);
+        if rank >= self.working() {
+            bail!(
+                "--rank {rank} is not below the plan's {} ranks with files",
+                self.working()
+            );
         }
         let files: Vec<PathBuf> = self.inputs.iter().map(|i| i.file.clone()).collect();
-        share(&files, rank, self.ranks)
+        share(&files, rank, self.working())
     }
 
     /// Starts task `rank` of the plan in `work`, after checking that `self` (what the task
@@ -464,7 +475,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         for ranks in 1..6 {
             let (plan, _) = plan_in(&dir, ranks);
-            let all: Vec<PathBuf> = (0..ranks).flat_map(|r| plan.files_of(r).unwrap()).collect();
+            // Ranks beyond the files get no task.
+            assert_eq!(plan.working(), ranks.min(plan.inputs.len()));
+            assert!(plan.files_of(plan.working()).is_err());
+            let all: Vec<PathBuf> = (0..plan.working())
+                .flat_map(|r| plan.files_of(r).unwrap())
+                .collect();
             let inputs: Vec<PathBuf> = plan.inputs.iter().map(|i| i.file.clone()).collect();
             assert_eq!(all, inputs, "{ranks} ranks");
         }

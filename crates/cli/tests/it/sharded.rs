@@ -579,18 +579,31 @@ fn bpe_train_and_convert_as_job_arrays_equal_one_process_for_any_rank_count() {
             .map(|ext| std::fs::read(format!("{}_text_document.{ext}", prefix.display())).unwrap())
     };
     let one = data(&dir.join("one/corpus"));
-    // 7 ranks over 5 files: two ranks get nothing, and still commit (empty counts, empty data).
+    // 7 ranks over 5 files: the two ranks without a file start no task.
     for ranks in ["1", "2", "7"] {
         let tokenizer = dir.join(format!("r{ranks}/tokenizer.json"));
         std::fs::create_dir_all(tokenizer.parent().unwrap()).unwrap();
-        ok(&train(&tokenizer, &["--ranks", ranks, "--parallel", "2"]));
+        let trained = train(&tokenizer, &["--ranks", ranks, "--parallel", "2"]);
+        ok(&trained);
+        let tasks = ranks.parse::<usize>().unwrap().min(5);
+        let stderr = String::from_utf8_lossy(&trained.stderr);
+        assert!(
+            stderr.contains(&format!("bpe-count: {tasks} of {tasks} tasks to run")),
+            "{stderr}"
+        );
         assert_eq!(
             std::fs::read(&whole).unwrap(),
             std::fs::read(&tokenizer).unwrap(),
             "tokenizer.json from {ranks} count ranks"
         );
         let prefix = dir.join(format!("r{ranks}/data/corpus"));
-        ok(&convert(&tokenizer, &prefix, &["--ranks", ranks]));
+        let converted = convert(&tokenizer, &prefix, &["--ranks", ranks]);
+        ok(&converted);
+        let stderr = String::from_utf8_lossy(&converted.stderr);
+        assert!(
+            stderr.contains(&format!("convert: {tasks} of {tasks} tasks to run")),
+            "{stderr}"
+        );
         assert!(data(&prefix) == one, "{ranks} conversion ranks differ");
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(format!("{}.report.json", prefix.display())).unwrap(),
