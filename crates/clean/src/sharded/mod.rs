@@ -1,25 +1,28 @@
 //! A cleaning run as job arrays over a shared work folder: the same answer as
 //! [`Cleaner::run`], byte for byte, for any number of ranks.
 //!
-//! The input is cut into [`Part`]s that do not depend on the rank count, and rank `r` of `N`
+//! The input is cut into [`Part`](lmforge_corpus::Part)s that do not depend on the rank count, and rank `r` of `N`
 //! reads a contiguous run of them. The steps, each a job array whose tasks are plain
 //! `lmforge clean --work W --step S --rank R` processes:
 //!
 //! | step | tasks | reads | writes (`W/STEP/task-NNNNN/`) |
 //! |---|---|---|---|
-//! | `signatures` | N | its parts | `counts.json` (documents and lines per part), `exact-TTTTT.bin` (key, local ordinal) per exact task, `signatures.bin` (one record per document), `band-BBB.bin` (sorted bucket·ordinal keys) |
-//! | `exact` | N | every rank's `exact-T.bin` | `dups.bin`: (ordinal, first ordinal) of every exact copy |
-//! | `buckets` | min(N, bands) | every rank's `band-B.bin` of its bands, signatures of bucket members | `pairs-BBB.bin`: verified (earlier, later) pairs, `stats.json` |
-//! | `cluster` | 1 | every pair | `near.bin`: (ordinal, survivor, similarity) |
-//! | `filter` | N | its parts, the duplicates | shards, `duplicates.jsonl`, `survivors.jsonl`, `state.json` |
+//! | `signatures` | N | its parts | `counts.json` (documents and lines per part), `exact.bin` (key, local ordinal) grouped by exact task with `exact.idx`, `signatures.bin` (one record per document), `band-BBB.bin` (sorted bucket·ordinal keys) |
+//! | `exact` | min(N, 64) | its slice of every rank's `exact.bin` | `dups.bin`: (ordinal, first ordinal) of every exact copy |
+//! | `buckets` | min(N, bands) | every rank's `band-B.bin` of its bands (64 at a time), signatures of bucket members | `pairs-BBB.bin`: verified (earlier, later) pairs, `stats.json` |
+//! | `cluster` | 1 | every pair, every rank's counts | `dups.bin`/`dups.idx` (every duplicate by ordinal), `roots.bin`/`roots.idx` (the survivors duplicated), `ordinals.json` |
+//! | `filter` | N | its parts, its slices of the cluster step's lists | shards, `duplicates.jsonl`, `survivors.jsonl`, `state.json` |
 //! | `merge` | 1 | every rank's outputs | the output folder (shards renumbered, `duplicates.jsonl`, `report.json`) |
 //!
-//! Ordinals are global input positions: a rank knows its first one from the `signatures`
-//! counts of the ranks before it. Every task writes into a hidden folder and commits it with
+//! `N` is the ranks that have a part ([`Plan::working`]). No task holds a file or a buffer per
+//! rank beyond 64 at once, so open files and memory do not grow with `N`.
+//!
+//! Ordinals are global input positions: the cluster step turns the `signatures` counts into
+//! each rank's first ordinal. Every task writes into a hidden folder and commits it with
 //! a marker that names the plan (rank count, configuration, input set); a later step refuses
 //! outputs of another plan, naming what differs. Memory of the cluster step is bounded by the
-//! pairs: 16 bytes per verified pair while the node list is built, then 12 bytes per document
-//! that is in a pair.
+//! pairs (16 bytes per verified pair while the node list is built, then 12 bytes per document
+//! that is in a pair) and the duplicates (24 bytes each).
 
 mod buckets;
 mod cluster;
