@@ -410,6 +410,66 @@ fn srun_with_pmix_trains_as_mpirun_does() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn a_killed_rank_under_srun_stops_the_run_naming_it() {
+    // A missing Slurm fails under LMFORGE_REQUIRE_SLURM (always set in CI).
+    if !crate::sharded::slurm() {
+        return;
+    }
+    let dir = tempdir("srun-kill");
+    let (tokenizer, prefix) = data(&dir, "bpe");
+    let save = dir.join("killed");
+    let mut run = flags(&prefix, &tokenizer, &save, "2000");
+    run.extend(["--save-interval", "2"]);
+    let log = dir.join("srun.log");
+    let mut srun = Command::new("srun");
+    srun.args([
+        "--mpi=pmix",
+        "-n",
+        "2",
+        "--kill-on-bad-exit=1",
+        "--time=00:10:00",
+    ])
+    .arg(env!("CARGO_BIN_EXE_lmforge"))
+    .args(&run)
+    .env("RAYON_NUM_THREADS", "1");
+    let mut child = spawn(srun, &log);
+    let victim = pid_of(&log, 1, 2);
+    let started = Instant::now();
+    while latest(&save) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = fs::metadata(&log).unwrap().len() as usize;
+    let killed = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait(
+        &mut child,
+        Duration::from_secs(60),
+        "srun after a kill -9 of rank 1",
+    );
+    assert!(!status.success());
+    let bytes = fs::read(&log).unwrap();
+    let after = String::from_utf8_lossy(&bytes[before.min(bytes.len())..]);
+    // Slurm numbers tasks as MPI numbers ranks: "srun: error: HOST: task 1: Killed".
+    assert!(
+        after.contains("task 1: Killed"),
+        "after the kill, srun names the dead rank: {after}"
+    );
+    assert!(
+        latest(&save) < 2000,
+        "the run ended although a rank was killed"
+    );
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The weights, gradient and optimizer bytes `lmforge model info` counts per rank for `save`'s model in
 /// `dtype`, its optimizer sharded over `ranks`.
 fn info_bytes(save: &Path, dtype: &str, ranks: usize) -> (u64, u64, u64) {
