@@ -453,6 +453,39 @@ fn slurm_job_arrays_equal_one_process() {
     let script = std::fs::read_to_string(work.join("logs/clean-filter/job.sbatch")).unwrap();
     assert!(script.contains("#SBATCH --array=2%4"), "{script}");
     same(&single, &out, "after resubmitting one rank");
+
+    // An array task that exits 1 under Slurm: the run fails naming the task and its log, the
+    // later arrays are never run; the re-run submits that task alone.
+    let keys = work.join("signatures/task-00002/exact.bin");
+    let good = std::fs::read(&keys).unwrap();
+    std::fs::write(&keys, b"trunc").unwrap();
+    std::fs::remove_dir_all(work.join("exact/task-00001")).unwrap();
+    std::fs::remove_dir_all(work.join("merge/task-00000")).unwrap();
+    let failed = run();
+    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("job `clean-exact`: 1 of its tasks failed: task 1")
+            && stderr.contains("logs/clean-exact/task-00001.log"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(work.join("logs/clean-exact/task-00001.log")).unwrap();
+    assert!(
+        log.contains("task-00002/exact.bin") && log.contains("whole number"),
+        "{log}"
+    );
+    assert!(!work.join("merge/task-00000").exists());
+    std::fs::write(&keys, good).unwrap();
+    let again = run();
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
+    ok(&again);
+    assert!(
+        stderr.contains("clean-exact: 1 of 4 tasks to run"),
+        "{stderr}"
+    );
+    let script = std::fs::read_to_string(work.join("logs/clean-exact/job.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=1%4"), "{script}");
+    same(&single, &out, "after the failed task re-ran");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
