@@ -5,6 +5,7 @@ mod bench;
 mod dataset;
 mod fixtures;
 mod flags;
+mod install;
 mod loadtest;
 mod pipeline;
 mod test;

@@ -104,7 +104,7 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
         timings.push((name.to_string(), start.elapsed().as_secs_f64()));
         Ok(())
     };
-    step("prerequisites", &mut || prerequisites(flags))?;
+    step("prerequisites", &mut || prerequisites(root, flags))?;
     // Multi-process training is built and tested where Open MPI is installed (always in CI).
     let mpi = mpi_installed();
     step("datasets checksums", &mut || {
@@ -221,7 +221,77 @@ fn xdg_runtime_dir() -> Result<String> {
 }
 
 /// What `cargo test` needs beyond Rust itself; says how to install what is missing.
-fn prerequisites(flags: &Test) -> Result<()> {
+/// Checks what the tests need from the system. As root (or with password-less sudo) with
+/// apt-get, what is missing is installed and a one-node Slurm started (stopped when the run
+/// ends); elsewhere a missing driver, browser or tool is an error naming what to install, and
+/// a missing Open MPI or Slurm skips their tests (an error under CI=true).
+fn prerequisites(root: &Path, flags: &Test) -> Result<()> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let admin = crate::install::as_root();
+    let missing = missing_needs();
+    if let Some(sudo) = &admin {
+        crate::install::apt_install(sudo, &missing)?;
+    }
+    if !flags.no_lint && !rust_lints() {
+        println!("installing rustfmt and clippy (rustup component add rustfmt clippy)");
+        let status = Command::new("rustup")
+            .args(["component", "add", "rustfmt", "clippy"])
+            .status()
+            .context("running rustup")?;
+        ensure!(
+            status.success(),
+            "rustup component add rustfmt clippy failed ({status})"
+        );
+    }
+    if admin.is_some() && !slurm_answers() {
+        crate::install::start_slurm(root)?;
+    }
+    let mut errors = Vec::new();
+    for need in missing_needs() {
+        let optional =
+            std::ptr::eq(need, &crate::install::MPI) || std::ptr::eq(need, &crate::install::SLURM);
+        if !optional || ci {
+            errors.push(need.advice());
+        }
+    }
+    let slurm = slurm_answers();
+    if !slurm && ci {
+        errors.push(
+            "a Slurm cluster for the sharded data stages' job-array tests: run `cargo xtask \
+             test` as root to have it started, or `sudo .ci/slurm up` (one node on this machine)"
+                .into(),
+        );
+    }
+    if !flags.no_lint && !rust_lints() {
+        errors.push("rustfmt and clippy: `rustup component add rustfmt clippy`".into());
+    }
+    if !errors.is_empty() {
+        bail!("missing prerequisites:\n  - {}", errors.join("\n  - "));
+    }
+    println!("Vulkan loader and driver found; chromium, curl, rustfmt and clippy present");
+    if mpi_installed() {
+        println!("Open MPI found: lmforge is built with `--features mpi` and its mpirun tests run");
+    } else {
+        println!(
+            "no Open MPI: the multi-process training tests are not built; to run them install {} \
+             (under CI=true this is an error)",
+            crate::install::MPI.advice()
+        );
+    }
+    if slurm {
+        println!("Slurm answers: the job-array tests run on it");
+    } else {
+        println!(
+            "no Slurm answers: the job-array tests are skipped (run as root to have one \
+             started, or `sudo .ci/slurm up`; under CI=true this is an error)"
+        );
+    }
+    Ok(())
+}
+
+/// The system dependencies not found here.
+fn missing_needs() -> Vec<&'static crate::install::Need> {
+    use crate::install::{CHROMIUM, CURL, MPI, SLURM, VULKAN};
     let mut missing = Vec::new();
     // ldconfig lives in /sbin, off a normal user's PATH on Debian.
     let loader = ["ldconfig", "/sbin/ldconfig", "/usr/sbin/ldconfig"]
@@ -242,62 +312,32 @@ fn prerequisites(flags: &Test) -> Result<()> {
             })
         });
     if !loader || !icd {
-        missing.push(
-            "a Vulkan driver for the wgpu tests: on Debian/Ubuntu `apt-get install \
-             mesa-vulkan-drivers libvulkan1` (lavapipe, Mesa's CPU Vulkan driver)",
-        );
+        missing.push(&VULKAN);
     }
     if Command::new("chromium").arg("--version").output().is_err() {
-        missing
-            .push("Chromium, to drive the serving playground headless: `apt-get install chromium`");
+        missing.push(&CHROMIUM);
     }
     if Command::new("curl").arg("--version").output().is_err() {
-        missing.push("curl, to fetch the tokenizer fixtures: `apt-get install curl`");
+        missing.push(&CURL);
     }
-    if !flags.no_lint {
-        for tool in ["fmt", "clippy"] {
-            let ok = crate::cargo_command(Path::new("."), &[tool, "--version"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                missing.push("rustfmt and clippy: `rustup component add rustfmt clippy`");
-                break;
-            }
-        }
+    if !mpi_installed() {
+        missing.push(&MPI);
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let mpi = mpi_installed();
-    if !mpi && ci {
-        missing.push(MPI_INSTALL);
+    let slurm_tools = ["sbatch", "sinfo", "srun"]
+        .iter()
+        .all(|tool| Command::new(tool).arg("--version").output().is_ok());
+    if !slurm_tools {
+        missing.push(&SLURM);
     }
-    let slurm = slurm_answers();
-    if !slurm && ci {
-        missing.push(
-            "a Slurm cluster for the sharded data stages' job-array tests: `sudo .ci/slurm up` \
-             (Debian's slurmctld, slurmd, slurm-client and munge, one node on this machine)",
-        );
-    }
-    if !missing.is_empty() {
-        bail!("missing prerequisites:\n  - {}", missing.join("\n  - "));
-    }
-    println!("Vulkan loader and driver found; chromium, curl, rustfmt and clippy present");
-    if mpi {
-        println!("Open MPI found: lmforge is built with `--features mpi` and its mpirun tests run");
-    } else {
-        println!(
-            "no Open MPI: the multi-process training tests are not built; to run them install {MPI_INSTALL} \
-             (under CI=true this is an error)"
-        );
-    }
-    if slurm {
-        println!("Slurm answers: the job-array tests run on it");
-    } else {
-        println!(
-            "no Slurm answers: the job-array tests are skipped (`sudo .ci/slurm up` starts a \
-             one-node cluster; under CI=true this is an error)"
-        );
-    }
-    Ok(())
+    missing
+}
+
+fn rust_lints() -> bool {
+    ["fmt", "clippy"].iter().all(|tool| {
+        crate::cargo_command(Path::new("."), &[tool, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 pub const MPI_INSTALL: &str = "Open MPI and libclang for the multi-process training tests (the `mpi` \
