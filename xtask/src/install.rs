@@ -78,13 +78,15 @@ pub fn apt_install(root: &[&str], needs: &[&Need]) -> Result<()> {
         println!("installing {} ({})", need.what, need.packages.join(" "));
     }
     let apt = |args: &[&str]| -> Result<()> {
-        let (program, rest) = match root.split_first() {
-            Some((sudo, flags)) => (*sudo, [flags, &["apt-get"][..], args].concat()),
-            None => ("apt-get", args.to_vec()),
-        };
-        let status = Command::new(program)
-            .args(&rest)
-            .env("DEBIAN_FRONTEND", "noninteractive")
+        // Through `env`, so that sudo passes the variable on.
+        let mut command = Command::new(root.first().copied().unwrap_or("env"));
+        if !root.is_empty() {
+            command.args(&root[1..]).arg("env");
+        }
+        let status = command
+            .arg("DEBIAN_FRONTEND=noninteractive")
+            .arg("apt-get")
+            .args(args)
             .stdout(Stdio::null())
             .status()
             .with_context(|| format!("running apt-get {}", args.join(" ")))?;
