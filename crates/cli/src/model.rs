@@ -123,6 +123,7 @@ fn info(args: &InfoArgs) -> Result<()> {
                 config
                     .memory(d, args.micro_batch, seq_len)
                     .with_sharded_optimizer(sharded_over, n)
+                    .with_data_parallel(args.data_parallel_size, sharded_over > 1, n)
             })
             .collect(),
         config,
@@ -144,11 +145,12 @@ fn info(args: &InfoArgs) -> Result<()> {
         info.training_flops_per_token, info.inference_flops_per_token
     );
     println!(
-        "\n{:<6} {:>12} {:>12} {:>12} {:>14} {:>14} {:>16}",
+        "\n{:<6} {:>12} {:>12} {:>12} {:>13} {:>14} {:>14} {:>16}",
         "dtype",
         "weights GiB",
         "grads GiB",
         "AdamW GiB",
+        "step buf GiB",
         "activ. GiB",
         "KV/token KiB",
         "KV full ctx GiB"
@@ -156,11 +158,12 @@ fn info(args: &InfoArgs) -> Result<()> {
     let opt = |x: Option<f64>| x.map_or("-".to_string(), |b| format!("{:.3}", gib(b)));
     for m in &info.memory {
         println!(
-            "{:<6} {:>12.3} {:>12} {:>12} {:>14} {:>14.1} {:>16.3}",
+            "{:<6} {:>12.3} {:>12} {:>12} {:>13} {:>14} {:>14.1} {:>16.3}",
             format!("{:?}", m.dtype).to_lowercase(),
             gib(m.weights),
             opt(m.gradients),
             opt(m.optimizer),
+            opt(m.step_buffers),
             opt(m.activations),
             m.kv_cache_per_token / 1024.0,
             gib(m.kv_cache_full_context)
@@ -177,6 +180,13 @@ fn info(args: &InfoArgs) -> Result<()> {
             String::new()
         }
     );
+    if args.data_parallel_size > 1 {
+        println!(
+            "(step buffers: the f32 host vectors of {} data-parallel ranks' collectives, \
+             full-model size however the optimizer is sharded)",
+            args.data_parallel_size
+        );
+    }
     Ok(())
 }
 

@@ -421,8 +421,10 @@ fn finish(report: &lmforge_train::PretrainReport) {
     }
     let m = &report.memory;
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let state = m.weights_bytes + m.gradient_bytes + m.optimizer_bytes + m.step_buffer_bytes;
     eprintln!(
-        "memory per rank: weights {:.3} MiB, gradients {:.3} MiB, AdamW {:.3} MiB{}",
+        "memory per rank: weights {:.3} MiB, gradients {:.3} MiB, AdamW {:.3} MiB{}, step \
+         buffers {:.3} MiB: {:.3} MiB of training state",
         mib(m.weights_bytes),
         mib(m.gradient_bytes),
         mib(m.optimizer_bytes),
@@ -430,8 +432,25 @@ fn finish(report: &lmforge_train::PretrainReport) {
             format!(" (sharded over {} ranks)", m.optimizer_sharded_over)
         } else {
             String::new()
-        }
+        },
+        mib(m.step_buffer_bytes),
+        mib(state),
     );
+    if let Some(&largest) = report.peak_rss_bytes.iter().max()
+        && largest > 0
+    {
+        let by_rank: Vec<String> = report
+            .peak_rss_bytes
+            .iter()
+            .map(|&b| format!("{:.1}", mib(b)))
+            .collect();
+        eprintln!(
+            "peak resident memory, measured: {} MiB by rank (largest {:.1} MiB: the state above, \
+             activations, the program and its data)",
+            by_rank.join(", "),
+            mib(largest)
+        );
+    }
     if let (Some(l), Some(p)) = (report.valid_loss, report.valid_perplexity) {
         eprintln!("validation loss {l:.4}, perplexity {p:.2}");
     }

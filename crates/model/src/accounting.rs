@@ -150,6 +150,7 @@ impl GptConfig {
             gradients,
             optimizer,
             activations,
+            step_buffers: None,
             kv_cache_per_token: self.kv_cache_bytes_per_token(cache_dtype),
             kv_cache_full_context: self.kv_cache_bytes_per_token(cache_dtype)
                 * (self.max_seq_len * micro_batch) as f64,
@@ -170,6 +171,9 @@ pub struct MemoryEstimate {
     pub optimizer: Option<f64>,
     /// Activations kept for backward, for the batch and sequence asked about.
     pub activations: Option<f64>,
+    /// The f32 host vectors a step of several data-parallel ranks builds for its collectives
+    /// ([`step_buffer_values`]); `None` for one rank.
+    pub step_buffers: Option<f64>,
     /// Keys and values of one token (f16 for integer weights).
     pub kv_cache_per_token: f64,
     /// Keys and values of `micro_batch` sequences of `max_seq_len`.
@@ -188,6 +192,43 @@ impl MemoryEstimate {
         }
         self
     }
+
+    /// The estimate per rank of `ranks` data-parallel ranks, the optimizer sharded over them
+    /// or not: the step's host buffers added ([`step_buffer_values`]), for training dtypes.
+    pub fn with_data_parallel(
+        mut self,
+        ranks: usize,
+        sharded: bool,
+        params: usize,
+    ) -> MemoryEstimate {
+        if ranks > 1 && self.gradients.is_some() {
+            self.step_buffers = Some(4.0 * step_buffer_values(params, ranks, sharded) as f64);
+        }
+        self
+    }
+}
+
+/// Values per collective round of the gradients (16 MiB of f32): PyTorch DDP's 25 MB buckets
+/// in spirit. Long enough that latency does not matter, short enough that the host buffers
+/// MPI copies through stay small. lmforge-train's collectives use it.
+pub const COLLECTIVE_BUCKET_ELEMENTS: usize = 1 << 22;
+
+/// f32 values of the host vectors a training step of `ranks` data-parallel ranks builds for
+/// its collectives, over `params` trainable values: the all-reduce's flat copy of every
+/// gradient; with the optimizer sharded, the flat vector padded to `⌈params/ranks⌉ × ranks`
+/// (the gradients before the reduce-scatter, the gathered weights after it), this rank's shard
+/// and one round's send buffer. Zero for one rank. They are full-model size however many ranks
+/// share the optimizer: in bf16 they outweigh what sharding saves.
+pub fn step_buffer_values(params: usize, ranks: usize, sharded: bool) -> usize {
+    if ranks <= 1 {
+        return 0;
+    }
+    if !sharded {
+        return params;
+    }
+    let shard = params.div_ceil(ranks);
+    let flat = shard * ranks;
+    flat + shard + COLLECTIVE_BUCKET_ELEMENTS.min(flat)
 }
 
 /// Bytes in GiB.
@@ -248,5 +289,19 @@ mod tests {
             .memory(Dtype::Bf16, 1, 256)
             .with_sharded_optimizer(4, n);
         assert_eq!(bf16.optimizer, Some(12.0 * n.div_ceil(4) as f64));
+        // The step's host buffers: full-model size whatever the sharding.
+        assert_eq!(bf16.step_buffers, None);
+        assert_eq!(whole.with_data_parallel(1, false, n).step_buffers, None);
+        let dp = whole.with_data_parallel(4, false, n);
+        assert_eq!(dp.step_buffers, Some(4.0 * n as f64));
+        let zero = sharded.with_data_parallel(4, true, n);
+        let shard = n.div_ceil(4);
+        let flat = 4 * shard;
+        let values = flat + shard + COLLECTIVE_BUCKET_ELEMENTS.min(flat);
+        assert_eq!(zero.step_buffers, Some(4.0 * values as f64));
+        let int8 = base
+            .memory(Dtype::Int8, 1, 256)
+            .with_data_parallel(4, true, n);
+        assert_eq!(int8.step_buffers, None);
     }
 }

@@ -95,10 +95,9 @@ impl Collective for Alone {
     }
 }
 
-/// Elements per all-reduce of the gradients (16 MiB of f32): PyTorch DDP's 25 MB buckets in
-/// spirit. Long enough that latency does not matter, short enough that the host buffers MPI
-/// copies through stay small.
-pub const BUCKET_ELEMENTS: usize = 1 << 22;
+/// Elements per all-reduce of the gradients (16 MiB of f32): the one bucket size that the
+/// memory accounting counts too.
+pub const BUCKET_ELEMENTS: usize = lmforge_model::accounting::COLLECTIVE_BUCKET_ELEMENTS;
 
 /// Sums `values` over all ranks in buckets of [`BUCKET_ELEMENTS`].
 pub fn all_reduce_buckets(collective: &dyn Collective, values: &mut [f32]) -> Result<()> {

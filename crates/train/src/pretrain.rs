@@ -227,6 +227,9 @@ pub struct PretrainReport {
     pub communication: Option<Communication>,
     /// What training holds per rank, counted from the tensors themselves at the end.
     pub memory: MemoryPerRank,
+    /// Each rank's peak resident memory as the system measured it (`VmHWM`), in rank order:
+    /// the real figure beside [`MemoryPerRank`]'s count (0 where it is not measured).
+    pub peak_rss_bytes: Vec<u64>,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
 }
@@ -245,11 +248,16 @@ pub struct MemoryPerRank {
     pub optimizer_bytes: u64,
     /// Ranks the moments are sharded over (1: not sharded).
     pub optimizer_sharded_over: usize,
+    /// The f32 host vectors a step of several ranks builds for the collectives, full-model
+    /// size whatever the sharding: the flattened gradients (and, sharded, this rank's shard,
+    /// a round's send buffer and the all-gathered weights, which replace the gradients'
+    /// vector in the step's second half). 0 for one rank.
+    pub step_buffer_bytes: u64,
 }
 
 impl MemoryPerRank {
     /// The state held for `model` with `optimizer`.
-    pub fn of<M: Module>(model: &M, optimizer: &AdamW) -> MemoryPerRank {
+    pub fn of<M: Module>(model: &M, optimizer: &AdamW, world: usize) -> MemoryPerRank {
         let trainable: usize = crate::zero::trainable_shapes(model)
             .values()
             .map(|s| s.iter().product::<usize>())
@@ -270,8 +278,23 @@ impl MemoryPerRank {
                     .map(|m| 8 * m.m.shape().num_elements() as u64)
                     .sum::<u64>(),
             optimizer_sharded_over: optimizer.shard.as_ref().map_or(1, |s| s.layout.world),
+            step_buffer_bytes: step_buffers(trainable, optimizer, world),
         }
     }
+}
+
+/// [`MemoryPerRank::step_buffer_bytes`], by the accounting's formula over this run's layout.
+fn step_buffers(trainable: usize, optimizer: &AdamW, world: usize) -> u64 {
+    let sharded = optimizer.shard.is_some();
+    4 * lmforge_model::accounting::step_buffer_values(trainable, world, sharded) as u64
+}
+
+/// Every rank's peak resident memory so far, in rank order (a collective: every rank calls it).
+fn peak_rss_by_rank(collective: &dyn Collective) -> Result<Vec<u64>> {
+    let mut slots = vec![0.0f64; collective.world()];
+    slots[collective.rank()] = lmforge_executor::task::peak_rss().unwrap_or(0) as f64;
+    collective.all_reduce_f64(&mut slots, "the peak memory of every rank")?;
+    Ok(slots.into_iter().map(|b| b as u64).collect())
 }
 
 /// The gradient all-reduce of a multi-process run, measured (iterations after the first).
@@ -827,7 +850,8 @@ pub fn pretrain<M: Module + Clone>(
         checkpoint: checkpoint_dir,
         world_size: collective.world(),
         tensor_model_parallel_size: tp,
-        memory: MemoryPerRank::of(&model, &optimizer),
+        memory: MemoryPerRank::of(&model, &optimizer, dp_group.world()),
+        peak_rss_bytes: peak_rss_by_rank(collective)?,
         // Across data-parallel ranks (a tensor-parallel group of one model reduces none).
         communication: (dp_group.world() > 1 && timed_iterations > 0).then(|| {
             let per_iteration = reduce_seconds / timed_iterations as f64;

@@ -470,9 +470,9 @@ fn a_killed_rank_under_srun_stops_the_run_naming_it() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The weights, gradient and optimizer bytes `lmforge model info` counts per rank for `save`'s model in
-/// `dtype`, its optimizer sharded over `ranks`.
-fn info_bytes(save: &Path, dtype: &str, ranks: usize) -> (u64, u64, u64) {
+/// The weights, gradient, optimizer and step-buffer bytes `lmforge model info` counts per rank
+/// for `save`'s model in `dtype`, its optimizer sharded over `ranks`.
+fn info_bytes(save: &Path, dtype: &str, ranks: usize) -> (u64, u64, u64, u64) {
     let config = save.join("gpt-config.json");
     let meta = save
         .join(format!("iter_{:07}", latest(save)))
@@ -502,20 +502,37 @@ fn info_bytes(save: &Path, dtype: &str, ranks: usize) -> (u64, u64, u64) {
         row["weights"].as_f64().unwrap() as u64,
         row["gradients"].as_f64().unwrap() as u64,
         row["optimizer"].as_f64().unwrap() as u64,
+        row["step_buffers"].as_f64().unwrap() as u64,
     )
 }
 
-/// What `save`'s report says rank 0 held: weights, gradient and optimizer bytes.
-fn held(save: &Path, ranks: usize) -> (u64, u64, u64) {
+/// What `save`'s report says rank 0 held: weights, gradient, optimizer and step-buffer bytes;
+/// every rank's measured peak resident memory must hold at least that much (on flex the state
+/// is host memory).
+fn held(save: &Path, ranks: usize) -> (u64, u64, u64, u64) {
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(save.join("train_report.json")).unwrap()).unwrap();
     let memory = &report["memory"];
     assert_eq!(memory["optimizer_sharded_over"], ranks, "{report}");
-    (
+    let held = (
         memory["weights_bytes"].as_u64().unwrap(),
         memory["gradient_bytes"].as_u64().unwrap(),
         memory["optimizer_bytes"].as_u64().unwrap(),
-    )
+        memory["step_buffer_bytes"].as_u64().unwrap(),
+    );
+    let peaks: Vec<u64> = report["peak_rss_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), ranks, "{report}");
+    let state = held.0 + held.1 + held.2 + held.3;
+    assert!(
+        peaks.iter().all(|&p| p > state),
+        "{peaks:?} against {state}"
+    );
+    held
 }
 
 #[test]
@@ -531,6 +548,7 @@ fn the_distributed_optimizer_shards_moments_and_any_world_size_resumes_them() {
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(sharded over 4 ranks)"), "{err}");
+    assert!(err.contains("peak resident memory, measured: "), "{err}");
     close(&losses(&one), &losses(&sharded), "4 sharded ranks vs one");
     let mut names: Vec<String> = fs::read_dir(sharded.join("iter_0000006"))
         .unwrap()
