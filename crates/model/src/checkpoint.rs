@@ -53,6 +53,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Like [`write_atomic`], for a writer that creates the file itself: `write` makes the
+/// temporary sibling it is given, which is synced and renamed into place.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = temp_sibling(path);
+    let result = write(&tmp)
+        .and_then(|()| fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -572,33 +572,30 @@ pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
 
 /// Writes f32 tensors as one safetensors file, atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+    // The values are viewed as their bytes, not copied (safetensors is little-endian, as is
+    // every target lmforge builds for), and streamed to the file: a checkpoint costs no more
+    // memory than the tensors themselves (it cost three times their size, which made writing
+    // the optimizer the peak of a training run).
+    const _: () = assert!(cfg!(target_endian = "little"));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, values)| {
-            (
-                name.clone(),
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            safetensors::tensor::TensorView::new(
+                StDtype::F32,
                 shape.clone(),
+                bytemuck::cast_slice(values),
             )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(name, data, shape)| {
-            safetensors::tensor::TensorView::new(StDtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| Error::Checkpoint {
-                    path: path.to_path_buf(),
-                    message: format!("tensor {name}: {e}"),
-                })
+            .map(|view| (name.clone(), view))
+            .map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("tensor {name}: {e}"),
+            })
         })
         .collect::<Result<_>>()?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    let serialized =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    crate::checkpoint::write_atomic(path, &serialized)
+    crate::checkpoint::write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
 }
