@@ -439,16 +439,18 @@ fn finish(report: &lmforge_train::PretrainReport) {
     if let Some(&largest) = report.peak_rss_bytes.iter().max()
         && largest > 0
     {
-        let by_rank: Vec<String> = report
-            .peak_rss_bytes
-            .iter()
-            .map(|&b| format!("{:.1}", mib(b)))
-            .collect();
+        let by_rank = |bytes: &[u64]| {
+            bytes
+                .iter()
+                .map(|&b| format!("{:.1}", mib(b)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         eprintln!(
-            "peak resident memory, measured: {} MiB by rank (largest {:.1} MiB: the state above, \
-             activations, the program and its data)",
-            by_rank.join(", "),
-            mib(largest)
+            "peak resident memory, measured by rank: training steps {} MiB; with checkpoint \
+             writes {} MiB (the state above, activations, the program and its data)",
+            by_rank(&report.step_peak_rss_bytes),
+            by_rank(&report.peak_rss_bytes),
         );
     }
     if let (Some(l), Some(p)) = (report.valid_loss, report.valid_perplexity) {

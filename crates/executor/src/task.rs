@@ -157,6 +157,13 @@ pub fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Starts [`peak_rss`] over from the current resident memory (Linux 4.0+: `5` written to
+/// `/proc/self/clear_refs`), so that a phase's peak can be told from an earlier one's; false
+/// where the system does not allow it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +175,11 @@ mod tests {
         std::hint::black_box(&block);
         let after = peak_rss().unwrap_or_default();
         assert!(after >= before.max(64 << 20), "{before} then {after}");
+        drop(block);
+        if reset_peak_rss() {
+            let reset = peak_rss().unwrap_or_default();
+            assert!(reset < after, "{after} then {reset} after a reset");
+        }
     }
 
     #[test]

@@ -230,6 +230,9 @@ pub struct PretrainReport {
     /// Each rank's peak resident memory as the system measured it (`VmHWM`), in rank order:
     /// the real figure beside [`MemoryPerRank`]'s count (0 where it is not measured).
     pub peak_rss_bytes: Vec<u64>,
+    /// The same over the training steps only, checkpoint writes left out (each write copies
+    /// the model and this rank's optimizer state to the host).
+    pub step_peak_rss_bytes: Vec<u64>,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
 }
@@ -289,10 +292,10 @@ fn step_buffers(trainable: usize, optimizer: &AdamW, world: usize) -> u64 {
     4 * lmforge_model::accounting::step_buffer_values(trainable, world, sharded) as u64
 }
 
-/// Every rank's peak resident memory so far, in rank order (a collective: every rank calls it).
-fn peak_rss_by_rank(collective: &dyn Collective) -> Result<Vec<u64>> {
+/// Every rank's `bytes`, in rank order (a collective: every rank calls it).
+fn peak_by_rank(collective: &dyn Collective, bytes: u64) -> Result<Vec<u64>> {
     let mut slots = vec![0.0f64; collective.world()];
-    slots[collective.rank()] = lmforge_executor::task::peak_rss().unwrap_or(0) as f64;
+    slots[collective.rank()] = bytes as f64;
     collective.all_reduce_f64(&mut slots, "the peak memory of every rank")?;
     Ok(slots.into_iter().map(|b| b as u64).collect())
 }
@@ -583,51 +586,67 @@ pub fn pretrain<M: Module + Clone>(
     let mut last_valid = None;
     let mut checkpoint_dir = None;
     let mut interrupted = false;
+    let save_checkpoint = |model: &M,
+                           state: &TrainerState,
+                           optimizer: &AdamW,
+                           log: &Option<MetricsLog>,
+                           save: &PathBuf| {
+        let what = format!("the checkpoint of iteration {}", state.iteration);
+        // The f32 weights, gathered first when every rank holds only its own: its range
+        // of the master weights, or its tensor-parallel share (with its moments).
+        let (full, whole_optimizer) = match &groups {
+            Some(g) => {
+                let shapes = crate::optim::parameter_shapes(model);
+                let whole_share = optimizer.gather_pieces(dp_group)?;
+                let moments = crate::tensor_parallel::gather_moments(
+                    &whole_share,
+                    &shapes,
+                    g.tensor.as_ref(),
+                )?;
+                (whole_model(model.clone(), optimizer)?, Some(moments))
+            }
+            None => (whole_model(model.clone(), optimizer)?, None),
+        };
+        let optimizer = whole_optimizer.as_ref().unwrap_or(optimizer);
+        // The ranks' weights are the same bytes unless a reduction misbehaved: checked
+        // where it matters, before a checkpoint speaks for all of them.
+        if collective.world() > 1 && !same_everywhere(collective, weights_digest(&full), &what)? {
+            return Err(Error::Distributed {
+                reason: format!(
+                    "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
+                         different sums",
+                    state.iteration
+                ),
+            });
+        }
+        let mut state = state.clone();
+        state.adam_step = optimizer.step;
+        let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
+            objective.save(&full, dir)
+        })?;
+        if first && let Some(log) = log {
+            log.plot()?;
+        }
+        // No rank goes on (or exits) before the checkpoint is complete.
+        collective.barrier(&what)?;
+        Ok::<_, Error>(Some(dir))
+    };
+    // The steps' peak resident memory, told apart from the checkpoint writes': read before
+    // each write, and started over after it.
+    let steps_peak = std::cell::Cell::new(0u64);
+    let writes_peak = std::cell::Cell::new(0u64);
     let save_now =
         |model: &M, state: &TrainerState, optimizer: &AdamW, log: &Option<MetricsLog>| {
             let Some(save) = &config.save else {
                 return Ok(None);
             };
-            let what = format!("the checkpoint of iteration {}", state.iteration);
-            // The f32 weights, gathered first when every rank holds only its own: its range
-            // of the master weights, or its tensor-parallel share (with its moments).
-            let (full, whole_optimizer) = match &groups {
-                Some(g) => {
-                    let shapes = crate::optim::parameter_shapes(model);
-                    let whole_share = optimizer.gather_pieces(dp_group)?;
-                    let moments = crate::tensor_parallel::gather_moments(
-                        &whole_share,
-                        &shapes,
-                        g.tensor.as_ref(),
-                    )?;
-                    (whole_model(model.clone(), optimizer)?, Some(moments))
-                }
-                None => (whole_model(model.clone(), optimizer)?, None),
-            };
-            let optimizer = whole_optimizer.as_ref().unwrap_or(optimizer);
-            // The ranks' weights are the same bytes unless a reduction misbehaved: checked
-            // where it matters, before a checkpoint speaks for all of them.
-            if collective.world() > 1 && !same_everywhere(collective, weights_digest(&full), &what)?
-            {
-                return Err(Error::Distributed {
-                    reason: format!(
-                        "the ranks' weights differ at iteration {}: the all-reduce gave ranks \
-                         different sums",
-                        state.iteration
-                    ),
-                });
-            }
-            let mut state = state.clone();
-            state.adam_step = optimizer.step;
-            let dir = checkpoint::save(save, &state, optimizer, collective, tag, |dir| {
-                objective.save(&full, dir)
-            })?;
-            if first && let Some(log) = log {
-                log.plot()?;
-            }
-            // No rank goes on (or exits) before the checkpoint is complete.
-            collective.barrier(&what)?;
-            Ok::<_, Error>(Some(dir))
+            let peak = lmforge_executor::task::peak_rss().unwrap_or(0);
+            steps_peak.set(steps_peak.get().max(peak));
+            let written = save_checkpoint(model, state, optimizer, log, save);
+            let peak = lmforge_executor::task::peak_rss().unwrap_or(0);
+            writes_peak.set(writes_peak.get().max(peak));
+            lmforge_executor::task::reset_peak_rss();
+            written
         };
     while state.iteration < config.train_iters {
         let iteration_started = Instant::now();
@@ -828,6 +847,10 @@ pub fn pretrain<M: Module + Clone>(
     } else {
         0.0
     };
+    // Since the last checkpoint write (or the start), only steps ran.
+    let steps = steps_peak
+        .get()
+        .max(lmforge_executor::task::peak_rss().unwrap_or(0));
     let report = PretrainReport {
         parameters,
         flops_per_token: config.flops_per_token,
@@ -851,7 +874,8 @@ pub fn pretrain<M: Module + Clone>(
         world_size: collective.world(),
         tensor_model_parallel_size: tp,
         memory: MemoryPerRank::of(&model, &optimizer, dp_group.world()),
-        peak_rss_bytes: peak_rss_by_rank(collective)?,
+        peak_rss_bytes: peak_by_rank(collective, steps.max(writes_peak.get()))?,
+        step_peak_rss_bytes: peak_by_rank(collective, steps)?,
         // Across data-parallel ranks (a tensor-parallel group of one model reduces none).
         communication: (dp_group.world() > 1 && timed_iterations > 0).then(|| {
             let per_iteration = reduce_seconds / timed_iterations as f64;

@@ -548,7 +548,10 @@ fn the_distributed_optimizer_shards_moments_and_any_world_size_resumes_them() {
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(sharded over 4 ranks)"), "{err}");
-    assert!(err.contains("peak resident memory, measured: "), "{err}");
+    assert!(
+        err.contains("peak resident memory, measured by rank: training steps "),
+        "{err}"
+    );
     close(&losses(&one), &losses(&sharded), "4 sharded ranks vs one");
     let mut names: Vec<String> = fs::read_dir(sharded.join("iter_0000006"))
         .unwrap()
