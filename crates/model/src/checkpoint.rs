@@ -43,14 +43,7 @@ struct Meta {
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so a reader never sees
 /// half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path);
-    let result = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    write_atomic_with(path, |tmp| fs::File::create(tmp)?.write_all(bytes))
 }
 
 /// Like [`write_atomic`], for a writer that creates the file itself: `write` makes the

@@ -27,17 +27,14 @@ pub(super) struct Signatures {
 }
 
 impl Signatures {
-    pub(super) fn open(work: &Path, plan: &Plan, offsets: Vec<u64>) -> Result<Signatures> {
-        let paths = require(work, plan, Step::Signatures)?
-            .into_iter()
-            .map(|dir| dir.join("signatures.bin"))
-            .collect();
-        Ok(Signatures {
-            paths,
+    /// Over the `signatures` step's task folders (`require`d once by the caller).
+    pub(super) fn open(dirs: &[PathBuf], offsets: Vec<u64>, perms: usize) -> Signatures {
+        Signatures {
+            paths: dirs.iter().map(|dir| dir.join("signatures.bin")).collect(),
             open: RefCell::default(),
             offsets,
-            perms: plan.config.minhash.perms,
-        })
+            perms,
+        }
     }
 
     pub(super) fn get(&self, ordinal: u64) -> Result<Vec<u32>> {
@@ -80,10 +77,10 @@ pub(super) fn buckets(work: &Path, plan: &Plan, task: usize, out: &Path) -> Resu
     if plan.config.dedup == Dedup::Minhash {
         let (_, offsets) = rank_counts(work, plan)?;
         let excluded: FxHashSet<u64> = exact_dups(work, plan)?.into_iter().map(|d| d.0).collect();
-        let signatures = Signatures::open(work, plan, offsets.clone())?;
+        let dirs = require(work, plan, Step::Signatures)?;
+        let signatures = Signatures::open(&dirs, offsets.clone(), plan.config.minhash.perms);
         let need = needed_agreement(plan.config.minhash.threshold, plan.config.minhash.perms);
         let (bands, _) = used_bands(plan.config.bands(), plan.config.minhash.perms);
-        let dirs = require(work, plan, Step::Signatures)?;
         for band in (task..bands).step_by(plan.tasks(Step::Buckets)) {
             let runs = dirs
                 .iter()

@@ -56,7 +56,8 @@ pub(super) fn cluster(work: &Path, plan: &Plan, out: &Path) -> Result<u64> {
         let mut components = Components::of(&pair_files)?;
         memory = components.bytes();
         let Components { nodes, parent } = &mut components;
-        let signatures = Signatures::open(work, plan, offsets.clone())?;
+        let dirs = require(work, plan, Step::Signatures)?;
+        let signatures = Signatures::open(&dirs, offsets.clone(), plan.config.minhash.perms);
         let mut root_signature: Option<(u32, Vec<u32>)> = None;
         for at in 0..nodes.len() as u32 {
             let root = crate::lsh::find(parent, at);

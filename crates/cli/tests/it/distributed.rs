@@ -253,6 +253,35 @@ fn wait(child: &mut Running, limit: Duration, what: &str) -> std::process::ExitS
     }
 }
 
+/// Once `save` holds iteration 2's checkpoint, `kill -9 victim`; the launcher must then end
+/// non-zero. Returns what it printed after the kill: every rank has printed its start-up line
+/// ("rank 1/2 …") by then, so what names the dead rank must come after it.
+fn kill_after_checkpoint(child: &mut Running, log: &Path, save: &Path, victim: u32) -> String {
+    let started = Instant::now();
+    while latest(save) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint: {}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = fs::metadata(log).unwrap().len() as usize;
+    let killed = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait(
+        child,
+        Duration::from_secs(60),
+        "the launcher after a kill -9",
+    );
+    assert!(!status.success());
+    let bytes = fs::read(log).unwrap();
+    String::from_utf8_lossy(&bytes[before.min(bytes.len())..]).into_owned()
+}
+
 #[test]
 fn a_killed_rank_stops_the_run_and_any_world_size_resumes_it() {
     let dir = tempdir("kill");
@@ -266,30 +295,7 @@ fn a_killed_rank_stops_the_run_and_any_world_size_resumes_it() {
     let log = dir.join("mpirun.log");
     let mut child = spawn(mpirun(2, &run), &log);
     let victim = pid_of(&log, 1, 2);
-    let started = Instant::now();
-    while latest(&save) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Every rank has printed its start-up line ("rank 1/2 …") by now: what names the dead rank
-    // must come after the kill.
-    let before = fs::metadata(&log).unwrap().len() as usize;
-    let killed = Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = wait(
-        &mut child,
-        Duration::from_secs(60),
-        "the others after a kill -9",
-    );
-    assert!(!status.success());
-    let bytes = fs::read(&log).unwrap();
-    let after = String::from_utf8_lossy(&bytes[before.min(bytes.len())..]);
+    let after = kill_after_checkpoint(&mut child, &log, &save, victim);
     assert!(
         after.contains("rank 1") && after.contains("signal 9"),
         "after the kill, the launcher names the dead rank and its signal: {after}"
@@ -435,29 +441,7 @@ fn a_killed_rank_under_srun_stops_the_run_naming_it() {
     .env("RAYON_NUM_THREADS", "1");
     let mut child = spawn(srun, &log);
     let victim = pid_of(&log, 1, 2);
-    let started = Instant::now();
-    while latest(&save) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint: {}",
-            fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let before = fs::metadata(&log).unwrap().len() as usize;
-    let killed = Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = wait(
-        &mut child,
-        Duration::from_secs(60),
-        "srun after a kill -9 of rank 1",
-    );
-    assert!(!status.success());
-    let bytes = fs::read(&log).unwrap();
-    let after = String::from_utf8_lossy(&bytes[before.min(bytes.len())..]);
+    let after = kill_after_checkpoint(&mut child, &log, &save, victim);
     // Slurm numbers tasks as MPI numbers ranks: "srun: error: HOST: task 1: Killed".
     assert!(
         after.contains("task 1: Killed"),

@@ -57,6 +57,23 @@ fn clean(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
     lmforge(&args)
 }
 
+/// The run failed on exact task 1, reading rank 2's damaged keys: the error names the task and
+/// its log, and the log names the file and what is wrong with it.
+fn exact_task_1_failed(failed: &std::process::Output, work: &Path) {
+    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("job `clean-exact`: 1 of its tasks failed: task 1")
+            && stderr.contains("logs/clean-exact/task-00001.log"),
+        "{stderr}"
+    );
+    let log = std::fs::read_to_string(work.join("logs/clean-exact/task-00001.log")).unwrap();
+    assert!(
+        log.contains("task-00002/exact.bin") && log.contains("whole number"),
+        "{log}"
+    );
+}
+
 /// Every file of a clean output, report.json reduced to its counts.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -252,18 +269,7 @@ fn local_ranks_equal_one_process_and_survive_kill_9() {
     std::fs::write(work.join("signatures/task-00002/exact.bin"), b"trunc").unwrap();
     std::fs::remove_dir_all(work.join("merge/task-00000")).unwrap();
     let failed = run();
-    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
-    assert!(!failed.status.success());
-    assert!(
-        stderr.contains("job `clean-exact`: 1 of its tasks failed: task 1")
-            && stderr.contains("logs/clean-exact/task-00001.log"),
-        "{stderr}"
-    );
-    let log = std::fs::read_to_string(work.join("logs/clean-exact/task-00001.log")).unwrap();
-    assert!(
-        log.contains("task-00002/exact.bin") && log.contains("whole number"),
-        "{log}"
-    );
+    exact_task_1_failed(&failed, &work);
 
     // An input edited in place, its size kept: the re-run is refused, naming it.
     let mut text = std::fs::read(&input).unwrap();
@@ -462,18 +468,7 @@ fn slurm_job_arrays_equal_one_process() {
     std::fs::remove_dir_all(work.join("exact/task-00001")).unwrap();
     std::fs::remove_dir_all(work.join("merge/task-00000")).unwrap();
     let failed = run();
-    let stderr = String::from_utf8_lossy(&failed.stderr).into_owned();
-    assert!(!failed.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("job `clean-exact`: 1 of its tasks failed: task 1")
-            && stderr.contains("logs/clean-exact/task-00001.log"),
-        "{stderr}"
-    );
-    let log = std::fs::read_to_string(work.join("logs/clean-exact/task-00001.log")).unwrap();
-    assert!(
-        log.contains("task-00002/exact.bin") && log.contains("whole number"),
-        "{log}"
-    );
+    exact_task_1_failed(&failed, &work);
     assert!(!work.join("merge/task-00000").exists());
     std::fs::write(&keys, good).unwrap();
     let again = run();
