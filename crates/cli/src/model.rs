@@ -459,13 +459,14 @@ struct Sample {
 pub fn run_generate(args: &GenerateArgs) -> Result<()> {
     let placement = args.device.resolve();
     if args.device == Placement::Auto {
-        eprintln!("--device auto: {placement}");
+        eprintln!("--device auto: {}", placement.describe());
     }
     let loaded = match args.engine {
         Engine::Paged => Loaded::Paged(lmforge_infer::Loaded::load(
             &args.checkpoint,
             placement,
             args.dtype,
+            0,
         )?),
         Engine::Dense => {
             let spec = match placement {

@@ -54,7 +54,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<()> {
     let device = args.device.resolve();
     if args.device == Placement::Auto {
-        eprintln!("--device auto: {device}");
+        eprintln!("--device auto: {}", device.describe());
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -131,6 +131,8 @@ pub struct DeviceGpt {
     head: Tensor<2>,
     bias: Option<Tensor<1>>,
     dtype: FloatDType,
+    /// The device and adapter it was opened on, as a user would name them.
+    name: Option<String>,
 }
 
 impl DeviceGpt {
@@ -161,6 +163,21 @@ impl DeviceGpt {
             head,
             bias,
             dtype,
+            name: None,
+        }
+    }
+
+    /// The same engine, described as `name` (the device and adapter it was opened on).
+    pub fn named(mut self, name: String) -> Self {
+        self.name = Some(name);
+        self
+    }
+
+    /// Where it runs, as [`DeviceGpt::named`] said or as burn names the device.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name}, {:?}", self.dtype),
+            None => format!("{:?} in {:?}", self.device, self.dtype),
         }
     }
 

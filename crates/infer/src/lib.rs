@@ -79,6 +79,22 @@ pub enum Error {
         /// Blocks the step needs.
         needed: usize,
     },
+    /// A model (weights and KV cache) larger than the memory its device has free.
+    #[error(
+        "the model needs {} on {device} ({what}); {} is available there",
+        lmforge_model::adapters::human_bytes(*needed),
+        lmforge_model::adapters::human_bytes(*available)
+    )]
+    TooLarge {
+        /// The device and its adapter.
+        device: String,
+        /// What was counted.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes the device has free.
+        available: u64,
+    },
     /// The model: a token outside the vocabulary, a sequence past the context, a device error.
     #[error(transparent)]
     Model(#[from] lmforge_model::Error),

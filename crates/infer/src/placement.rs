@@ -71,6 +71,16 @@ impl Placement {
         }
         Placement::Cpu
     }
+
+    /// What it names, for a log line: the adapter and its memory for wgpu (the line `auto`
+    /// prints to say what it picked).
+    pub fn describe(self) -> String {
+        match self {
+            Placement::Device(spec) => spec.memory().0,
+            Placement::Cpu => "cpu (the CPU engine)".into(),
+            Placement::Auto => self.resolve().describe(),
+        }
+    }
 }
 
 /// What the device engine holds its weights, keys and values in (`--dtype`).
@@ -119,14 +129,26 @@ pub enum Loaded {
 
 impl Loaded {
     /// Loads `checkpoint` (f32 or quantized, lmforge's or a Hugging Face GPT-2 folder) for
-    /// `placement` (`auto` resolved first), the device engine's weights in `precision`. A
-    /// device that cannot be opened is an error naming it and why.
-    pub fn load(checkpoint: &Path, placement: Placement, precision: Precision) -> Result<Loaded> {
+    /// `placement` (`auto` resolved first), the device engine's weights in `precision`, with
+    /// `kv_cache_bytes` to be given to its KV pool (0 where the caller sizes the pool by the
+    /// work). A device that cannot be opened is an error naming it, why, and the adapters
+    /// found; a model that does not fit the memory its device has free is refused before its
+    /// weights are read ([`Error::TooLarge`]).
+    pub fn load(
+        checkpoint: &Path,
+        placement: Placement,
+        precision: Precision,
+        kv_cache_bytes: usize,
+    ) -> Result<Loaded> {
         match placement.resolve() {
             Placement::Device(spec) => {
                 let device = spec.resolve()?;
+                let config = lmforge_model::gpt_config(checkpoint)?;
+                let (name, available) = spec.memory();
+                let weights = device_weight_bytes(&config, precision);
+                fits(name.clone(), weights, kv_cache_bytes, available)?;
                 let model = lmforge_quant::load_gpt(checkpoint, &device)?;
-                let engine = DeviceGpt::with_dtype(model, device, precision.float());
+                let engine = DeviceGpt::with_dtype(model, device, precision.float()).named(name);
                 Ok(Loaded::Device(Arc::new(engine)))
             }
             Placement::Cpu | Placement::Auto => {
@@ -137,6 +159,10 @@ impl Loaded {
                          device engine's (--device flex, wgpu or cuda)",
                     ));
                 }
+                lmforge_model::gpt_config(checkpoint)?;
+                let weights = weight_file_bytes(checkpoint);
+                let available = lmforge_model::adapters::host_available_bytes();
+                fits("cpu".into(), weights, kv_cache_bytes, available)?;
                 Ok(Loaded::Cpu(Arc::new(CpuGpt::load(checkpoint)?)))
             }
         }
@@ -203,10 +229,56 @@ impl Loaded {
     pub fn placement(&self) -> String {
         match self {
             Loaded::Cpu(_) => "cpu (the CPU engine)".into(),
-            Loaded::Device(m) => {
-                format!("{:?} in {:?} (the device engine)", m.device(), m.dtype())
-            }
+            Loaded::Device(m) => format!("{} (the device engine)", m.describe()),
         }
+    }
+}
+
+/// What the device engine holds for `config` in `precision`: the weights (built in f32 and
+/// cast, so a half model briefly holds both) and the head's transposed copy when it is tied.
+/// A quantized checkpoint is dequantized on load, so it costs what the f32 model costs.
+fn device_weight_bytes(config: &GptConfig, precision: Precision) -> u64 {
+    let params = config.num_params() as u64;
+    let (width, cast) = match precision {
+        Precision::F32 => (4, 0),
+        Precision::F16 | Precision::Bf16 => (2, 2 * params),
+    };
+    let head = if config.tie_embeddings {
+        (config.vocab_size * config.d_model) as u64 * width
+    } else {
+        0
+    };
+    params * 4 + cast + head
+}
+
+/// What the CPU engine holds: its weights as stored (f32 values or quantized codes), which
+/// is the size of the checkpoint's safetensors files.
+fn weight_file_bytes(checkpoint: &Path) -> u64 {
+    std::fs::read_dir(checkpoint)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Refuses `weights` + `kv_cache` bytes on a device with `available` free (unknown: allowed).
+fn fits(device: String, weights: u64, kv_cache: usize, available: Option<u64>) -> Result<()> {
+    let needed = weights + kv_cache as u64;
+    match available {
+        Some(available) if needed > available => Err(Error::TooLarge {
+            device,
+            what: format!(
+                "weights {}, KV cache {}",
+                lmforge_model::adapters::human_bytes(weights),
+                lmforge_model::adapters::human_bytes(kv_cache as u64)
+            ),
+            needed,
+            available,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -241,10 +313,29 @@ mod tests {
         assert_eq!("F16".parse::<Precision>().unwrap(), Precision::F16);
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert!("f8".parse::<Precision>().is_err());
-        let err = Loaded::load(Path::new("/nonexistent"), Placement::Cpu, Precision::F16)
+        let err = Loaded::load(Path::new("/nonexistent"), Placement::Cpu, Precision::F16, 0)
             .unwrap_err()
             .to_string();
         assert!(err.contains("the CPU engine runs f32"), "{err}");
+    }
+
+    #[test]
+    fn a_model_larger_than_its_device_is_refused_naming_the_bytes() {
+        let err = fits("wgpu:0: gpu".into(), 3 << 30, 1 << 30, Some(2 << 30))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the model needs 4.00 GiB on wgpu:0: gpu (weights 3.00 GiB, KV cache 1.00 GiB); \
+             2.00 GiB is available there"
+        );
+        assert!(fits("cpu".into(), 1 << 30, 0, Some(1 << 30)).is_ok());
+        assert!(fits("cuda:0".into(), u64::MAX / 2, 0, None).is_ok());
+        let config = GptConfig::tiny(100);
+        let f32 = device_weight_bytes(&config, Precision::F32);
+        let half = device_weight_bytes(&config, Precision::F16);
+        let params = config.num_params() as u64;
+        assert!(f32 >= params * 4 && half >= params * 6, "{f32} {half}");
     }
 
     #[test]

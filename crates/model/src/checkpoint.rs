@@ -174,6 +174,23 @@ fn read_meta(dir: &Path) -> Result<Meta> {
     Ok(meta)
 }
 
+/// The shape of the GPT in `dir` without reading its weights: ours (quantized or not) or a
+/// Hugging Face GPT-2 folder. What a loader checks against the memory it has.
+pub fn gpt_config(dir: &Path) -> Result<GptConfig> {
+    let config: GptConfig = match format(dir)? {
+        Format::Lmforge(_) => meta_config(dir, read_meta(dir)?, "gpt")?,
+        Format::HuggingFace(kind) if kind == "gpt2" => hf::gpt2_config(dir)?,
+        Format::HuggingFace(kind) => {
+            return Err(Error::Checkpoint {
+                path: dir.join("config.json"),
+                message: format!("model_type `{kind}` is not a GPT this crate reads (gpt2)"),
+            });
+        }
+    };
+    config.validate()?;
+    Ok(config)
+}
+
 /// The `config` of our checkpoint in `dir`, which must be of `architecture`.
 pub fn read_config<T: serde::de::DeserializeOwned>(dir: &Path, architecture: &str) -> Result<T> {
     meta_config(dir, read_meta(dir)?, architecture)

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use burn::tensor::{Device, Tensor};
 
-use crate::{Error, Result};
+use crate::{Error, Result, adapters};
 
 /// Where a subcommand computes, as written on the command line.
 ///
@@ -86,10 +86,46 @@ impl DeviceSpec {
             DeviceSpec::Wgpu => probe(self, || {
                 Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
             }),
-            DeviceSpec::WgpuGpu(index) => probe(self, || {
-                Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index))
-            }),
+            DeviceSpec::WgpuGpu(index) => {
+                // Refused here rather than by the backend, whose panic names no adapter; where
+                // Vulkan lists nothing, wgpu may still find one through another API.
+                let found = adapters::wgpu_adapters();
+                if !found.is_empty() && adapters::pick(&found, Some(index)).is_none() {
+                    return Err(Error::DeviceUnavailable {
+                        spec: self.to_string(),
+                        reason: format!(
+                            "there is no discrete GPU number {index}; {}",
+                            adapters::listing(&found)
+                        ),
+                    });
+                }
+                probe(self, || {
+                    Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index))
+                })
+            }
             DeviceSpec::Cuda(index) => open_cuda(self, index),
+        }
+    }
+
+    /// The device this opens, for a log line, and the memory it offers in bytes where that
+    /// is known: flex's is the host's available memory, a wgpu adapter's its largest
+    /// device-local heap (a CPU adapter's, the host's), CUDA's unknown to this build.
+    pub fn memory(self) -> (String, Option<u64>) {
+        let host = adapters::host_available_bytes;
+        match self {
+            DeviceSpec::Auto | DeviceSpec::Flex => ("flex (host memory)".into(), host()),
+            DeviceSpec::Wgpu | DeviceSpec::WgpuGpu(_) => {
+                let found = adapters::wgpu_adapters();
+                let index = match self {
+                    DeviceSpec::WgpuGpu(i) => Some(i),
+                    _ => None,
+                };
+                match adapters::pick(&found, index) {
+                    Some(adapter) => (format!("{self}: {adapter}"), adapter.memory_bytes),
+                    None => (self.to_string(), None),
+                }
+            }
+            DeviceSpec::Cuda(_) => (self.to_string(), None),
         }
     }
 
@@ -139,10 +175,19 @@ fn probe(spec: DeviceSpec, open: impl FnOnce() -> Device) -> Result<(Device, Dev
             spec: spec.to_string(),
             reason: format!("a test kernel computed {sum} instead of 4"),
         }),
-        Err(panic) => Err(Error::DeviceUnavailable {
-            spec: spec.to_string(),
-            reason: panic_message(panic.as_ref()),
-        }),
+        Err(panic) => {
+            let mut reason = panic_message(panic.as_ref());
+            if matches!(spec, DeviceSpec::Wgpu | DeviceSpec::WgpuGpu(_)) {
+                reason = format!(
+                    "{reason}; {}",
+                    adapters::listing(&adapters::wgpu_adapters())
+                );
+            }
+            Err(Error::DeviceUnavailable {
+                spec: spec.to_string(),
+                reason,
+            })
+        }
     }
 }
 

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod accounting;
+pub mod adapters;
 pub mod bert;
 pub mod checkpoint;
 mod config;
@@ -42,7 +43,9 @@ mod layers;
 pub mod tensor_parallel;
 
 pub use bert::{Bert, BertBatch, BertConfig};
-pub use checkpoint::{load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_mlm, save_gpt};
+pub use checkpoint::{
+    gpt_config, load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_mlm, save_gpt,
+};
 pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
 pub use device::DeviceSpec;
 pub use gpt::{Attention, Block, Gpt, KvCache};

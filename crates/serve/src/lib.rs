@@ -157,8 +157,13 @@ impl Server {
             path: path.clone(),
             message,
         };
-        let model = Loaded::load(&options.checkpoint, options.device, options.dtype)
-            .map_err(|e| load(&options.checkpoint, e.to_string()))?;
+        let model = Loaded::load(
+            &options.checkpoint,
+            options.device,
+            options.dtype,
+            options.engine.kv_cache_bytes,
+        )
+        .map_err(|e| load(&options.checkpoint, e.to_string()))?;
         tracing::info!(engine = %model.placement(), "loaded");
         let tokenizer_path = options
             .tokenizer

@@ -165,6 +165,69 @@ fn generate_greedy_sampled_and_beam() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+/// A model too large for its device's free memory is refused before the server binds its
+/// port, naming the bytes needed and available; a device that cannot be opened is named with
+/// the adapters found.
+#[test]
+fn serve_refuses_what_its_device_cannot_hold_before_binding() {
+    let dir = tempdir("too-large");
+    let ckpt = checkpoint(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    for device in ["cpu", "flex"] {
+        let out = lmforge(&[
+            "serve",
+            "--checkpoint",
+            s(&ckpt),
+            "--port",
+            &port,
+            "--device",
+            device,
+            // 1 PiB of KV cache: more than any host here has.
+            "--kv-cache-mb",
+            "1000000000",
+        ]);
+        fails_with(&out, "the model needs 976562.50 GiB");
+        fails_with(&out, "is available there");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("serving "), "{err}");
+        assert!(
+            err.contains(if device == "cpu" { "on cpu" } else { "on flex" }),
+            "{err}"
+        );
+    }
+    // The same checkpoint fits with a KV cache of a sane size (the check counts the weights
+    // as they are held, which a tiny model's are far below).
+    let out = lmforge(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--prompt",
+        "the",
+        "--tokens",
+        "2",
+        "--device",
+        "flex",
+    ]);
+    ok(&out);
+    // No machine here has nine discrete GPUs; lavapipe (CI) is listed, or the missing driver.
+    for command in [
+        &["serve", "--port", &port][..],
+        &["generate", "--prompt", "the"],
+    ] {
+        let mut args = command.to_vec();
+        args.extend(["--checkpoint", s(&ckpt), "--device", "wgpu:8"]);
+        let out = lmforge(&args);
+        fails_with(&out, "wgpu:8");
+        fails_with(&out, "wgpu found");
+    }
+    fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn info_counts_gpt2_small_and_the_seed_model() {
     let out = ok(&lmforge(&[
