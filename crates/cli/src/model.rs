@@ -123,7 +123,7 @@ fn info(args: &InfoArgs) -> Result<()> {
                 config
                     .memory(d, args.micro_batch, seq_len)
                     .with_sharded_optimizer(sharded_over, n)
-                    .with_data_parallel(args.data_parallel_size, sharded_over > 1, n)
+                    .with_data_parallel(args.data_parallel_size, args.use_distributed_optimizer, n)
             })
             .collect(),
         config,
@@ -182,8 +182,8 @@ fn info(args: &InfoArgs) -> Result<()> {
     );
     if args.data_parallel_size > 1 {
         println!(
-            "(step buffers: the f32 host vectors of {} data-parallel ranks' collectives, \
-             full-model size however the optimizer is sharded)",
+            "(step buffers: the f32 host vectors of {} data-parallel ranks' collectives: \
+             the all-reduce's copy of every gradient, or, sharded, a shard and one round)",
             args.data_parallel_size
         );
     }

@@ -424,7 +424,7 @@ fn finish(report: &lmforge_train::PretrainReport) {
     let state = m.weights_bytes + m.gradient_bytes + m.optimizer_bytes + m.step_buffer_bytes;
     eprintln!(
         "memory per rank: weights {:.3} MiB, gradients {:.3} MiB, AdamW {:.3} MiB{}, step \
-         buffers {:.3} MiB: {:.3} MiB of training state",
+         buffers {:.3} MiB: {:.3} MiB of training state{}",
         mib(m.weights_bytes),
         mib(m.gradient_bytes),
         mib(m.optimizer_bytes),
@@ -435,6 +435,14 @@ fn finish(report: &lmforge_train::PretrainReport) {
         },
         mib(m.step_buffer_bytes),
         mib(state),
+        if m.accumulation_bytes > 0 {
+            format!(
+                "; {:.3} MiB more while micro-batches accumulate",
+                mib(m.accumulation_bytes)
+            )
+        } else {
+            String::new()
+        },
     );
     if let Some(&largest) = report.peak_rss_bytes.iter().max()
         && largest > 0
@@ -447,8 +455,12 @@ fn finish(report: &lmforge_train::PretrainReport) {
                 .join(", ")
         };
         eprintln!(
-            "peak resident memory, measured by rank: training steps {} MiB; with checkpoint \
-             writes {} MiB (the state above, activations, the program and its data)",
+            "peak resident memory by rank: counted {} MiB (resident before the first step, \
+             {} MiB: the program, its data and the weights; then the gradients, the optimizer \
+             state and the larger of the step's transients); measured {} MiB over the training \
+             steps, {} MiB with the checkpoint writes",
+            by_rank(&report.expected_peak_bytes),
+            by_rank(&report.baseline_rss_bytes),
             by_rank(&report.step_peak_rss_bytes),
             by_rank(&report.peak_rss_bytes),
         );

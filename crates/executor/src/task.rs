@@ -147,14 +147,24 @@ pub fn marker<T: DeserializeOwned>(dir: &Path) -> Result<Option<T>> {
         })
 }
 
+/// This process's resident memory now, in bytes (Linux's `VmRSS`); `None` where the system
+/// does not say.
+pub fn resident() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+fn status_bytes(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// This process's peak resident memory so far, in bytes (Linux's `VmHWM`); `None` where
 /// the system does not say. A task records it in its marker, so that a run's report gives
 /// each step's largest task as measured, not as estimated.
 pub fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_bytes("VmHWM:")
 }
 
 /// Starts [`peak_rss`] over from the current resident memory (Linux 4.0+: `5` written to

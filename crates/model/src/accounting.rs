@@ -201,8 +201,9 @@ impl MemoryEstimate {
         sharded: bool,
         params: usize,
     ) -> MemoryEstimate {
-        if ranks > 1 && self.gradients.is_some() {
-            self.step_buffers = Some(4.0 * step_buffer_values(params, ranks, sharded) as f64);
+        let values = step_buffer_values(params, ranks, sharded);
+        if values > 0 && self.gradients.is_some() {
+            self.step_buffers = Some(4.0 * values as f64);
         }
         self
     }
@@ -215,20 +216,19 @@ pub const COLLECTIVE_BUCKET_ELEMENTS: usize = 1 << 22;
 
 /// f32 values of the host vectors a training step of `ranks` data-parallel ranks builds for
 /// its collectives, over `params` trainable values: the all-reduce's flat copy of every
-/// gradient; with the optimizer sharded, the flat vector padded to `⌈params/ranks⌉ × ranks`
-/// (the gradients before the reduce-scatter, the gathered weights after it), this rank's shard
-/// and one round's send buffer. Zero for one rank. They are full-model size however many ranks
-/// share the optimizer: in bf16 they outweigh what sharding saves.
+/// gradient; with the optimizer sharded, this rank's shard of the summed gradients (then of
+/// the updated weights) and one round of the bucketed reduce-scatter or all-gather (about
+/// [`COLLECTIVE_BUCKET_ELEMENTS`] values): `params / ranks + bucket`, since the flat vector
+/// is read from the gradients and written into the weights a round at a time, never whole.
+/// Zero for one rank without the sharded optimizer (one rank with it still goes through the
+/// reduce-scatter, over a shard of the whole model).
 pub fn step_buffer_values(params: usize, ranks: usize, sharded: bool) -> usize {
-    if ranks <= 1 {
-        return 0;
-    }
+    let ranks = ranks.max(1);
     if !sharded {
-        return params;
+        return if ranks > 1 { params } else { 0 };
     }
     let shard = params.div_ceil(ranks);
-    let flat = shard * ranks;
-    flat + shard + COLLECTIVE_BUCKET_ELEMENTS.min(flat)
+    shard + COLLECTIVE_BUCKET_ELEMENTS.min(shard * ranks)
 }
 
 /// Bytes in GiB.
@@ -289,7 +289,7 @@ mod tests {
             .memory(Dtype::Bf16, 1, 256)
             .with_sharded_optimizer(4, n);
         assert_eq!(bf16.optimizer, Some(12.0 * n.div_ceil(4) as f64));
-        // The step's host buffers: full-model size whatever the sharding.
+        // The step's host buffers: the all-reduce's flat copy; sharded, a shard and a round.
         assert_eq!(bf16.step_buffers, None);
         assert_eq!(whole.with_data_parallel(1, false, n).step_buffers, None);
         let dp = whole.with_data_parallel(4, false, n);
@@ -297,7 +297,7 @@ mod tests {
         let zero = sharded.with_data_parallel(4, true, n);
         let shard = n.div_ceil(4);
         let flat = 4 * shard;
-        let values = flat + shard + COLLECTIVE_BUCKET_ELEMENTS.min(flat);
+        let values = shard + COLLECTIVE_BUCKET_ELEMENTS.min(flat);
         assert_eq!(zero.step_buffers, Some(4.0 * values as f64));
         let int8 = base
             .memory(Dtype::Int8, 1, 256)

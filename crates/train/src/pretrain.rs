@@ -233,6 +233,11 @@ pub struct PretrainReport {
     /// The same over the training steps only, checkpoint writes left out (each write copies
     /// the model and this rank's optimizer state to the host).
     pub step_peak_rss_bytes: Vec<u64>,
+    /// Each rank's resident memory before its first step (`VmRSS`), in rank order.
+    pub baseline_rss_bytes: Vec<u64>,
+    /// Each rank's peak as counted ([`MemoryPerRank::expected_peak`] over its baseline), to
+    /// set beside [`PretrainReport::step_peak_rss_bytes`].
+    pub expected_peak_bytes: Vec<u64>,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
 }
@@ -251,16 +256,24 @@ pub struct MemoryPerRank {
     pub optimizer_bytes: u64,
     /// Ranks the moments are sharded over (1: not sharded).
     pub optimizer_sharded_over: usize,
-    /// The f32 host vectors a step of several ranks builds for the collectives, full-model
-    /// size whatever the sharding: the flattened gradients (and, sharded, this rank's shard,
-    /// a round's send buffer and the all-gathered weights, which replace the gradients'
-    /// vector in the step's second half). 0 for one rank.
+    /// The f32 host vectors a step builds for the collectives: the all-reduce's flat copy of
+    /// the gradients; sharded, this rank's shard and one round
+    /// (`lmforge_model::accounting::step_buffer_values`). 0 for one rank, unsharded.
     pub step_buffer_bytes: u64,
+    /// While a step accumulates several micro-batches (or local devices), the running sum
+    /// and the newest gradients side by side: a second set of gradients. 0 for one.
+    pub accumulation_bytes: u64,
 }
 
 impl MemoryPerRank {
-    /// The state held for `model` with `optimizer`.
-    pub fn of<M: Module>(model: &M, optimizer: &AdamW, world: usize) -> MemoryPerRank {
+    /// The state held for `model` with `optimizer` by one of `world` data-parallel ranks,
+    /// `accumulating` when its steps sum more than one micro-batch's gradients.
+    pub fn of<M: Module>(
+        model: &M,
+        optimizer: &AdamW,
+        world: usize,
+        accumulating: bool,
+    ) -> MemoryPerRank {
         let trainable: usize = crate::zero::trainable_shapes(model)
             .values()
             .map(|s| s.iter().product::<usize>())
@@ -282,7 +295,27 @@ impl MemoryPerRank {
                     .sum::<u64>(),
             optimizer_sharded_over: optimizer.shard.as_ref().map_or(1, |s| s.layout.world),
             step_buffer_bytes: step_buffers(trainable, optimizer, world),
+            accumulation_bytes: if accumulating {
+                4 * trainable as u64
+            } else {
+                0
+            },
         }
+    }
+
+    /// The peak resident memory a rank should reach: `baseline` (its resident memory before
+    /// the first step: the program, its data, the weights and whatever optimizer state it
+    /// already held, `optimizer_at_baseline` bytes of it) plus the gradients, the optimizer
+    /// state made since, and the larger of the step's two transients, which never coexist:
+    /// the accumulation's second gradients (during the backward passes) and the step buffers
+    /// (during the reduction and the all-gather). Activations are left out: they are gone by
+    /// the reduction, and the backward passes' are the size of the gradients' transient at
+    /// most on the shapes where memory matters.
+    pub fn expected_peak(&self, baseline: u64, optimizer_at_baseline: u64) -> u64 {
+        baseline
+            + self.gradient_bytes
+            + self.optimizer_bytes.saturating_sub(optimizer_at_baseline)
+            + self.accumulation_bytes.max(self.step_buffer_bytes)
     }
 }
 
@@ -648,6 +681,11 @@ pub fn pretrain<M: Module + Clone>(
             lmforge_executor::task::reset_peak_rss();
             written
         };
+    // What the steps add to is measured, not estimated: the program, its data, the weights.
+    let accumulating = micro_batches * devices.len() > 1;
+    let baseline_rss = lmforge_executor::task::resident().unwrap_or(0);
+    let optimizer_at_baseline =
+        MemoryPerRank::of(&model, &optimizer, dp_group.world(), accumulating).optimizer_bytes;
     while state.iteration < config.train_iters {
         let iteration_started = Instant::now();
         let iteration = state.iteration + 1;
@@ -851,6 +889,7 @@ pub fn pretrain<M: Module + Clone>(
     let steps = steps_peak
         .get()
         .max(lmforge_executor::task::peak_rss().unwrap_or(0));
+    let memory = MemoryPerRank::of(&model, &optimizer, dp_group.world(), accumulating);
     let report = PretrainReport {
         parameters,
         flops_per_token: config.flops_per_token,
@@ -873,7 +912,12 @@ pub fn pretrain<M: Module + Clone>(
         checkpoint: checkpoint_dir,
         world_size: collective.world(),
         tensor_model_parallel_size: tp,
-        memory: MemoryPerRank::of(&model, &optimizer, dp_group.world()),
+        memory: memory.clone(),
+        baseline_rss_bytes: peak_by_rank(collective, baseline_rss)?,
+        expected_peak_bytes: peak_by_rank(
+            collective,
+            memory.expected_peak(baseline_rss, optimizer_at_baseline),
+        )?,
         peak_rss_bytes: peak_by_rank(collective, steps.max(writes_peak.get()))?,
         step_peak_rss_bytes: peak_by_rank(collective, steps)?,
         // Across data-parallel ranks (a tensor-parallel group of one model reduces none).

@@ -180,17 +180,39 @@ pub fn reduce_scatter(
     layout: &Layout,
     full: &[f32],
 ) -> Result<Vec<f32>> {
+    debug_assert_eq!(full.len(), layout.shard * layout.world);
+    reduce_scatter_with(collective, layout, |range, send| {
+        send.extend_from_slice(&full[range]);
+    })
+}
+
+/// [`reduce_scatter`] of a flat vector that is never built: `read(range, send)` appends the
+/// values `range` of it to `send`, one round's window of each rank at a time, so the host
+/// holds this rank's shard and one round (about [`BUCKET_ELEMENTS`] values) at most.
+pub fn reduce_scatter_with(
+    collective: &dyn Collective,
+    layout: &Layout,
+    read: impl FnMut(Range<usize>, &mut Vec<f32>),
+) -> Result<Vec<f32>> {
+    scatter_rounds(collective, layout, round_len(layout.world), read)
+}
+
+fn scatter_rounds(
+    collective: &dyn Collective,
+    layout: &Layout,
+    step: usize,
+    mut read: impl FnMut(Range<usize>, &mut Vec<f32>),
+) -> Result<Vec<f32>> {
     let (world, s) = (layout.world, layout.shard);
-    debug_assert_eq!(full.len(), s * world);
     let mut shard = vec![0.0f32; s];
-    let step = round_len(world);
-    let mut send = Vec::with_capacity(step * world);
+    let mut send = Vec::with_capacity(step.min(s) * world);
     for (k, start) in (0..s).step_by(step).enumerate() {
         let len = step.min(s - start);
         send.clear();
         for r in 0..world {
-            send.extend_from_slice(&full[r * s + start..r * s + start + len]);
+            read(r * s + start..r * s + start + len, &mut send);
         }
+        debug_assert_eq!(send.len(), len * world);
         collective.reduce_scatter_f32(
             &send,
             &mut shard[start..start + len],
@@ -203,11 +225,34 @@ pub fn reduce_scatter(
 /// Every rank's `shard` concatenated in rank order (the layout's flat vector, padded), in
 /// rounds of fixed boundaries.
 pub fn all_gather(collective: &dyn Collective, layout: &Layout, shard: &[f32]) -> Result<Vec<f32>> {
+    let mut full = vec![0.0f32; layout.shard * layout.world];
+    all_gather_with(collective, layout, shard, |range, values| {
+        full[range].copy_from_slice(values);
+    })?;
+    Ok(full)
+}
+
+/// [`all_gather`] into a flat vector that is never built: `write(range, values)` takes the
+/// values `range` of it, one round's window of each rank at a time.
+pub fn all_gather_with(
+    collective: &dyn Collective,
+    layout: &Layout,
+    shard: &[f32],
+    write: impl FnMut(Range<usize>, &[f32]),
+) -> Result<()> {
+    gather_rounds(collective, layout, shard, round_len(layout.world), write)
+}
+
+fn gather_rounds(
+    collective: &dyn Collective,
+    layout: &Layout,
+    shard: &[f32],
+    step: usize,
+    mut write: impl FnMut(Range<usize>, &[f32]),
+) -> Result<()> {
     let (world, s) = (layout.world, layout.shard);
     debug_assert_eq!(shard.len(), s);
-    let mut full = vec![0.0f32; s * world];
-    let step = round_len(world);
-    let mut recv = vec![0.0f32; step * world];
+    let mut recv = vec![0.0f32; step.min(s) * world];
     for (k, start) in (0..s).step_by(step).enumerate() {
         let len = step.min(s - start);
         let recv = &mut recv[..len * world];
@@ -217,10 +262,29 @@ pub fn all_gather(collective: &dyn Collective, layout: &Layout, shard: &[f32]) -
             &format!("the all-gather of weight round {k}"),
         )?;
         for r in 0..world {
-            full[r * s + start..r * s + start + len].copy_from_slice(&recv[r * len..(r + 1) * len]);
+            write(
+                r * s + start..r * s + start + len,
+                &recv[r * len..(r + 1) * len],
+            );
         }
     }
-    Ok(full)
+    Ok(())
+}
+
+/// The entries of `layout` that `range` of the flat vector covers, each with the values of
+/// it that fall in the range; the padding past the last parameter is left out.
+fn segments(layout: &Layout, range: Range<usize>) -> impl Iterator<Item = (&Entry, Range<usize>)> {
+    let first = layout
+        .entries
+        .partition_point(|e| e.offset + e.len <= range.start);
+    layout.entries[first..]
+        .iter()
+        .take_while(move |e| e.offset < range.end)
+        .filter_map(move |e| {
+            let start = e.offset.max(range.start);
+            let end = (e.offset + e.len).min(range.end);
+            (start < end).then(|| (e, start - e.offset..end - e.offset))
+        })
 }
 
 impl Grads {
@@ -235,45 +299,56 @@ impl Grads {
         device: &Device,
     ) -> Result<u64> {
         let layout = &shard.layout;
-        // The flat vector in layout order, zeros where a parameter has no gradient, read back
-        // from the device once.
-        let mut parts = Vec::with_capacity(layout.entries.len());
         for entry in &layout.entries {
-            match self.by_path.get(&entry.path) {
-                Some(grad) if grad.dims()[0] != entry.len => {
-                    return Err(Error::Distributed {
-                        reason: format!(
-                            "the gradient of `{}` has {} values, the layout {}",
-                            entry.path,
-                            grad.dims()[0],
-                            entry.len
-                        ),
-                    });
+            if let Some(grad) = self.by_path.get(&entry.path)
+                && grad.dims()[0] != entry.len
+            {
+                return Err(Error::Distributed {
+                    reason: format!(
+                        "the gradient of `{}` has {} values, the layout {}",
+                        entry.path,
+                        grad.dims()[0],
+                        entry.len
+                    ),
+                });
+            }
+        }
+        // The flat vector in layout order (zeros where a parameter has no gradient, and as
+        // padding) is read from the device one round's window at a time, never whole.
+        let by_path = &self.by_path;
+        let mine = reduce_scatter_with(collective, layout, |range, send| {
+            let wanted = range.len();
+            let before = send.len();
+            for (entry, values) in segments(layout, range) {
+                let at = before + (entry.offset + values.start).saturating_sub(0);
+                let _ = at;
+                match by_path.get(&entry.path) {
+                    Some(grad) => send.extend(lmforge_model::host_values(grad.clone().narrow(
+                        0,
+                        values.start,
+                        values.len(),
+                    ))),
+                    None => send.resize(send.len() + values.len(), 0.0),
                 }
-                Some(grad) => parts.push(grad.clone().to_device(device)),
-                None => parts.push(Tensor::zeros([entry.len], device)),
             }
-        }
-        let mut full: Vec<f32> = if parts.is_empty() {
-            Vec::new()
-        } else {
-            lmforge_model::host_values(Tensor::cat(parts, 0))
-        };
-        full.resize(layout.shard * layout.world, 0.0);
-        let mine = reduce_scatter(collective, layout, &full)?;
+            send.resize(before + wanted, 0.0);
+        })?;
         let present = std::mem::take(&mut self.by_path);
-        for piece in layout.pieces(shard.rank) {
-            if !present.contains_key(&piece.path) {
-                continue;
-            }
-            let values = mine[piece.at..piece.at + piece.values.len()].to_vec();
-            let n = values.len();
-            self.by_path.insert(
-                piece.path,
-                Tensor::from_data(TensorData::new(values, [n]), device),
-            );
+        // The pieces are views of the one shard tensor: no second copy of the shard.
+        let n = mine.len();
+        let mine = Tensor::<1>::from_data(TensorData::new(mine, [n]), device);
+        let pieces: Vec<Piece> = layout
+            .pieces(shard.rank)
+            .into_iter()
+            .filter(|p| present.contains_key(&p.path))
+            .collect();
+        // The whole gradients go before the pieces are cut.
+        drop(present);
+        for piece in pieces {
+            let view = mine.clone().narrow(0, piece.at, piece.values.len());
+            self.by_path.insert(piece.path, view);
         }
-        Ok(4 * full.len() as u64)
+        Ok(4 * (layout.shard * layout.world) as u64)
     }
 }
 
@@ -309,15 +384,24 @@ impl ModuleVisitor for Flat {
     }
 }
 
-/// Sets every trainable parameter from the flat vector `full`.
-struct Assign<'a> {
+/// Takes the trainable parameters of the layout out of a model, each as a flat tensor that
+/// the all-gather writes into in place (in `dtype` when given: a fresh one; else the
+/// parameter's own storage), leaving a one-value placeholder that [`Put`] replaces.
+struct Take<'a> {
     path: Vec<String>,
     dtype: Option<FloatDType>,
-    offsets: BTreeMap<&'a str, (usize, usize)>,
-    full: &'a [f32],
+    lens: BTreeMap<&'a str, usize>,
+    taken: BTreeMap<String, Taken>,
 }
 
-impl ModuleMapper for Assign<'_> {
+/// A parameter out of its model: its flat values, its shape, whether it is trained.
+struct Taken {
+    flat: Tensor<1>,
+    dims: Vec<usize>,
+    require_grad: bool,
+}
+
+impl ModuleMapper for Take<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -328,23 +412,63 @@ impl ModuleMapper for Assign<'_> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let path = self.path.join(".");
-        let Some(&(offset, len)) = self.offsets.get(path.as_str()) else {
+        let Some(&len) = self.lens.get(path.as_str()) else {
             return param;
         };
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
-        let dims = tensor.dims();
-        let device = tensor.inner().device();
-        let data = TensorData::new(self.full[offset..offset + len].to_vec(), dims);
-        let mut value = Tensor::<D>::from_data(data, &device);
-        if let Some(dtype) = self.dtype {
-            value = value.cast(dtype);
+        let dims = tensor.dims().to_vec();
+        let inner = tensor.inner();
+        let device = inner.device();
+        let flat = match self.dtype {
+            Some(dtype) => {
+                // Every value is overwritten: the old storage goes before the new comes.
+                drop(inner);
+                Tensor::<1>::zeros([len], &device).cast(dtype)
+            }
+            None => inner.reshape([len]),
+        };
+        self.taken.insert(
+            path,
+            Taken {
+                flat,
+                dims,
+                require_grad,
+            },
+        );
+        Param::from_mapped_value(id, Tensor::zeros([1; D], &device), mapper)
+    }
+}
+
+/// Puts the parameters [`Take`] took (and the all-gather filled) back into their model.
+struct Put {
+    path: Vec<String>,
+    taken: BTreeMap<String, Taken>,
+}
+
+impl ModuleMapper for Put {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(taken) = self.taken.remove(&self.path.join(".")) else {
+            return param;
+        };
+        let (id, _placeholder, mapper) = param.consume();
+        let dims: [usize; D] = taken
+            .dims
+            .try_into()
+            .expect("a parameter keeps its rank between Take and Put");
+        let mut value = Tensor::from_inner(taken.flat.reshape(dims));
+        if taken.require_grad {
+            value = value.require_grad();
         }
-        let mut updated = Tensor::from_inner(value);
-        if require_grad {
-            updated = updated.require_grad();
-        }
-        Param::from_mapped_value(id, updated, mapper)
+        Param::from_mapped_value(id, value, mapper)
     }
 }
 
@@ -377,7 +501,9 @@ impl AdamW {
             out: BTreeMap::new(),
         };
         model.visit(&mut flat);
-        let mut parts = Vec::new();
+        // This rank's updated pieces, read to the host as each is made (the all-gather's
+        // input): the updated tensors are not held together beside it.
+        let mut mine = Vec::with_capacity(layout.shard);
         for piece in layout.pieces(shard.rank) {
             let Some(value) = flat.out.get(&piece.path) else {
                 return Err(Error::Distributed {
@@ -418,10 +544,12 @@ impl AdamW {
             if let Some(master) = self.master.as_mut() {
                 master.pieces.insert(piece.path.clone(), updated.clone());
             }
-            parts.push(updated);
+            mine.extend(lmforge_model::host_values(updated));
         }
+        // Its views would keep every parameter shared, and the gather could not write in place.
+        drop(flat);
         let dtype = self.master.as_ref().map(|m| m.dtype);
-        gather_into(model, layout, parts, collective, dtype)
+        gather_into(model, layout, mine, collective, dtype)
     }
 
     /// Shards the f32 master weights too: takes this rank's pieces of `model` (in f32) as its
@@ -468,52 +596,69 @@ impl AdamW {
             return Ok(model);
         };
         let layout = &shard.layout;
-        let parts = layout
-            .pieces(shard.rank)
-            .iter()
-            .map(|piece| {
-                master
-                    .pieces
-                    .get(&piece.path)
-                    .cloned()
-                    .ok_or_else(|| Error::Distributed {
-                        reason: format!("no master weights for `{}`", piece.path),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(gather_into(model, layout, parts, collective, Some(FloatDType::F32))?.0)
+        let mut mine = Vec::with_capacity(layout.shard);
+        for piece in layout.pieces(shard.rank) {
+            let values = master
+                .pieces
+                .get(&piece.path)
+                .ok_or_else(|| Error::Distributed {
+                    reason: format!("no master weights for `{}`", piece.path),
+                })?;
+            mine.extend(lmforge_model::host_values(values.clone()));
+        }
+        Ok(gather_into(model, layout, mine, collective, Some(FloatDType::F32))?.0)
     }
 }
 
-/// `model` with its trainable parameters set from every rank's `parts` (this rank's pieces in
-/// layout order, read back once and all-gathered), cast to `dtype` when given; and the seconds
-/// of the all-gather.
+/// `model` with its trainable parameters set from every rank's `mine` (this rank's pieces in
+/// layout order, on the host, all-gathered), cast to `dtype` when given; and the seconds of
+/// the all-gather. Each round's values are written into the parameters as it arrives, so
+/// the host holds this rank's shard and one round, never the whole model.
 fn gather_into<M: Module>(
     model: M,
     layout: &Layout,
-    parts: Vec<Tensor<1>>,
+    mut mine: Vec<f32>,
     collective: &dyn Collective,
     dtype: Option<FloatDType>,
 ) -> Result<(M, f64)> {
-    let mut mine: Vec<f32> = if parts.is_empty() {
-        Vec::new()
-    } else {
-        lmforge_model::host_values(Tensor::cat(parts, 0))
-    };
     mine.resize(layout.shard, 0.0);
-    let gather_started = std::time::Instant::now();
-    let full = all_gather(collective, layout, &mine)?;
-    let gather_seconds = gather_started.elapsed().as_secs_f64();
-    let offsets = layout
-        .entries
-        .iter()
-        .map(|e| (e.path.as_str(), (e.offset, e.len)))
-        .collect();
-    let model = model.map(&mut Assign {
+    let mut take = Take {
         path: Vec::new(),
         dtype,
-        offsets,
-        full: &full,
+        lens: layout
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.len))
+            .collect(),
+        taken: BTreeMap::new(),
+    };
+    let model = model.map(&mut take);
+    let mut taken = take.taken;
+    let gather_started = std::time::Instant::now();
+    all_gather_with(collective, layout, &mine, |range, values| {
+        let start = range.start;
+        for (entry, piece) in segments(layout, range) {
+            let Some(mut param) = taken.remove(&entry.path) else {
+                continue;
+            };
+            let from = entry.offset + piece.start - start;
+            let n = piece.len();
+            let device = param.flat.device();
+            let mut update = Tensor::<1>::from_data(
+                TensorData::new(values[from..from + n].to_vec(), [n]),
+                &device,
+            );
+            if let Some(dtype) = dtype {
+                update = update.cast(dtype);
+            }
+            param.flat = param.flat.slice_assign([piece], update);
+            taken.insert(entry.path.clone(), param);
+        }
+    })?;
+    let gather_seconds = gather_started.elapsed().as_secs_f64();
+    let model = model.map(&mut Put {
+        path: Vec::new(),
+        taken,
     });
     Ok((model, gather_seconds))
 }
@@ -676,5 +821,62 @@ mod tests {
         let full = vec![1.0, 2.0, 3.0];
         assert_eq!(reduce_scatter(&Alone, &layout, &full).unwrap(), full);
         assert_eq!(all_gather(&Alone, &layout, &full).unwrap(), full);
+    }
+
+    proptest::proptest! {
+        /// A window of the flat vector read segment by segment is that window: every value
+        /// once, in order, each from its own parameter (the padding past the end left out).
+        #[test]
+        fn segments_cut_any_window_exactly(
+            sizes in proptest::collection::vec(0usize..7, 1..6),
+            world in 1usize..5,
+            a in 0usize..40,
+            b in 0usize..40,
+        ) {
+            let named: Vec<(String, Vec<usize>)> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (format!("p{i}"), vec![n]))
+                .collect();
+            let layout = Layout::new(&named.into_iter().collect(), world);
+            let padded = layout.shard * layout.world;
+            let (start, end) = (a.min(b).min(padded), a.max(b).min(padded));
+            let mut read = Vec::new();
+            for (entry, values) in segments(&layout, start..end) {
+                proptest::prop_assert!(values.end <= entry.len);
+                read.extend(values.map(|v| entry.offset + v));
+            }
+            let expected: Vec<usize> = (start..end.min(layout.total)).collect();
+            proptest::prop_assert_eq!(read, expected);
+        }
+
+        /// In rounds of any length, reading and writing through the windows gives back the
+        /// vector (one rank: the sum is the vector, the gather the shard).
+        #[test]
+        fn rounds_of_any_length_cover_the_shard(
+            sizes in proptest::collection::vec(1usize..9, 1..5),
+            step in 1usize..20,
+        ) {
+            let named: Vec<(String, Vec<usize>)> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (format!("p{i}"), vec![n]))
+                .collect();
+            let layout = Layout::new(&named.into_iter().collect(), 1);
+            let full: Vec<f32> = (0..layout.total).map(|v| v as f32).collect();
+            let summed = scatter_rounds(&Alone, &layout, step, |range, send| {
+                for (entry, values) in segments(&layout, range) {
+                    send.extend(values.map(|v| (entry.offset + v) as f32));
+                }
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(&summed, &full);
+            let mut written = vec![f32::NAN; layout.total];
+            gather_rounds(&Alone, &layout, &summed, step, |range, values| {
+                written[range].copy_from_slice(values);
+            })
+            .unwrap();
+            proptest::prop_assert_eq!(written, full);
+        }
     }
 }

@@ -516,6 +516,31 @@ fn held(save: &Path, ranks: usize) -> (u64, u64, u64, u64) {
         peaks.iter().all(|&p| p > state),
         "{peaks:?} against {state}"
     );
+    // Every rank's counted peak starts from what it held before its first step and adds the
+    // state: never above what it measured over the steps (the count leaves out activations
+    // and what the allocator keeps), and not far below it on a model this small.
+    let bytes = |key: &str| -> Vec<u64> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .collect()
+    };
+    let (expected, baseline, steps) = (
+        bytes("expected_peak_bytes"),
+        bytes("baseline_rss_bytes"),
+        bytes("step_peak_rss_bytes"),
+    );
+    for r in 0..ranks {
+        assert!(
+            baseline[r] > held.0 && expected[r] >= baseline[r] + held.1,
+            "rank {r}: {report}"
+        );
+        let ratio = steps[r] as f64 / expected[r] as f64;
+        eprintln!("rank {r}: measured / counted peak {ratio:.3}");
+        assert!((0.85..2.0).contains(&ratio), "rank {r}: {ratio}: {report}");
+    }
     held
 }
 
@@ -533,7 +558,7 @@ fn the_distributed_optimizer_shards_moments_and_any_world_size_resumes_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("(sharded over 4 ranks)"), "{err}");
     assert!(
-        err.contains("peak resident memory, measured by rank: training steps "),
+        err.contains("peak resident memory by rank: counted "),
         "{err}"
     );
     close(&losses(&one), &losses(&sharded), "4 sharded ranks vs one");
