@@ -2,7 +2,7 @@
 //! static batching, on seeded random models of the tiny GPT's and gpt2-small's shapes:
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small|1.7b] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--ttft N] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
+//! cargo run --release -p lmforge-benches --bin decode-speed -- [--preset tiny|gpt2-small|1.7b] [--vocab N] [--tokens N] [--batches 1,8,32] [--rounds N] [--weights f32|int8] [--device cpu|flex|wgpu] [--dtype f32|f16|bf16] [--ttft N] [--no-serve] [--prefix] [--chat] [--load] [--save DIR]
 //! ```
 //!
 //! `--device` picks the engine: `cpu` (default) the CPU engine, `flex` or `wgpu` the device
@@ -21,7 +21,7 @@
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use lmforge_infer::scheduler::{
     EVENT_BUFFER, Engine, EngineOptions, Event, Events, Job, Metrics, Scheduler,
 };
@@ -306,13 +306,24 @@ fn main() -> Result<()> {
             let spec: lmforge_model::DeviceSpec = name.parse()?;
             let device = spec.resolve()?;
             let model = config.init(&device, 0)?;
-            let engines = vec![("f32", Arc::new(DeviceGpt::new(model, device)))];
+            // `--dtype f16|bf16`: the device engine's weights, keys and values in half.
+            let (weights, dtype) = match flag("--dtype").as_deref() {
+                None | Some("f32") => ("f32", FloatDType::F32),
+                Some("f16") => ("f16", FloatDType::F16),
+                Some("bf16") => ("bf16", FloatDType::BF16),
+                Some(other) => return Err(format!("--dtype {other}: f32, f16 or bf16").into()),
+            };
+            let engines = vec![(
+                weights,
+                Arc::new(DeviceGpt::with_dtype(model, device, dtype)),
+            )];
             if let Some(n) = flag("--ttft") {
                 let seconds = time_to_first_token(engines[0].1.as_ref(), n.parse()?, rounds)?;
                 println!(
                     "{}",
                     serde_json::json!({
-                        "bench": "ttft", "model": preset, "device": name, "prompt": n.parse::<usize>()?,
+                        "bench": "ttft", "model": preset, "device": name, "weights": weights,
+                        "prompt": n.parse::<usize>()?,
                         "seconds": seconds,
                     })
                 );
@@ -324,7 +335,7 @@ fn main() -> Result<()> {
                     for _ in 0..rounds {
                         best = best.max(generation(engines[0].1.as_ref(), batch, tokens)?);
                     }
-                    println!("{name} f32 batch {batch}: {best:.1} tokens/s");
+                    println!("{name} {weights} batch {batch}: {best:.1} tokens/s");
                 }
                 return Ok(());
             }

@@ -46,6 +46,9 @@ struct Report {
     device: String,
     /// burn's description of it.
     backend: String,
+    /// The adapter it opened and the memory it offers (wgpu: the driver's name and largest
+    /// device-local heap; flex: the host's available memory).
+    adapter: String,
     model: GptConfig,
     parameters: usize,
     batch: usize,
@@ -100,6 +103,7 @@ pub fn run(args: &Args) -> Result<()> {
         requested: args.device.to_string(),
         device: picked.to_string(),
         backend,
+        adapter: picked.memory().0,
         parameters: config.num_params(),
         model: config,
         batch,
@@ -111,6 +115,7 @@ pub fn run(args: &Args) -> Result<()> {
         model_tflops,
         mfu: args.peak_tflops.map(|peak| model_tflops / peak),
     };
+    println!("adapter: {}", report.adapter);
     println!(
         "{} ({}): {} parameters, loss {:.3} -> {:.3}, {:.3} s/step, {:.0} tokens/s, {:.4} model TFLOP/s{}",
         report.device,

@@ -183,7 +183,7 @@ fn info(args: &InfoArgs) -> Result<()> {
     if args.data_parallel_size > 1 {
         println!(
             "(step buffers: the f32 host vectors of {} data-parallel ranks' collectives: \
-             the all-reduce's copy of every gradient, or, sharded, a shard and one round)",
+             one bucket of the all-reduce, or, sharded, a shard and one round)",
             args.data_parallel_size
         );
     }

@@ -215,17 +215,21 @@ impl MemoryEstimate {
 pub const COLLECTIVE_BUCKET_ELEMENTS: usize = 1 << 22;
 
 /// f32 values of the host vectors a training step of `ranks` data-parallel ranks builds for
-/// its collectives, over `params` trainable values: the all-reduce's flat copy of every
-/// gradient; with the optimizer sharded, this rank's shard of the summed gradients (then of
-/// the updated weights) and one round of the bucketed reduce-scatter or all-gather (about
-/// [`COLLECTIVE_BUCKET_ELEMENTS`] values): `params / ranks + bucket`, since the flat vector
-/// is read from the gradients and written into the weights a round at a time, never whole.
+/// its collectives, over `params` trainable values: one bucket of the all-reduce (about
+/// [`COLLECTIVE_BUCKET_ELEMENTS`] values, read from the gradients and written back in place);
+/// with the optimizer sharded, this rank's shard of the summed gradients (then of the updated
+/// weights) and one round of the bucketed reduce-scatter or all-gather: `params / ranks +
+/// bucket`. The flat vector of every gradient is never built.
 /// Zero for one rank without the sharded optimizer (one rank with it still goes through the
 /// reduce-scatter, over a shard of the whole model).
 pub fn step_buffer_values(params: usize, ranks: usize, sharded: bool) -> usize {
     let ranks = ranks.max(1);
     if !sharded {
-        return if ranks > 1 { params } else { 0 };
+        return if ranks > 1 {
+            COLLECTIVE_BUCKET_ELEMENTS.min(params)
+        } else {
+            0
+        };
     }
     let shard = params.div_ceil(ranks);
     shard + COLLECTIVE_BUCKET_ELEMENTS.min(shard * ranks)
@@ -289,11 +293,14 @@ mod tests {
             .memory(Dtype::Bf16, 1, 256)
             .with_sharded_optimizer(4, n);
         assert_eq!(bf16.optimizer, Some(12.0 * n.div_ceil(4) as f64));
-        // The step's host buffers: the all-reduce's flat copy; sharded, a shard and a round.
+        // The step's host buffers: a bucket of the all-reduce; sharded, a shard and a round.
         assert_eq!(bf16.step_buffers, None);
         assert_eq!(whole.with_data_parallel(1, false, n).step_buffers, None);
         let dp = whole.with_data_parallel(4, false, n);
-        assert_eq!(dp.step_buffers, Some(4.0 * n as f64));
+        assert_eq!(
+            dp.step_buffers,
+            Some(4.0 * COLLECTIVE_BUCKET_ELEMENTS.min(n) as f64)
+        );
         let zero = sharded.with_data_parallel(4, true, n);
         let shard = n.div_ceil(4);
         let flat = 4 * shard;

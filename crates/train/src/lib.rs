@@ -5,6 +5,8 @@
 //!   floor — as a pure function of the step;
 //! - [`optim`]: AdamW (decoupled weight decay, none on biases and norm weights) over gradients
 //!   keyed by parameter path, and clipping by the global norm (burn clips per tensor);
+//! - [`flat`]: the parameters as one flat vector in path order, which the collectives read and
+//!   write a round's window at a time ([`zero`]: the distributed optimizer over it);
 //! - [`scaler`]: fp16 dynamic loss scaling (burn has none); [`step`]: one step — gradient
 //!   accumulation over micro-batches, data parallelism over devices, fp16/bf16 compute on fp32
 //!   master weights, overflow skipping;
@@ -54,6 +56,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub mod bert;
 pub mod checkpoint;
 pub mod collective;
+pub mod flat;
 pub mod gpt;
 pub mod metrics;
 pub mod optim;

@@ -14,7 +14,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::collective::{Collective, all_reduce_buckets};
+use crate::collective::{BUCKET_ELEMENTS, Collective};
+use crate::flat::{Layout, segments};
 use crate::{Error, Result};
 
 /// Flattened gradients by parameter path.
@@ -79,28 +80,55 @@ impl Grads {
         }
     }
 
-    /// Sums these gradients over the ranks of `collective`: flattened in path order into one
-    /// host buffer, reduced in fixed buckets, and split back. Every rank must hold the same
-    /// paths and sizes (the same model). Returns the bytes reduced.
+    /// Sums these gradients over the ranks of `collective`, in fixed buckets of the flat
+    /// vector in path order ([`crate::flat`]): each bucket is read from the gradient tensors,
+    /// summed, and written back into them in place, so the host holds one bucket, never a
+    /// copy of every gradient. Every rank must hold the same paths and sizes (the same
+    /// model). Returns the bytes reduced.
     pub fn all_reduce(&mut self, collective: &dyn Collective) -> Result<u64> {
         if collective.world() == 1 {
             return Ok(0);
         }
-        let Some(device) = self.by_path.values().next().map(Tensor::device) else {
-            return Ok(0);
-        };
-        let sizes: Vec<usize> = self.by_path.values().map(|g| g.dims()[0]).collect();
-        let flat = Tensor::cat(self.by_path.values().cloned().collect(), 0);
-        let mut host: Vec<f32> = lmforge_model::host_values(flat);
-        all_reduce_buckets(collective, &mut host)?;
-        let n = host.len();
-        let flat = Tensor::<1>::from_data(TensorData::new(host, [n]), &device);
-        let mut offset = 0;
-        for (grad, size) in self.by_path.values_mut().zip(sizes) {
-            *grad = flat.clone().narrow(0, offset, size);
-            offset += size;
+        let shapes: BTreeMap<String, Vec<usize>> = self
+            .by_path
+            .iter()
+            .map(|(path, grad)| (path.clone(), vec![grad.dims()[0]]))
+            .collect();
+        let layout = Layout::new(&shapes, 1);
+        let mut bucket = Vec::with_capacity(BUCKET_ELEMENTS.min(layout.total));
+        for (i, start) in (0..layout.total).step_by(BUCKET_ELEMENTS).enumerate() {
+            let window = start..(start + BUCKET_ELEMENTS).min(layout.total);
+            bucket.clear();
+            for (entry, values) in segments(&layout, window.clone()) {
+                let grad = self.by_path[&entry.path].clone();
+                bucket.extend(lmforge_model::host_values(grad.narrow(
+                    0,
+                    values.start,
+                    values.len(),
+                )));
+            }
+            collective.all_reduce_f32(
+                &mut bucket,
+                &format!("the all-reduce of gradient bucket {i}"),
+            )?;
+            let mut at = 0;
+            for (entry, values) in segments(&layout, window) {
+                let n = values.len();
+                let grad = self
+                    .by_path
+                    .remove(&entry.path)
+                    .expect("a segment names a gradient");
+                let device = grad.device();
+                let summed = Tensor::<1>::from_data(
+                    TensorData::new(bucket[at..at + n].to_vec(), [n]),
+                    &device,
+                );
+                self.by_path
+                    .insert(entry.path.clone(), grad.slice_assign([values], summed));
+                at += n;
+            }
         }
-        Ok(4 * n as u64)
+        Ok(4 * layout.total as u64)
     }
 
     /// Multiplies every gradient by `factor` (unscaling, clipping).

@@ -256,8 +256,8 @@ pub struct MemoryPerRank {
     pub optimizer_bytes: u64,
     /// Ranks the moments are sharded over (1: not sharded).
     pub optimizer_sharded_over: usize,
-    /// The f32 host vectors a step builds for the collectives: the all-reduce's flat copy of
-    /// the gradients; sharded, this rank's shard and one round
+    /// The f32 host vectors a step builds for the collectives: one bucket of the all-reduce;
+    /// sharded, this rank's shard and one round
     /// (`lmforge_model::accounting::step_buffer_values`). 0 for one rank, unsharded.
     pub step_buffer_bytes: u64,
     /// While a step accumulates several micro-batches (or local devices), the running sum
