@@ -152,21 +152,12 @@ fn share(files: &[PathBuf], rank: usize, ranks: usize) -> Result<Vec<PathBuf>> {
     Ok(parts[range].iter().map(|p| p.file.clone()).collect())
 }
 
-/// FNV-1a of `bytes` as hex: an identity that is stable across builds and machines (not a
-/// defence against tampering; the plans it names sit in the user's own work folder).
-fn fnv1a(bytes: &[u8]) -> String {
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
-}
-
 /// A small file (a tokenizer) for a plan's parameters: its absolute path and content hash, so
 /// that a tokenizer retrained between a run and its re-run is a different plan.
 pub fn fingerprint_file(path: &Path) -> Result<Value> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(serde_json::json!({ "file": path, "fnv1a": fnv1a(&bytes) }))
+    Ok(serde_json::json!({ "file": path, "xxh3": lmforge_executor::plan::id(&bytes) }))
 }
 
 /// The plan of a stage whose ranks each take a contiguous share of whole input files:
@@ -243,34 +234,25 @@ impl FilePlan {
     }
 
     fn path(work: &Path) -> PathBuf {
-        work.join("plan.json")
+        lmforge_executor::plan::path(work)
     }
 
     /// Writes the plan, or checks that `work` already holds this plan (a re-run): a work
     /// folder of another plan is refused, naming what differs.
     pub fn write(&self, work: &Path) -> Result<()> {
-        std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-        let path = Self::path(work);
-        if path.exists() {
-            let there = Self::read(work)?;
-            if let Some(why) = there.differences(self) {
-                bail!(
-                    "{}: the work folder holds another plan ({why}); give another --work or \
-                     remove it",
-                    path.display()
-                );
-            }
-            return Ok(());
-        }
-        crate::output::write_json(&path, self)
+        Ok(lmforge_executor::plan::write(
+            work,
+            self,
+            FilePlan::differences,
+        )?)
     }
 
     /// The plan in `work`.
     pub fn read(work: &Path) -> Result<FilePlan> {
-        let path = Self::path(work);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a plan", path.display()))
+        Ok(lmforge_executor::plan::read(
+            work,
+            "a plan of whole input files",
+        )?)
     }
 
     fn differences(&self, other: &FilePlan) -> Option<String> {
@@ -295,7 +277,7 @@ impl FilePlan {
 
     /// The plan's identity in markers.
     fn id(&self) -> String {
-        fnv1a(&serde_json::to_vec(self).unwrap_or_default())
+        lmforge_executor::plan::id(self)
     }
 
     /// `WORK/STAGE/task-NNNNN`.

@@ -8,6 +8,7 @@
 //! looks finished and a re-run redoes exactly the tasks without a marker. [`input::Input`]
 //! is an input file as a plan saw it (size, modification time, a hash of both ends): plans
 //! keep them, and a re-run or a later task refuses an input that changed, naming it.
+//! [`plan`] is where every stage keeps its plan (`WORK/plan.json`) and its identity.
 //!
 //! ```
 //! use lmforge_executor::{Executor, Job, Local};
@@ -29,6 +30,7 @@
 
 pub mod input;
 mod local;
+pub mod plan;
 pub mod rank;
 pub mod slurm;
 pub mod task;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::records::read_json;
 use crate::lsh::used_bands;
 use crate::run::Progress;
-use crate::{Config, Error, Result, io};
+use crate::{Config, Error, Result};
 
 /// The most tasks of the `exact` step.
 const EXACT_TASKS: usize = 64;
@@ -120,14 +120,6 @@ pub(super) struct Marker {
     pub(super) peak_rss: u64,
 }
 
-fn hex128(bytes: &[u8]) -> String {
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
-}
-
-fn json_bytes(value: &impl Serialize) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
 impl Plan {
     /// Plans cleaning `files` into `output` with `ranks` ranks.
     pub fn new(config: Config, files: &[PathBuf], ranks: usize, output: &Path) -> Result<Plan> {
@@ -177,48 +169,27 @@ impl Plan {
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint {
             ranks: self.ranks,
-            config: hex128(&json_bytes(&self.config)),
-            inputs: hex128(&json_bytes(&(&self.inputs, &self.parts, &self.dir))),
+            config: lmforge_executor::plan::id(&self.config),
+            inputs: lmforge_executor::plan::id(&(&self.inputs, &self.parts, &self.dir)),
         }
     }
 
     /// Writes `W/plan.json`; an existing plan must be this one (the same rank count,
     /// configuration, inputs and output), else the work folder belongs to another run.
     pub fn write(&self, work: &Path) -> Result<()> {
-        std::fs::create_dir_all(work).map_err(io(work))?;
-        let path = work.join("plan.json");
-        if path.exists() {
-            let old = Plan::read(work)?;
-            if old != *self {
-                // A changed input is named; anything else is told by the fingerprints.
-                let why = lmforge_executor::input::differences(&old.inputs, &self.inputs)
-                    .or_else(|| differences(&old.fingerprint(), &self.fingerprint()))
-                    .unwrap_or_else(|| "its output folder differs".into());
-                return Err(Error::Config(format!(
-                    "{}: the work folder holds another run's plan ({why}); \
-                     use another --work folder or remove this one",
-                    path.display(),
-                )));
-            }
-            return Ok(());
-        }
-        let temp = work.join(format!(".plan.json.tmp-{}", std::process::id()));
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Output {
-            file: path.clone(),
-            reason: e.to_string(),
-        })?;
-        std::fs::write(&temp, json + "\n").map_err(io(&temp))?;
-        std::fs::rename(&temp, &path).map_err(io(&path))
+        lmforge_executor::plan::write(work, self, |old, new| {
+            // A changed input is named; anything else is told by the fingerprints.
+            let why = lmforge_executor::input::differences(&old.inputs, &new.inputs)
+                .or_else(|| differences(&old.fingerprint(), &new.fingerprint()))
+                .unwrap_or_else(|| "its output folder differs".into());
+            Some(why)
+        })
+        .map_err(Error::from)
     }
 
     /// Reads `W/plan.json`.
     pub fn read(work: &Path) -> Result<Plan> {
-        let path = work.join("plan.json");
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        serde_json::from_str(&text).map_err(|e| Error::Output {
-            file: path,
-            reason: format!("not a sharded cleaning plan ({e})"),
-        })
+        lmforge_executor::plan::read(work, "a sharded cleaning plan").map_err(Error::from)
     }
 
     /// Tasks of `step` without a finished marker of this plan: what a (re-)run must do. The
