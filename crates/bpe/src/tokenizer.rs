@@ -45,6 +45,10 @@ impl Tokenizer for Bpe {
         self.special_id("<|endoftext|>")
     }
 
+    fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        Bpe::decode_bytes(self, &[id]).ok()
+    }
+
     fn pad_id(&self) -> Option<u32> {
         ["<|pad|>", "<pad>", "[PAD]", "<|padding|>"]
             .iter()

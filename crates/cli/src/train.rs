@@ -715,8 +715,31 @@ pub struct EvalReport {
     samples: usize,
     valid_loss: Option<f64>,
     pub valid_perplexity: Option<f64>,
+    /// Bits per byte of text (GPT with a byte-level BPE tokenizer.json beside it): compares
+    /// across vocabularies, where loss and perplexity do not.
+    valid_bits_per_byte: Option<f64>,
     test_loss: Option<f64>,
     pub test_perplexity: Option<f64>,
+    test_bits_per_byte: Option<f64>,
+}
+
+/// Text bytes of every token of the tokenizer beside a checkpoint (`tokenizer.json`), the
+/// end-of-document token counting none: empty where there is none, or its tokens are not
+/// byte sequences (then no bits per byte are given).
+fn token_bytes(dir: &Path) -> Vec<u64> {
+    let Ok(tokenizer) = lmforge_dataset::open_tokenizer(dir.join("tokenizer.json")) else {
+        return Vec::new();
+    };
+    let eod = tokenizer.eod_id();
+    let mut bytes = Vec::with_capacity(tokenizer.vocab_size());
+    for id in 0..tokenizer.vocab_size() as u32 {
+        match tokenizer.token_bytes(id) {
+            _ if Some(id) == eod => bytes.push(0),
+            Some(b) => bytes.push(b.len() as u64),
+            None => return Vec::new(),
+        }
+    }
+    bytes
 }
 
 /// Validation and test losses of the GPT (quantized too) or BERT-MLM checkpoint in `dir`.
@@ -740,7 +763,11 @@ pub fn eval_losses(
             let objective = GptObjective {
                 tokenizer_json: None,
             };
-            (seq, plan.losses(&model, &objective, seq, device)?)
+            let bytes = token_bytes(dir);
+            (
+                seq,
+                plan.losses_per_byte(&model, &objective, seq, device, &bytes)?,
+            )
         }
         "bert-mlm" => {
             let model = load_bert_mlm(dir, device)?;
@@ -753,7 +780,8 @@ pub fn eval_losses(
                 })?;
             let objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
             let seq = plan.seq_length(model.bert.config().max_seq_len);
-            (seq, plan.losses(&model, &objective, seq, device)?)
+            let losses = plan.losses(&model, &objective, seq, device)?;
+            (seq, losses.map(|l| l.map(|l| (l, None))))
         }
         other => bail!(
             "{}: a `{other}` checkpoint; lmforge eval reads GPT and BERT-MLM ones",
@@ -765,10 +793,12 @@ pub fn eval_losses(
         architecture,
         seq_length,
         samples: plan.samples,
-        valid_loss: losses[0],
-        valid_perplexity: losses[0].map(f64::exp),
-        test_loss: losses[1],
-        test_perplexity: losses[1].map(f64::exp),
+        valid_loss: losses[0].map(|l| l.0),
+        valid_perplexity: losses[0].map(|l| l.0.exp()),
+        valid_bits_per_byte: losses[0].and_then(|l| l.1),
+        test_loss: losses[1].map(|l| l.0),
+        test_perplexity: losses[1].map(|l| l.0.exp()),
+        test_bits_per_byte: losses[1].and_then(|l| l.1),
     })
 }
 
@@ -780,12 +810,16 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", dir.display());
-        for (name, loss) in [
-            ("validation", report.valid_loss),
-            ("test", report.test_loss),
+        for (name, loss, per_byte) in [
+            ("validation", report.valid_loss, report.valid_bits_per_byte),
+            ("test", report.test_loss, report.test_bits_per_byte),
         ] {
             if let Some(l) = loss {
-                println!("{name:>10}  loss {l:.4}  perplexity {:.3}", l.exp());
+                let per_byte = per_byte.map_or(String::new(), |b| format!("  bits/byte {b:.4}"));
+                println!(
+                    "{name:>10}  loss {l:.4}  perplexity {:.3}{per_byte}",
+                    l.exp()
+                );
             }
         }
     }

@@ -56,6 +56,14 @@ pub trait Tokenizer: Send + Sync {
     fn to_tokenizer_json(&self) -> Option<String> {
         None
     }
+
+    /// The text bytes token `id` stands for, where every token stands for bytes of its own
+    /// (a byte-level BPE, whose tokens may end inside a UTF-8 character): what bits per byte
+    /// are counted over. `None` where tokens do not map to bytes one by one (WordPiece's `##`
+    /// pieces, normalised text) or `id` is outside the vocabulary.
+    fn token_bytes(&self, _id: u32) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// The tokenization algorithms lmforge implements.

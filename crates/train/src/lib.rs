@@ -75,7 +75,10 @@ pub use collective::{Alone, Collective};
 pub use optim::{AdamW, AdamWConfig, Grads, clip_by_global_norm};
 pub use peak::peak_tflops;
 pub use place::{Launcher, Place};
-pub use pretrain::{Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, pretrain};
+pub use pretrain::{
+    Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, evaluate_per_byte,
+    pretrain,
+};
 pub use scaler::{LossScaler, ScalerConfig};
 pub use schedule::{DecayStyle, LrSchedule};
 pub use step::{Precision, StepConfig, StepOutcome, train_step, train_step_with};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::read_state;
 use crate::optim::AdamWConfig;
-use crate::pretrain::{Objective, PretrainConfig, Splits, evaluate};
+use crate::pretrain::{Objective, PretrainConfig, Splits, evaluate_per_byte};
 use crate::scaler::{LossScaler, ScalerConfig};
 use crate::schedule::{DecayStyle, LrSchedule};
 use crate::step::Precision;
@@ -330,6 +330,9 @@ pub struct EvalData {
     pub eval_iters: u64,
 }
 
+/// A split's mean loss and, where the tokens' bytes are known, its bits per byte.
+pub type SplitScore = (f64, Option<f64>);
+
 /// [`EvalData`] with the training run's values filled in.
 #[derive(Clone, Debug)]
 pub struct EvalPlan {
@@ -395,6 +398,22 @@ impl EvalPlan {
         seq_length: usize,
         device: &Device,
     ) -> Result<[Option<f64>; 2]> {
+        Ok(self
+            .losses_per_byte(model, objective, seq_length, device, &[])?
+            .map(|split| split.map(|(loss, _)| loss)))
+    }
+
+    /// [`EvalPlan::losses`] with each split's bits per byte beside its loss, the text bytes of
+    /// token `id` being `bytes[id]` ([`crate::pretrain::evaluate_per_byte`]; `None` where
+    /// `bytes` gives the targets none).
+    pub fn losses_per_byte<M: Module + Clone>(
+        &self,
+        model: &M,
+        objective: &dyn Objective<M>,
+        seq_length: usize,
+        device: &Device,
+        bytes: &[u64],
+    ) -> Result<[Option<SplitScore>; 2]> {
         let config = DataConfig::new(seq_length, self.seed as u32);
         let weights = self.split.weights();
         let mut out = [None, None];
@@ -411,13 +430,14 @@ impl EvalPlan {
                     &config,
                     None,
                 )?;
-                *slot = Some(evaluate(
+                *slot = Some(evaluate_per_byte(
                     model,
                     objective,
                     &blend,
                     self.samples,
                     self.micro_batch,
                     device,
+                    bytes,
                 )?);
             }
         }

@@ -374,6 +374,38 @@ pub fn evaluate<M: Module + Clone>(
     evaluate_on_ranks(model, objective, data, samples, micro_batch, device, &Alone)
 }
 
+/// [`evaluate`]'s mean loss, and the bits per byte of the same samples: the nats of every
+/// target (each batch's mean loss times its targets) over ln 2 and the text bytes of those
+/// targets, `bytes[id]` each (a token-independent measure, so that models with different
+/// vocabularies, and character-level ones, compare). `None` when the targets hold no byte.
+pub fn evaluate_per_byte<M: Module + Clone>(
+    model: &M,
+    objective: &dyn Objective<M>,
+    data: &GptBlend,
+    samples: usize,
+    micro_batch: usize,
+    device: &Device,
+    bytes: &[u64],
+) -> Result<(f64, Option<f64>)> {
+    let model = model.valid();
+    let (mut nats, mut text_bytes) = (0.0f64, 0u64);
+    let mean = evaluate_with(data, samples, micro_batch, &Alone, &mut |batch, seed| {
+        let loss = objective.loss(&model, batch, seed, device)?;
+        let loss = f64::from(loss.into_scalar::<f32>());
+        let mut targets = 0.0f64;
+        for (&label, &weight) in batch.labels.iter().zip(&batch.loss_mask) {
+            if weight > 0.0 {
+                targets += f64::from(weight);
+                text_bytes += bytes.get(label as usize).copied().unwrap_or(0);
+            }
+        }
+        nats += loss * targets;
+        Ok(loss)
+    })?;
+    let per_byte = (text_bytes > 0).then(|| nats / std::f64::consts::LN_2 / text_bytes as f64);
+    Ok((mean, per_byte))
+}
+
 /// [`evaluate`] with the micro-batches dealt round-robin to the ranks of `collective`: each
 /// batch's loss goes in its slot, so the mean is the same bytes on any world size.
 pub fn evaluate_on_ranks<M: Module + Clone>(

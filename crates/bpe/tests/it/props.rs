@@ -48,6 +48,14 @@ proptest! {
             }
             out.push_str(&stream.finish());
             prop_assert_eq!(out, String::from_utf8_lossy(&bytes).into_owned());
+            // Each token stands for bytes of its own (what bits per byte count): together,
+            // the input's.
+            let tokenizer: &dyn lmforge_tokenizer::Tokenizer = bpe;
+            let joined: Vec<u8> = ids
+                .iter()
+                .flat_map(|&id| tokenizer.token_bytes(id).unwrap())
+                .collect();
+            prop_assert_eq!(joined, bytes.clone());
         }
     }
 

@@ -164,6 +164,16 @@ fn train_interrupt_resume_eval_and_generate() {
     assert_eq!(eval["seq_length"], 32, "taken from the run's arguments");
     let ppl = eval["valid_perplexity"].as_f64().unwrap();
     assert!(ppl > 1.0 && ppl < 300.0, "{ppl}");
+    // Its byte-level BPE gives bits per byte: below the bits per token, as its tokens average
+    // more than one byte.
+    let per_byte = eval["valid_bits_per_byte"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no bits per byte: {eval}"));
+    let per_token = ppl.ln() / std::f64::consts::LN_2;
+    assert!(
+        per_byte > 0.0 && per_byte < per_token,
+        "{per_byte} {per_token}"
+    );
 
     // The iteration folder is a model checkpoint with its tokenizer.
     let out = ok(&lmforge(&[

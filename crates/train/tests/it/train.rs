@@ -356,6 +356,46 @@ pub(crate) fn objective() -> GptObjective {
     }
 }
 
+/// Bits per byte weigh each target's nats by its text bytes: a token of one byte each gives
+/// the loss in bits, of two bytes half that, and the loss beside it is `evaluate`'s own.
+#[test]
+fn bits_per_byte_count_the_targets_bytes() {
+    let dir = temp_dir("per-byte");
+    let prefix = corpus(&dir, 40);
+    let data = splits(&prefix, 16, 8, 6);
+    let valid = data.valid.as_ref().unwrap();
+    let device = Device::flex();
+    let model = small_config().init(&device, 7).unwrap();
+    let vocab = small_config().vocab_size;
+    let loss = lmforge_train::evaluate(&model, &objective(), valid, 6, 4, &device).unwrap();
+    let per_byte = |bytes: &[u64]| {
+        lmforge_train::evaluate_per_byte(&model, &objective(), valid, 6, 4, &device, bytes).unwrap()
+    };
+    // Batches of 4 and 2 samples: the token-weighted mean is not the mean of batch means.
+    let batch_losses: Vec<f64> = [vec![0, 1, 2, 3], vec![4, 5]]
+        .iter()
+        .map(|rows| {
+            let batch = valid.batch(rows);
+            let l = objective()
+                .loss(&model.valid(), &batch, 0, &device)
+                .unwrap();
+            f64::from(l.into_scalar::<f32>()) * rows.len() as f64
+        })
+        .collect();
+    let token_mean = batch_losses.iter().sum::<f64>() / 6.0;
+    let (mean, ones) = per_byte(&vec![1; vocab]);
+    assert_eq!(mean, loss, "the loss is evaluate's");
+    let ones = ones.unwrap();
+    assert!(
+        (ones * std::f64::consts::LN_2 - token_mean).abs() < 1e-5 * token_mean,
+        "{ones} bits/byte against {token_mean} nats per token"
+    );
+    let twos = per_byte(&vec![2; vocab]).1.unwrap();
+    assert!((twos * 2.0 - ones).abs() < 1e-9 * ones, "{twos} {ones}");
+    assert_eq!(per_byte(&[]).1, None, "no bytes, no figure");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     let dir = temp_dir("resume");
