@@ -180,6 +180,25 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
             report.contains("| q4_0 |") && report.contains("![loss curve](train/loss.png)"),
             "the pipeline's report.md lacks the models table or the loss curve"
         );
+        // Every model's bits per byte (its byte-level BPE gives them), a number in bits.
+        let per_byte: Vec<Option<f64>> = report
+            .lines()
+            .skip_while(|l| !l.starts_with("## Models"))
+            .skip(4)
+            .take_while(|l| l.starts_with("| "))
+            .map(|l| {
+                l.split('|')
+                    .nth(5)
+                    .and_then(|c| c.trim().parse::<f64>().ok())
+            })
+            .collect();
+        ensure!(
+            !per_byte.is_empty()
+                && per_byte
+                    .iter()
+                    .all(|b| b.is_some_and(|b| b > 0.0 && b < 16.0)),
+            "the pipeline's report.md lacks a model's bits per byte: {per_byte:?}"
+        );
         crate::pipeline::check_failure_recovery(root, &out)?;
         // The data stages as job arrays through sbatch where a Slurm answers (always in CI:
         // the prerequisites require it), else the local process pool.
