@@ -578,6 +578,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         config: PretrainConfig {
             flops_per_token: config.training_flops_per_token(planned.seq_length),
             peak_flops: peak_flops(common, &ranks, planned.precision),
+            token_bytes: token_bytes_of(tokenizer.as_ref()),
             ..planned
         },
         eod: tokenizer.eod_id(),
@@ -723,13 +724,18 @@ pub struct EvalReport {
     test_bits_per_byte: Option<f64>,
 }
 
-/// Text bytes of every token of the tokenizer beside a checkpoint (`tokenizer.json`), the
-/// end-of-document token counting none: empty where there is none, or its tokens are not
-/// byte sequences (then no bits per byte are given).
+/// Text bytes of every token of the tokenizer beside a checkpoint (`tokenizer.json`): see
+/// [`token_bytes_of`]; empty where there is none.
 fn token_bytes(dir: &Path) -> Vec<u64> {
-    let Ok(tokenizer) = lmforge_dataset::open_tokenizer(dir.join("tokenizer.json")) else {
-        return Vec::new();
-    };
+    match lmforge_dataset::open_tokenizer(dir.join("tokenizer.json")) {
+        Ok(tokenizer) => token_bytes_of(tokenizer.as_ref()),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Text bytes of every token of `tokenizer`, the end-of-document token counting none: empty
+/// where its tokens are not byte sequences (then no bits per byte are given).
+fn token_bytes_of(tokenizer: &dyn Tokenizer) -> Vec<u64> {
     let eod = tokenizer.eod_id();
     let mut bytes = Vec::with_capacity(tokenizer.vocab_size());
     for id in 0..tokenizer.vocab_size() as u32 {

@@ -241,6 +241,7 @@ pub fn plan(
         _ => Precision::Fp32,
     };
     let config = PretrainConfig {
+        token_bytes: Vec::new(),
         micro_batch: micro,
         global_batch: global,
         seq_length,

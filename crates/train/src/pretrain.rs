@@ -74,6 +74,10 @@ pub struct Splits {
 /// A run's settings (the flags of `lmforge train`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PretrainConfig {
+    /// The text bytes of each token id (a byte-level BPE's; the end-of-document token none),
+    /// for the validation's bits per byte in `metrics.jsonl`; empty: not given.
+    #[serde(skip)]
+    pub token_bytes: Vec<u64>,
     /// Samples per micro-batch on one device (`--micro-batch-size`).
     pub micro_batch: usize,
     /// Samples per optimizer step, all devices and accumulation together (`--global-batch-size`).
@@ -387,23 +391,16 @@ pub fn evaluate_per_byte<M: Module + Clone>(
     device: &Device,
     bytes: &[u64],
 ) -> Result<(f64, Option<f64>)> {
-    let model = model.valid();
-    let (mut nats, mut text_bytes) = (0.0f64, 0u64);
-    let mean = evaluate_with(data, samples, micro_batch, &Alone, &mut |batch, seed| {
-        let loss = objective.loss(&model, batch, seed, device)?;
-        let loss = f64::from(loss.into_scalar::<f32>());
-        let mut targets = 0.0f64;
-        for (&label, &weight) in batch.labels.iter().zip(&batch.loss_mask) {
-            if weight > 0.0 {
-                targets += f64::from(weight);
-                text_bytes += bytes.get(label as usize).copied().unwrap_or(0);
-            }
-        }
-        nats += loss * targets;
-        Ok(loss)
-    })?;
-    let per_byte = (text_bytes > 0).then(|| nats / std::f64::consts::LN_2 / text_bytes as f64);
-    Ok((mean, per_byte))
+    evaluate_on_ranks_per_byte(
+        model,
+        objective,
+        data,
+        samples,
+        micro_batch,
+        device,
+        &Alone,
+        bytes,
+    )
 }
 
 /// [`evaluate`] with the micro-batches dealt round-robin to the ranks of `collective`: each
@@ -417,12 +414,38 @@ pub fn evaluate_on_ranks<M: Module + Clone>(
     device: &Device,
     collective: &dyn Collective,
 ) -> Result<f64> {
+    evaluate_on_ranks_per_byte(
+        model,
+        objective,
+        data,
+        samples,
+        micro_batch,
+        device,
+        collective,
+        &[],
+    )
+    .map(|(loss, _)| loss)
+}
+
+/// [`evaluate_on_ranks`] with [`evaluate_per_byte`]'s bits per byte.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_on_ranks_per_byte<M: Module + Clone>(
+    model: &M,
+    objective: &dyn Objective<M>,
+    data: &GptBlend,
+    samples: usize,
+    micro_batch: usize,
+    device: &Device,
+    collective: &dyn Collective,
+    bytes: &[u64],
+) -> Result<(f64, Option<f64>)> {
     let model = model.valid();
     evaluate_with(
         data,
         samples,
         micro_batch,
         collective,
+        bytes,
         &mut |batch, seed| {
             let loss = objective.loss(&model, batch, seed, device)?;
             Ok(f64::from(loss.into_scalar::<f32>()))
@@ -431,14 +454,17 @@ pub fn evaluate_on_ranks<M: Module + Clone>(
 }
 
 /// The mean of `loss_of(batch, seed)` over the first `samples` samples of `data` in batches of
-/// `micro_batch`, dealt round-robin to the ranks of `collective`, each loss in its slot.
+/// `micro_batch`, dealt round-robin to the ranks of `collective`, each loss in its slot; and
+/// the bits per byte of their targets by `bytes` ([`evaluate_per_byte`]), each batch's nats
+/// and bytes in slots of their own.
 fn evaluate_with(
     data: &GptBlend,
     samples: usize,
     micro_batch: usize,
     collective: &dyn Collective,
+    bytes: &[u64],
     loss_of: &mut dyn FnMut(&GptBatch, u64) -> Result<f64>,
-) -> Result<f64> {
+) -> Result<(f64, Option<f64>)> {
     let samples = samples.min(data.len());
     if samples == 0 {
         return Err(Error::Config {
@@ -448,20 +474,38 @@ fn evaluate_with(
     }
     let indices: Vec<usize> = (0..samples).collect();
     let chunks: Vec<&[usize]> = indices.chunks(micro_batch.max(1)).collect();
-    let mut losses = vec![0.0f64; chunks.len()];
+    let n = chunks.len();
+    // Each batch's loss, then its nats, then its text bytes: one all-reduce for the three.
+    let mut slots = vec![0.0f64; 3 * n];
     let (rank, world) = (collective.rank(), collective.world());
     for (b, chunk) in chunks.iter().enumerate().skip(rank).step_by(world) {
         let batch = data.batch(chunk);
-        losses[b] = loss_of(&batch, micro_seed(u64::MAX, 0, 0, b))?;
+        let loss = loss_of(&batch, micro_seed(u64::MAX, 0, 0, b))?;
+        let (mut targets, mut text_bytes) = (0.0f64, 0u64);
+        if !bytes.is_empty() {
+            for (&label, &weight) in batch.labels.iter().zip(&batch.loss_mask) {
+                if weight > 0.0 {
+                    targets += f64::from(weight);
+                    text_bytes += bytes.get(label as usize).copied().unwrap_or(0);
+                }
+            }
+        }
+        slots[b] = loss;
+        slots[n + b] = loss * targets;
+        slots[2 * n + b] = text_bytes as f64;
     }
-    collective.all_reduce_f64(&mut losses, "the all-reduce of the evaluation losses")?;
+    collective.all_reduce_f64(&mut slots, "the all-reduce of the evaluation losses")?;
+    let losses = &slots[..n];
     if let Some(b) = losses.iter().position(|l| !l.is_finite()) {
         return Err(Error::NonFinite(format!(
             "evaluation batch {b}: the loss is {}",
             losses[b]
         )));
     }
-    Ok(losses.iter().sum::<f64>() / losses.len() as f64)
+    let nats: f64 = slots[n..2 * n].iter().sum();
+    let text_bytes: f64 = slots[2 * n..].iter().sum();
+    let per_byte = (text_bytes > 0.0).then(|| nats / std::f64::consts::LN_2 / text_bytes);
+    Ok((losses.iter().sum::<f64>() / n as f64, per_byte))
 }
 
 /// Trains `model` on `splits` with `config` on `devices` (data parallel over several), and
@@ -617,6 +661,7 @@ pub fn pretrain<M: Module + Clone>(
                 eval_samples,
                 config.micro_batch,
                 dp_group,
+                &config.token_bytes,
                 &mut |batch, _| {
                     Ok(g.objective
                         .grads(&valid, &valid, batch, group, None, device)?
@@ -624,7 +669,7 @@ pub fn pretrain<M: Module + Clone>(
                 },
             )
         }
-        None => evaluate_on_ranks(
+        None => evaluate_on_ranks_per_byte(
             model,
             objective,
             data,
@@ -632,6 +677,7 @@ pub fn pretrain<M: Module + Clone>(
             config.micro_batch,
             device,
             collective,
+            &config.token_bytes,
         ),
     };
     // The whole f32 model (a collective): this rank's range of the master weights gathered
@@ -840,6 +886,7 @@ pub fn pretrain<M: Module + Clone>(
                 mfu,
                 val_loss: None,
                 val_ppl: None,
+                val_bits_per_byte: None,
                 elapsed_seconds: started.elapsed().as_secs_f64(),
             });
             let message = format!(
@@ -857,11 +904,12 @@ pub fn pretrain<M: Module + Clone>(
             window = Window::default();
         }
         if evaluate_now && let Some(valid) = &splits.valid {
-            let loss = evaluate_on(&model, valid)?;
+            let (loss, per_byte) = evaluate_on(&model, valid)?;
             last_valid = Some(loss);
             if let Some(record) = &mut record {
                 record.val_loss = Some(loss);
                 record.val_ppl = Some(loss.exp());
+                record.val_bits_per_byte = per_byte;
             }
             say(format!(
                 "iteration {iteration}: validation loss {loss:.4}, perplexity {:.2}",
@@ -892,7 +940,7 @@ pub fn pretrain<M: Module + Clone>(
         if let Some(valid) = &splits.valid
             && (config.eval_interval == 0 || state.iteration % config.eval_interval != 0)
         {
-            let loss = evaluate_on(&model, valid)?;
+            let (loss, per_byte) = evaluate_on(&model, valid)?;
             last_valid = Some(loss);
             if let Some(log) = &mut log {
                 log.push(Record {
@@ -900,13 +948,14 @@ pub fn pretrain<M: Module + Clone>(
                     consumed_samples: state.consumed_train_samples,
                     val_loss: Some(loss),
                     val_ppl: Some(loss.exp()),
+                    val_bits_per_byte: per_byte,
                     elapsed_seconds: started.elapsed().as_secs_f64(),
                     ..Record::default()
                 })?;
             }
         }
         if let Some(test) = &splits.test {
-            test_loss = Some(evaluate_on(&model, test)?);
+            test_loss = Some(evaluate_on(&model, test)?.0);
         }
         if state.iteration > start_iteration || checkpoint_dir.is_none() {
             checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);

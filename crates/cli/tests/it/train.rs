@@ -137,6 +137,14 @@ fn train_interrupt_resume_eval_and_generate() {
         .collect();
     assert_eq!(iterations, [1, 2, 3, 4, 5, 6]);
     assert!(lines.iter().any(|l| l.get("val_ppl").is_some()));
+    // The byte-level BPE's tokens give the validation bits per byte too.
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.get("val_loss").is_some())
+            .all(|l| l["val_bits_per_byte"].as_f64().is_some_and(|b| b > 0.0)),
+        "{lines:?}"
+    );
     for key in ["lr", "grad_norm", "tokens_per_second"] {
         assert!(lines[0].get(key).is_some(), "{key} missing in {}", lines[0]);
     }

@@ -292,6 +292,7 @@ pub(crate) fn splits(prefix: &Path, seq: usize, train_samples: u64, eval_samples
 
 pub(crate) fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
     PretrainConfig {
+        token_bytes: Vec::new(),
         micro_batch: 2,
         global_batch: 4,
         seq_length: 16,
@@ -393,6 +394,42 @@ fn bits_per_byte_count_the_targets_bytes() {
     let twos = per_byte(&vec![2; vocab]).1.unwrap();
     assert!((twos * 2.0 - ones).abs() < 1e-9 * ones, "{twos} {ones}");
     assert_eq!(per_byte(&[]).1, None, "no bytes, no figure");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The validation in `metrics.jsonl` gives bits per byte when the tokens' bytes are known:
+/// one byte each, the loss in bits (its batches are of one size).
+#[test]
+fn the_validation_in_metrics_gives_bits_per_byte() {
+    let dir = temp_dir("val-per-byte");
+    let prefix = corpus(&dir, 40);
+    let data = splits(&prefix, 16, 64, 8);
+    let save = dir.join("run");
+    let config = PretrainConfig {
+        token_bytes: vec![1; small_config().vocab_size],
+        ..pretrain_config(&save, 4)
+    };
+    let model = small_config().init(&device(), 3).unwrap();
+    run(
+        model,
+        &objective(),
+        &data,
+        &config,
+        None,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let records = metrics::read(&save.join("metrics.jsonl")).unwrap();
+    let validated: Vec<_> = records.iter().filter(|r| r.val_loss.is_some()).collect();
+    assert!(!validated.is_empty());
+    for r in validated {
+        let bits = r.val_bits_per_byte.expect("bits per byte beside the loss");
+        let nats = r.val_loss.unwrap();
+        assert!(
+            (bits * std::f64::consts::LN_2 - nats).abs() < 1e-5 * nats,
+            "{r:?}"
+        );
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }
 
