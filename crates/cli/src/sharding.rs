@@ -157,7 +157,7 @@ fn share(files: &[PathBuf], rank: usize, ranks: usize) -> Result<Vec<PathBuf>> {
 pub fn fingerprint_file(path: &Path) -> Result<Value> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(serde_json::json!({ "file": path, "xxh3": lmforge_executor::plan::id(&bytes) }))
+    Ok(serde_json::json!({ "file": path, "xxh3": lmforge_executor::plan::bytes_id(&bytes) }))
 }
 
 /// The plan of a stage whose ranks each take a contiguous share of whole input files:

@@ -77,8 +77,12 @@ pub fn read<P: DeserializeOwned>(work: &Path, what: &str) -> Result<P> {
 /// hex — stable across builds and machines, and not a defence against tampering (the plans
 /// sit in the user's own work folder).
 pub fn id(value: &impl Serialize) -> String {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
+    bytes_id(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// [`id`] of bytes as they are (a file's content), without a JSON encoding of them.
+pub fn bytes_id(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
 }
 
 #[cfg(test)]

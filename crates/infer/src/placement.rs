@@ -159,7 +159,6 @@ impl Loaded {
                          device engine's (--device flex, wgpu or cuda)",
                     ));
                 }
-                lmforge_model::gpt_config(checkpoint)?;
                 let weights = weight_file_bytes(checkpoint);
                 let available = lmforge_model::adapters::host_available_bytes();
                 fits("cpu".into(), weights, kv_cache_bytes, available)?;

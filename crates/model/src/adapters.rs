@@ -194,8 +194,8 @@ pub fn host_available_bytes() -> Option<u64> {
 /// `bytes` as GiB (or MiB below one GiB), for messages.
 pub fn human_bytes(bytes: u64) -> String {
     let b = bytes as f64;
-    if b >= (1u64 << 30) as f64 {
-        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", crate::accounting::gib(b))
     } else {
         format!("{:.1} MiB", b / (1u64 << 20) as f64)
     }

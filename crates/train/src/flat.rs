@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use burn::tensor::{FloatDType, Tensor, TensorData};
+
 /// One trainable parameter's place in the flat vector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -115,4 +117,55 @@ pub(crate) fn segments(
             let end = (e.offset + e.len).min(range.end);
             (start < end).then(|| (e, start - e.offset..end - e.offset))
         })
+}
+
+/// Appends the values `window` of the flat vector of `tensors` (each parameter's flat tensor
+/// by path) to `out`, read back one segment at a time: zeros where a parameter has no
+/// tensor, and for the padding past the last parameter.
+pub(crate) fn read_window(
+    layout: &Layout,
+    tensors: &BTreeMap<String, Tensor<1>>,
+    window: Range<usize>,
+    out: &mut Vec<f32>,
+) {
+    let end = out.len() + window.len();
+    for (entry, values) in segments(layout, window) {
+        match tensors.get(&entry.path) {
+            Some(t) => out.extend(lmforge_model::host_values(t.clone().narrow(
+                0,
+                values.start,
+                values.len(),
+            ))),
+            None => out.resize(out.len() + values.len(), 0.0),
+        }
+    }
+    out.resize(end, 0.0);
+}
+
+/// Writes `values`, the window `window` of the flat vector, into `tensors` in place (a
+/// tensor held nowhere else is written without a copy), cast to `dtype` when given; a
+/// parameter without a tensor is left out.
+pub(crate) fn write_window(
+    layout: &Layout,
+    tensors: &mut BTreeMap<String, Tensor<1>>,
+    window: Range<usize>,
+    values: &[f32],
+    dtype: Option<FloatDType>,
+) {
+    let start = window.start;
+    for (entry, piece) in segments(layout, window) {
+        let Some(tensor) = tensors.remove(&entry.path) else {
+            continue;
+        };
+        let from = entry.offset + piece.start - start;
+        let n = piece.len();
+        let mut update = Tensor::<1>::from_data(
+            TensorData::new(values[from..from + n].to_vec(), [n]),
+            &tensor.device(),
+        );
+        if let Some(dtype) = dtype {
+            update = update.cast(dtype);
+        }
+        tensors.insert(entry.path.clone(), tensor.slice_assign([piece], update));
+    }
 }

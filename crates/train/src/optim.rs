@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::collective::{BUCKET_ELEMENTS, Collective};
-use crate::flat::{Layout, segments};
+use crate::flat::{Layout, read_window, write_window};
 use crate::{Error, Result};
 
 /// Flattened gradients by parameter path.
@@ -99,34 +99,12 @@ impl Grads {
         for (i, start) in (0..layout.total).step_by(BUCKET_ELEMENTS).enumerate() {
             let window = start..(start + BUCKET_ELEMENTS).min(layout.total);
             bucket.clear();
-            for (entry, values) in segments(&layout, window.clone()) {
-                let grad = self.by_path[&entry.path].clone();
-                bucket.extend(lmforge_model::host_values(grad.narrow(
-                    0,
-                    values.start,
-                    values.len(),
-                )));
-            }
+            read_window(&layout, &self.by_path, window.clone(), &mut bucket);
             collective.all_reduce_f32(
                 &mut bucket,
                 &format!("the all-reduce of gradient bucket {i}"),
             )?;
-            let mut at = 0;
-            for (entry, values) in segments(&layout, window) {
-                let n = values.len();
-                let grad = self
-                    .by_path
-                    .remove(&entry.path)
-                    .expect("a segment names a gradient");
-                let device = grad.device();
-                let summed = Tensor::<1>::from_data(
-                    TensorData::new(bucket[at..at + n].to_vec(), [n]),
-                    &device,
-                );
-                self.by_path
-                    .insert(entry.path.clone(), grad.slice_assign([values], summed));
-                at += n;
-            }
+            write_window(&layout, &mut self.by_path, window, &bucket, None);
         }
         Ok(4 * layout.total as u64)
     }
@@ -455,6 +433,7 @@ impl ModuleMapper for Update<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     #[test]
     fn clipping_bounds_the_global_norm_and_keeps_directions() {

@@ -375,7 +375,7 @@ pub fn evaluate<M: Module + Clone>(
     micro_batch: usize,
     device: &Device,
 ) -> Result<f64> {
-    evaluate_on_ranks(model, objective, data, samples, micro_batch, device, &Alone)
+    evaluate_per_byte(model, objective, data, samples, micro_batch, device, &[]).map(|r| r.0)
 }
 
 /// [`evaluate`]'s mean loss, and the bits per byte of the same samples: the nats of every
@@ -391,7 +391,7 @@ pub fn evaluate_per_byte<M: Module + Clone>(
     device: &Device,
     bytes: &[u64],
 ) -> Result<(f64, Option<f64>)> {
-    evaluate_on_ranks_per_byte(
+    evaluate_on_ranks(
         model,
         objective,
         data,
@@ -403,33 +403,11 @@ pub fn evaluate_per_byte<M: Module + Clone>(
     )
 }
 
-/// [`evaluate`] with the micro-batches dealt round-robin to the ranks of `collective`: each
-/// batch's loss goes in its slot, so the mean is the same bytes on any world size.
-pub fn evaluate_on_ranks<M: Module + Clone>(
-    model: &M,
-    objective: &dyn Objective<M>,
-    data: &GptBlend,
-    samples: usize,
-    micro_batch: usize,
-    device: &Device,
-    collective: &dyn Collective,
-) -> Result<f64> {
-    evaluate_on_ranks_per_byte(
-        model,
-        objective,
-        data,
-        samples,
-        micro_batch,
-        device,
-        collective,
-        &[],
-    )
-    .map(|(loss, _)| loss)
-}
-
-/// [`evaluate_on_ranks`] with [`evaluate_per_byte`]'s bits per byte.
+/// [`evaluate_per_byte`] with the micro-batches dealt round-robin to the ranks of
+/// `collective`: each batch's loss, nats and bytes go in their slots, so both figures are the
+/// same bytes on any world size.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_on_ranks_per_byte<M: Module + Clone>(
+pub fn evaluate_on_ranks<M: Module + Clone>(
     model: &M,
     objective: &dyn Objective<M>,
     data: &GptBlend,
@@ -669,7 +647,7 @@ pub fn pretrain<M: Module + Clone>(
                 },
             )
         }
-        None => evaluate_on_ranks_per_byte(
+        None => evaluate_on_ranks(
             model,
             objective,
             data,

@@ -34,8 +34,8 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 
 use crate::collective::{BUCKET_ELEMENTS, Collective};
-use crate::flat::segments;
 pub use crate::flat::{Entry, Layout, Piece};
+use crate::flat::{read_window, write_window};
 use crate::optim::{AdamW, Grads, Moments, adamw_update, decays};
 use crate::{Error, Result};
 
@@ -210,23 +210,8 @@ impl Grads {
         }
         // The flat vector in layout order (zeros where a parameter has no gradient, and as
         // padding) is read from the device one round's window at a time, never whole.
-        let by_path = &self.by_path;
-        let mine = reduce_scatter_with(collective, layout, |range, send| {
-            let wanted = range.len();
-            let before = send.len();
-            for (entry, values) in segments(layout, range) {
-                let at = before + (entry.offset + values.start).saturating_sub(0);
-                let _ = at;
-                match by_path.get(&entry.path) {
-                    Some(grad) => send.extend(lmforge_model::host_values(grad.clone().narrow(
-                        0,
-                        values.start,
-                        values.len(),
-                    ))),
-                    None => send.resize(send.len() + values.len(), 0.0),
-                }
-            }
-            send.resize(before + wanted, 0.0);
+        let mine = reduce_scatter_with(collective, layout, |window, send| {
+            read_window(layout, &self.by_path, window, send);
         })?;
         let present = std::mem::take(&mut self.by_path);
         // The pieces are views of the one shard tensor: no second copy of the shard.
@@ -286,14 +271,9 @@ struct Take<'a> {
     path: Vec<String>,
     dtype: Option<FloatDType>,
     lens: BTreeMap<&'a str, usize>,
-    taken: BTreeMap<String, Taken>,
-}
-
-/// A parameter out of its model: its flat values, its shape, whether it is trained.
-struct Taken {
-    flat: Tensor<1>,
-    dims: Vec<usize>,
-    require_grad: bool,
+    /// The flat tensors by path, and each parameter's shape and whether it is trained.
+    flats: BTreeMap<String, Tensor<1>>,
+    shapes: BTreeMap<String, (Vec<usize>, bool)>,
 }
 
 impl ModuleMapper for Take<'_> {
@@ -323,14 +303,8 @@ impl ModuleMapper for Take<'_> {
             }
             None => inner.reshape([len]),
         };
-        self.taken.insert(
-            path,
-            Taken {
-                flat,
-                dims,
-                require_grad,
-            },
-        );
+        self.flats.insert(path.clone(), flat);
+        self.shapes.insert(path, (dims, require_grad));
         Param::from_mapped_value(id, Tensor::zeros([1; D], &device), mapper)
     }
 }
@@ -338,7 +312,8 @@ impl ModuleMapper for Take<'_> {
 /// Puts the parameters [`Take`] took (and the all-gather filled) back into their model.
 struct Put {
     path: Vec<String>,
-    taken: BTreeMap<String, Taken>,
+    flats: BTreeMap<String, Tensor<1>>,
+    shapes: BTreeMap<String, (Vec<usize>, bool)>,
 }
 
 impl ModuleMapper for Put {
@@ -351,16 +326,18 @@ impl ModuleMapper for Put {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(taken) = self.taken.remove(&self.path.join(".")) else {
+        let path = self.path.join(".");
+        let (Some(flat), Some((dims, require_grad))) =
+            (self.flats.remove(&path), self.shapes.remove(&path))
+        else {
             return param;
         };
         let (id, _placeholder, mapper) = param.consume();
-        let dims: [usize; D] = taken
-            .dims
+        let dims: [usize; D] = dims
             .try_into()
             .expect("a parameter keeps its rank between Take and Put");
-        let mut value = Tensor::from_inner(taken.flat.reshape(dims));
-        if taken.require_grad {
+        let mut value = Tensor::from_inner(flat.reshape(dims));
+        if require_grad {
             value = value.require_grad();
         }
         Param::from_mapped_value(id, value, mapper)
@@ -525,35 +502,22 @@ fn gather_into<M: Module>(
             .iter()
             .map(|e| (e.path.as_str(), e.len))
             .collect(),
-        taken: BTreeMap::new(),
+        flats: BTreeMap::new(),
+        shapes: BTreeMap::new(),
     };
     let model = model.map(&mut take);
-    let mut taken = take.taken;
+    let Take {
+        mut flats, shapes, ..
+    } = take;
     let gather_started = std::time::Instant::now();
-    all_gather_with(collective, layout, &mine, |range, values| {
-        let start = range.start;
-        for (entry, piece) in segments(layout, range) {
-            let Some(mut param) = taken.remove(&entry.path) else {
-                continue;
-            };
-            let from = entry.offset + piece.start - start;
-            let n = piece.len();
-            let device = param.flat.device();
-            let mut update = Tensor::<1>::from_data(
-                TensorData::new(values[from..from + n].to_vec(), [n]),
-                &device,
-            );
-            if let Some(dtype) = dtype {
-                update = update.cast(dtype);
-            }
-            param.flat = param.flat.slice_assign([piece], update);
-            taken.insert(entry.path.clone(), param);
-        }
+    all_gather_with(collective, layout, &mine, |window, values| {
+        write_window(layout, &mut flats, window, values, dtype);
     })?;
     let gather_seconds = gather_started.elapsed().as_secs_f64();
     let model = model.map(&mut Put {
         path: Vec::new(),
-        taken,
+        flats,
+        shapes,
     });
     Ok((model, gather_seconds))
 }
@@ -672,6 +636,7 @@ pub fn check_pieces(shard: &Shard, moments: &BTreeMap<String, Moments>) -> Resul
 mod tests {
     use super::*;
     use crate::collective::Alone;
+    use crate::flat::segments;
 
     fn shapes(sizes: &[(&str, &[usize])]) -> BTreeMap<String, Vec<usize>> {
         sizes
@@ -718,6 +683,16 @@ mod tests {
         assert_eq!(all_gather(&Alone, &layout, &full).unwrap(), full);
     }
 
+    /// Parameters `p0`, `p1`, … of `sizes` values each, over `world` ranks.
+    fn numbered(sizes: &[usize], world: usize) -> Layout {
+        let named: BTreeMap<String, Vec<usize>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("p{i}"), vec![n]))
+            .collect();
+        Layout::new(&named, world)
+    }
+
     proptest::proptest! {
         /// A window of the flat vector read segment by segment is that window: every value
         /// once, in order, each from its own parameter (the padding past the end left out).
@@ -728,12 +703,7 @@ mod tests {
             a in 0usize..40,
             b in 0usize..40,
         ) {
-            let named: Vec<(String, Vec<usize>)> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| (format!("p{i}"), vec![n]))
-                .collect();
-            let layout = Layout::new(&named.into_iter().collect(), world);
+            let layout = numbered(&sizes, world);
             let padded = layout.shard * layout.world;
             let (start, end) = (a.min(b).min(padded), a.max(b).min(padded));
             let mut read = Vec::new();
@@ -752,12 +722,7 @@ mod tests {
             sizes in proptest::collection::vec(1usize..9, 1..5),
             step in 1usize..20,
         ) {
-            let named: Vec<(String, Vec<usize>)> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| (format!("p{i}"), vec![n]))
-                .collect();
-            let layout = Layout::new(&named.into_iter().collect(), 1);
+            let layout = numbered(&sizes, 1);
             let full: Vec<f32> = (0..layout.total).map(|v| v as f32).collect();
             let summed = scatter_rounds(&Alone, &layout, step, |range, send| {
                 for (entry, values) in segments(&layout, range) {
