@@ -398,8 +398,16 @@ pub fn reduce(inputs: &[PathBuf], output: &Path) -> Result<CountHeader> {
             },
             other => other,
         })?;
-        header.texts += reader.header().texts;
-        header.bytes += reader.header().bytes;
+        // A damaged header can claim any count: a sum past u64 names the file, not a panic.
+        let overflow = || format_error(path, "header", "text and byte counts past 2^64 in all");
+        header.texts = header
+            .texts
+            .checked_add(reader.header().texts)
+            .ok_or_else(overflow)?;
+        header.bytes = header
+            .bytes
+            .checked_add(reader.header().bytes)
+            .ok_or_else(overflow)?;
     }
     let mut out = CountWriter::create(output, &settings, header.texts, header.bytes)?;
     let mut heads: Vec<Option<(Vec<u8>, u64)>> = readers
