@@ -63,11 +63,19 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    # The shape, as target/debug/train-speed takes it (the `tiny` preset's by default).
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    batch, seq, vocab = 8, 256, 32000
-    model = Gpt(vocab)
+    batch, seq, vocab = args.batch, args.seq, args.vocab
+    model = Gpt(vocab, positions=max(seq, 256), d=args.width, layers=args.layers,
+                heads=args.heads)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
@@ -89,6 +97,7 @@ def main():
     mean = sum(times) / len(times)
     print(json.dumps({"bench": "train", "peer": "torch-eager", "threads": args.threads,
                       "torch": torch.__version__, "batch": batch, "seq": seq, "vocab": vocab,
+                      "layers": args.layers, "width": args.width, "heads": args.heads,
                       "seconds_per_step": mean, "tokens_per_s": n / mean,
                       "loss": loss.item()}))
 

@@ -180,24 +180,29 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
             report.contains("| q4_0 |") && report.contains("![loss curve](train/loss.png)"),
             "the pipeline's report.md lacks the models table or the loss curve"
         );
-        // Every model's bits per byte (its byte-level BPE gives them), a number in bits.
-        let per_byte: Vec<Option<f64>> = report
+        // Every model's bits per byte and per character (its byte-level BPE gives them),
+        // numbers in bits, a character at least a byte.
+        let figures: Vec<(Option<f64>, Option<f64>)> = report
             .lines()
             .skip_while(|l| !l.starts_with("## Models"))
             .skip(4)
             .take_while(|l| l.starts_with("| "))
             .map(|l| {
-                l.split('|')
-                    .nth(5)
-                    .and_then(|c| c.trim().parse::<f64>().ok())
+                let cell = |k: usize| {
+                    l.split('|')
+                        .nth(k)
+                        .and_then(|c| c.trim().parse::<f64>().ok())
+                };
+                (cell(5), cell(6))
             })
             .collect();
         ensure!(
-            !per_byte.is_empty()
-                && per_byte
-                    .iter()
-                    .all(|b| b.is_some_and(|b| b > 0.0 && b < 16.0)),
-            "the pipeline's report.md lacks a model's bits per byte: {per_byte:?}"
+            !figures.is_empty()
+                && figures.iter().all(|f| match *f {
+                    (Some(b), Some(c)) => b > 0.0 && b < 16.0 && c >= b && c < 64.0,
+                    _ => false,
+                }),
+            "the pipeline's report.md lacks a model's bits per byte or per character: {figures:?}"
         );
         crate::pipeline::check_failure_recovery(root, &out)?;
         // The data stages as job arrays through sbatch where a Slurm answers (always in CI:

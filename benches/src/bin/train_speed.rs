@@ -4,9 +4,12 @@
 //! global-norm clipping 1.0, fp32.
 //!
 //! ```text
-//! cargo run --release -p lmforge-benches --bin train-speed [-- STEPS]
+//! cargo run --release -p lmforge-benches --bin train-speed [-- STEPS] [--vocab V] [--layers L]
+//!     [--width D] [--heads H] [--seq S] [--batch B]
 //! ```
 //! Prints one JSON object: the mean of STEPS (default 5) timed steps after two warm-up steps.
+//! The shape flags (the `tiny` preset's by default) are `benches/peers/train.py`'s, so both
+//! programs measure the same model when the default pipeline's shape is chosen.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,12 +23,29 @@ use lmforge_train::gpt::gpt_loss;
 use lmforge_train::{AdamW, AdamWConfig, LossScaler, StepConfig, train_step};
 
 fn main() {
-    let steps: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let (batch, seq, vocab) = (8usize, 256usize, 32_000usize);
-    let config = GptConfig::tiny(vocab);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str, default: usize| -> usize {
+        match args.iter().position(|a| a == name) {
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} takes a whole number")),
+            None => default,
+        }
+    };
+    let steps: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let (batch, seq, vocab) = (
+        flag("--batch", 8),
+        flag("--seq", 256),
+        flag("--vocab", 32_000),
+    );
+    let config = GptConfig {
+        n_layer: flag("--layers", 4),
+        d_model: flag("--width", 128),
+        n_head: flag("--heads", 4),
+        max_seq_len: seq.max(256),
+        ..GptConfig::tiny(vocab)
+    };
     let device = Device::flex().autodiff();
     let mut model = config.init(&device, 0).unwrap();
     let mut data = GptBatch::zeroed(batch, seq);
@@ -69,6 +89,8 @@ fn main() {
         "{}",
         serde_json::json!({
             "bench": "train", "peer": "lmforge-flex", "batch": batch, "seq": seq, "vocab": vocab,
+            "layers": config.n_layer, "width": config.d_model, "heads": config.n_head,
+            "parameters": config.num_params(),
             "seconds_per_step": mean, "tokens_per_s": tokens / mean, "gflops": flops / mean / 1e9,
         })
     );

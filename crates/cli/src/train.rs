@@ -19,7 +19,8 @@ use lmforge_train::gpt::GptObjective;
 pub use lmforge_train::plan::EvalData;
 use lmforge_train::plan::{DataArgs, TrainingArgs, plan, splits};
 use lmforge_train::{
-    AdamWConfig, Alone, Collective, Objective, Place, Precision, PretrainConfig, Resume, pretrain,
+    AdamWConfig, Alone, Collective, Objective, Place, Precision, PretrainConfig, Resume, Score,
+    TokenText, pretrain,
 };
 use serde::Serialize;
 
@@ -458,7 +459,7 @@ fn finish(report: &lmforge_train::PretrainReport) {
             "peak resident memory by rank: counted {} MiB (resident before the first step, \
              {} MiB: the program, its data and the weights; then the gradients, the optimizer \
              state and the larger of the step's transients); measured {} MiB over the training \
-             steps, {} MiB with the checkpoint writes",
+             steps, {} MiB with the closing evaluations and checkpoint writes",
             by_rank(&report.expected_peak_bytes),
             by_rank(&report.baseline_rss_bytes),
             by_rank(&report.step_peak_rss_bytes),
@@ -578,7 +579,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         config: PretrainConfig {
             flops_per_token: config.training_flops_per_token(planned.seq_length),
             peak_flops: peak_flops(common, &ranks, planned.precision),
-            token_bytes: token_bytes_of(tokenizer.as_ref()),
+            token_text: token_text_of(tokenizer.as_ref()),
             ..planned
         },
         eod: tokenizer.eod_id(),
@@ -719,33 +720,37 @@ pub struct EvalReport {
     /// Bits per byte of text (GPT with a byte-level BPE tokenizer.json beside it): compares
     /// across vocabularies, where loss and perplexity do not.
     valid_bits_per_byte: Option<f64>,
+    /// Bits per character of text, likewise.
+    valid_bits_per_char: Option<f64>,
     test_loss: Option<f64>,
     pub test_perplexity: Option<f64>,
     test_bits_per_byte: Option<f64>,
+    test_bits_per_char: Option<f64>,
 }
 
-/// Text bytes of every token of the tokenizer beside a checkpoint (`tokenizer.json`): see
-/// [`token_bytes_of`]; empty where there is none.
-fn token_bytes(dir: &Path) -> Vec<u64> {
+/// The text of every token of the tokenizer beside a checkpoint (`tokenizer.json`): see
+/// [`token_text_of`]; empty where there is none.
+fn token_text(dir: &Path) -> TokenText {
     match lmforge_dataset::open_tokenizer(dir.join("tokenizer.json")) {
-        Ok(tokenizer) => token_bytes_of(tokenizer.as_ref()),
-        Err(_) => Vec::new(),
+        Ok(tokenizer) => token_text_of(tokenizer.as_ref()),
+        Err(_) => TokenText::default(),
     }
 }
 
-/// Text bytes of every token of `tokenizer`, the end-of-document token counting none: empty
-/// where its tokens are not byte sequences (then no bits per byte are given).
-fn token_bytes_of(tokenizer: &dyn Tokenizer) -> Vec<u64> {
+/// The text of every token of `tokenizer`, counted, the end-of-document token standing for
+/// none: empty where its tokens are not byte sequences (then no bits per byte or character are
+/// given).
+fn token_text_of(tokenizer: &dyn Tokenizer) -> TokenText {
     let eod = tokenizer.eod_id();
-    let mut bytes = Vec::with_capacity(tokenizer.vocab_size());
+    let mut tokens = Vec::with_capacity(tokenizer.vocab_size());
     for id in 0..tokenizer.vocab_size() as u32 {
         match tokenizer.token_bytes(id) {
-            _ if Some(id) == eod => bytes.push(0),
-            Some(b) => bytes.push(b.len() as u64),
-            None => return Vec::new(),
+            _ if Some(id) == eod => tokens.push(None),
+            Some(b) => tokens.push(Some(b)),
+            None => return TokenText::default(),
         }
     }
-    bytes
+    TokenText::from_tokens(tokens.iter().map(|t| t.as_deref())).unwrap_or_default()
 }
 
 /// Validation and test losses of the GPT (quantized too) or BERT-MLM checkpoint in `dir`.
@@ -769,11 +774,8 @@ pub fn eval_losses(
             let objective = GptObjective {
                 tokenizer_json: None,
             };
-            let bytes = token_bytes(dir);
-            (
-                seq,
-                plan.losses_per_byte(&model, &objective, seq, device, &bytes)?,
-            )
+            let text = token_text(dir);
+            (seq, plan.scores(&model, &objective, seq, device, &text)?)
         }
         "bert-mlm" => {
             let model = load_bert_mlm(dir, device)?;
@@ -787,7 +789,8 @@ pub fn eval_losses(
             let objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
             let seq = plan.seq_length(model.bert.config().max_seq_len);
             let losses = plan.losses(&model, &objective, seq, device)?;
-            (seq, losses.map(|l| l.map(|l| (l, None))))
+            let score = |loss| Score::new(loss, 0.0, 0.0, 0.0);
+            (seq, losses.map(|l| l.map(score)))
         }
         other => bail!(
             "{}: a `{other}` checkpoint; lmforge eval reads GPT and BERT-MLM ones",
@@ -799,12 +802,14 @@ pub fn eval_losses(
         architecture,
         seq_length,
         samples: plan.samples,
-        valid_loss: losses[0].map(|l| l.0),
-        valid_perplexity: losses[0].map(|l| l.0.exp()),
-        valid_bits_per_byte: losses[0].and_then(|l| l.1),
-        test_loss: losses[1].map(|l| l.0),
-        test_perplexity: losses[1].map(|l| l.0.exp()),
-        test_bits_per_byte: losses[1].and_then(|l| l.1),
+        valid_loss: losses[0].map(|s| s.loss),
+        valid_perplexity: losses[0].map(|s| s.perplexity()),
+        valid_bits_per_byte: losses[0].and_then(|s| s.bits_per_byte),
+        valid_bits_per_char: losses[0].and_then(|s| s.bits_per_char),
+        test_loss: losses[1].map(|s| s.loss),
+        test_perplexity: losses[1].map(|s| s.perplexity()),
+        test_bits_per_byte: losses[1].and_then(|s| s.bits_per_byte),
+        test_bits_per_char: losses[1].and_then(|s| s.bits_per_char),
     })
 }
 
@@ -816,14 +821,25 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{}", dir.display());
-        for (name, loss, per_byte) in [
-            ("validation", report.valid_loss, report.valid_bits_per_byte),
-            ("test", report.test_loss, report.test_bits_per_byte),
+        for (name, loss, per_byte, per_char) in [
+            (
+                "validation",
+                report.valid_loss,
+                report.valid_bits_per_byte,
+                report.valid_bits_per_char,
+            ),
+            (
+                "test",
+                report.test_loss,
+                report.test_bits_per_byte,
+                report.test_bits_per_char,
+            ),
         ] {
             if let Some(l) = loss {
                 let per_byte = per_byte.map_or(String::new(), |b| format!("  bits/byte {b:.4}"));
+                let per_char = per_char.map_or(String::new(), |c| format!("  bits/char {c:.4}"));
                 println!(
-                    "{name:>10}  loss {l:.4}  perplexity {:.3}{per_byte}",
+                    "{name:>10}  loss {l:.4}  perplexity {:.3}{per_byte}{per_char}",
                     l.exp()
                 );
             }

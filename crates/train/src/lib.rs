@@ -67,6 +67,7 @@ pub mod plot;
 pub mod pretrain;
 pub mod scaler;
 pub mod schedule;
+pub mod score;
 pub mod step;
 pub mod tensor_parallel;
 pub mod zero;
@@ -76,11 +77,11 @@ pub use optim::{AdamW, AdamWConfig, Grads, clip_by_global_norm};
 pub use peak::peak_tflops;
 pub use place::{Launcher, Place};
 pub use pretrain::{
-    Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, evaluate_per_byte,
-    pretrain,
+    Objective, PretrainConfig, PretrainReport, Resume, Splits, evaluate, evaluate_scored, pretrain,
 };
 pub use scaler::{LossScaler, ScalerConfig};
 pub use schedule::{DecayStyle, LrSchedule};
+pub use score::{Score, TokenText};
 pub use step::{Precision, StepConfig, StepOutcome, train_step, train_step_with};
 
 /// What can go wrong training, naming the file, flag or iteration.

@@ -48,6 +48,9 @@ pub struct Record {
     /// Validation bits per byte of text (where the tokenizer's tokens are bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_bits_per_byte: Option<f64>,
+    /// Validation bits per character of text (the same, over the text's characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_bits_per_char: Option<f64>,
     /// Seconds since the run (or resumption) started.
     pub elapsed_seconds: f64,
 }

@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::read_state;
 use crate::optim::AdamWConfig;
-use crate::pretrain::{Objective, PretrainConfig, Splits, evaluate_per_byte};
+use crate::pretrain::{Objective, PretrainConfig, Splits, evaluate_scored};
 use crate::scaler::{LossScaler, ScalerConfig};
 use crate::schedule::{DecayStyle, LrSchedule};
+use crate::score::{Score, TokenText};
 use crate::step::Precision;
 use crate::{Error, Result};
 
@@ -241,7 +242,7 @@ pub fn plan(
         _ => Precision::Fp32,
     };
     let config = PretrainConfig {
-        token_bytes: Vec::new(),
+        token_text: TokenText::default(),
         micro_batch: micro,
         global_batch: global,
         seq_length,
@@ -331,9 +332,6 @@ pub struct EvalData {
     pub eval_iters: u64,
 }
 
-/// A split's mean loss and, where the tokens' bytes are known, its bits per byte.
-pub type SplitScore = (f64, Option<f64>);
-
 /// [`EvalData`] with the training run's values filled in.
 #[derive(Clone, Debug)]
 pub struct EvalPlan {
@@ -400,21 +398,20 @@ impl EvalPlan {
         device: &Device,
     ) -> Result<[Option<f64>; 2]> {
         Ok(self
-            .losses_per_byte(model, objective, seq_length, device, &[])?
-            .map(|split| split.map(|(loss, _)| loss)))
+            .scores(model, objective, seq_length, device, &TokenText::default())?
+            .map(|split| split.map(|score| score.loss)))
     }
 
-    /// [`EvalPlan::losses`] with each split's bits per byte beside its loss, the text bytes of
-    /// token `id` being `bytes[id]` ([`crate::pretrain::evaluate_per_byte`]; `None` where
-    /// `bytes` gives the targets none).
-    pub fn losses_per_byte<M: Module + Clone>(
+    /// [`EvalPlan::losses`] with each split's bits per byte and per character beside its loss,
+    /// the tokens' text counted by `text` ([`crate::pretrain::evaluate_scored`]).
+    pub fn scores<M: Module + Clone>(
         &self,
         model: &M,
         objective: &dyn Objective<M>,
         seq_length: usize,
         device: &Device,
-        bytes: &[u64],
-    ) -> Result<[Option<SplitScore>; 2]> {
+        text: &TokenText,
+    ) -> Result<[Option<Score>; 2]> {
         let config = DataConfig::new(seq_length, self.seed as u32);
         let weights = self.split.weights();
         let mut out = [None, None];
@@ -431,14 +428,14 @@ impl EvalPlan {
                     &config,
                     None,
                 )?;
-                *slot = Some(evaluate_per_byte(
+                *slot = Some(evaluate_scored(
                     model,
                     objective,
                     &blend,
                     self.samples,
                     self.micro_batch,
                     device,
-                    bytes,
+                    text,
                 )?);
             }
         }

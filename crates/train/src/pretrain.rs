@@ -19,6 +19,7 @@ use crate::metrics::{MetricsLog, Record};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::scaler::LossScaler;
 use crate::schedule::LrSchedule;
+use crate::score::{Score, TokenText};
 use crate::step::{Precision, StepConfig, train_step, train_step_with};
 use crate::zero::{Layout, Shard, trainable_shapes};
 use crate::{Error, Result};
@@ -74,10 +75,11 @@ pub struct Splits {
 /// A run's settings (the flags of `lmforge train`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PretrainConfig {
-    /// The text bytes of each token id (a byte-level BPE's; the end-of-document token none),
-    /// for the validation's bits per byte in `metrics.jsonl`; empty: not given.
+    /// The text of each token id, counted (a byte-level BPE's; the end-of-document token
+    /// none), for the validation's bits per byte and per character in `metrics.jsonl`; empty:
+    /// not given.
     #[serde(skip)]
-    pub token_bytes: Vec<u64>,
+    pub token_text: TokenText,
     /// Samples per micro-batch on one device (`--micro-batch-size`).
     pub micro_batch: usize,
     /// Samples per optimizer step, all devices and accumulation together (`--global-batch-size`).
@@ -234,8 +236,8 @@ pub struct PretrainReport {
     /// Each rank's peak resident memory as the system measured it (`VmHWM`), in rank order:
     /// the real figure beside [`MemoryPerRank`]'s count (0 where it is not measured).
     pub peak_rss_bytes: Vec<u64>,
-    /// The same over the training steps only, checkpoint writes left out (each write copies
-    /// the model and this rank's optimizer state to the host).
+    /// The same over the training steps only, checkpoint writes (each copies the model and
+    /// this rank's optimizer state to the host) and the closing evaluations left out.
     pub step_peak_rss_bytes: Vec<u64>,
     /// Each rank's resident memory before its first step (`VmRSS`), in rank order.
     pub baseline_rss_bytes: Vec<u64>,
@@ -375,22 +377,23 @@ pub fn evaluate<M: Module + Clone>(
     micro_batch: usize,
     device: &Device,
 ) -> Result<f64> {
-    evaluate_per_byte(model, objective, data, samples, micro_batch, device, &[]).map(|r| r.0)
+    let empty = TokenText::default();
+    evaluate_scored(model, objective, data, samples, micro_batch, device, &empty).map(|s| s.loss)
 }
 
-/// [`evaluate`]'s mean loss, and the bits per byte of the same samples: the nats of every
-/// target (each batch's mean loss times its targets) over ln 2 and the text bytes of those
-/// targets, `bytes[id]` each (a token-independent measure, so that models with different
-/// vocabularies, and character-level ones, compare). `None` when the targets hold no byte.
-pub fn evaluate_per_byte<M: Module + Clone>(
+/// [`evaluate`]'s mean loss, and the bits per byte and per character of the same samples: the
+/// nats of every target (each batch's mean loss times its targets) over ln 2 and the text of
+/// those targets as `text` counts it (a token-independent measure, so that models with
+/// different vocabularies, and character-level ones, compare).
+pub fn evaluate_scored<M: Module + Clone>(
     model: &M,
     objective: &dyn Objective<M>,
     data: &GptBlend,
     samples: usize,
     micro_batch: usize,
     device: &Device,
-    bytes: &[u64],
-) -> Result<(f64, Option<f64>)> {
+    text: &TokenText,
+) -> Result<Score> {
     evaluate_on_ranks(
         model,
         objective,
@@ -399,13 +402,13 @@ pub fn evaluate_per_byte<M: Module + Clone>(
         micro_batch,
         device,
         &Alone,
-        bytes,
+        text,
     )
 }
 
-/// [`evaluate_per_byte`] with the micro-batches dealt round-robin to the ranks of
-/// `collective`: each batch's loss, nats and bytes go in their slots, so both figures are the
-/// same bytes on any world size.
+/// [`evaluate_scored`] with the micro-batches dealt round-robin to the ranks of
+/// `collective`: each batch's loss, nats, bytes and characters go in their slots, so every
+/// figure is the same bytes on any world size.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_on_ranks<M: Module + Clone>(
     model: &M,
@@ -415,15 +418,15 @@ pub fn evaluate_on_ranks<M: Module + Clone>(
     micro_batch: usize,
     device: &Device,
     collective: &dyn Collective,
-    bytes: &[u64],
-) -> Result<(f64, Option<f64>)> {
+    text: &TokenText,
+) -> Result<Score> {
     let model = model.valid();
     evaluate_with(
         data,
         samples,
         micro_batch,
         collective,
-        bytes,
+        text,
         &mut |batch, seed| {
             let loss = objective.loss(&model, batch, seed, device)?;
             Ok(f64::from(loss.into_scalar::<f32>()))
@@ -433,16 +436,16 @@ pub fn evaluate_on_ranks<M: Module + Clone>(
 
 /// The mean of `loss_of(batch, seed)` over the first `samples` samples of `data` in batches of
 /// `micro_batch`, dealt round-robin to the ranks of `collective`, each loss in its slot; and
-/// the bits per byte of their targets by `bytes` ([`evaluate_per_byte`]), each batch's nats
-/// and bytes in slots of their own.
+/// the bits per byte and per character of their targets by `text` ([`evaluate_scored`]), each
+/// batch's nats, bytes and characters in slots of their own.
 fn evaluate_with(
     data: &GptBlend,
     samples: usize,
     micro_batch: usize,
     collective: &dyn Collective,
-    bytes: &[u64],
+    text: &TokenText,
     loss_of: &mut dyn FnMut(&GptBatch, u64) -> Result<f64>,
-) -> Result<(f64, Option<f64>)> {
+) -> Result<Score> {
     let samples = samples.min(data.len());
     if samples == 0 {
         return Err(Error::Config {
@@ -453,24 +456,27 @@ fn evaluate_with(
     let indices: Vec<usize> = (0..samples).collect();
     let chunks: Vec<&[usize]> = indices.chunks(micro_batch.max(1)).collect();
     let n = chunks.len();
-    // Each batch's loss, then its nats, then its text bytes: one all-reduce for the three.
-    let mut slots = vec![0.0f64; 3 * n];
+    // Each batch's loss, then its nats, its text bytes and characters: one all-reduce for all.
+    let mut slots = vec![0.0f64; 4 * n];
     let (rank, world) = (collective.rank(), collective.world());
     for (b, chunk) in chunks.iter().enumerate().skip(rank).step_by(world) {
         let batch = data.batch(chunk);
         let loss = loss_of(&batch, micro_seed(u64::MAX, 0, 0, b))?;
-        let (mut targets, mut text_bytes) = (0.0f64, 0u64);
-        if !bytes.is_empty() {
+        let (mut targets, mut text_bytes, mut chars) = (0.0f64, 0u64, 0u64);
+        if !text.is_empty() {
             for (&label, &weight) in batch.labels.iter().zip(&batch.loss_mask) {
                 if weight > 0.0 {
+                    let (b, c) = text.of(label);
                     targets += f64::from(weight);
-                    text_bytes += bytes.get(label as usize).copied().unwrap_or(0);
+                    text_bytes += b;
+                    chars += c;
                 }
             }
         }
         slots[b] = loss;
         slots[n + b] = loss * targets;
         slots[2 * n + b] = text_bytes as f64;
+        slots[3 * n + b] = chars as f64;
     }
     collective.all_reduce_f64(&mut slots, "the all-reduce of the evaluation losses")?;
     let losses = &slots[..n];
@@ -480,10 +486,13 @@ fn evaluate_with(
             losses[b]
         )));
     }
-    let nats: f64 = slots[n..2 * n].iter().sum();
-    let text_bytes: f64 = slots[2 * n..].iter().sum();
-    let per_byte = (text_bytes > 0.0).then(|| nats / std::f64::consts::LN_2 / text_bytes);
-    Ok((losses.iter().sum::<f64>() / n as f64, per_byte))
+    let sum = |k: usize| slots[k * n..(k + 1) * n].iter().sum::<f64>();
+    Ok(Score::new(
+        losses.iter().sum::<f64>() / n as f64,
+        sum(1),
+        sum(2),
+        sum(3),
+    ))
 }
 
 /// Trains `model` on `splits` with `config` on `devices` (data parallel over several), and
@@ -639,7 +648,7 @@ pub fn pretrain<M: Module + Clone>(
                 eval_samples,
                 config.micro_batch,
                 dp_group,
-                &config.token_bytes,
+                &config.token_text,
                 &mut |batch, _| {
                     Ok(g.objective
                         .grads(&valid, &valid, batch, group, None, device)?
@@ -655,7 +664,7 @@ pub fn pretrain<M: Module + Clone>(
             config.micro_batch,
             device,
             collective,
-            &config.token_bytes,
+            &config.token_text,
         ),
     };
     // The whole f32 model (a collective): this rank's range of the master weights gathered
@@ -737,8 +746,10 @@ pub fn pretrain<M: Module + Clone>(
             lmforge_executor::task::reset_peak_rss();
             written
         };
-    // What the steps add to is measured, not estimated: the program, its data, the weights.
+    // What the steps add to is measured, not estimated: the program, its data, the weights;
+    // not the pages freed on the way (a half model's f32 copy), which the steps reuse.
     let accumulating = micro_batches * devices.len() > 1;
+    crate::step::release_freed_pages();
     let baseline_rss = lmforge_executor::task::resident().unwrap_or(0);
     let optimizer_at_baseline =
         MemoryPerRank::of(&model, &optimizer, dp_group.world(), accumulating).optimizer_bytes;
@@ -865,6 +876,7 @@ pub fn pretrain<M: Module + Clone>(
                 val_loss: None,
                 val_ppl: None,
                 val_bits_per_byte: None,
+                val_bits_per_char: None,
                 elapsed_seconds: started.elapsed().as_secs_f64(),
             });
             let message = format!(
@@ -882,12 +894,14 @@ pub fn pretrain<M: Module + Clone>(
             window = Window::default();
         }
         if evaluate_now && let Some(valid) = &splits.valid {
-            let (loss, per_byte) = evaluate_on(&model, valid)?;
+            let score = evaluate_on(&model, valid)?;
+            let loss = score.loss;
             last_valid = Some(loss);
             if let Some(record) = &mut record {
                 record.val_loss = Some(loss);
                 record.val_ppl = Some(loss.exp());
-                record.val_bits_per_byte = per_byte;
+                record.val_bits_per_byte = score.bits_per_byte;
+                record.val_bits_per_char = score.bits_per_char;
             }
             say(format!(
                 "iteration {iteration}: validation loss {loss:.4}, perplexity {:.2}",
@@ -913,12 +927,20 @@ pub fn pretrain<M: Module + Clone>(
         }
     }
     bar.finish_and_clear();
+    // The closing evaluations are not steps: their peak goes with the writes'.
+    steps_peak.set(
+        steps_peak
+            .get()
+            .max(lmforge_executor::task::peak_rss().unwrap_or(0)),
+    );
+    lmforge_executor::task::reset_peak_rss();
     let mut test_loss = None;
     if !interrupted {
         if let Some(valid) = &splits.valid
             && (config.eval_interval == 0 || state.iteration % config.eval_interval != 0)
         {
-            let (loss, per_byte) = evaluate_on(&model, valid)?;
+            let score = evaluate_on(&model, valid)?;
+            let loss = score.loss;
             last_valid = Some(loss);
             if let Some(log) = &mut log {
                 log.push(Record {
@@ -926,15 +948,22 @@ pub fn pretrain<M: Module + Clone>(
                     consumed_samples: state.consumed_train_samples,
                     val_loss: Some(loss),
                     val_ppl: Some(loss.exp()),
-                    val_bits_per_byte: per_byte,
+                    val_bits_per_byte: score.bits_per_byte,
+                    val_bits_per_char: score.bits_per_char,
                     elapsed_seconds: started.elapsed().as_secs_f64(),
                     ..Record::default()
                 })?;
             }
         }
         if let Some(test) = &splits.test {
-            test_loss = Some(evaluate_on(&model, test)?.0);
+            test_loss = Some(evaluate_on(&model, test)?.loss);
         }
+        writes_peak.set(
+            writes_peak
+                .get()
+                .max(lmforge_executor::task::peak_rss().unwrap_or(0)),
+        );
+        lmforge_executor::task::reset_peak_rss();
         if state.iteration > start_iteration || checkpoint_dir.is_none() {
             checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);
         }
@@ -944,10 +973,8 @@ pub fn pretrain<M: Module + Clone>(
     } else {
         0.0
     };
-    // Since the last checkpoint write (or the start), only steps ran.
-    let steps = steps_peak
-        .get()
-        .max(lmforge_executor::task::peak_rss().unwrap_or(0));
+    // Every step ran before the closing evaluations, whose peak was read and started over.
+    let steps = steps_peak.get();
     let memory = MemoryPerRank::of(&model, &optimizer, dp_group.world(), accumulating);
     let report = PretrainReport {
         parameters,

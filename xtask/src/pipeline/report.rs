@@ -19,6 +19,8 @@ pub struct ModelRow {
     pub test_perplexity: Option<f64>,
     /// Bits per byte of the validation text: compares across tokenizers.
     pub valid_bits_per_byte: Option<f64>,
+    /// Bits per character of the validation text, likewise.
+    pub valid_bits_per_char: Option<f64>,
     pub tokens_per_second: Option<f64>,
 }
 
@@ -88,6 +90,7 @@ impl Summary {
                 valid_perplexity: eval["valid_perplexity"].as_f64(),
                 test_perplexity: eval["test_perplexity"].as_f64(),
                 valid_bits_per_byte: eval["valid_bits_per_byte"].as_f64(),
+                valid_bits_per_char: eval["valid_bits_per_char"].as_f64(),
                 tokens_per_second,
             });
         }
@@ -153,17 +156,18 @@ impl Summary {
             self.train_tokens_per_second
         );
         println!(
-            "\n{:<12} {:>10} {:>11} {:>11} {:>10} {:>10}",
-            "model", "weights", "valid ppl", "test ppl", "bits/byte", "tokens/s"
+            "\n{:<12} {:>10} {:>11} {:>11} {:>10} {:>10} {:>10}",
+            "model", "weights", "valid ppl", "test ppl", "bits/byte", "bits/char", "tokens/s"
         );
         for m in &self.models {
             println!(
-                "{:<12} {:>7.2} MB {:>11} {:>11} {:>10} {:>10}",
+                "{:<12} {:>7.2} MB {:>11} {:>11} {:>10} {:>10} {:>10}",
                 m.name,
                 m.bytes as f64 / 1e6,
                 number(m.valid_perplexity, 1),
                 number(m.test_perplexity, 1),
                 number(m.valid_bits_per_byte, 3),
+                number(m.valid_bits_per_char, 3),
                 number(m.tokens_per_second, 0),
             );
         }
@@ -232,17 +236,19 @@ pub fn write_markdown(out: &Path, summary: &Summary) -> Result<()> {
     );
     md.push_str(
         "## Models\n\n| model | weights (MB) | validation perplexity | test perplexity | \
-         validation bits/byte | decoding tokens/s (batch 1, CPU) |\n|---|---:|---:|---:|---:|---:|\n",
+         validation bits/byte | validation bits/char | decoding tokens/s (batch 1, CPU) \
+         |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in &summary.models {
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {} | {} | {} | {} |",
+            "| {} | {:.2} | {} | {} | {} | {} | {} |",
             m.name,
             m.bytes as f64 / 1e6,
             number(m.valid_perplexity, 1),
             number(m.test_perplexity, 1),
             number(m.valid_bits_per_byte, 3),
+            number(m.valid_bits_per_char, 3),
             number(m.tokens_per_second, 0)
         );
     }

@@ -142,7 +142,8 @@ fn train_interrupt_resume_eval_and_generate() {
         lines
             .iter()
             .filter(|l| l.get("val_loss").is_some())
-            .all(|l| l["val_bits_per_byte"].as_f64().is_some_and(|b| b > 0.0)),
+            .all(|l| l["val_bits_per_byte"].as_f64().is_some_and(|b| b > 0.0)
+                && l["val_bits_per_char"].as_f64() >= l["val_bits_per_byte"].as_f64()),
         "{lines:?}"
     );
     for key in ["lr", "grad_norm", "tokens_per_second"] {
@@ -182,6 +183,12 @@ fn train_interrupt_resume_eval_and_generate() {
         per_byte > 0.0 && per_byte < per_token,
         "{per_byte} {per_token}"
     );
+    // A character is a byte or more (this corpus has a few accented ones), so its bits are at
+    // least the byte's.
+    let per_char = eval["valid_bits_per_char"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no bits per character: {eval}"));
+    assert!(per_char >= per_byte, "{per_char} {per_byte}");
 
     // The iteration folder is a model checkpoint with its tokenizer.
     let out = ok(&lmforge(&[

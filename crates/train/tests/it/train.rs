@@ -16,7 +16,7 @@ use lmforge_train::metrics;
 use lmforge_train::zero::trainable_shapes;
 use lmforge_train::{
     AdamW, AdamWConfig, Alone, DecayStyle, Error, LossScaler, LrSchedule, Objective, Precision,
-    PretrainConfig, Resume, ScalerConfig, Splits, StepConfig, pretrain, train_step,
+    PretrainConfig, Resume, ScalerConfig, Splits, StepConfig, TokenText, pretrain, train_step,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -292,7 +292,7 @@ pub(crate) fn splits(prefix: &Path, seq: usize, train_samples: u64, eval_samples
 
 pub(crate) fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
     PretrainConfig {
-        token_bytes: Vec::new(),
+        token_text: TokenText::default(),
         micro_batch: 2,
         global_batch: 4,
         seq_length: 16,
@@ -357,8 +357,9 @@ pub(crate) fn objective() -> GptObjective {
     }
 }
 
-/// Bits per byte weigh each target's nats by its text bytes: a token of one byte each gives
-/// the loss in bits, of two bytes half that, and the loss beside it is `evaluate`'s own.
+/// Bits per byte (and per character) weigh each target's nats by its text bytes (characters):
+/// a token of one byte each gives the loss in bits, of two bytes half that, and the loss beside
+/// it is `evaluate`'s own.
 #[test]
 fn bits_per_byte_count_the_targets_bytes() {
     let dir = temp_dir("per-byte");
@@ -369,8 +370,8 @@ fn bits_per_byte_count_the_targets_bytes() {
     let model = small_config().init(&device, 7).unwrap();
     let vocab = small_config().vocab_size;
     let loss = lmforge_train::evaluate(&model, &objective(), valid, 6, 4, &device).unwrap();
-    let per_byte = |bytes: &[u64]| {
-        lmforge_train::evaluate_per_byte(&model, &objective(), valid, 6, 4, &device, bytes).unwrap()
+    let scored = |text: &TokenText| {
+        lmforge_train::evaluate_scored(&model, &objective(), valid, 6, 4, &device, text).unwrap()
     };
     // Batches of 4 and 2 samples: the token-weighted mean is not the mean of batch means.
     let batch_losses: Vec<f64> = [vec![0, 1, 2, 3], vec![4, 5]]
@@ -384,16 +385,33 @@ fn bits_per_byte_count_the_targets_bytes() {
         })
         .collect();
     let token_mean = batch_losses.iter().sum::<f64>() / 6.0;
-    let (mean, ones) = per_byte(&vec![1; vocab]);
-    assert_eq!(mean, loss, "the loss is evaluate's");
-    let ones = ones.unwrap();
+    let score = scored(&TokenText::one_byte_each(vocab));
+    assert_eq!(score.loss, loss, "the loss is evaluate's");
+    let ones = score.bits_per_byte.unwrap();
     assert!(
         (ones * std::f64::consts::LN_2 - token_mean).abs() < 1e-5 * token_mean,
         "{ones} bits/byte against {token_mean} nats per token"
     );
-    let twos = per_byte(&vec![2; vocab]).1.unwrap();
+    assert_eq!(
+        score.bits_per_char,
+        Some(ones),
+        "a byte is a character here"
+    );
+    // Two bytes each, one character: half the bits per byte, the same per character.
+    let two_bytes = TokenText {
+        bytes: vec![2; vocab],
+        chars: vec![1; vocab],
+    };
+    let halves = scored(&two_bytes);
+    let twos = halves.bits_per_byte.unwrap();
     assert!((twos * 2.0 - ones).abs() < 1e-9 * ones, "{twos} {ones}");
-    assert_eq!(per_byte(&[]).1, None, "no bytes, no figure");
+    assert_eq!(halves.bits_per_char, Some(ones));
+    let none = scored(&TokenText::default());
+    assert_eq!(
+        (none.bits_per_byte, none.bits_per_char),
+        (None, None),
+        "no text, no figure"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -406,7 +424,7 @@ fn the_validation_in_metrics_gives_bits_per_byte() {
     let data = splits(&prefix, 16, 64, 8);
     let save = dir.join("run");
     let config = PretrainConfig {
-        token_bytes: vec![1; small_config().vocab_size],
+        token_text: TokenText::one_byte_each(small_config().vocab_size),
         ..pretrain_config(&save, 4)
     };
     let model = small_config().init(&device(), 3).unwrap();
@@ -424,6 +442,11 @@ fn the_validation_in_metrics_gives_bits_per_byte() {
     assert!(!validated.is_empty());
     for r in validated {
         let bits = r.val_bits_per_byte.expect("bits per byte beside the loss");
+        assert_eq!(
+            r.val_bits_per_char,
+            Some(bits),
+            "a byte is a character here"
+        );
         let nats = r.val_loss.unwrap();
         assert!(
             (bits * std::f64::consts::LN_2 - nats).abs() < 1e-5 * nats,
