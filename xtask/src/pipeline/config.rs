@@ -72,8 +72,15 @@ pub struct Convert {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Train {
-    /// A model preset (`lmforge model info --config NAME` lists them).
+    /// A model preset (`lmforge model info --config NAME` lists them): its architecture
+    /// (positions, norm, activation, tied head); the three keys below set its shape.
     pub model: String,
+    /// Transformer layers (Megatron's --num-layers).
+    pub num_layers: u64,
+    /// Width of the residual stream (--hidden-size).
+    pub hidden_size: u64,
+    /// Attention heads, dividing hidden_size (--num-attention-heads).
+    pub num_attention_heads: u64,
     pub seq_length: u64,
     pub micro_batch_size: u64,
     pub global_batch_size: u64,
@@ -180,7 +187,7 @@ impl Default for Clean {
 impl Default for TokenizerConfig {
     fn default() -> Self {
         TokenizerConfig {
-            vocab_size: 32_000,
+            vocab_size: 8192,
             min_frequency: 2,
         }
     }
@@ -197,10 +204,13 @@ impl Default for Train {
     fn default() -> Self {
         Train {
             model: "tiny".into(),
+            num_layers: 4,
+            hidden_size: 128,
+            num_attention_heads: 4,
             seq_length: 256,
             micro_batch_size: 8,
             global_batch_size: 8,
-            train_iters: 600,
+            train_iters: 500,
             lr: 2e-3,
             min_lr: 2e-4,
             lr_warmup_iters: 50,
@@ -326,6 +336,15 @@ impl Config {
             !t.model.is_empty(),
             "train.model",
             "is empty: give a preset such as \"tiny\"",
+        )?;
+        check(t.num_layers >= 1, "train.num_layers", "must be at least 1")?;
+        check(
+            t.num_attention_heads >= 1 && t.hidden_size.is_multiple_of(t.num_attention_heads),
+            "train.num_attention_heads",
+            format!(
+                "is {}: give a divisor of train.hidden_size ({})",
+                t.num_attention_heads, t.hidden_size
+            ),
         )?;
         check(t.seq_length >= 2, "train.seq_length", "must be at least 2")?;
         check(
@@ -492,6 +511,11 @@ mod tests {
             ("[train]\nlr = -1.0\n", "train.lr"),
             ("[train]\nmicro_batch_size = 3\n", "train.global_batch_size"),
             ("[train]\nsplit = \"1,0,0\"\n", "train.split"),
+            (
+                "[train]\nnum_attention_heads = 3\n",
+                "train.num_attention_heads",
+            ),
+            ("[train]\nnum_layers = 0\n", "train.num_layers"),
             ("[quantize]\nschemes = [\"int3\"]\n", "quantize.schemes"),
             ("[serve]\nmodel = \"q8_0\"\n", "serve.model"),
             ("[clean]\nlanguages = [\"French\"]\n", "clean.languages"),
