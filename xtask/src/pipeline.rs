@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 pub use self::config::Config;
+use self::config::Train;
 pub use self::manifest::Provenance;
 use self::manifest::{Manifest, StageRecord};
 use crate::flags::{Pipeline, VerifyRepro};
@@ -57,8 +58,25 @@ struct Stage {
     /// A job-array stage's work folder (`--ranks`): kept across a failed or killed run, so
     /// that the re-run redoes only the unfinished tasks; removed once the stage succeeds.
     work: Option<String>,
+    /// A training stage's checkpoints: kept across a failed, killed or stopped run of the same
+    /// stage key, which the next run continues with `--load`.
+    resume: Option<Resume>,
     commands: Vec<Step>,
 }
+
+/// Where a training stage saves, and the checkpoint that ends it.
+struct Resume {
+    /// The `--save` folder, one of the stage's outputs.
+    save: &'static str,
+    /// The last iteration's checkpoint, relative to the run folder: until it exists the stage
+    /// has not finished, even when its command exits 0 (`--exit-interval`).
+    last: String,
+}
+
+/// The stage key of the run that wrote a save folder's checkpoints, inside it.
+const RESUME_KEY: &str = ".stage-key";
+/// Megatron's name for a save folder's latest checkpoint (`lmforge_train::checkpoint`).
+const LATEST: &str = "latest_checkpointed_iteration.txt";
 
 /// One `lmforge` command; with `stdout`, its standard output is the named file.
 struct Step {
@@ -311,6 +329,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 outputs: vec!["clean".into()],
                 folders: vec![],
                 work: None,
+                resume: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -338,6 +357,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 outputs: vec!["tokenizer".into()],
                 folders: vec!["tokenizer"],
                 work: None,
+                resume: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -366,6 +386,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 outputs: vec!["data".into()],
                 folders: vec!["data"],
                 work: None,
+                resume: None,
                 commands: vec![Step::new(args)],
             }
         }
@@ -413,10 +434,20 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                     .cloned()
                     .chain([PathBuf::from(tokenizer)])
                     .collect(),
-                params: json!({ "train": t, "seed": config.seed, "device": device }),
+                // Where training stops is not what it makes: a stopped run and its
+                // continuation are the same stage.
+                params: json!({
+                    "train": Train { exit_interval: None, ..t.clone() },
+                    "seed": config.seed,
+                    "device": device,
+                }),
                 outputs: vec!["train".into(), "cache".into()],
                 folders: vec![],
                 work: None,
+                resume: Some(Resume {
+                    save: "train",
+                    last: trained.clone(),
+                }),
                 commands: vec![Step::new(args)],
             }
         }
@@ -473,6 +504,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 outputs,
                 folders: vec![],
                 work: None,
+                resume: None,
                 commands,
             }
         }
@@ -504,6 +536,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 outputs: vec!["quantized".into()],
                 folders: vec!["quantized"],
                 work: None,
+                resume: None,
                 commands,
             }
         }
@@ -553,6 +586,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 outputs,
                 folders: vec![],
                 work: None,
+                resume: None,
                 commands,
             }
         }
@@ -676,8 +710,28 @@ fn run_stage(
         return Ok(record);
     }
     println!("== {}", stage.name);
+    // A training of this same key that stopped after a checkpoint (killed, failed, or
+    // `--exit-interval`) continues from it, as Megatron's --load of its --save folder does,
+    // instead of starting over.
+    let resumed = stage
+        .resume
+        .as_ref()
+        .and_then(|r| resumable(out, r.save, &key));
     for output in &stage.outputs {
+        if resumed.is_some() && stage.resume.as_ref().is_some_and(|r| r.save == output) {
+            continue;
+        }
         remove(&out.join(output))?;
+    }
+    let mut extra: Vec<String> = Vec::new();
+    if let Some(r) = &stage.resume {
+        let save = out.join(r.save);
+        fs::create_dir_all(&save).with_context(|| format!("creating {}", save.display()))?;
+        crate::write_atomic(&save.join(RESUME_KEY), key.as_bytes())?;
+        if let Some(iteration) = resumed {
+            println!("continuing from iteration {iteration}, where the last run stopped");
+            extra = vec!["--load".into(), r.save.into()];
+        }
     }
     // A work folder left by an interrupted run of this same stage key is resumed; one of
     // another key (changed parameters or inputs) would be refused by the tasks, so it goes.
@@ -699,16 +753,43 @@ fn run_stage(
         }
         for step in &stage.commands {
             let launcher: String = step.launcher.iter().map(|a| format!("{a} ")).collect();
-            commands.push(format!("{launcher}lmforge {}", shell_words(&step.args)));
-            run_step(lmforge, out, step)?;
+            let args = [step.args.clone(), extra.clone()].concat();
+            commands.push(format!("{launcher}lmforge {}", shell_words(&args)));
+            run_step(lmforge, out, step, &extra)?;
+        }
+        if let Some(r) = &stage.resume
+            && !out.join(&r.last).exists()
+        {
+            bail!(
+                "training stopped before its last checkpoint ({}), after iteration {} \
+                 (--exit-interval, or a signal)",
+                r.last,
+                resumable(out, r.save, &key).map_or("none".into(), |i| i.to_string())
+            );
         }
         Ok(())
     })();
     if let Err(error) = result {
+        let mut kept = None;
         for output in &stage.outputs {
+            if let Some(r) = stage.resume.as_ref().filter(|r| r.save == output)
+                && let Some(iteration) = resumable(out, r.save, &key)
+            {
+                kept = Some(iteration);
+                continue;
+            }
             let _ = remove(&out.join(output));
         }
-        return Err(error);
+        return Err(match kept {
+            Some(iteration) => error.context(format!(
+                "its checkpoints up to iteration {iteration} are kept: the next run continues \
+                 from there"
+            )),
+            None => error,
+        });
+    }
+    if let Some(r) = &stage.resume {
+        remove(&out.join(r.save).join(RESUME_KEY))?;
     }
     let seconds = start.elapsed().as_secs_f64();
     if let Some(work) = &stage.work {
@@ -735,14 +816,29 @@ fn run_stage(
     })
 }
 
-fn run_step(lmforge: &Path, out: &Path, step: &Step) -> Result<()> {
+/// The iteration a save folder's latest checkpoint holds, when the folder was written by a
+/// run of stage `key` (its stamp) and holds one.
+fn resumable(out: &Path, save: &str, key: &str) -> Option<u64> {
+    let dir = out.join(save);
+    if fs::read_to_string(dir.join(RESUME_KEY)).ok()?.trim() != key {
+        return None;
+    }
+    fs::read_to_string(dir.join(LATEST))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Runs `step` with `extra` arguments after its own.
+fn run_step(lmforge: &Path, out: &Path, step: &Step, extra: &[String]) -> Result<()> {
     println!(
         "$ {}lmforge {}",
         step.launcher
             .iter()
             .map(|a| format!("{a} "))
             .collect::<String>(),
-        shell_words(&step.args)
+        shell_words(&[step.args.clone(), extra.to_vec()].concat())
     );
     let mut command = match step.launcher.split_first() {
         None => Command::new(lmforge),
@@ -752,7 +848,7 @@ fn run_step(lmforge: &Path, out: &Path, step: &Step) -> Result<()> {
             command
         }
     };
-    command.args(&step.args).current_dir(out);
+    command.args(&step.args).args(extra).current_dir(out);
     if let Some(threads) = step.threads {
         command.env("RAYON_NUM_THREADS", threads.to_string());
     }
@@ -939,15 +1035,7 @@ pub fn verify_repro(root: &Path, flags: &VerifyRepro) -> Result<()> {
 /// config's run in `out/a` (after `verify_repro`): training is made to fail, then fixed.
 pub fn check_failure_recovery(root: &Path, out: &Path) -> Result<()> {
     let short = root.join("datasets/default/pipeline-short.toml");
-    let base = short.parent().context("a config folder")?;
-    let mut config = Config::load(&short)?;
-    let absolute_all = |paths: &mut Vec<String>| {
-        for path in paths.iter_mut() {
-            *path = absolute(&base.join(&*path));
-        }
-    };
-    absolute_all(&mut config.corpus.inputs);
-    absolute_all(&mut config.clean.blacklists);
+    let mut config = short_config(root)?;
     config.train.model = "no-such-preset".into();
     let failing = out.join("failing.toml");
     crate::write_atomic(&failing, toml::to_string(&config)?.as_bytes())?;
@@ -981,6 +1069,65 @@ pub fn check_failure_recovery(root: &Path, out: &Path) -> Result<()> {
     );
     println!(
         "failure recovery: the failed `train` stage kept the earlier stages and was resumed alone"
+    );
+    Ok(())
+}
+
+/// The short config with its paths made absolute, to be written elsewhere.
+fn short_config(root: &Path) -> Result<Config> {
+    let short = root.join("datasets/default/pipeline-short.toml");
+    let base = short.parent().context("a config folder")?;
+    let mut config = Config::load(&short)?;
+    let absolute_all = |paths: &mut Vec<String>| {
+        for path in paths.iter_mut() {
+            *path = absolute(&base.join(&*path));
+        }
+    };
+    absolute_all(&mut config.corpus.inputs);
+    absolute_all(&mut config.clean.blacklists);
+    Ok(config)
+}
+
+/// A training stopped after a checkpoint (here by `exit_interval`, where a kill after one
+/// would leave the same folder) continues from that checkpoint on the next run, `--load`ing
+/// it, and ends with the weights of the uninterrupted run in `out/a` (`verify_repro`'s).
+pub fn check_training_resume(root: &Path, out: &Path) -> Result<()> {
+    let config = short_config(root)?;
+    let half = config.train.train_iters / 2;
+    let mut stopping = config.clone();
+    stopping.train.exit_interval = Some(half);
+    let (stopping_path, whole_path) = (out.join("stopping.toml"), out.join("whole.toml"));
+    crate::write_atomic(&stopping_path, toml::to_string(&stopping)?.as_bytes())?;
+    crate::write_atomic(&whole_path, toml::to_string(&config)?.as_bytes())?;
+    let run = out.join("resume");
+    remove(&run)?;
+    let error = match run_on_flex(root, &stopping_path, &run) {
+        Ok(_) => bail!("a pipeline whose training stops at iteration {half} succeeded"),
+        Err(error) => format!("{error:#}"),
+    };
+    ensure!(
+        error.contains(&format!("up to iteration {half} are kept")),
+        "the stopped training does not say it kept its checkpoint: {error}"
+    );
+    let again = run_on_flex(root, &whole_path, &run)?;
+    let train = again.manifest.stage("train").context("no `train` record")?;
+    ensure!(
+        !train.skipped && train.commands.iter().any(|c| c.contains("--load train")),
+        "the next run did not continue the training from its checkpoint: {:?}",
+        train.commands
+    );
+    let last = format!(
+        "train/iter_{:07}/model.safetensors",
+        config.train.train_iters
+    );
+    let read = |dir: &Path| fs::read(dir.join(&last)).with_context(|| format!("reading {last}"));
+    ensure!(
+        read(&run)? == read(&out.join("a"))?,
+        "the continued training's weights differ from the uninterrupted run's"
+    );
+    println!(
+        "training resume: stopped after iteration {half}, the next run continued from there to \
+         the uninterrupted run's weights"
     );
     Ok(())
 }

@@ -205,6 +205,7 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
             "the pipeline's report.md lacks a model's bits per byte or per character: {figures:?}"
         );
         crate::pipeline::check_failure_recovery(root, &out)?;
+        crate::pipeline::check_training_resume(root, &out)?;
         // The data stages as job arrays through sbatch where a Slurm answers (always in CI:
         // the prerequisites require it), else the local process pool.
         let executor = if slurm_answers() { "slurm" } else { "local" };

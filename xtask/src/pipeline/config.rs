@@ -101,6 +101,13 @@ pub struct Train {
     pub eval_interval: u64,
     /// Batches per validation during training.
     pub eval_iters: u64,
+    /// Iterations between checkpoints (Megatron's --save-interval); 0: only at the end. A
+    /// training stopped or killed after one continues from it on the next run.
+    pub save_interval: u64,
+    /// Stop with a checkpoint after this iteration (Megatron's --exit-interval); the next run
+    /// continues. Not part of the stage's identity: the weights it leads to are the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -222,6 +229,8 @@ impl Default for Train {
             log_interval: 10,
             eval_interval: 100,
             eval_iters: 10,
+            save_interval: 100,
+            exit_interval: None,
         }
     }
 }
@@ -338,6 +347,11 @@ impl Config {
             "is empty: give a preset such as \"tiny\"",
         )?;
         check(t.num_layers >= 1, "train.num_layers", "must be at least 1")?;
+        check(
+            t.exit_interval != Some(0),
+            "train.exit_interval",
+            "must be at least 1",
+        )?;
         check(
             t.num_attention_heads >= 1 && t.hidden_size.is_multiple_of(t.num_attention_heads),
             "train.num_attention_heads",
