@@ -437,7 +437,11 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 // Where training stops is not what it makes: a stopped run and its
                 // continuation are the same stage.
                 params: json!({
-                    "train": Train { exit_interval: None, ..t.clone() },
+                    "train": Train {
+                        exit_interval: None,
+                        exit_duration_in_mins: None,
+                        ..t.clone()
+                    },
                     "seed": config.seed,
                     "device": device,
                 }),

@@ -86,6 +86,10 @@ pub struct Common {
     /// Stop with a checkpoint after an iteration divisible by this.
     #[arg(long)]
     pub exit_interval: Option<u64>,
+    /// Stop with a checkpoint after the first iteration that ends this many minutes after the
+    /// start (Megatron's flag: end a job cleanly before its time limit; `--load` resumes).
+    #[arg(long)]
+    pub exit_duration_in_mins: Option<f64>,
     /// Devices, comma-separated; several train data-parallel (flex, wgpu, cuda:N, auto).
     #[arg(long, default_value = "auto", value_delimiter = ',', value_parser = parse_device)]
     #[serde(skip)]
@@ -536,6 +540,13 @@ fn run_pretrain<M: burn::module::Module + Clone>(
         eprintln!("unigram entropy of the data: {entropy:.4} nats/token (the loss to beat)");
     }
     config.unigram_entropy = Some(entropy);
+    if let Some(mins) = common.exit_duration_in_mins {
+        anyhow::ensure!(
+            mins.is_finite() && mins >= 0.0,
+            "--exit-duration-in-mins {mins}: give a number of minutes, 0 or more"
+        );
+    }
+    config.exit_duration_mins = common.exit_duration_in_mins;
     config.exit_at = common.exit_interval.map(|n| {
         let from = resumed.as_ref().map_or(0, |r| r.state.iteration);
         (from / n.max(1) + 1) * n.max(1)

@@ -271,6 +271,7 @@ pub fn plan(
         save: args.save.clone(),
         save_interval: args.save_interval,
         exit_at: None,
+        exit_duration_mins: None,
         seed: args.seed,
         flops_per_token,
         peak_flops: None,

@@ -116,6 +116,10 @@ pub struct PretrainConfig {
     pub save_interval: u64,
     /// Stop (with a checkpoint) once this iteration is done (Megatron's `--exit-interval`).
     pub exit_at: Option<u64>,
+    /// Stop (with a checkpoint) after the first iteration that ends this many minutes after
+    /// the run (or its resumption) started (Megatron's `--exit-duration-in-mins`): a job ends
+    /// cleanly before its time limit and the next one resumes. One rank past it stops all.
+    pub exit_duration_mins: Option<f64>,
     /// Seed of every random draw.
     pub seed: u64,
     /// Training FLOPs per token (for MFU).
@@ -912,9 +916,12 @@ pub fn pretrain<M: Module + Clone>(
             log.push(record)?;
         }
         bar.set_position(iteration);
+        let out_of_time = config
+            .exit_duration_mins
+            .is_some_and(|mins| started.elapsed().as_secs_f64() >= mins * 60.0);
         let stop_now = collective.any(
-            stop.load(Ordering::Relaxed),
-            "agreeing whether to stop (Ctrl-C)",
+            stop.load(Ordering::Relaxed) || out_of_time,
+            "agreeing whether to stop (Ctrl-C, --exit-duration-in-mins)",
         )? || config.exit_at == Some(iteration);
         let save_due = config.save_interval > 0 && iteration % config.save_interval == 0;
         if (save_due || stop_now) && iteration < config.train_iters {

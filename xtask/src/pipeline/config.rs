@@ -108,6 +108,10 @@ pub struct Train {
     /// continues. Not part of the stage's identity: the weights it leads to are the same.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_interval: Option<u64>,
+    /// Stop with a checkpoint after the first iteration past this many minutes (Megatron's
+    /// --exit-duration-in-mins); the next run continues. Not part of the stage's identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_duration_in_mins: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -231,6 +235,7 @@ impl Default for Train {
             eval_iters: 10,
             save_interval: 100,
             exit_interval: None,
+            exit_duration_in_mins: None,
         }
     }
 }
@@ -351,6 +356,12 @@ impl Config {
             t.exit_interval != Some(0),
             "train.exit_interval",
             "must be at least 1",
+        )?;
+        check(
+            t.exit_duration_in_mins
+                .is_none_or(|m| m.is_finite() && m >= 0.0),
+            "train.exit_duration_in_mins",
+            "must be a number of minutes, 0 or more",
         )?;
         check(
             t.num_attention_heads >= 1 && t.hidden_size.is_multiple_of(t.num_attention_heads),

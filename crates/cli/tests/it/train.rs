@@ -311,6 +311,10 @@ fn inconsistent_flags_are_errors_naming_the_flag() {
     fails_with(&with(&["--lr-decay-style", "step"]), "--lr-decay-style");
     fails_with(&with(&["--min-lr", "1"]), "--min-lr");
     fails_with(
+        &with(&["--exit-duration-in-mins=-1"]),
+        "--exit-duration-in-mins",
+    );
+    fails_with(
         &with(&["--tensor-model-parallel-size", "2"]),
         "--tensor-model-parallel-size",
     );

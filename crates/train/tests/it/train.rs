@@ -320,6 +320,7 @@ pub(crate) fn pretrain_config(save: &Path, iters: u64) -> PretrainConfig {
         save: Some(save.to_path_buf()),
         save_interval: 0,
         exit_at: None,
+        exit_duration_mins: None,
         seed: 1234,
         flops_per_token: small_config().training_flops_per_token(16),
         peak_flops: None,
@@ -478,6 +479,17 @@ fn a_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     .unwrap();
     assert_eq!(report.iterations, iters);
     assert!(!report.interrupted);
+
+    // Megatron's --exit-duration-in-mins: past the time after an iteration, a checkpoint and
+    // a stop (no time at all: after the first).
+    let timed = dir.join("timed");
+    let mut config = pretrain_config(&timed, iters);
+    config.exit_duration_mins = Some(0.0);
+    let (_, report) = run(fresh(), &objective(), &data, &config, None, &stop).unwrap();
+    assert!(report.interrupted);
+    assert_eq!(report.iterations, 1);
+    let saved = checkpoint::resolve(&timed).unwrap();
+    assert!(saved.ends_with("iter_0000001"), "{}", saved.display());
 
     let broken = dir.join("broken");
     let mut config = pretrain_config(&broken, iters);
