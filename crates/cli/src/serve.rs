@@ -101,11 +101,21 @@ pub fn run(args: &Args) -> Result<()> {
             args.checkpoint.display(),
             server.context_limit()
         );
+        // Ctrl-C, or SIGTERM as systemd, Kubernetes and Slurm stop a service: stop taking
+        // connections, finish the requests in flight, exit 0.
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("listening for SIGTERM")?;
         server
-            .run(listener, async {
-                let _ = tokio::signal::ctrl_c().await;
+            .run(listener, async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+                eprintln!("stopping: finishing the requests in flight");
             })
             .await?;
+        eprintln!("stopped");
         anyhow::Ok(())
     })
 }

@@ -310,6 +310,91 @@ fn greedy_text_is_the_same_alone_and_in_a_busy_batch_and_both_apis_answer(device
     assert_eq!(json(&text)["prompt"], "une tortue");
 }
 
+/// A burst far beyond the queue (one running, one waiting): every request is answered, 200 or
+/// 429 and never a 5xx or a dropped connection; each 429 says when to retry (`Retry-After`);
+/// every admitted request finishes; and the engine ends with nothing running and no KV block
+/// in use. Bursts repeat until one overflows (the first almost always does), so the test does
+/// not hang on the machine's speed.
+#[test]
+fn a_burst_beyond_the_queue_is_answered_429_with_retry_after_and_the_admitted_finish() {
+    let addr = start(
+        "burst",
+        Placement::Cpu,
+        EngineOptions {
+            max_batch: 1,
+            max_queue: 1,
+            ..EngineOptions::default()
+        },
+        None,
+    );
+    let (mut admitted, mut refused, mut waits) = (0, 0, Vec::new());
+    for burst in 0..20 {
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(24));
+        let answers: Vec<(u16, String, String, Duration)> = (0..24)
+            .map(|i| {
+                let gate = gate.clone();
+                std::thread::spawn(move || {
+                    let body = format!(
+                        r#"{{"prompt": "Il était une fois {burst} {i}", "max_tokens": 80}}"#
+                    );
+                    gate.wait();
+                    let sent = std::time::Instant::now();
+                    let (status, head, body) = http(addr, "POST", "/v1/completions", &body, "");
+                    (status, head, body, sent.elapsed())
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .expect("a client saw a dropped connection or a bad answer")
+            })
+            .collect();
+        for (status, head, body, took) in answers {
+            match status {
+                200 => {
+                    let reply = json(&body);
+                    let finish = &reply["choices"][0]["finish_reason"];
+                    assert!(finish == "length" || finish == "stop", "{body}");
+                    admitted += 1;
+                }
+                429 => {
+                    assert!(
+                        head.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+                        "{head}"
+                    );
+                    assert!(json(&body)["error"]["message"].is_string(), "{body}");
+                    refused += 1;
+                    waits.push(took);
+                }
+                other => panic!("status {other} in a burst: {head}\n{body}"),
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert!(refused > 0, "20 bursts of 24 never filled a queue of one");
+    assert!(admitted > 0);
+    waits.sort();
+    eprintln!(
+        "burst: {admitted} admitted, {refused} refused; 429 answered in at most {:?} (p99 {:?})",
+        waits.last().unwrap(),
+        waits[(waits.len() * 99 / 100).min(waits.len() - 1)]
+    );
+    let mut idle = false;
+    for _ in 0..100 {
+        if metric(addr, "lmforge_kv_blocks_used ") == 0.0
+            && metric(addr, "lmforge_running_sequences ") == 0.0
+        {
+            idle = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(idle, "the engine did not empty after the burst");
+}
+
 fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, _, text) = http(addr, "GET", "/metrics", "", "");
     text.lines()

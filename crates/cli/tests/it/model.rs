@@ -347,3 +347,91 @@ fn embed_prints_sentence_transformers_embeddings() {
     assert!(worst < 1e-4, "max |Δ| {worst}");
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// `lmforge serve` stopped with SIGTERM (as systemd, Kubernetes and Slurm stop a service)
+/// finishes the stream in flight, then exits 0 and refuses new connections.
+#[test]
+fn serve_drains_on_sigterm_and_exits_0() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempdir("sigterm");
+    let ckpt = checkpoint(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args(["serve", "--checkpoint", s(&ckpt), "--device", "cpu"])
+        .args(["--port", &port.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut stream = loop {
+        if let Ok(stream) = TcpStream::connect(&addr) {
+            break stream;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let body = r#"{"prompt": "the cat", "max_tokens": 48, "stream": true}"#;
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.contains(" 200 "), "{status}");
+    // The stream has begun: stop the server now.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    for line in reader.lines() {
+        let line = line.expect("the stream in flight was cut");
+        rest.push_str(&line);
+        rest.push('\n');
+        if line.contains("[DONE]") {
+            break;
+        }
+    }
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = server.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(exit.success(), "{exit}: {err}");
+    assert!(
+        err.contains("stopping: finishing the requests in flight"),
+        "{err}"
+    );
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "still accepting after exit"
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
