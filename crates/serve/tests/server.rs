@@ -395,6 +395,41 @@ fn a_burst_beyond_the_queue_is_answered_429_with_retry_after_and_the_admitted_fi
     assert!(idle, "the engine did not empty after the burst");
 }
 
+/// Slow clients (slow-loris: a request line sent a byte at a time and never finished, or
+/// headers that promise a body that never comes) hold no worker: with 128 of them open, a
+/// request is answered as usual, and so is the next once they have gone.
+#[test]
+fn slow_clients_hold_no_worker() {
+    let addr = start("slow", Placement::Cpu, EngineOptions::default(), None);
+    let mut slow = Vec::new();
+    for i in 0..128 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        if i % 2 == 0 {
+            write!(s, "POST /v1/completions HTTP/1.1\r\nHo").unwrap();
+        } else {
+            write!(
+                s,
+                "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pro"
+            )
+            .unwrap();
+        }
+        slow.push(s);
+    }
+    let body = r#"{"prompt": "Il était une fois", "max_tokens": 8}"#;
+    let (status, _, reply) = http(addr, "POST", "/v1/completions", body, "");
+    assert_eq!(status, 200, "{reply}");
+    assert!(json(&reply)["choices"][0]["text"].is_string(), "{reply}");
+    // A byte more from each: still nothing answered to them, nothing held for them.
+    for s in &mut slow {
+        let _ = s.write_all(b"s");
+    }
+    assert_eq!(http(addr, "GET", "/health", "", "").0, 200);
+    drop(slow);
+    let (status, _, reply) = http(addr, "POST", "/v1/completions", body, "");
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(metric(addr, "lmforge_running_sequences "), 0.0);
+}
+
 fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, _, text) = http(addr, "GET", "/metrics", "", "");
     text.lines()
