@@ -42,6 +42,10 @@ pub struct Args {
     /// Seconds a request may take before it is cancelled.
     #[arg(long, default_value_t = 300)]
     request_timeout_s: u64,
+    /// Seconds to finish the requests in flight after SIGTERM or Ctrl-C; past them the server
+    /// exits anyway (status 1), as a client that never finishes its request would hold it.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_s: u64,
     /// cpu (the CPU engine), flex, wgpu[:N] or cuda[:N] (the device engine on that burn
     /// device), or auto (a real GPU when there is one, never lavapipe; else cpu).
     #[arg(long, default_value = "auto", value_parser = crate::model::parse_placement)]
@@ -102,19 +106,31 @@ pub fn run(args: &Args) -> Result<()> {
             server.context_limit()
         );
         // Ctrl-C, or SIGTERM as systemd, Kubernetes and Slurm stop a service: stop taking
-        // connections, finish the requests in flight, exit 0.
+        // connections, finish the requests in flight, exit 0; within the drain timeout.
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .context("listening for SIGTERM")?;
-        server
-            .run(listener, async move {
+        let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signalled = stopping.clone();
+        let drain = std::time::Duration::from_secs(args.drain_timeout_s);
+        tokio::select! {
+            served = server.run(listener, async move {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = terminate.recv() => {}
                 }
                 eprintln!("stopping: finishing the requests in flight");
-            })
-            .await?;
+                signalled.notify_one();
+            }) => served?,
+            () = async {
+                stopping.notified().await;
+                tokio::time::sleep(drain).await;
+            } => anyhow::bail!(
+                "stopped with requests still in flight: they did not finish within \
+                 --drain-timeout-s {}",
+                args.drain_timeout_s
+            ),
+        }
         eprintln!("stopped");
         anyhow::Ok(())
     })

@@ -435,3 +435,66 @@ fn serve_drains_on_sigterm_and_exits_0() {
     );
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// A request that never finishes (a body promised and never sent) cannot hold a stopping
+/// server: past `--drain-timeout-s` it exits anyway, non-zero, saying why.
+#[test]
+fn serve_stops_within_its_drain_timeout() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempdir("drain-timeout");
+    let ckpt = checkpoint(&dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args(["serve", "--checkpoint", s(&ckpt), "--device", "cpu"])
+        .args(["--port", &port.to_string(), "--drain-timeout-s", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut stuck = loop {
+        if let Ok(stream) = TcpStream::connect(&addr) {
+            break stream;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    write!(
+        stuck,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pro"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = server.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a request that never finishes held the stopping server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!exit.success(), "{err}");
+    assert!(err.contains("--drain-timeout-s 1"), "{err}");
+    drop(stuck);
+    fs::remove_dir_all(dir).unwrap();
+}
