@@ -717,12 +717,9 @@ fn run_stage(
     // A training of this same key that stopped after a checkpoint (killed, failed, or
     // `--exit-interval`) continues from it, as Megatron's --load of its --save folder does,
     // instead of starting over.
-    let resumed = stage
-        .resume
-        .as_ref()
-        .and_then(|r| resumable(out, r.save, &key));
+    let resumed = kept_checkpoint(stage, out, &key);
     for output in &stage.outputs {
-        if resumed.is_some() && stage.resume.as_ref().is_some_and(|r| r.save == output) {
+        if resumed.is_some_and(|(save, _)| save == output) {
             continue;
         }
         remove(&out.join(output))?;
@@ -732,7 +729,7 @@ fn run_stage(
         let save = out.join(r.save);
         fs::create_dir_all(&save).with_context(|| format!("creating {}", save.display()))?;
         crate::write_atomic(&save.join(RESUME_KEY), key.as_bytes())?;
-        if let Some(iteration) = resumed {
+        if let Some((_, iteration)) = resumed {
             println!("continuing from iteration {iteration}, where the last run stopped");
             extra = vec!["--load".into(), r.save.into()];
         }
@@ -759,7 +756,7 @@ fn run_stage(
             let launcher: String = step.launcher.iter().map(|a| format!("{a} ")).collect();
             let args = [step.args.clone(), extra.clone()].concat();
             commands.push(format!("{launcher}lmforge {}", shell_words(&args)));
-            run_step(lmforge, out, step, &extra)?;
+            run_step(lmforge, out, step, &args)?;
         }
         if let Some(r) = &stage.resume
             && !out.join(&r.last).exists()
@@ -768,24 +765,21 @@ fn run_stage(
                 "training stopped before its last checkpoint ({}), after iteration {} \
                  (--exit-interval, or a signal)",
                 r.last,
-                resumable(out, r.save, &key).map_or("none".into(), |i| i.to_string())
+                kept_checkpoint(stage, out, &key).map_or("none".into(), |(_, i)| i.to_string())
             );
         }
         Ok(())
     })();
     if let Err(error) = result {
-        let mut kept = None;
+        let kept = kept_checkpoint(stage, out, &key);
         for output in &stage.outputs {
-            if let Some(r) = stage.resume.as_ref().filter(|r| r.save == output)
-                && let Some(iteration) = resumable(out, r.save, &key)
-            {
-                kept = Some(iteration);
+            if kept.is_some_and(|(save, _)| save == output) {
                 continue;
             }
             let _ = remove(&out.join(output));
         }
         return Err(match kept {
-            Some(iteration) => error.context(format!(
+            Some((_, iteration)) => error.context(format!(
                 "its checkpoints up to iteration {iteration} are kept: the next run continues \
                  from there"
             )),
@@ -820,29 +814,32 @@ fn run_stage(
     })
 }
 
-/// The iteration a save folder's latest checkpoint holds, when the folder was written by a
-/// run of stage `key` (its stamp) and holds one.
-fn resumable(out: &Path, save: &str, key: &str) -> Option<u64> {
+/// A resumable stage's save folder and the iteration of its latest checkpoint, when the
+/// folder was written by a run of stage `key` (its stamp) and holds one: what a failed run
+/// keeps and the next run continues.
+fn kept_checkpoint(stage: &Stage, out: &Path, key: &str) -> Option<(&'static str, u64)> {
+    let save = stage.resume.as_ref()?.save;
     let dir = out.join(save);
     if fs::read_to_string(dir.join(RESUME_KEY)).ok()?.trim() != key {
         return None;
     }
-    fs::read_to_string(dir.join(LATEST))
+    let iteration = fs::read_to_string(dir.join(LATEST))
         .ok()?
         .trim()
         .parse()
-        .ok()
+        .ok()?;
+    Some((save, iteration))
 }
 
-/// Runs `step` with `extra` arguments after its own.
-fn run_step(lmforge: &Path, out: &Path, step: &Step, extra: &[String]) -> Result<()> {
+/// Runs `step` with `args`: its own, and any the run adds (`--load`).
+fn run_step(lmforge: &Path, out: &Path, step: &Step, args: &[String]) -> Result<()> {
     println!(
         "$ {}lmforge {}",
         step.launcher
             .iter()
             .map(|a| format!("{a} "))
             .collect::<String>(),
-        shell_words(&[step.args.clone(), extra.to_vec()].concat())
+        shell_words(args)
     );
     let mut command = match step.launcher.split_first() {
         None => Command::new(lmforge),
@@ -852,7 +849,7 @@ fn run_step(lmforge: &Path, out: &Path, step: &Step, extra: &[String]) -> Result
             command
         }
     };
-    command.args(&step.args).args(extra).current_dir(out);
+    command.args(args).current_dir(out);
     if let Some(threads) = step.threads {
         command.env("RAYON_NUM_THREADS", threads.to_string());
     }

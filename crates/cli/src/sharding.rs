@@ -233,10 +233,6 @@ impl FilePlan {
         })
     }
 
-    fn path(work: &Path) -> PathBuf {
-        lmforge_executor::plan::path(work)
-    }
-
     /// Writes the plan, or checks that `work` already holds this plan (a re-run): a work
     /// folder of another plan is refused, naming what differs.
     pub fn write(&self, work: &Path) -> Result<()> {
@@ -304,7 +300,7 @@ impl FilePlan {
                 Some(_) => bail!(
                     "{}: a finished task of another plan (not {})",
                     dir.display(),
-                    Self::path(work).display()
+                    lmforge_executor::plan::path(work).display()
                 ),
             }
         }
@@ -345,7 +341,7 @@ impl FilePlan {
         if let Some(why) = there.differences(self) {
             bail!(
                 "task {rank}: {} is another plan ({why})",
-                Self::path(work).display()
+                lmforge_executor::plan::path(work).display()
             );
         }
         let mine = self.files_of(rank)?;

@@ -19,8 +19,8 @@ use lmforge_train::gpt::GptObjective;
 pub use lmforge_train::plan::EvalData;
 use lmforge_train::plan::{DataArgs, TrainingArgs, plan, splits};
 use lmforge_train::{
-    AdamWConfig, Alone, Collective, Objective, Place, Precision, PretrainConfig, Resume, Score,
-    TokenText, pretrain,
+    AdamWConfig, Alone, Collective, Objective, Place, Precision, PretrainConfig, Resume, TokenText,
+    pretrain,
 };
 use serde::Serialize;
 
@@ -799,9 +799,8 @@ pub fn eval_losses(
                 })?;
             let objective = MlmObjective::for_tokenizer(tokenizer.as_ref())?;
             let seq = plan.seq_length(model.bert.config().max_seq_len);
-            let losses = plan.losses(&model, &objective, seq, device)?;
-            let score = |loss| Score::new(loss, 0.0, 0.0, 0.0);
-            (seq, losses.map(|l| l.map(score)))
+            let text = TokenText::default();
+            (seq, plan.scores(&model, &objective, seq, device, &text)?)
         }
         other => bail!(
             "{}: a `{other}` checkpoint; lmforge eval reads GPT and BERT-MLM ones",

@@ -389,22 +389,9 @@ impl EvalPlan {
         self.seq_length.unwrap_or(max_positions)
     }
 
-    /// The validation and test losses of `model` (`None` for a split of weight 0), on samples of
-    /// `seq_length` tokens.
-    pub fn losses<M: Module + Clone>(
-        &self,
-        model: &M,
-        objective: &dyn Objective<M>,
-        seq_length: usize,
-        device: &Device,
-    ) -> Result<[Option<f64>; 2]> {
-        Ok(self
-            .scores(model, objective, seq_length, device, &TokenText::default())?
-            .map(|split| split.map(|score| score.loss)))
-    }
-
-    /// [`EvalPlan::losses`] with each split's bits per byte and per character beside its loss,
-    /// the tokens' text counted by `text` ([`crate::pretrain::evaluate_scored`]).
+    /// The validation and test scores of `model` (`None` for a split of weight 0), on samples
+    /// of `seq_length` tokens: each split's loss, and its bits per byte and per character where
+    /// `text` counts the tokens' text ([`crate::pretrain::evaluate_scored`]).
     pub fn scores<M: Module + Clone>(
         &self,
         model: &M,

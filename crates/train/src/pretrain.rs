@@ -733,21 +733,25 @@ pub fn pretrain<M: Module + Clone>(
         collective.barrier(&what)?;
         Ok::<_, Error>(Some(dir))
     };
-    // The steps' peak resident memory, told apart from the checkpoint writes': read before
-    // each write, and started over after it.
+    // The steps' peak resident memory, told apart from the checkpoint writes' and the closing
+    // evaluations': each phase's peak is folded into its cell as it ends, and started over.
     let steps_peak = std::cell::Cell::new(0u64);
     let writes_peak = std::cell::Cell::new(0u64);
+    let end_phase = |peak: &std::cell::Cell<u64>| {
+        peak.set(
+            peak.get()
+                .max(lmforge_executor::task::peak_rss().unwrap_or(0)),
+        );
+        lmforge_executor::task::reset_peak_rss();
+    };
     let save_now =
         |model: &M, state: &TrainerState, optimizer: &AdamW, log: &Option<MetricsLog>| {
             let Some(save) = &config.save else {
                 return Ok(None);
             };
-            let peak = lmforge_executor::task::peak_rss().unwrap_or(0);
-            steps_peak.set(steps_peak.get().max(peak));
+            end_phase(&steps_peak);
             let written = save_checkpoint(model, state, optimizer, log, save);
-            let peak = lmforge_executor::task::peak_rss().unwrap_or(0);
-            writes_peak.set(writes_peak.get().max(peak));
-            lmforge_executor::task::reset_peak_rss();
+            end_phase(&writes_peak);
             written
         };
     // What the steps add to is measured, not estimated: the program, its data, the weights;
@@ -935,12 +939,7 @@ pub fn pretrain<M: Module + Clone>(
     }
     bar.finish_and_clear();
     // The closing evaluations are not steps: their peak goes with the writes'.
-    steps_peak.set(
-        steps_peak
-            .get()
-            .max(lmforge_executor::task::peak_rss().unwrap_or(0)),
-    );
-    lmforge_executor::task::reset_peak_rss();
+    end_phase(&steps_peak);
     let mut test_loss = None;
     if !interrupted {
         if let Some(valid) = &splits.valid
@@ -965,12 +964,7 @@ pub fn pretrain<M: Module + Clone>(
         if let Some(test) = &splits.test {
             test_loss = Some(evaluate_on(&model, test)?.loss);
         }
-        writes_peak.set(
-            writes_peak
-                .get()
-                .max(lmforge_executor::task::peak_rss().unwrap_or(0)),
-        );
-        lmforge_executor::task::reset_peak_rss();
+        end_phase(&writes_peak);
         if state.iteration > start_iteration || checkpoint_dir.is_none() {
             checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);
         }

@@ -172,12 +172,7 @@ fn generate_greedy_sampled_and_beam() {
 fn serve_refuses_what_its_device_cannot_hold_before_binding() {
     let dir = tempdir("too-large");
     let ckpt = checkpoint(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     for device in ["cpu", "flex"] {
         let out = lmforge(&[
             "serve",
@@ -348,39 +343,77 @@ fn embed_prints_sentence_transformers_embeddings() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+/// A port free on loopback now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `lmforge serve` of `ckpt` on the CPU engine with `extra` flags, its stderr kept; its
+/// address and a first connection once it answers. The caller waits for it (`exit_of`).
+#[allow(clippy::zombie_processes)]
+fn start_serve(ckpt: &Path, extra: &[&str]) -> (std::process::Child, String, std::net::TcpStream) {
+    let port = free_port();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
+        .args(["serve", "--checkpoint", s(ckpt), "--device", "cpu"])
+        .args(["--port", &port.to_string()])
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(stream) = std::net::TcpStream::connect(&addr) {
+            return (server, addr, stream);
+        }
+        if started.elapsed() >= std::time::Duration::from_secs(60) {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!("the server never answered");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Sends SIGTERM to `server`.
+fn sigterm(server: &std::process::Child) {
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+/// `server`'s exit status and stderr once it exits, failing with `why` after 30 s.
+fn exit_of(server: &mut std::process::Child, why: &str) -> (std::process::ExitStatus, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = server.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "{why}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    (exit, err)
+}
+
 /// `lmforge serve` stopped with SIGTERM (as systemd, Kubernetes and Slurm stop a service)
 /// finishes the stream in flight, then exits 0 and refuses new connections.
 #[test]
 fn serve_drains_on_sigterm_and_exits_0() {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpStream;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let dir = tempdir("sigterm");
     let ckpt = checkpoint(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
-        .args(["serve", "--checkpoint", s(&ckpt), "--device", "cpu"])
-        .args(["--port", &port.to_string()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    let mut stream = loop {
-        if let Ok(stream) = TcpStream::connect(&addr) {
-            break stream;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut server, addr, mut stream) = start_serve(&ckpt, &[]);
     let body = r#"{"prompt": "the cat", "max_tokens": 48, "stream": true}"#;
     write!(
         stream,
@@ -396,11 +429,7 @@ fn serve_drains_on_sigterm_and_exits_0() {
     reader.read_line(&mut status).unwrap();
     assert!(status.contains(" 200 "), "{status}");
     // The stream has begun: stop the server now.
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    sigterm(&server);
     let mut rest = String::new();
     for line in reader.lines() {
         let line = line.expect("the stream in flight was cut");
@@ -411,19 +440,7 @@ fn serve_drains_on_sigterm_and_exits_0() {
         }
     }
     assert!(rest.contains("data: [DONE]"), "{rest}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = server.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    let (exit, err) = exit_of(&mut server, "the server did not exit after SIGTERM");
     assert!(exit.success(), "{exit}: {err}");
     assert!(
         err.contains("stopping: finishing the requests in flight"),
@@ -441,58 +458,21 @@ fn serve_drains_on_sigterm_and_exits_0() {
 #[test]
 fn serve_stops_within_its_drain_timeout() {
     use std::io::Write;
-    use std::net::TcpStream;
-    use std::time::{Duration, Instant};
 
     let dir = tempdir("drain-timeout");
     let ckpt = checkpoint(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_lmforge"))
-        .args(["serve", "--checkpoint", s(&ckpt), "--device", "cpu"])
-        .args(["--port", &port.to_string(), "--drain-timeout-s", "1"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    let mut stuck = loop {
-        if let Ok(stream) = TcpStream::connect(&addr) {
-            break stream;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the server never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (mut server, _, mut stuck) = start_serve(&ckpt, &["--drain-timeout-s", "1"]);
     write!(
         stuck,
         "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pro"
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = server.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a request that never finishes held the stopping server"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut err).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    sigterm(&server);
+    let (exit, err) = exit_of(
+        &mut server,
+        "a request that never finishes held the stopping server",
+    );
     assert!(!exit.success(), "{err}");
     assert!(err.contains("--drain-timeout-s 1"), "{err}");
     drop(stuck);
