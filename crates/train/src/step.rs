@@ -163,6 +163,8 @@ where
             reason: "no micro-batch per step".into(),
         });
     }
+    let sharded = optimizer.shard.is_some();
+    keep_freed_pages(!sharded);
     let scale = scaler.scale();
     let dp = devices.len() * collective.world();
     let total_micro = config.micro_batches * dp;
@@ -191,7 +193,9 @@ where
     }
     let wait_seconds = waited.elapsed().as_secs_f64();
     let reduce_started = std::time::Instant::now();
-    release_freed_pages();
+    if sharded {
+        release_freed_pages();
+    }
     // A sharded optimizer needs only its own pieces of the sum (`crate::zero`).
     let reduced_bytes = match &optimizer.shard {
         Some(shard) => grads.reduce_scatter(collective, shard, device)?,
@@ -244,7 +248,9 @@ where
     }
     // The reduction freed the whole gradients (sharded) or its buckets: the update's host
     // vector of updated values is one more large block.
-    release_freed_pages();
+    if sharded {
+        release_freed_pages();
+    }
     let (model, gather_seconds) = optimizer.update_sharded(model, grads, lr, collective)?;
     let mut outcome = outcome;
     // A sharded optimizer's all-gather of the weights is the second half of the reduction.
@@ -257,14 +263,29 @@ where
 /// summed, are many tensor-sized blocks that the reduction's one large host vector cannot
 /// reuse, so without this they count in the step's peak beside it (measured at one rank: 1.20
 /// × the counted peak without, 1.10-1.11 with, docs/benchmarks.md). Called before the
-/// reduction, before the update and before the baseline is read; the passes over mimalloc's
-/// free pages cost nothing measurable (the tiny GPT's step, 2,015-2,184 tokens/s either way);
-/// where mimalloc is not the allocator (the tests) they do nothing.
+/// reduction and before the update of a sharded optimizer (ZeRO-1, chosen for its memory), and
+/// before the baseline is read; where mimalloc is not the allocator (the tests) it does
+/// nothing.
 pub(crate) fn release_freed_pages() {
     // SAFETY: `mi_collect` takes no pointer and may be called from any thread at any time.
     #[allow(unsafe_code)]
     unsafe {
         mi_collect(true)
+    };
+}
+
+/// Whether mimalloc keeps the pages of freed memory (`keep`) or gives them back to the system
+/// after its delay (mimalloc 3's default, 1 s). Kept unless the optimizer is sharded: a step allocates and frees the
+/// same sizes every time, and pages given back are page-faulted and zeroed again by the next
+/// use, which took a quarter of the tiny GPT's step (`clear_page_erms` in `perf`, 3,195 against
+/// 4,308 tokens/s, docs/benchmarks.md) for 10 % less resident memory.
+pub(crate) fn keep_freed_pages(keep: bool) {
+    const PURGE_DELAY: i32 = 15; // mi_option_purge_delay in mimalloc.h's mi_option_e
+    let delay_ms = if keep { -1 } else { 1000 };
+    // SAFETY: `mi_option_set` takes no pointer and may be called from any thread at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        mi_option_set(PURGE_DELAY, delay_ms)
     };
 }
 
@@ -274,4 +295,5 @@ use libmimalloc_sys as _;
 #[allow(unsafe_code)]
 unsafe extern "C" {
     fn mi_collect(force: bool);
+    fn mi_option_set(option: i32, value: std::ffi::c_long);
 }
