@@ -9,7 +9,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::Activation;
@@ -87,7 +87,7 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let hidden = match &self.gate {
             Some(gate) => silu(gate.forward(x.clone())) * self.up.forward(x),
-            None => gelu_approximate(self.up.forward(x)),
+            None => crate::fused::gelu_tanh(self.up.forward(x)),
         };
         self.down.forward(hidden)
     }

@@ -36,6 +36,7 @@ pub mod bert;
 pub mod checkpoint;
 mod config;
 mod device;
+pub mod fused;
 mod gpt;
 pub mod hf;
 mod init;
