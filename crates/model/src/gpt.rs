@@ -171,7 +171,14 @@ impl Attention {
             softcap: None,
             is_causal: true,
         };
-        let context = attention(q, k, v, frame.mask.clone(), frame.alibi.clone(), options);
+        let fused = match (&frame.mask, &frame.alibi) {
+            (None, None) => crate::fused::causal_attention(q.clone(), k.clone(), v.clone()),
+            _ => None,
+        };
+        let context = match fused {
+            Some(context) => context,
+            None => attention(q, k, v, frame.mask.clone(), frame.alibi.clone(), options),
+        };
         let context = context.swap_dims(1, 2).reshape([batch, seq, d_model]);
         self.proj.forward(context)
     }

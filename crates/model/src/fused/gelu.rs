@@ -1,32 +1,10 @@
-//! Element-wise functions computed in one pass over the host memory of a flex tensor, where
-//! burn composes them from several ops and scalar libm calls.
-//!
-//! burn's `gelu_approximate` is `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` as six tensor ops,
-//! with `powf` for the cube and libm's `tanhf` one element at a time, and autodiff keeps each
-//! op's inputs for its backward: 40 ms forward and backward for the tiny GPT's `[8, 256, 512]`
-//! MLP activations, a third of its training step on flex. [`gelu_tanh`] computes the value and
-//! its derivative together in one vectorised pass (a few ms). Its gradient enters autodiff by
-//! linearisation: the output is `y + (x − x̄)·y′` with `y`, `y′` and `x̄` (the value of `x`)
-//! held constant, which is exactly `y` forward (`x − x̄` is zero) and has `y′` as its derivative
-//! backward — three cheap ops where burn's composition records six, with the same trick that
-//! `lmforge_train::gpt::head_cross_entropy` uses for the loss.
-//!
-//! On other devices (wgpu's kernels are fused already) and other float types the functions
-//! are burn's own.
-//!
-//! ```
-//! use burn::tensor::{Device, Tensor};
-//! use lmforge_model::fused::gelu_tanh;
-//!
-//! let device = Device::flex();
-//! let y = gelu_tanh(Tensor::<1>::from_floats([-1.0, 0.0, 1.0], &device));
-//! let y: Vec<f32> = y.into_data().try_to_vec::<f32>().unwrap();
-//! assert!((y[2] - 0.841_192).abs() < 1e-6 && y[1] == 0.0);
-//! ```
+//! GPT-2's tanh GELU: value and derivative in one vectorised pass.
 
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
+
+use super::exp_nonpositive;
 
 /// Elements per rayon task: small enough to split a `[8, 256, 512]` activation over the cores,
 /// large enough that the split costs nothing next to the work.
@@ -36,7 +14,7 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const CUBIC: f32 = 0.044_715;
 
 /// GPT-2's tanh approximation of GELU (`gelu_new`), as burn's `gelu_approximate`, with its
-/// gradient: see the module's documentation.
+/// gradient: see [`crate::fused`].
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     if device != Device::flex() || x.dtype() != DType::F32 {
@@ -128,31 +106,6 @@ fn tanh(u: f32) -> f32 {
     ((1.0 - e) / (1.0 + e)).copysign(u)
 }
 
-/// `exp(z)` for `z ≤ 0` without a libm call, so that loops over it vectorise: `2^k·p(r)` with
-/// `k = round(z / ln 2)` and `p` the degree-6 Taylor polynomial on `|r| ≤ ln 2 / 2` (relative
-/// error below 2·10⁻⁷). Arguments below −87 give `exp(−87)`, which is 0 to GELU.
-#[inline(always)]
-fn exp_nonpositive(z: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer in any vector width.
-    const ROUND: f32 = 12_582_912.0;
-    let z = z.max(-87.0);
-    let k = (z * LOG2_E + ROUND) - ROUND;
-    let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, z));
-    // Horner's rule written out: an array iterator here is a call per element unless inlined.
-    let p = (1.0f32 / 720.0).mul_add(r, 1.0 / 120.0);
-    let p = p.mul_add(r, 1.0 / 24.0);
-    let p = p.mul_add(r, 1.0 / 6.0);
-    let p = p.mul_add(r, 0.5);
-    let p = p.mul_add(r, 1.0);
-    let p = p.mul_add(r, 1.0);
-    // 2^k from its exponent bits; `k + 127` lies in 1..=127, and float arithmetic keeps the
-    // overflow checks of a dev build out of the loop, which would stop it vectorising.
-    p * f32::from_bits(((k + 127.0) as u32) << 23)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,19 +114,6 @@ mod tests {
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    #[test]
-    fn exp_matches_libm_over_its_range() {
-        let mut worst = 0f32;
-        let mut z = 0f32;
-        while z > -87.0 {
-            let (ours, exact) = (exp_nonpositive(z), z.exp());
-            worst = worst.max((ours - exact).abs() / exact);
-            z -= 0.001_3;
-        }
-        assert!(worst < 3e-7, "relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
     }
 
     #[test]
