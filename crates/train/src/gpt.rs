@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
 use lmforge_dataset::GptBatch;
 use lmforge_model::Gpt;
@@ -117,7 +116,7 @@ pub fn head_cross_entropy(
     let rows: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
     let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
     let weight = Tensor::<2>::from_data(TensorData::new(weights.to_vec(), [n, 1]), &device);
-    let p = softmax(logits, 1);
+    let p = lmforge_model::fused::softmax_last(logits);
     let p_label = p.clone().gather(1, rows.clone().reshape([n, 1]));
     let value = p_label
         .clamp_min(f32::MIN_POSITIVE)

@@ -8,14 +8,10 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{DType, Device, Tensor};
-use rayon::prelude::*;
 
-use super::exp_nonpositive;
+use super::softmax::{gradient_rows, masked_rows};
 
 type Tracked = Autodiff<Flex>;
-
-/// Rows of scores per rayon task.
-const ROWS: usize = 64;
 
 /// `softmax(q·kᵀ/√d + causal mask)·v` for `q` `[batch, heads, q_len, d]` and `k`, `v`
 /// `[batch, heads, k_len, d]`, the mask aligned bottom-right (query `i` sees keys
@@ -100,7 +96,7 @@ fn softmax_forward(scores: FlexTensor, scale: f32) -> FlexTensor {
     let values = data
         .as_mut_slice::<f32>()
         .expect("the scores of f32 inputs are f32");
-    softmax_rows(values, q_len, k_len, scale);
+    masked_rows(values, q_len, k_len, scale);
     FlexTensor::from_data(data)
 }
 
@@ -111,77 +107,8 @@ fn softmax_backward(p: FlexTensor, d_p: FlexTensor, scale: f32) -> FlexTensor {
     let k_len = *d.shape().last().expect("scores have four dimensions");
     let probabilities = p.as_slice::<f32>().expect("probabilities are f32");
     let values = d.as_mut_slice::<f32>().expect("gradients are f32");
-    softmax_gradient_rows(probabilities, values, k_len, scale);
+    gradient_rows(probabilities, values, k_len, scale);
     FlexTensor::from_data(d)
-}
-
-/// Row `r` of `[.., q_len, k_len]` scores sees keys `0..k_len − q_len + (r mod q_len) + 1`;
-/// the rest get probability 0. Not generic, so compiled with this crate's optimisations.
-fn softmax_rows(scores: &mut [f32], q_len: usize, k_len: usize, scale: f32) {
-    let offset = k_len - q_len;
-    scores
-        .par_chunks_mut(ROWS * k_len)
-        .enumerate()
-        .for_each(|(chunk, rows)| {
-            for (i, row) in rows.chunks_exact_mut(k_len).enumerate() {
-                let seen = offset + (chunk * ROWS + i) % q_len + 1;
-                pulp::Arch::new().dispatch(SoftmaxRow { row, seen, scale });
-            }
-        });
-}
-
-struct SoftmaxRow<'a> {
-    row: &'a mut [f32],
-    seen: usize,
-    scale: f32,
-}
-
-impl pulp::WithSimd for SoftmaxRow<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        let (seen, masked) = self.row.split_at_mut(self.seen);
-        masked.fill(0.0);
-        let max = seen.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s)) * self.scale;
-        let mut sum = 0f32;
-        for s in seen.iter_mut() {
-            *s = exp_nonpositive(s.mul_add(self.scale, -max));
-            sum += *s;
-        }
-        let inverse = 1.0 / sum;
-        for s in seen.iter_mut() {
-            *s *= inverse;
-        }
-    }
-}
-
-fn softmax_gradient_rows(p: &[f32], d: &mut [f32], k_len: usize, scale: f32) {
-    d.par_chunks_mut(ROWS * k_len)
-        .zip(p.par_chunks(ROWS * k_len))
-        .for_each(|(d, p)| {
-            for (d, p) in d.chunks_exact_mut(k_len).zip(p.chunks_exact(k_len)) {
-                pulp::Arch::new().dispatch(GradientRow { d, p, scale });
-            }
-        });
-}
-
-struct GradientRow<'a> {
-    d: &'a mut [f32],
-    p: &'a [f32],
-    scale: f32,
-}
-
-impl pulp::WithSimd for GradientRow<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) {
-        let dot: f32 = self.d.iter().zip(self.p).map(|(d, p)| d * p).sum();
-        for (d, &p) in self.d.iter_mut().zip(self.p) {
-            *d = self.scale * p * (*d - dot);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -263,15 +190,5 @@ mod tests {
         let tracked = flex.autodiff();
         assert!(causal_attention(t(&tracked, 4), t(&tracked, 3), t(&tracked, 3)).is_none());
         assert!(causal_attention(t(&tracked, 3), t(&tracked, 3), t(&tracked, 3)).is_some());
-    }
-
-    #[test]
-    fn a_row_of_one_key_is_certain() {
-        let mut scores = vec![5.0, -3.0, 2.0, 7.0];
-        softmax_rows(&mut scores, 2, 2, 0.5);
-        assert_eq!(scores[..2], [1.0, 0.0]);
-        let expected = 1.0 / (1.0 + (0.5f32 * (7.0 - 2.0)).exp());
-        assert!((scores[2] - expected).abs() < 1e-6);
-        assert!((scores[2] + scores[3] - 1.0).abs() < 1e-6);
     }
 }

@@ -1,5 +1,6 @@
 //! What burn's flex backend composes slowly, computed in one pass over a tensor's host memory,
-//! with gradients of our own: the activation and the attention of a training step.
+//! with gradients of our own: the activation, the attention and the loss's softmax of a
+//! training step.
 //!
 //! - [`gelu_tanh`]: burn's `gelu_approximate` is `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`
 //!   as six tensor ops, with `powf` for the cube and libm's `tanhf` one element at a time, and
@@ -15,6 +16,8 @@
 //!   `[8, 4, 256, 32]` heads. Here it is one autodiff op: two batched matmuls around a fused
 //!   masked softmax forward; backward, four matmuls around one fused pass for the softmax's
 //!   gradient (`dS = P ∘ (dP − rowsum(P ∘ dP))`), with the probabilities kept from the forward.
+//! - [`softmax_last`]: the loss's softmax over the vocabulary, outside autodiff; burn's flex
+//!   softmax calls libm's `expf` once per element.
 //!
 //! Both run only on flex in f32 (wgpu's kernels are fused already; other types take burn's
 //! path) and are deterministic: every element is computed in a fixed order whatever the threads.
@@ -31,9 +34,11 @@
 
 mod attention;
 mod gelu;
+mod softmax;
 
 pub use attention::causal_attention;
 pub use gelu::gelu_tanh;
+pub use softmax::softmax_last;
 
 /// `exp(z)` for `z ≤ 0` without a libm call, so that loops over it vectorise: `2^k·p(r)` with
 /// `k = round(z / ln 2)` and `p` the degree-6 Taylor polynomial on `|r| ≤ ln 2 / 2` (relative
