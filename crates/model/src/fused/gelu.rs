@@ -1,5 +1,12 @@
 //! GPT-2's tanh GELU: value and derivative in one vectorised pass.
 
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::{Autodiff, Flex, TensorMetadata};
 use burn::tensor::activation::gelu_approximate;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
@@ -20,21 +27,50 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if device != Device::flex() || x.dtype() != DType::F32 {
         return gelu_approximate(x);
     }
-    let tracked = x.is_autodiff();
-    let shape = x.shape();
-    let value = x.clone().inner();
-    let data = value.clone().into_data();
-    let Ok(input) = data.as_slice::<f32>() else {
-        return gelu_approximate(x);
-    };
-    let (y, slope) = gelu_on_host(input, tracked);
-    let host = device.clone().inner();
-    let y = Tensor::<D>::from_data(TensorData::new(y, shape.clone()), &host);
-    if !tracked {
-        return y;
+    if !x.is_autodiff() {
+        let shape = x.shape();
+        let data = x.into_data();
+        let input = data.as_slice::<f32>().expect("an f32 tensor holds f32");
+        let (y, _) = gelu_on_host(input, false);
+        return Tensor::from_data(TensorData::new(y, shape), &device);
     }
-    let slope = Tensor::<D>::from_data(TensorData::new(slope, shape), &host);
-    Tensor::from_inner(y) + (x - Tensor::from_inner(value)) * Tensor::from_inner(slope)
+    let x = match x.clone().try_into_primitive::<Autodiff<Flex>>() {
+        Ok(x) => x,
+        // A gradient-checkpointing device: burn's own op.
+        Err(_) => return gelu_approximate(x),
+    };
+    let (x, node) = x.into_parts();
+    let shape = x.shape();
+    let data = x.into_data();
+    let input = data.as_slice::<f32>().expect("an f32 tensor holds f32");
+    let (y, slope) = gelu_on_host(input, true);
+    let y = FlexTensor::from_data(TensorData::new(y, shape.clone()));
+    let out = match GeluBackward
+        .prepare::<NoCheckpointing>([node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let slope = FlexTensor::from_data(TensorData::new(slope, shape));
+            prep.finish(slope, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive::<Autodiff<Flex>>(out)
+}
+
+/// The backward keeps `gelu′(x)` from the forward: one multiplication.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            Flex::float_mul(grad, ops.state)
+        });
+    }
 }
 
 /// `gelu(x)` and, when `slope` is asked for, `gelu′(x)`, on rayon's threads. Not generic, so

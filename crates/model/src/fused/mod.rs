@@ -6,10 +6,8 @@
 //!   as six tensor ops, with `powf` for the cube and libm's `tanhf` one element at a time, and
 //!   autodiff keeps each op's inputs for its backward: 38 ms forward and backward for the tiny
 //!   GPT's `[8, 256, 512]` MLP activations, a third of its training step on flex. Here the value
-//!   and its derivative come from one vectorised pass (3.9 ms), and the gradient enters autodiff
-//!   by linearisation: the output is `y + (x − x̄)·y′` with `y`, `y′` and `x̄` (the value of `x`)
-//!   held constant, which is exactly `y` forward (`x − x̄` is zero) and has `y′` as its
-//!   derivative backward, the trick `lmforge_train::gpt::head_cross_entropy` uses for the loss.
+//!   and its derivative come from one vectorised pass, and the backward is one multiplication
+//!   by the kept derivative (3.9 ms in all).
 //! - [`causal_attention`]: under autodiff burn's attention falls back to its composed formula
 //!   (transpose, matmul, scale, a mask built and applied, max, subtract, `expf` per element, sum,
 //!   divide, matmul), each op recorded with its own backward: 23 ms for the tiny GPT's
@@ -19,7 +17,7 @@
 //! - [`softmax_last`]: the loss's softmax over the vocabulary, outside autodiff; burn's flex
 //!   softmax calls libm's `expf` once per element.
 //!
-//! Both run only on flex in f32 (wgpu's kernels are fused already; other types take burn's
+//! They run only on flex in f32 (wgpu's kernels are fused already; other types take burn's
 //! path) and are deterministic: every element is computed in a fixed order whatever the threads.
 //!
 //! ```
