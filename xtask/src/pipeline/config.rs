@@ -211,7 +211,7 @@ impl Default for Convert {
 }
 
 impl Default for Train {
-    /// The run of docs/benchmarks.md, "The default corpus in ten minutes".
+    /// `datasets/default/pipeline.toml`'s run (docs/benchmarks.md, "Choosing the default model").
     fn default() -> Self {
         Train {
             model: "tiny".into(),
@@ -221,7 +221,7 @@ impl Default for Train {
             seq_length: 256,
             micro_batch_size: 8,
             global_batch_size: 8,
-            train_iters: 500,
+            train_iters: 1100,
             lr: 2e-3,
             min_lr: 2e-4,
             lr_warmup_iters: 50,
@@ -233,7 +233,7 @@ impl Default for Train {
             log_interval: 10,
             eval_interval: 100,
             eval_iters: 10,
-            save_interval: 100,
+            save_interval: 200,
             exit_interval: None,
             exit_duration_in_mins: None,
         }
