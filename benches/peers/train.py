@@ -197,6 +197,8 @@ def main():
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (inductor's C++ code for the CPU)")
     parser.add_argument("--data", help="a pipeline run folder: train on its data")
     parser.add_argument("--config", help="its pipeline.toml (datasets/default's by default)")
     parser.add_argument("--save", help="with --data: the GPT-2 folder to write")
@@ -212,13 +214,14 @@ def main():
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
                              {"params": no_decay, "weight_decay": 0.0}], lr=1e-4)
+    step_model = torch.compile(model) if args.compile else model
     n = batch * seq
     idx = torch.tensor([(i * 104729) % vocab for i in range(n)]).view(batch, seq)
     tgt = torch.tensor([((i + 1) * 104729) % vocab for i in range(n)]).view(batch, seq)
     times = []
     for i in range(args.steps + 2):
         start = time.perf_counter()
-        loss = model(idx, tgt)
+        loss = step_model(idx, tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -227,7 +230,8 @@ def main():
         if i >= 2:
             times.append(time.perf_counter() - start)
     mean = sum(times) / len(times)
-    print(json.dumps({"bench": "train", "peer": "torch-eager", "threads": args.threads,
+    peer = "torch-compile" if args.compile else "torch-eager"
+    print(json.dumps({"bench": "train", "peer": peer, "threads": args.threads,
                       "torch": torch.__version__, "batch": batch, "seq": seq, "vocab": vocab,
                       "layers": args.layers, "width": args.width, "heads": args.heads,
                       "seconds_per_step": mean, "tokens_per_s": n / mean,
