@@ -162,13 +162,16 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
     let out = root.join(&flags.out);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
-    // Built exactly as `cargo xtask test` builds it (whole workspace, test targets included):
-    // any other selection unifies dependency features differently and recompiles burn. A CUDA
-    // device needs the CUDA build (docs/ARCHITECTURE.md, "Backends").
+    // The `lmforge` binary alone: a newcomer's first run waits for no test or bench target.
+    // lmforge-cli's feature-unification dependencies make it resolve the features the whole
+    // workspace does, so this and `cargo xtask test` share one build of burn (docs/ARCHITECTURE.md,
+    // "CI"). A CUDA device needs the CUDA build (docs/ARCHITECTURE.md, "Backends").
     let mut build = vec![
         "build",
-        "--workspace",
-        "--all-targets",
+        "-p",
+        "lmforge-cli",
+        "--bin",
+        "lmforge",
         "--locked",
         "--quiet",
     ];
