@@ -42,6 +42,13 @@ pub struct Args {
     /// Seconds a request may take before it is cancelled.
     #[arg(long, default_value_t = 300)]
     request_timeout_s: u64,
+    /// Seconds a client may take to send a request's headers; past them its connection is
+    /// closed (clients sending them a byte at a time hold no socket for long).
+    #[arg(long, default_value_t = 30)]
+    header_timeout_s: u64,
+    /// Seconds a client may take to send a request's body; past them it gets 408.
+    #[arg(long, default_value_t = 30)]
+    body_timeout_s: u64,
     /// Seconds to finish the requests in flight after SIGTERM or Ctrl-C; past them the server
     /// exits anyway (status 1), as a client that never finishes its request would hold it.
     #[arg(long, default_value_t = 30)]
@@ -89,6 +96,8 @@ pub fn run(args: &Args) -> Result<()> {
         },
         api_key,
         request_timeout: Duration::from_secs(args.request_timeout_s),
+        header_timeout: Duration::from_secs(args.header_timeout_s),
+        body_timeout: Duration::from_secs(args.body_timeout_s),
         device,
         dtype: args.dtype,
         ..ServeOptions::default()

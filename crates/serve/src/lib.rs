@@ -89,6 +89,12 @@ pub struct ServeOptions {
     pub request_timeout: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Longest a client may take to send a request's headers; past it the connection is closed
+    /// (a slow-loris client sending them a byte at a time holds no socket for long).
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body; past it the answer is 408 and the
+    /// connection is closed.
+    pub body_timeout: Duration,
     /// The name `/v1/models` lists (default: the checkpoint folder's name).
     pub model_name: Option<String>,
     /// Where the model decodes: the CPU engine or the device engine on a burn device.
@@ -106,6 +112,8 @@ impl Default for ServeOptions {
             api_key: None,
             request_timeout: Duration::from_secs(300),
             max_body_bytes: 1 << 20,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
             model_name: None,
             device: Placement::Cpu,
             dtype: Precision::F32,
@@ -133,13 +141,32 @@ pub(crate) struct AppState {
 pub struct Server {
     state: Arc<AppState>,
     scheduler: std::thread::JoinHandle<()>,
+    limits: Limits,
+}
+
+/// What a client's request may take, in bytes and time.
+#[derive(Clone, Copy)]
+struct Limits {
     max_body_bytes: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
 }
 
 impl Server {
     /// Loads the checkpoint and tokenizer and starts the scheduler.
     pub fn load(options: ServeOptions) -> Result<Server, Error> {
         let e = &options.engine;
+        for (option, timeout) in [
+            ("--header-timeout-s", options.header_timeout),
+            ("--body-timeout-s", options.body_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(Error::Option {
+                    option,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
         for (option, value) in [
             ("--max-batch", e.max_batch),
             ("--max-queue", e.max_queue),
@@ -215,7 +242,11 @@ impl Server {
         Ok(Server {
             state,
             scheduler,
-            max_body_bytes: options.max_body_bytes,
+            limits: Limits {
+                max_body_bytes: options.max_body_bytes,
+                header_timeout: options.header_timeout,
+                body_timeout: options.body_timeout,
+            },
         })
     }
 
@@ -226,28 +257,57 @@ impl Server {
 
     /// The routes, for serving or for in-process tests.
     pub fn router(&self) -> Router {
-        router(self.state.clone(), self.max_body_bytes)
+        router(self.state.clone(), self.limits)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops taking connections, lets
     /// the requests in flight finish and stops the scheduler.
+    ///
+    /// Connections are served by hyper's HTTP/1 directly rather than `axum::serve`, which sets
+    /// no timer, so hyper's header read timeout never fired and a client sending its headers a
+    /// byte at a time kept its socket forever.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let state = self.state.clone();
         let app = self.router();
-        let draining = state.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.ready.store(false, Ordering::Relaxed);
-                tracing::info!("shutting down: finishing the requests in flight");
-            })
-            .await
-            .map_err(Error::Io)?;
-        drop(state);
+        // Each connection holds a receiver of `stop` (to start its graceful shutdown) and of
+        // `open` (dropped when it ends): the server waits until no `open` is left.
+        let (stop, stopping) = tokio::sync::watch::channel(());
+        let (open, connections) = tokio::sync::watch::channel(());
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors or a connection reset before it was
+                        // accepted: the listener itself is fine, so wait and go on.
+                        tracing::warn!(error = %e, "accepting a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve_connection(
+                stream,
+                app.clone(),
+                self.limits.header_timeout,
+                stopping.clone(),
+                connections.clone(),
+            ));
+        }
+        drop(listener);
+        self.state.ready.store(false, Ordering::Relaxed);
+        tracing::info!("shutting down: finishing the requests in flight");
+        drop(stopping);
+        let _ = stop.send(());
+        drop(connections);
+        open.closed().await;
+        drop(app);
         drop(self.state);
         // The last handle to the scheduler is gone: it finishes its work and returns.
         let _ = tokio::task::spawn_blocking(move || self.scheduler.join()).await;
@@ -255,7 +315,33 @@ impl Server {
     }
 }
 
-fn router(state: Arc<AppState>, max_body: usize) -> Router {
+/// One client connection until it closes, or until `stop` asks it to finish its request in
+/// flight and close.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<()>,
+    open: tokio::sync::watch::Receiver<()>,
+) {
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+    drop(open);
+}
+
+fn router(state: Arc<AppState>, limits: Limits) -> Router {
     let api = Router::new()
         .route("/api", put(api::megatron))
         .route("/v1/completions", post(api::completions))
@@ -270,7 +356,8 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/ready", get(api::ready))
         .route("/metrics", get(api::metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(limits, read_body))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -306,6 +393,63 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
 }
 
 /// A request id, a log line and a count per response; `Retry-After` on 429.
+/// Reads the whole request body before the route sees it, within the body timeout: a client
+/// that sends it a byte at a time (slow loris) gets 408 and the connection closed instead of
+/// holding it open until the request timeout. Bodies are JSON of at most `max_body_bytes`, which
+/// every route buffers anyway.
+async fn read_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} bytes",
+                limits.max_body_bytes
+            ),
+        )
+        .into_response()
+    };
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if is_length_limit(&e) => too_large(),
+        Ok(Err(e)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {e}"),
+        )
+        .into_response(),
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits.body_timeout.as_secs_f64()
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// Whether reading a body failed on `to_bytes`'s limit rather than on the connection.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let route = request

@@ -54,13 +54,17 @@ fn start(
     engine: EngineOptions,
     api_key: Option<&str>,
 ) -> SocketAddr {
-    let options = ServeOptions {
+    start_server(ServeOptions {
         checkpoint: checkpoint(&format!("{name}-{device}")),
         engine,
         api_key: api_key.map(str::to_string),
         device,
         ..ServeOptions::default()
-    };
+    })
+}
+
+/// A server for `options` on a free port, on a runtime of its own.
+fn start_server(options: ServeOptions) -> SocketAddr {
     let server = Server::load(options).unwrap();
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -428,6 +432,50 @@ fn slow_clients_hold_no_worker() {
     let (status, _, reply) = http(addr, "POST", "/v1/completions", body, "");
     assert_eq!(status, 200, "{reply}");
     assert_eq!(metric(addr, "lmforge_running_sequences "), 0.0);
+}
+
+/// ...and they are cut off: headers not finished within the header timeout close the
+/// connection; a body not finished within the body timeout is answered 408 and the connection
+/// closed, though a byte came in the meantime; the server answers as usual after both.
+#[test]
+fn slow_clients_are_cut_off_by_the_timeouts() {
+    let addr = start_server(ServeOptions {
+        checkpoint: checkpoint("cutoff-cpu"),
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        ..ServeOptions::default()
+    });
+    let connect = || {
+        let s = TcpStream::connect(addr).unwrap();
+        // Far beyond the timeouts: a server that never cuts them off fails the reads below.
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let mut headers = connect();
+    write!(headers, "POST /v1/completions HTTP/1.1\r\nHo").unwrap();
+    let mut body = connect();
+    write!(
+        body,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"pro"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    body.write_all(b"m").unwrap();
+    let mut reply = String::new();
+    body.read_to_string(&mut reply)
+        .expect("the server closes the connection after its 408");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        reply.contains("the request body did not arrive within 1 s"),
+        "{reply}"
+    );
+    let mut rest = Vec::new();
+    headers
+        .read_to_end(&mut rest)
+        .expect("the server closes a connection whose headers never end");
+    let body = r#"{"prompt": "Il était une fois", "max_tokens": 4}"#;
+    let (status, _, reply) = http(addr, "POST", "/v1/completions", body, "");
+    assert_eq!(status, 200, "{reply}");
 }
 
 fn metric(addr: SocketAddr, name: &str) -> f64 {
