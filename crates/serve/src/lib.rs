@@ -398,16 +398,6 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
 /// holding it open until the request timeout. Bodies are JSON of at most `max_body_bytes`, which
 /// every route buffers anyway.
 async fn read_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is larger than {} bytes",
-                limits.max_body_bytes
-            ),
-        )
-        .into_response()
-    };
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, limits.max_body_bytes);
     match tokio::time::timeout(limits.body_timeout, read).await {
@@ -415,7 +405,14 @@ async fn read_body(State(limits): State<Limits>, request: Request, next: Next) -
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Ok(Err(e)) if is_length_limit(&e) => too_large(),
+        Ok(Err(e)) if is_length_limit(&e) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} bytes",
+                limits.max_body_bytes
+            ),
+        )
+        .into_response(),
         Ok(Err(e)) => ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("reading the request body: {e}"),

@@ -35,7 +35,11 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return Tensor::from_data(TensorData::new(y, shape), &device);
     }
     let x = match x.clone().try_into_primitive::<Autodiff<Flex>>() {
-        Ok(x) => x,
+        Ok(primitive) => {
+            // Its buffer then has one owner, and is read in place rather than copied.
+            drop(x);
+            primitive
+        }
         // A gradient-checkpointing device: burn's own op.
         Err(_) => return gelu_approximate(x),
     };
@@ -43,18 +47,18 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let shape = x.shape();
     let data = x.into_data();
     let input = data.as_slice::<f32>().expect("an f32 tensor holds f32");
-    let (y, slope) = gelu_on_host(input, true);
-    let y = FlexTensor::from_data(TensorData::new(y, shape.clone()));
+    let host = |values| FlexTensor::from_data(TensorData::new(values, shape.clone()));
+    // The derivative only where a gradient will ask for it.
     let out = match GeluBackward
         .prepare::<NoCheckpointing>([node])
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let slope = FlexTensor::from_data(TensorData::new(slope, shape));
-            prep.finish(slope, y)
+            let (y, slope) = gelu_on_host(input, true);
+            prep.finish(host(slope), host(y))
         }
-        OpsKind::UnTracked(prep) => prep.finish(y),
+        OpsKind::UnTracked(prep) => prep.finish(host(gelu_on_host(input, false).0)),
     };
     Tensor::from_primitive::<Autodiff<Flex>>(out)
 }
