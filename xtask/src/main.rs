@@ -31,6 +31,7 @@ fn main() -> Result<()> {
             pipeline::run(&root, &f)?;
         }
         Some(flags::Task::VerifyRepro(f)) => pipeline::verify_repro(&root, &f)?,
+        Some(flags::Task::Faults(f)) => pipeline::faults::run(&root, &f)?,
         Some(flags::Task::Bench(f)) => bench::run(&root, &f)?,
         Some(flags::Task::Loadtest(f)) => loadtest::run(&root, &f)?,
     }

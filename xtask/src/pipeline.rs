@@ -16,6 +16,7 @@
 //! `lmforge serve`.
 
 mod config;
+pub mod faults;
 mod manifest;
 mod report;
 

@@ -211,6 +211,11 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
         let executor = if slurm_answers() { "slurm" } else { "local" };
         crate::pipeline::check_ranks(root, &out, executor)
     })?;
+    step("faults", &mut || {
+        // kill -9 at seeded moments of every long stage, then a full disk and a read-only run
+        // folder (docs/reliability.md).
+        crate::pipeline::faults::run(root, &crate::flags::Faults::default())
+    })?;
     if !flags.no_lint {
         step("cuda type-check", &mut || {
             // The CUDA backend cannot be built here (see docs/ARCHITECTURE.md, "Backends"), but

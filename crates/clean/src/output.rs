@@ -90,7 +90,10 @@ impl Staging {
                 continue;
             };
             let pid = rest.strip_suffix(".old").unwrap_or(rest);
-            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            if pid
+                .parse::<u32>()
+                .is_ok_and(|pid| !lmforge_executor::task::alive(pid))
+            {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }

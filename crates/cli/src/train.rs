@@ -631,7 +631,7 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         &plan,
         &ranks,
         resumed,
-        serde_json::to_value(args)?,
+        recorded_args(args)?,
     )
 }
 
@@ -700,8 +700,22 @@ fn train_bert(args: &BertArgs) -> Result<()> {
         &plan,
         &ranks,
         resumed,
-        serde_json::to_value(args)?,
+        recorded_args(args)?,
     )
+}
+
+/// The arguments every checkpoint records: what defines the run. `--load`,
+/// `--exit-interval` and `--exit-duration-in-mins` say how one process of it started and when
+/// it stops, so they are left out: a resumed run's checkpoints are the uninterrupted run's,
+/// byte for byte.
+fn recorded_args(args: &impl serde::Serialize) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(args)?;
+    if let Some(map) = value.as_object_mut() {
+        for key in ["load", "exit_interval", "exit_duration_in_mins"] {
+            map.remove(key);
+        }
+    }
+    Ok(value)
 }
 
 #[derive(clap::Args)]

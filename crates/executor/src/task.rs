@@ -51,6 +51,19 @@ pub fn fault_point(target: &Path, point: &str, written: &Path) {
     std::process::abort();
 }
 
+/// Whether process `pid` is alive: a zombie (killed, not yet reaped by its parent or init) is
+/// not, though its `/proc` entry stays until it is reaped. Linux's `/proc`; elsewhere nothing
+/// is alive.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // After the command name in parentheses (which may hold spaces): the state letter.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        !matches!(state, None | Some("Z" | "X" | "x"))
+    })
+}
+
 /// A task's folder being written.
 #[derive(Debug)]
 pub struct Pending {
@@ -177,6 +190,27 @@ pub fn reset_peak_rss() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_child_is_dead_before_it_is_reaped() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(alive(pid));
+        child.kill().unwrap();
+        // A zombie until waited for: its /proc entry stays meanwhile.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!alive(pid));
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
 
     #[test]
     fn peak_rss_sees_memory_touched() {

@@ -59,7 +59,29 @@ pub fn write_atomic_with(
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    })?;
+    remove_stale_siblings(path);
+    Ok(())
+}
+
+/// Removes the temporary siblings of `path` that killed writers left (another pid's name): a
+/// file written again after a `kill -9` leaves no stray file beside it. One process writes a
+/// file at a time, so none of them is still being written.
+fn remove_stale_siblings(path: &Path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn temp_sibling(path: &Path) -> PathBuf {
@@ -95,6 +117,7 @@ pub fn save_module<M: Module>(
         Error::io(&weights, e)
     })?;
     fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    remove_stale_siblings(&weights);
     // The metadata goes last: a folder with `lmforge.json` has its weights.
     let meta = Meta {
         format: 1,
@@ -320,5 +343,29 @@ pub fn load_bert(dir: &Path, device: &Device) -> Result<Bert> {
             path: dir.join("config.json"),
             message: format!("model_type `{kind}` is not a BERT this crate reads (bert)"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_removes_what_a_killed_writer_left_beside_its_file() {
+        let dir = std::env::temp_dir().join(format!("lmforge-atomic-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // A killed writer of `a.json` (pid 1), and another file's temporary, which stays.
+        fs::write(dir.join(".a.json.tmp-1"), b"half").unwrap();
+        fs::write(dir.join(".b.json.tmp-1"), b"other").unwrap();
+        write_atomic(&dir.join("a.json"), b"whole").unwrap();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".b.json.tmp-1", "a.json"]);
+        assert_eq!(fs::read(dir.join("a.json")).unwrap(), b"whole");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -109,7 +109,9 @@ impl Kind {
 }
 
 /// Writes `contents` to `path` through a temporary file in the same directory, synced and
-/// renamed into place: a crash never leaves half a tokenizer file where a whole one was.
+/// renamed into place: a crash never leaves half a tokenizer file where a whole one was, a
+/// failure (a full disk) leaves no temporary file, and what a killed writer left beside `path`
+/// goes with the next write (one process writes a file at a time).
 pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path
@@ -119,14 +121,30 @@ pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> std::io::Result<
     let name = path
         .file_name()
         .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path).inspect_err(|_| {
+    let prefix = format!(".{name}.tmp");
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    })
+        return written;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 /// What can go wrong behind the trait.
@@ -151,6 +169,26 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_leaves_no_temporary_file_and_clears_a_killed_writers() {
+        let dir = std::env::temp_dir().join(format!("lmforge-tok-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".t.json.tmp1"), b"half").unwrap();
+        std::fs::write(dir.join(".other.json.tmp1"), b"not ours").unwrap();
+        write_atomic(&dir.join("t.json"), b"{}").unwrap();
+        // A failed write (its target a folder) leaves nothing either.
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        assert!(write_atomic(&dir.join("sub"), b"{}").is_err());
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".other.json.tmp1", "sub", "t.json"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn kinds_of_files() {

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use lmforge_executor::task::fault_point;
 use serde::{Deserialize, Serialize};
 
 use crate::collective::Collective;
@@ -57,6 +58,21 @@ pub struct TrainerState {
     pub seed: u64,
     /// The arguments of the run, as the command recorded them.
     pub args: serde_json::Value,
+    /// The training losses since the last logged line: a resumed run's next line averages
+    /// the iterations the uninterrupted run's did. Older checkpoints have none.
+    #[serde(default)]
+    pub log_window: LogWindow,
+}
+
+/// The losses of the iterations since the last `metrics.jsonl` line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogWindow {
+    /// Their sum (serde_json writes an f64 so that it reads back the same).
+    pub loss_sum: f64,
+    /// Iterations in the sum.
+    pub counted: u64,
+    /// Iterations skipped on an overflow.
+    pub skipped: u64,
 }
 
 /// The folder of iteration `iteration` under `save` (`iter_0000100`).
@@ -131,9 +147,7 @@ pub fn save(
         let model = if first {
             (|| {
                 fs::create_dir_all(save).map_err(|e| Error::io(save, e))?;
-                if tmp.exists() {
-                    fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-                }
+                remove_leftovers(save, &name)?;
                 fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
                 write_model(&tmp)
             })()
@@ -162,8 +176,12 @@ pub fn save(
         agree(shards, "its optimizer shard")?;
         let finish = if first {
             (|| -> Result<()> {
+                // `cargo xtask faults` aborts here with the weights written (cut in half for
+                // `mid-write`), or with every file written (`before-rename`).
+                fault_point(&dir, "mid-write", &tmp);
                 let json = serde_json::to_string_pretty(state).unwrap_or_default();
                 lmforge_model::checkpoint::write_atomic(&tmp.join(STATE_FILE), json.as_bytes())?;
+                fault_point(&dir, "before-rename", &tmp);
                 if dir.exists() {
                     // Saving the same iteration again (a resumed run that is interrupted at
                     // once): the old folder goes only once the new one is complete.
@@ -189,6 +207,25 @@ pub fn save(
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Removes what a killed save of the iteration folder `name` left in `save`: its temporary
+/// folder (named by that process's pid, so never this one's) and an old folder it was replacing.
+/// One process saves into a folder at a time.
+fn remove_leftovers(save: &Path, name: &str) -> Result<()> {
+    let (tmp, old) = (format!(".{name}.tmp-"), format!(".{name}.old-"));
+    for entry in fs::read_dir(save)
+        .map_err(|e| Error::io(save, e))?
+        .flatten()
+    {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&tmp) || file.starts_with(&old) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads `trainer.json` of an iteration folder.

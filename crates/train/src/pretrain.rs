@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 use lmforge_dataset::{GptBatch, GptBlend, PretrainingSampler};
 use serde::Serialize;
 
-use crate::checkpoint::{self, TrainerState};
+use crate::checkpoint::{self, LogWindow, TrainerState};
 use crate::collective::{Alone, Collective, same_everywhere, weights_digest};
 use crate::metrics::{MetricsLog, Record};
 use crate::optim::{AdamW, AdamWConfig};
@@ -575,6 +575,7 @@ pub fn pretrain<M: Module + Clone>(
                 loss_scaler: config.scaler.clone(),
                 seed: config.seed,
                 args: serde_json::Value::Null,
+                log_window: LogWindow::default(),
             },
         ),
     };
@@ -680,7 +681,7 @@ pub fn pretrain<M: Module + Clone>(
             None => Ok(share),
         }
     };
-    let mut window = Window::default();
+    let mut window = Window::resumed(&state.log_window);
     let mut timed_seconds = 0.0;
     let mut timed_iterations = 0u64;
     let (mut reduce_seconds, mut wait_seconds, mut reduced_bytes) = (0.0, 0.0, 0u64);
@@ -927,6 +928,7 @@ pub fn pretrain<M: Module + Clone>(
             stop.load(Ordering::Relaxed) || out_of_time,
             "agreeing whether to stop (Ctrl-C, --exit-duration-in-mins)",
         )? || config.exit_at == Some(iteration);
+        state.log_window = window.carried();
         let save_due = config.save_interval > 0 && iteration % config.save_interval == 0;
         if (save_due || stop_now) && iteration < config.train_iters {
             checkpoint_dir = save_now(&model, &state, &optimizer, &log)?.or(checkpoint_dir);
@@ -1080,6 +1082,25 @@ struct Window {
 }
 
 impl Window {
+    /// The window a checkpoint carried over (its time is not: tokens per second count this
+    /// process's iterations).
+    fn resumed(carried: &LogWindow) -> Window {
+        Window {
+            loss: carried.loss_sum,
+            counted: carried.counted,
+            skipped: carried.skipped,
+            ..Window::default()
+        }
+    }
+
+    fn carried(&self) -> LogWindow {
+        LogWindow {
+            loss_sum: self.loss,
+            counted: self.counted,
+            skipped: self.skipped,
+        }
+    }
+
     fn add(&mut self, outcome: &crate::step::StepOutcome, seconds: f64) {
         self.iterations += 1;
         self.seconds += seconds;
