@@ -635,7 +635,8 @@ mod soak {
                 let addr = addr.to_string();
                 let count = total / clients + usize::from(c < total % clients);
                 std::thread::spawn(move || {
-                    let mut state = (seed << 32 | c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let mut state =
+                        ((seed << 32) | (c as u64 + 1)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                     let mut tally = Tally::default();
                     for _ in 0..count {
                         one(&addr, &mut state, &mut tally);
