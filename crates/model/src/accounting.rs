@@ -83,12 +83,13 @@ impl GptConfig {
             NormKind::LayerNorm => d + bias * d,
             NormKind::RmsNorm => d,
         };
-        let attention = d * 3 * d + bias * 3 * d + d * d + bias * d;
+        let qkv = d + 2 * self.kv_width();
+        let attention = d * qkv + bias * qkv + d * d + bias * d;
         let (mlp_matmul, mlp_bias) = match self.activation {
             Activation::Gelu => (2 * d * f, f + d),
             Activation::Swiglu => (3 * d * f, 2 * f + d),
         };
-        let block_matmul = 4 * d * d + mlp_matmul;
+        let block_matmul = d * qkv + d * d + mlp_matmul;
         let block = 2 * norm + attention + mlp_matmul + bias * mlp_bias;
         let positions = if self.positions == Positions::Learned {
             self.max_seq_len * d
@@ -116,7 +117,7 @@ impl GptConfig {
 
     /// Bytes of keys and values one token adds to the cache.
     pub fn kv_cache_bytes_per_token(&self, dtype: Dtype) -> f64 {
-        2.0 * (self.n_layer * self.d_model) as f64 * dtype.bytes()
+        2.0 * (self.n_layer * self.kv_width()) as f64 * dtype.bytes()
     }
 
     /// Memory of the weights, a training run and inference, for a dtype.
@@ -284,6 +285,26 @@ mod tests {
         assert_eq!(base.num_params() - rope.num_params(), 256 * 128);
         let kv = base.kv_cache_bytes_per_token(Dtype::F32);
         assert_eq!(kv, (2 * 4 * 128 * 4) as f64);
+        // Grouped-query attention: half the key/value heads, half the cache and half the
+        // key and value columns of every block's qkv (4 blocks, a quarter of 2·128² each).
+        let gqa = GptConfig {
+            n_kv_head: Some(2),
+            ..base.clone()
+        };
+        assert_eq!(gqa.kv_cache_bytes_per_token(Dtype::F32), kv / 2.0);
+        let mqa = GptConfig {
+            n_kv_head: Some(1),
+            ..base.clone()
+        };
+        assert_eq!(mqa.kv_cache_bytes_per_token(Dtype::F32), kv / 4.0);
+        assert_eq!(base.num_params() - gqa.num_params(), 4 * (128 * 128 + 128));
+        assert_eq!(
+            gqa.num_params(),
+            gqa.parameter_shapes()
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum::<usize>()
+        );
         assert!(base.memory(Dtype::Int8, 1, 256).optimizer.is_none());
         let n = base.num_params();
         let whole = base.memory(Dtype::F32, 1, 256);

@@ -100,6 +100,11 @@ pub struct GptConfig {
     /// RoPE's base wavelength.
     #[serde(default = "rope_theta")]
     pub rope_theta: f64,
+    /// Key/value heads, each shared by `n_head / n_kv_head` query heads: grouped-query
+    /// attention (Llama 2 70B, Llama 3, Mistral), multi-query with 1; `None` is one per query
+    /// head. The KV cache shrinks by the same factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_kv_head: Option<usize>,
 }
 
 /// The checks GPT and BERT configs share: sizes at least 1, heads dividing the width, dropout
@@ -159,6 +164,7 @@ impl GptConfig {
             bias: true,
             tie_embeddings: true,
             rope_theta: 10_000.0,
+            n_kv_head: None,
         }
     }
 
@@ -222,6 +228,16 @@ impl GptConfig {
         self.d_model / self.n_head
     }
 
+    /// Key/value heads (see [`GptConfig::n_kv_head`]).
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+
+    /// Width of the keys (and of the values) of one token: `kv_heads · head_dim`.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads() * self.head_dim()
+    }
+
     /// Checks the fields against each other, naming the first one that is wrong.
     pub fn validate(&self) -> Result<()> {
         let sizes = [
@@ -239,6 +255,14 @@ impl GptConfig {
             self.dropout,
             self.norm_eps,
         )?;
+        if let Some(kv) = self.n_kv_head
+            && (kv == 0 || !self.n_head.is_multiple_of(kv))
+        {
+            return Err(Error::config(
+                "n_kv_head",
+                format!("{kv} does not divide n_head = {}", self.n_head),
+            ));
+        }
         if self.positions == Positions::Rope && !self.head_dim().is_multiple_of(2) {
             return Err(Error::config(
                 "n_head",

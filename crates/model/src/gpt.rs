@@ -33,9 +33,10 @@ impl GptConfig {
             .map(|_| Block {
                 ln_1: norm(device),
                 attn: Attention {
-                    qkv: init.linear(d, 3 * d, 0.02, self.bias, device),
+                    qkv: init.linear(d, d + 2 * self.kv_width(), 0.02, self.bias, device),
                     proj: init.linear(d, d, residual_std, self.bias, device),
                     n_head: self.n_head,
+                    n_kv_head: self.kv_heads(),
                 },
                 ln_2: norm(device),
                 mlp: Mlp::new(
@@ -92,7 +93,8 @@ impl GptConfig {
         for b in 0..self.n_layer {
             let p = format!("blocks.{b}");
             norm(&mut out, &format!("{p}.ln_1"));
-            linear(&mut out, &format!("{p}.attn.qkv"), d, 3 * d, self.bias);
+            let qkv = d + 2 * self.kv_width();
+            linear(&mut out, &format!("{p}.attn.qkv"), d, qkv, self.bias);
             linear(&mut out, &format!("{p}.attn.proj"), d, d, self.bias);
             norm(&mut out, &format!("{p}.ln_2"));
             if self.activation == crate::config::Activation::Swiglu {
@@ -118,7 +120,8 @@ struct Frame {
 }
 
 /// Causal multi-head self-attention with queries, keys and values in one matrix, as
-/// GPT-2's `c_attn`.
+/// GPT-2's `c_attn`: `[d_model, d_model + 2·kv_width]`, the queries' columns first, then the
+/// keys', then the values' (`n_kv_head` heads each, shared by groups of query heads).
 ///
 /// Not burn's `MultiHeadAttention`: that one is unfused (full score matrix), has separate
 /// q/k/v matrices and no way to rotate keys or add a bias; here burn's fused `attention` op
@@ -131,6 +134,37 @@ pub struct Attention {
     pub(crate) proj: Linear,
     #[module(skip)]
     pub(crate) n_head: usize,
+    #[module(skip)]
+    pub(crate) n_kv_head: usize,
+}
+
+/// The queries, keys and values of `qkv`'s output `[batch, seq, d + 2·kv_width]`, each
+/// `[batch, seq, width]`.
+pub(crate) fn split_qkv(qkv: Tensor<3>, d_model: usize, kv_width: usize) -> [Tensor<3>; 3] {
+    if kv_width == d_model {
+        return qkv
+            .chunk(3, 2)
+            .try_into()
+            .expect("chunk(3) of a dimension of size 3·d_model yields three tensors");
+    }
+    [
+        qkv.clone().narrow(2, 0, d_model),
+        qkv.clone().narrow(2, d_model, kv_width),
+        qkv.narrow(2, d_model + kv_width, kv_width),
+    ]
+}
+
+/// `[batch, kv_heads, seq, head_dim]` with each key/value head repeated for the `groups`
+/// query heads that share it, as Hugging Face's `repeat_kv`: query head `h` reads kv head
+/// `h / groups`.
+pub(crate) fn repeat_kv(t: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return t;
+    }
+    let [batch, kv, seq, hd] = t.dims();
+    t.unsqueeze_dim::<5>(2)
+        .expand([batch, kv, groups, seq, hd])
+        .reshape([batch, kv * groups, seq, hd])
 }
 
 impl Attention {
@@ -142,17 +176,13 @@ impl Attention {
     ) -> Tensor<3> {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.n_head;
-        let heads = |t: Tensor<3>| {
-            t.reshape([batch, seq, self.n_head, head_dim])
-                .swap_dims(1, 2)
-        };
-        let [q, k, v] = self
-            .qkv
-            .forward(x)
-            .chunk(3, 2)
-            .try_into()
-            .expect("chunk(3) of a dimension of size 3·d_model yields three tensors");
-        let (mut q, mut k, mut v) = (heads(q), heads(k), heads(v));
+        let heads = |t: Tensor<3>, n: usize| t.reshape([batch, seq, n, head_dim]).swap_dims(1, 2);
+        let [q, k, v] = split_qkv(self.qkv.forward(x), d_model, self.n_kv_head * head_dim);
+        let (mut q, mut k, mut v) = (
+            heads(q, self.n_head),
+            heads(k, self.n_kv_head),
+            heads(v, self.n_kv_head),
+        );
         if let Some((cos, sin)) = &frame.rope {
             q = apply_rope(q, cos, sin);
             k = apply_rope(k, cos, sin);
@@ -164,6 +194,8 @@ impl Attention {
             }
             *slot = Some((k.clone(), v.clone()));
         }
+        let groups = self.n_head / self.n_kv_head;
+        let (k, v) = (repeat_kv(k, groups), repeat_kv(v, groups));
         // The causal mask is aligned bottom-right: with `past` cached keys, query i sees keys
         // 0..=past+i, which is what decoding needs.
         let options = AttentionModuleOptions {
@@ -476,13 +508,23 @@ impl Gpt {
             (cos.cast(dtype), sin.cast(dtype))
         });
         for (layer, block) in self.blocks.iter().enumerate() {
-            let [q, k, v] = block
-                .attn
-                .qkv
-                .forward(block.ln_1.forward(x.clone()))
-                .chunk(3, 2)
-                .try_into()
-                .expect("chunk(3) of a dimension of size 3·d_model yields three tensors");
+            let [q, k, v] = split_qkv(
+                block.attn.qkv.forward(block.ln_1.forward(x.clone())),
+                d,
+                config.kv_width(),
+            );
+            // The engines store a key and a value per query head: a grouped model's are
+            // repeated here (its cache does not shrink yet).
+            let groups = heads / config.kv_heads();
+            let widen = |t: Tensor<3>| {
+                let t = t.reshape([1, rows, config.kv_heads(), hd]).swap_dims(1, 2);
+                repeat_kv(t, groups).swap_dims(1, 2).reshape([1, rows, d])
+            };
+            let (k, v) = if groups == 1 {
+                (k, v)
+            } else {
+                (widen(k), widen(v))
+            };
             let by_row = |t: Tensor<3>| t.reshape([rows, heads, hd]);
             let (q, k) = match &rope {
                 // RoPE rotates `[batch, heads, seq, head_dim]`; without it no copy is made.

@@ -167,6 +167,31 @@ impl Tensors {
         })
     }
 
+    /// A PyTorch `nn.Linear` without bias (`weight` `[out, in]`, transposed here).
+    fn linear_no_bias(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Linear> {
+        let weight = self.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        Ok(Linear {
+            weight: Param::from_data(
+                TensorData::new(transpose(&weight, d_out, d_in), [d_in, d_out]),
+                device,
+            ),
+            bias: None,
+        })
+    }
+
+    /// An RMSNorm's `weight`.
+    fn rms_norm(&mut self, prefix: &str, d: usize, eps: f64, device: &Device) -> Result<Norm> {
+        let mut norm = Norm::new(d, true, false, eps, device);
+        norm.weight = self.vector(&format!("{prefix}.weight"), d, device)?;
+        Ok(norm)
+    }
+
     /// A LayerNorm saved as `weight`/`bias` or, by old BERT code, `gamma`/`beta`.
     fn layer_norm(&mut self, prefix: &str, d: usize, eps: f64, device: &Device) -> Result<Norm> {
         let mut norm = Norm::new(d, false, true, eps, device);
@@ -296,6 +321,7 @@ pub fn gpt2_config(dir: &Path) -> Result<GptConfig> {
             .and_then(Value::as_bool)
             .unwrap_or(true),
         rope_theta: 10_000.0,
+        n_kv_head: None,
     };
     config.validate()?;
     Ok(config)
@@ -322,6 +348,7 @@ pub fn import_gpt2(dir: &Path, device: &Device) -> Result<Gpt> {
                 qkv: t.conv1d(&format!("{h}.attn.c_attn"), d, 3 * d, device)?,
                 proj: t.conv1d(&format!("{h}.attn.c_proj"), d, d, device)?,
                 n_head: config.n_head,
+                n_kv_head: config.n_head,
             },
             ln_2: t.layer_norm(&format!("{h}.ln_2"), d, eps, device)?,
             mlp: Mlp {
@@ -346,6 +373,206 @@ pub fn import_gpt2(dir: &Path, device: &Device) -> Result<Gpt> {
         wpe: Some(t.embedding(&format!("{p}wpe.weight"), config.max_seq_len, d, device)?),
         blocks,
         ln_f: t.layer_norm(&format!("{p}ln_f"), d, eps, device)?,
+        lm_head,
+        dropout: dropout(0.0),
+        config,
+    })
+}
+
+/// The tensors of a folder: `model.safetensors`, or every shard that
+/// `model.safetensors.index.json` names (sharded checkpoints, as `save_pretrained` writes
+/// models past its shard size).
+fn read_weights(dir: &Path) -> Result<Tensors> {
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        return Tensors::read(&weights_file(dir)?);
+    }
+    let text = fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        origin: index.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let Some(map) = value.get("weight_map").and_then(Value::as_object) else {
+        return Err(Error::Json {
+            origin: index.display().to_string(),
+            message: "`weight_map` is missing or not an object".into(),
+        });
+    };
+    let mut shards: Vec<&str> = map.values().filter_map(Value::as_str).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let mut all = Tensors {
+        file: index.clone(),
+        tensors: BTreeMap::new(),
+    };
+    for shard in shards {
+        if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
+            return Err(Error::Json {
+                origin: index.display().to_string(),
+                message: format!("shard {shard:?} is not a file name in the folder"),
+            });
+        }
+        all.tensors.extend(Tensors::read(&dir.join(shard))?.tensors);
+    }
+    for name in map.keys() {
+        if !all.tensors.contains_key(name) {
+            return Err(Error::MissingTensor {
+                file: dir.join(map[name].as_str().unwrap_or_default()),
+                name: name.clone(),
+            });
+        }
+    }
+    Ok(all)
+}
+
+/// Our [`GptConfig`] of a Llama-family `config.json` (`llama`, `mistral`): RMSNorm, SwiGLU,
+/// RoPE, no biases, grouped-query attention. What our model cannot compute — RoPE scaling, a
+/// sliding window shorter than the context, biases, another activation — is refused naming
+/// the key, rather than imported into a model that would compute something else.
+pub fn llama_config(dir: &Path) -> Result<GptConfig> {
+    let (path, c) = read_config(dir)?;
+    let origin = || path.display().to_string();
+    let refuse = |message: String| Error::Json {
+        origin: origin(),
+        message,
+    };
+    let act = c
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("silu");
+    if act != "silu" {
+        return Err(refuse(format!(
+            "`hidden_act` {act:?}: only SiLU (SwiGLU) is supported"
+        )));
+    }
+    for key in ["attention_bias", "mlp_bias"] {
+        if c.get(key).and_then(Value::as_bool) == Some(true) {
+            return Err(refuse(format!("`{key}` = true is not supported")));
+        }
+    }
+    if c.get("rope_scaling").is_some_and(|v| !v.is_null()) {
+        return Err(refuse("`rope_scaling` is not supported yet".into()));
+    }
+    // transformers 5 writes `rope_parameters` ({rope_theta, rope_type}); 4 a top-level
+    // `rope_theta`.
+    let rope = c.get("rope_parameters").filter(|v| !v.is_null());
+    if let Some(kind) = rope
+        .and_then(|r| r.get("rope_type"))
+        .and_then(Value::as_str)
+        .filter(|&k| k != "default")
+    {
+        return Err(refuse(format!(
+            "`rope_parameters.rope_type` {kind:?}: only the default RoPE is supported yet"
+        )));
+    }
+    let rope_theta = rope
+        .and_then(|r| r.get("rope_theta"))
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| field_or(&c, "rope_theta", 10_000.0));
+    let max_seq_len = field(&c, &path, "max_position_embeddings")?;
+    if let Some(window) = c.get("sliding_window").and_then(Value::as_u64)
+        && (window as usize) < max_seq_len
+    {
+        return Err(refuse(format!(
+            "`sliding_window` = {window} (below the context of {max_seq_len}) is not supported yet"
+        )));
+    }
+    let (d_model, n_head) = (
+        field(&c, &path, "hidden_size")?,
+        field(&c, &path, "num_attention_heads")?,
+    );
+    if let Some(head_dim) = c.get("head_dim").and_then(Value::as_u64)
+        && n_head > 0
+        && head_dim as usize * n_head != d_model
+    {
+        return Err(refuse(format!(
+            "`head_dim` = {head_dim}: only hidden_size / num_attention_heads ({}) is supported",
+            d_model / n_head
+        )));
+    }
+    let n_kv_head = c
+        .get("num_key_value_heads")
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .filter(|&kv| kv != n_head);
+    let config = GptConfig {
+        vocab_size: field(&c, &path, "vocab_size")?,
+        max_seq_len,
+        n_layer: field(&c, &path, "num_hidden_layers")?,
+        n_head,
+        d_model,
+        d_ff: Some(field(&c, &path, "intermediate_size")?),
+        dropout: 0.0,
+        positions: Positions::Rope,
+        norm: NormKind::RmsNorm,
+        norm_eps: field_or(&c, "rms_norm_eps", 1e-6),
+        activation: Activation::Swiglu,
+        bias: false,
+        tie_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        rope_theta,
+        n_kv_head,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Imports a `LlamaForCausalLM` or `MistralForCausalLM` folder (`model.` prefix, `lm_head`
+/// unless tied): q, k and v become our one `qkv` matrix, queries first.
+pub fn import_llama(dir: &Path, device: &Device) -> Result<Gpt> {
+    let config = llama_config(dir)?;
+    let mut t = read_weights(dir)?;
+    let (d, f, v, kv) = (
+        config.d_model,
+        config.ffn_hidden(),
+        config.vocab_size,
+        config.kv_width(),
+    );
+    let eps = config.norm_eps;
+    let mut blocks = Vec::with_capacity(config.n_layer);
+    for i in 0..config.n_layer {
+        let h = format!("model.layers.{i}");
+        let a = format!("{h}.self_attn");
+        // [out, in] each; stacked by rows they are the [d + 2·kv, d] of one matrix.
+        let mut qkv = t.take(&format!("{a}.q_proj.weight"), &[d, d])?;
+        qkv.extend(t.take(&format!("{a}.k_proj.weight"), &[kv, d])?);
+        qkv.extend(t.take(&format!("{a}.v_proj.weight"), &[kv, d])?);
+        let width = d + 2 * kv;
+        blocks.push(Block {
+            ln_1: t.rms_norm(&format!("{h}.input_layernorm"), d, eps, device)?,
+            attn: Attention {
+                qkv: Linear {
+                    weight: Param::from_data(
+                        TensorData::new(transpose(&qkv, width, d), [d, width]),
+                        device,
+                    ),
+                    bias: None,
+                },
+                proj: t.linear_no_bias(&format!("{a}.o_proj"), d, d, device)?,
+                n_head: config.n_head,
+                n_kv_head: config.kv_heads(),
+            },
+            ln_2: t.rms_norm(&format!("{h}.post_attention_layernorm"), d, eps, device)?,
+            mlp: Mlp {
+                gate: Some(t.linear_no_bias(&format!("{h}.mlp.gate_proj"), d, f, device)?),
+                up: t.linear_no_bias(&format!("{h}.mlp.up_proj"), d, f, device)?,
+                down: t.linear_no_bias(&format!("{h}.mlp.down_proj"), f, d, device)?,
+            },
+            dropout: dropout(0.0),
+        });
+    }
+    let lm_head = if config.tie_embeddings {
+        None
+    } else {
+        Some(t.linear_no_bias("lm_head", d, v, device)?)
+    };
+    Ok(Gpt {
+        wte: t.embedding("model.embed_tokens.weight", v, d, device)?,
+        wpe: None,
+        blocks,
+        ln_f: t.rms_norm("model.norm", d, eps, device)?,
         lm_head,
         dropout: dropout(0.0),
         config,
@@ -490,6 +717,9 @@ pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
             format!("{what}: GPT-2's layout cannot hold it"),
         ))
     };
+    if c.kv_heads() != c.n_head {
+        return incompatible("n_kv_head", "grouped-query attention");
+    }
     if c.positions != Positions::Learned {
         return incompatible("positions", "not learned");
     }

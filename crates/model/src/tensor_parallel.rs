@@ -171,6 +171,13 @@ pub fn check_config(config: &crate::GptConfig, tp: usize) -> Result<()> {
     if !config.n_head.is_multiple_of(tp) {
         return bad(format!("{} attention heads do not divide", config.n_head));
     }
+    if tp > 1 && config.kv_heads() != config.n_head {
+        return bad(format!(
+            "grouped-query attention ({} key/value heads for {}) is not split over ranks yet",
+            config.kv_heads(),
+            config.n_head
+        ));
+    }
     if !config.ffn_hidden().is_multiple_of(tp) {
         return bad(format!(
             "{} hidden units do not divide",

@@ -143,11 +143,27 @@ fn variants() -> Vec<GptConfig> {
         tie_embeddings: false,
         ..base.clone()
     });
-    // Six heads: ALiBi's slopes for a head count that is not a power of two.
+    // Grouped-query attention (Llama's, with RoPE) and multi-query with ALiBi over six heads:
+    // ALiBi's slopes for a head count that is not a power of two.
+    out.push(GptConfig {
+        positions: Positions::Rope,
+        norm: NormKind::RmsNorm,
+        activation: Activation::Swiglu,
+        bias: false,
+        n_kv_head: Some(2),
+        ..base.clone()
+    });
     out.push(GptConfig {
         positions: Positions::Alibi,
         n_head: 6,
         d_model: 36,
+        ..base.clone()
+    });
+    out.push(GptConfig {
+        positions: Positions::Alibi,
+        n_head: 6,
+        d_model: 36,
+        n_kv_head: Some(1),
         ..base
     });
     out

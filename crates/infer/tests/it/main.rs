@@ -41,6 +41,21 @@ pub fn variants() -> Vec<GptConfig> {
             positions: Positions::Sinusoidal,
             ..small()
         },
+        // Llama's grouped-query attention (2 key/value heads for 4) and multi-query (1).
+        GptConfig {
+            positions: Positions::Rope,
+            norm: NormKind::RmsNorm,
+            activation: Activation::Swiglu,
+            bias: false,
+            n_head: 4,
+            n_kv_head: Some(2),
+            ..small()
+        },
+        GptConfig {
+            n_head: 4,
+            n_kv_head: Some(1),
+            ..small()
+        },
     ]
 }
 

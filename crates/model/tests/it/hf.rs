@@ -158,3 +158,134 @@ fn minilm_matches_transformers_and_sentence_transformers() {
     // load_bert reads the same folder.
     assert_eq!(load_bert(&dir, &device).unwrap().config(), bert.config());
 }
+
+/// Greedy decoding through the KV cache: `tokens` new ids after `prompt`.
+fn greedy(model: &lmforge_model::Gpt, prompt: &[u32], tokens: usize, device: &Device) -> Vec<u32> {
+    let argmax = |logits: Tensor<2>| -> u32 {
+        let row = logits.into_data().try_to_vec::<f32>().unwrap();
+        let mut best = 0;
+        for (i, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    let (mut cache, logits) = model.prefill(&[prompt.to_vec()], device).unwrap();
+    let mut out = vec![argmax(logits)];
+    while out.len() < tokens {
+        let logits = model.decode(&mut cache, &[*out.last().unwrap()]).unwrap();
+        out.push(argmax(logits));
+    }
+    out
+}
+
+/// Llama (grouped-query, 2 key/value heads for 4, untied) and Mistral (multi-query, tied):
+/// transformers' logits within 1e-4 and its greedy `generate` token for token, through our
+/// KV cache.
+#[test]
+fn llama_family_imports_give_transformers_logits_and_greedy_text() {
+    let device = Device::flex();
+    for (name, kv_heads, tied) in [("llama-tiny", 2, false), ("mistral-tiny", 1, true)] {
+        let dir = committed(name);
+        let model = lmforge_model::hf::import_llama(&dir, &device).unwrap();
+        assert_eq!(model.config().kv_heads(), kv_heads, "{name}");
+        assert_eq!(model.config().tie_embeddings, tied, "{name}");
+        let expected = read_expected(&dir.join("expected.safetensors"));
+        for i in 0..3 {
+            let (_, ids) = &expected[&format!("ids.{i}")];
+            let (_, want) = &expected[&format!("logits.{i}")];
+            let err = max_diff(&logits(&model, ids, &device), want);
+            assert!(err < 1e-4, "{name} sequence {i}: max |Δ| {err}");
+            let prompt: Vec<u32> = ids[..5].iter().map(|&x| x as u32).collect();
+            let (_, want) = &expected[&format!("greedy.{i}")];
+            let want: Vec<u32> = want.iter().map(|&x| x as u32).collect();
+            assert_eq!(
+                greedy(&model, &prompt, want.len(), &device),
+                want,
+                "{name} {i}"
+            );
+        }
+        // load_gpt recognises the folder by its model_type.
+        let again = load_gpt(&dir, &device).unwrap();
+        assert_eq!(again.config(), model.config());
+    }
+}
+
+/// What the model cannot compute is refused naming the key, and a missing shard tensor names
+/// the tensor.
+#[test]
+fn llama_imports_refuse_what_they_cannot_compute() {
+    let device = Device::flex();
+    let src = committed("llama-tiny");
+    let config = fs::read_to_string(src.join("config.json")).unwrap();
+    for (from, to, key) in [
+        (
+            "\"hidden_act\": \"silu\"",
+            "\"hidden_act\": \"gelu\"",
+            "hidden_act",
+        ),
+        (
+            "\"attention_bias\": false",
+            "\"attention_bias\": true",
+            "attention_bias",
+        ),
+        (
+            "\"rope_type\": \"default\"",
+            "\"rope_type\": \"llama3\"",
+            "rope_type",
+        ),
+        (
+            "\"num_key_value_heads\": 2",
+            "\"num_key_value_heads\": 3",
+            "n_kv_head",
+        ),
+    ] {
+        let dir = tempdir(&format!("llama-{key}"));
+        fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+        assert!(config.contains(from), "{from}");
+        fs::write(dir.join("config.json"), config.replace(from, to)).unwrap();
+        let err = lmforge_model::hf::import_llama(&dir, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+    // Sharded: an index naming a shard that lacks one of its tensors.
+    let dir = tempdir("llama-sharded");
+    fs::write(dir.join("config.json"), &config).unwrap();
+    fs::copy(
+        src.join("model.safetensors"),
+        dir.join("part-1.safetensors"),
+    )
+    .unwrap();
+    let index = r#"{"metadata": {}, "weight_map": {"model.norm.weight": "part-1.safetensors",
+        "model.layers.9.mlp.up_proj.weight": "part-1.safetensors"}}"#;
+    fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+    let err = lmforge_model::hf::import_llama(&dir, &device).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingTensor { name, .. } if name == "model.layers.9.mlp.up_proj.weight"),
+        "{err}"
+    );
+    // With a whole index, the sharded folder imports like the single file.
+    let names = lmforge_model::hf::Tensors::read(&src.join("model.safetensors"))
+        .unwrap()
+        .names();
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .into_iter()
+        .map(|n| (n, serde_json::Value::from("part-1.safetensors")))
+        .collect();
+    fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::json!({"weight_map": map}).to_string(),
+    )
+    .unwrap();
+    let sharded = lmforge_model::hf::import_llama(&dir, &device).unwrap();
+    let single = lmforge_model::hf::import_llama(&src, &device).unwrap();
+    let ids = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0];
+    assert_eq!(
+        logits(&sharded, &ids, &device),
+        logits(&single, &ids, &device)
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
