@@ -14,9 +14,12 @@
 3. crates/model/tests/fixtures/llama-tiny/ and mistral-tiny/: randomly initialised
    LlamaForCausalLM (grouped-query attention, 2 key/value heads for 4 query heads, untied
    head) and MistralForCausalLM (multi-query: 1 key/value head, tied head, no sliding
-   window), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
+   window), and llama3-tiny (Llama 3.1's RoPE scaling, tied head), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
    with expected.safetensors: the logits of three token sequences and transformers' greedy
    `generate` of 24 tokens after each.
+`check-llama DIR FIXTURE` loads a folder written by `lmforge model export-llama` with
+AutoModelForCausalLM and prints the largest logit difference against FIXTURE's expected
+logits (export the import of FIXTURE to check the round trip through transformers).
 `check DIR` loads a folder written by `lmforge model export-gpt2` (or the Rust tests) with
 GPT2LMHeadModel.from_pretrained and prints its logits for the fixture's inputs next to ours.
 """
@@ -81,7 +84,7 @@ def gpt2_inputs():
 def llama_family(kind):
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    torch.manual_seed(1 if kind == "llama" else 2)
+    torch.manual_seed({"llama": 1, "mistral": 2, "llama3": 3}[kind])
     common = dict(
         vocab_size=256, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
@@ -90,6 +93,15 @@ def llama_family(kind):
     if kind == "llama":
         config = LlamaConfig(**common, num_key_value_heads=2, rope_theta=500000.0,
                              tie_word_embeddings=False)
+        model = LlamaForCausalLM(config)
+    elif kind == "llama3":
+        # Llama 3.1's frequency-dependent RoPE scaling, with an original context short
+        # enough (16) that the three bands (kept, smoothed, divided) all occur at width 8.
+        rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16}
+        config = LlamaConfig(**common, num_key_value_heads=2, rope_parameters=rope,
+                             tie_word_embeddings=True)
         model = LlamaForCausalLM(config)
     else:
         config = MistralConfig(**common, num_key_value_heads=1, rope_theta=10000.0,
@@ -141,6 +153,21 @@ def minilm():
     print("wrote", path)
 
 
+def check_llama(folder, fixture):
+    """transformers' logits of our export against the fixture it was imported from."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    expected = load_file(os.path.join(FIXTURES, fixture, "expected.safetensors"))
+    worst = 0.0
+    with torch.no_grad():
+        for i in range(3):
+            ids = expected[f"ids.{i}"]
+            logits = model(ids[None]).logits[0]
+            worst = max(worst, float((logits - expected[f"logits.{i}"]).abs().max()))
+    print(json.dumps({"class": type(model).__name__, "max_abs_diff": worst}))
+
+
 def check(folder):
     from transformers import GPT2LMHeadModel
 
@@ -154,11 +181,15 @@ def check(folder):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "check-llama":
+        check_llama(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 2 and sys.argv[1] == "llama":
         llama_family("llama")
         llama_family("mistral")
+        llama_family("llama3")
     else:
         gpt2()
         minilm()
         llama_family("llama")
         llama_family("mistral")
+        llama_family("llama3")

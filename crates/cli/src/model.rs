@@ -20,10 +20,13 @@ use serde::Serialize;
 pub enum Command {
     /// Parameters, FLOPs per token and memory per dtype of a config (preset or file).
     Info(InfoArgs),
-    /// Convert a Hugging Face GPT-2 or BERT folder into an lmforge checkpoint.
+    /// Convert a Hugging Face GPT-2, Llama, Mistral or BERT folder into an lmforge checkpoint.
     Import(ImportArgs),
     /// Write an lmforge GPT as a GPT-2 folder transformers loads.
     ExportGpt2(ExportArgs),
+    /// Write an lmforge GPT of Llama's architecture (RoPE, RMSNorm, SwiGLU, no biases; any
+    /// key/value heads) as a Hugging Face Llama folder.
+    ExportLlama(ExportArgs),
     /// Sentence embeddings of each input line, as sentence-transformers computes them.
     Embed(EmbedArgs),
 }
@@ -32,7 +35,8 @@ pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Info(args) => info(&args),
         Command::Import(args) => import(&args),
-        Command::ExportGpt2(args) => export(&args),
+        Command::ExportGpt2(args) => export(&args, "gpt2"),
+        Command::ExportLlama(args) => export(&args, "llama"),
         Command::Embed(args) => embed(&args),
     }
 }
@@ -268,18 +272,24 @@ pub struct ExportArgs {
     /// An lmforge GPT checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// The GPT-2 folder to write.
+    /// The Hugging Face folder to write.
     #[arg(long)]
     output: PathBuf,
 }
 
-fn export(args: &ExportArgs) -> Result<()> {
+fn export(args: &ExportArgs, layout: &str) -> Result<()> {
     let model = load_gpt(&args.checkpoint, &burn::tensor::Device::flex())?;
     std::fs::create_dir_all(&args.output)?;
-    lmforge_model::hf::export_gpt2(&model, &args.output)?;
+    let class = if layout == "llama" {
+        lmforge_model::hf::export_llama(&model, &args.output)?;
+        "LlamaForCausalLM"
+    } else {
+        lmforge_model::hf::export_gpt2(&model, &args.output)?;
+        "GPT2LMHeadModel"
+    };
     copy_tokenizer(&args.checkpoint, &args.output)?;
     println!(
-        "wrote {} (GPT2LMHeadModel.from_pretrained loads it)",
+        "wrote {} ({class}.from_pretrained loads it)",
         args.output.display()
     );
     Ok(())

@@ -188,6 +188,8 @@ pub struct CpuGpt {
     ln_f: Norm,
     lm_head: Option<Dense>,
     slopes: Vec<f32>,
+    /// RoPE's frequency of each pair, computed once.
+    rope_frequencies: Vec<f32>,
 }
 
 struct Take<'a> {
@@ -286,6 +288,11 @@ impl CpuGpt {
             },
             layers,
             slopes: alibi_slopes(config.n_head),
+            rope_frequencies: config
+                .rope_frequencies()
+                .iter()
+                .map(|&f| f as f32)
+                .collect(),
             config,
         };
         if let Some(name) = weights.keys().next() {
@@ -429,8 +436,8 @@ impl CpuGpt {
             if c.positions == Positions::Rope {
                 for (row, &(_, pos, _)) in qkv.chunks_mut(width).zip(&rows) {
                     let (q, rest) = row.split_at_mut(d);
-                    rope(q, pos, c.n_head, c.rope_theta);
-                    rope(&mut rest[..kv], pos, c.kv_heads(), c.rope_theta);
+                    rope(q, pos, c.n_head, &self.rope_frequencies);
+                    rope(&mut rest[..kv], pos, c.kv_heads(), &self.rope_frequencies);
                 }
             }
             for (row, &(i, pos, _)) in qkv.chunks(width).zip(&rows) {
@@ -649,13 +656,13 @@ fn add_sinusoid(row: &mut [f32], pos: usize) {
     }
 }
 
-/// RoPE's rotate-half rotation of each head of `x` (`n_head × head_dim`) at `pos`.
-fn rope(x: &mut [f32], pos: usize, n_head: usize, theta: f64) {
+/// RoPE's rotate-half rotation of each head of `x` (`n_head × head_dim`) at `pos`, pair `i`
+/// turning at `frequencies[i]` ([`GptConfig::rope_frequencies`], as the burn model's tables).
+fn rope(x: &mut [f32], pos: usize, n_head: usize, frequencies: &[f32]) {
     let hd = x.len() / n_head;
     let half = hd / 2;
     for head in x.chunks_mut(hd) {
-        for i in 0..half {
-            let frequency = (1.0 / theta.powf(2.0 * i as f64 / hd as f64)) as f32;
+        for (i, &frequency) in frequencies.iter().enumerate().take(half) {
             let (sin, cos) = (pos as f32 * frequency).sin_cos();
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * cos - b * sin;
@@ -842,9 +849,10 @@ mod tests {
         assert_eq!(row, [0.0, 1.0, 0.0, 1.0]);
         // A rotation keeps the norm and is the identity at position 0.
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope(&mut x, 0, 1, 10_000.0);
+        let frequencies = [1.0, 0.01];
+        rope(&mut x, 0, 1, &frequencies);
         assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
-        rope(&mut x, 3, 1, 10_000.0);
+        rope(&mut x, 3, 1, &frequencies);
         let norm: f32 = x.iter().map(|v| v * v).sum();
         assert!((norm - 30.0).abs() < 1e-4);
     }

@@ -39,6 +39,32 @@ pub enum Activation {
     Swiglu,
 }
 
+/// How RoPE's frequencies are stretched past the context a model was trained on; the names and
+/// formulas of Hugging Face's `rope_parameters`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor`: positions interpolated (Code Llama's, transformers'
+    /// `linear`).
+    Linear {
+        /// How many times longer the context is.
+        factor: f64,
+    },
+    /// Llama 3.1's: wavelengths beyond `original_max_position_embeddings / low_freq_factor`
+    /// divided by `factor`, those below `… / high_freq_factor` kept, the band between
+    /// interpolated smoothly.
+    Llama3 {
+        /// How many times longer the context is (8 for Llama 3.1).
+        factor: f64,
+        /// Wavelengths past `original / low_freq_factor` are divided by `factor`.
+        low_freq_factor: f64,
+        /// Wavelengths under `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context the model was trained on before (8,192 for Llama 3).
+        original_max_position_embeddings: usize,
+    },
+}
+
 fn learned() -> Positions {
     Positions::Learned
 }
@@ -105,6 +131,9 @@ pub struct GptConfig {
     /// head. The KV cache shrinks by the same factor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_kv_head: Option<usize>,
+    /// RoPE's frequencies stretched for a longer context; `None` leaves them `1/θ^(2i/d)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 /// The checks GPT and BERT configs share: sizes at least 1, heads dividing the width, dropout
@@ -165,6 +194,7 @@ impl GptConfig {
             tie_embeddings: true,
             rope_theta: 10_000.0,
             n_kv_head: None,
+            rope_scaling: None,
         }
     }
 
@@ -228,6 +258,40 @@ impl GptConfig {
         self.d_model / self.n_head
     }
 
+    /// RoPE's angular frequency of each pair `i` in `0..head_dim/2` (rotate-half pairing):
+    /// `1/θ^(2i/head_dim)`, stretched by [`GptConfig::rope_scaling`]. The one definition every
+    /// engine rotates with.
+    pub fn rope_frequencies(&self) -> Vec<f64> {
+        let hd = self.head_dim();
+        let base = (0..hd / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / hd as f64));
+        match self.rope_scaling {
+            None => base.collect(),
+            Some(RopeScaling::Linear { factor }) => base.map(|f| f / factor).collect(),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let old = original_max_position_embeddings as f64;
+                let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+                base.map(|f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+            }
+        }
+    }
+
     /// Key/value heads (see [`GptConfig::n_kv_head`]).
     pub fn kv_heads(&self) -> usize {
         self.n_kv_head.unwrap_or(self.n_head)
@@ -277,6 +341,30 @@ impl GptConfig {
                 "d_model",
                 "sinusoidal positions need an even width",
             ));
+        }
+        match self.rope_scaling {
+            None => {}
+            Some(RopeScaling::Linear { factor }) if factor.is_finite() && factor >= 1.0 => {}
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) if factor.is_finite()
+                && factor >= 1.0
+                && low_freq_factor > 0.0
+                && high_freq_factor > low_freq_factor
+                && high_freq_factor.is_finite()
+                && original_max_position_embeddings > 0 => {}
+            Some(other) => {
+                return Err(Error::config(
+                    "rope_scaling",
+                    format!(
+                        "{other:?}: factors must be finite, the factor at least 1, \
+                         high_freq_factor above low_freq_factor above 0"
+                    ),
+                ));
+            }
         }
         if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
             return Err(Error::config(

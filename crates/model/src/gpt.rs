@@ -504,7 +504,7 @@ impl Gpt {
             _ => {}
         }
         let rope = (config.positions == Positions::Rope).then(|| {
-            let (cos, sin) = rope_tables(positions, hd, config.rope_theta);
+            let (cos, sin) = rope_tables(positions, &config.rope_frequencies());
             (cos.cast(dtype), sin.cast(dtype))
         });
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -590,7 +590,7 @@ impl Gpt {
         }
         let frame = Frame {
             rope: (config.positions == Positions::Rope)
-                .then(|| rope_tables(positions.clone(), config.head_dim(), config.rope_theta)),
+                .then(|| rope_tables(positions.clone(), &config.rope_frequencies())),
             alibi: (config.positions == Positions::Alibi)
                 .then(|| alibi_bias(positions, key_positions, config.n_head)),
             mask,

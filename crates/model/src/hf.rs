@@ -19,7 +19,7 @@ use safetensors::{Dtype as StDtype, SafeTensors};
 use serde_json::Value;
 
 use crate::bert::{Bert, BertConfig, BertForMaskedLm, EncoderLayer, MlmHead};
-use crate::config::{Activation, GptConfig, NormKind, Positions};
+use crate::config::{Activation, GptConfig, NormKind, Positions, RopeScaling};
 use crate::gpt::{Attention, Block, Gpt};
 use crate::layers::{Mlp, Norm};
 use crate::{Error, Result, host_values};
@@ -322,6 +322,7 @@ pub fn gpt2_config(dir: &Path) -> Result<GptConfig> {
             .unwrap_or(true),
         rope_theta: 10_000.0,
         n_kv_head: None,
+        rope_scaling: None,
     };
     config.validate()?;
     Ok(config)
@@ -450,25 +451,19 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
             return Err(refuse(format!("`{key}` = true is not supported")));
         }
     }
-    if c.get("rope_scaling").is_some_and(|v| !v.is_null()) {
-        return Err(refuse("`rope_scaling` is not supported yet".into()));
-    }
-    // transformers 5 writes `rope_parameters` ({rope_theta, rope_type}); 4 a top-level
-    // `rope_theta`.
-    let rope = c.get("rope_parameters").filter(|v| !v.is_null());
-    if let Some(kind) = rope
-        .and_then(|r| r.get("rope_type"))
-        .and_then(Value::as_str)
-        .filter(|&k| k != "default")
-    {
-        return Err(refuse(format!(
-            "`rope_parameters.rope_type` {kind:?}: only the default RoPE is supported yet"
-        )));
-    }
+    // transformers 5 writes `rope_parameters` ({rope_type, rope_theta, factor, …}); 4 a
+    // top-level `rope_theta` and `rope_scaling` ({rope_type or type, factor, …}).
+    let rope = ["rope_parameters", "rope_scaling"]
+        .iter()
+        .find_map(|key| c.get(*key).filter(|v| v.is_object()).map(|v| (*key, v)));
     let rope_theta = rope
-        .and_then(|r| r.get("rope_theta"))
+        .and_then(|(_, r)| r.get("rope_theta"))
         .and_then(Value::as_f64)
         .unwrap_or_else(|| field_or(&c, "rope_theta", 10_000.0));
+    let rope_scaling = match rope {
+        None => None,
+        Some((key, r)) => rope_scaling(key, r).map_err(refuse)?,
+    };
     let max_seq_len = field(&c, &path, "max_position_embeddings")?;
     if let Some(window) = c.get("sliding_window").and_then(Value::as_u64)
         && (window as usize) < max_seq_len
@@ -514,9 +509,40 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
             .unwrap_or(false),
         rope_theta,
         n_kv_head,
+        rope_scaling,
     };
     config.validate()?;
     Ok(config)
+}
+
+/// Our [`RopeScaling`] of a `rope_parameters` or `rope_scaling` object (`key`): `default`,
+/// `linear` and `llama3`; any other kind (dynamic NTK, YaRN, LongRoPE) is refused by name.
+fn rope_scaling(key: &str, r: &Value) -> std::result::Result<Option<RopeScaling>, String> {
+    let kind = r
+        .get("rope_type")
+        .or_else(|| r.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let number = |name: &str| {
+        r.get(name)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| format!("`{key}.{name}` is missing or not a number"))
+    };
+    match kind {
+        "default" => Ok(None),
+        "linear" => Ok(Some(RopeScaling::Linear {
+            factor: number("factor")?,
+        })),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: number("factor")?,
+            low_freq_factor: number("low_freq_factor")?,
+            high_freq_factor: number("high_freq_factor")?,
+            original_max_position_embeddings: number("original_max_position_embeddings")? as usize,
+        })),
+        other => Err(format!(
+            "`{key}.rope_type` {other:?}: lmforge computes default, linear and llama3 RoPE"
+        )),
+    }
 }
 
 /// Imports a `LlamaForCausalLM` or `MistralForCausalLM` folder (`model.` prefix, `lm_head`
@@ -790,6 +816,126 @@ pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
         "embd_pdrop": c.dropout,
         "attn_pdrop": 0.0,
         "tie_word_embeddings": true,
+        "torch_dtype": "float32",
+    });
+    crate::checkpoint::write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&config)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+}
+
+/// Writes `model` as a Hugging Face Llama folder that transformers loads with
+/// `LlamaForCausalLM.from_pretrained` (and vLLM, TGI and llama.cpp's converter read): our
+/// `qkv` cut back into `q_proj`, `k_proj`, `v_proj`, every `nn.Linear` as `[out, in]`. Only a
+/// model of Llama's architecture maps: RoPE, RMSNorm, SwiGLU, no biases.
+pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
+    let c = model.config();
+    let incompatible = |field: &'static str, what: &str| {
+        Err(Error::config(
+            field,
+            format!("{what}: Llama's layout cannot hold it"),
+        ))
+    };
+    if c.positions != Positions::Rope {
+        return incompatible("positions", "not RoPE");
+    }
+    if c.norm != NormKind::RmsNorm {
+        return incompatible("norm", "not RMSNorm");
+    }
+    if c.activation != Activation::Swiglu {
+        return incompatible("activation", "not SwiGLU");
+    }
+    if c.bias {
+        return incompatible("bias", "biases");
+    }
+    let (d, kv) = (c.d_model, c.kv_width());
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    // burn's `[in, out]` as PyTorch's `[out, in]`.
+    let linear = |name: String, l: &Linear| {
+        let [d_in, d_out] = l.weight.val().dims();
+        let values = transpose(&host_values(l.weight.val()), d_in, d_out);
+        (name, vec![d_out, d_in], values)
+    };
+    let vector = |name: String, p: &Param<Tensor<1>>| {
+        let t = p.val();
+        (name, t.dims().to_vec(), host_values(t.unsqueeze::<2>()))
+    };
+    let embedding = model.wte.weight.val();
+    let shape = embedding.dims().to_vec();
+    tensors.push((
+        "model.embed_tokens.weight".into(),
+        shape,
+        host_values(embedding),
+    ));
+    for (i, block) in model.blocks.iter().enumerate() {
+        let h = format!("model.layers.{i}");
+        tensors.push(vector(
+            format!("{h}.input_layernorm.weight"),
+            &block.ln_1.weight,
+        ));
+        tensors.push(vector(
+            format!("{h}.post_attention_layernorm.weight"),
+            &block.ln_2.weight,
+        ));
+        // `[d + 2·kv, d]` as PyTorch holds it: the rows of q, then k, then v.
+        let (_, _, qkv) = linear(String::new(), &block.attn.qkv);
+        let rows = |from: usize, n: usize| qkv[from * d..(from + n) * d].to_vec();
+        let a = format!("{h}.self_attn");
+        tensors.push((format!("{a}.q_proj.weight"), vec![d, d], rows(0, d)));
+        tensors.push((format!("{a}.k_proj.weight"), vec![kv, d], rows(d, kv)));
+        tensors.push((format!("{a}.v_proj.weight"), vec![kv, d], rows(d + kv, kv)));
+        tensors.push(linear(format!("{a}.o_proj.weight"), &block.attn.proj));
+        let gate = block.mlp.gate.as_ref().ok_or_else(|| {
+            Error::config("activation", "a SwiGLU block without its gate".to_string())
+        })?;
+        tensors.push(linear(format!("{h}.mlp.gate_proj.weight"), gate));
+        tensors.push(linear(format!("{h}.mlp.up_proj.weight"), &block.mlp.up));
+        tensors.push(linear(format!("{h}.mlp.down_proj.weight"), &block.mlp.down));
+    }
+    tensors.push(vector("model.norm.weight".into(), &model.ln_f.weight));
+    if let Some(head) = &model.lm_head {
+        tensors.push(linear("lm_head.weight".into(), head));
+    }
+    write_safetensors(&dir.join("model.safetensors"), &tensors)?;
+    let rope_scaling = match c.rope_scaling {
+        None => Value::Null,
+        Some(RopeScaling::Linear { factor }) => {
+            serde_json::json!({"rope_type": "linear", "factor": factor})
+        }
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => serde_json::json!({
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings,
+        }),
+    };
+    // transformers 4's keys (`rope_theta`, `rope_scaling`), which 5 also reads.
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": c.vocab_size,
+        "hidden_size": d,
+        "intermediate_size": c.ffn_hidden(),
+        "num_hidden_layers": c.n_layer,
+        "num_attention_heads": c.n_head,
+        "num_key_value_heads": c.kv_heads(),
+        "head_dim": c.head_dim(),
+        "max_position_embeddings": c.max_seq_len,
+        "rms_norm_eps": c.norm_eps,
+        "rope_theta": c.rope_theta,
+        "rope_scaling": rope_scaling,
+        "hidden_act": "silu",
+        "attention_bias": false,
+        "mlp_bias": false,
+        "tie_word_embeddings": c.tie_embeddings,
         "torch_dtype": "float32",
     });
     crate::checkpoint::write_atomic(

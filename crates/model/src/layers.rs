@@ -116,15 +116,15 @@ pub fn sinusoids(positions: Tensor<2, Int>, d: usize) -> Tensor<3> {
     Tensor::stack::<4>(vec![angles.clone().sin(), angles.cos()], 3).reshape([batch, seq, d])
 }
 
-/// RoPE's rotation for `positions` `[batch, seq]`: `(cos, sin)`, each `[batch, 1, seq,
-/// head_dim]` with the half-width angles repeated (the "rotate half" pairing of GPT-NeoX,
-/// LLaMA and Hugging Face's implementations).
-pub fn rope_tables(
-    positions: Tensor<2, Int>,
-    head_dim: usize,
-    theta: f64,
-) -> (Tensor<4>, Tensor<4>) {
-    let angles = angles(positions, head_dim, theta);
+/// RoPE's rotation for `positions` `[batch, seq]` at `frequencies` (one per pair,
+/// [`crate::GptConfig::rope_frequencies`]): `(cos, sin)`, each `[batch, 1, seq, head_dim]`
+/// with the half-width angles repeated (the "rotate half" pairing of GPT-NeoX, LLaMA and
+/// Hugging Face's implementations).
+pub fn rope_tables(positions: Tensor<2, Int>, frequencies: &[f64]) -> (Tensor<4>, Tensor<4>) {
+    let device = positions.device();
+    let freqs: Vec<f32> = frequencies.iter().map(|&f| f as f32).collect();
+    let angles = positions.float().unsqueeze_dim::<3>(2)
+        * Tensor::<1>::from_floats(freqs.as_slice(), &device).unsqueeze::<3>();
     let angles = Tensor::cat(vec![angles.clone(), angles], 2).unsqueeze_dim::<4>(1);
     (angles.clone().cos(), angles.sin())
 }

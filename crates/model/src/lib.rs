@@ -47,7 +47,7 @@ pub use bert::{Bert, BertBatch, BertConfig};
 pub use checkpoint::{
     gpt_config, load_bert, load_bert_mlm, load_gpt, save_bert, save_bert_mlm, save_gpt,
 };
-pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions};
+pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions, RopeScaling};
 pub use device::DeviceSpec;
 pub use gpt::{Attention, Block, Gpt, KvCache};
 pub use layers::{Mlp, Norm, alibi_bias, alibi_slopes};

@@ -260,7 +260,7 @@ impl Gpt {
             let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
                 .reshape([1, seq])
                 .expand([batch, seq]);
-            let (cos, sin) = rope_tables(positions, head_dim, self.config.rope_theta);
+            let (cos, sin) = rope_tables(positions, &self.config.rope_frequencies());
             q = apply_rope(q, &cos, &sin);
             k = apply_rope(k, &cos, &sin);
         }

@@ -299,3 +299,65 @@ fn parameter_shapes_list_what_init_builds() {
         assert_eq!(listed, built, "{config:?}");
     }
 }
+
+#[test]
+fn rope_scaling_stretches_the_frequencies_it_says() {
+    let base = GptConfig {
+        positions: Positions::Rope,
+        n_head: 1,
+        d_model: 16,
+        rope_theta: 500_000.0,
+        ..GptConfig::tiny(50)
+    };
+    let plain = base.rope_frequencies();
+    assert_eq!(plain.len(), 8);
+    assert_eq!(plain[0], 1.0);
+    let linear = GptConfig {
+        rope_scaling: Some(crate::RopeScaling::Linear { factor: 4.0 }),
+        ..base.clone()
+    };
+    for (a, b) in linear.rope_frequencies().iter().zip(&plain) {
+        assert_eq!(*a, b / 4.0);
+    }
+    // Llama 3.1's bands for an original context of 64: wavelengths under 16 kept, over 64
+    // divided by the factor, between them interpolated (strictly between the two).
+    let llama3 = GptConfig {
+        rope_scaling: Some(crate::RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        }),
+        ..base.clone()
+    };
+    let scaled = llama3.rope_frequencies();
+    let mut bands = [0; 3];
+    for (s, f) in scaled.iter().zip(&plain) {
+        let wavelen = 2.0 * std::f64::consts::PI / f;
+        if wavelen < 16.0 {
+            assert_eq!(s, f);
+            bands[0] += 1;
+        } else if wavelen > 64.0 {
+            assert_eq!(*s, f / 8.0);
+            bands[2] += 1;
+        } else {
+            assert!(*s < *f && *s > f / 8.0, "{s} against {f}");
+            bands[1] += 1;
+        }
+    }
+    assert!(bands.iter().all(|&n| n > 0), "{bands:?}");
+    // Serialised in lmforge.json and read back; a factor below 1 is refused.
+    let text = serde_json::to_string(&llama3).unwrap();
+    assert_eq!(GptConfig::from_json(&text, "t").unwrap(), llama3);
+    let shrinking = GptConfig {
+        rope_scaling: Some(crate::RopeScaling::Linear { factor: 0.5 }),
+        ..base
+    };
+    assert!(
+        shrinking
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("rope_scaling")
+    );
+}

@@ -6,7 +6,7 @@ mod engines;
 mod generate;
 mod scheduler;
 
-use lmforge_model::{Activation, GptConfig, NormKind, Positions};
+use lmforge_model::{Activation, GptConfig, NormKind, Positions, RopeScaling};
 
 /// A small GPT of vocabulary 300.
 pub fn small() -> GptConfig {
@@ -41,7 +41,8 @@ pub fn variants() -> Vec<GptConfig> {
             positions: Positions::Sinusoidal,
             ..small()
         },
-        // Llama's grouped-query attention (2 key/value heads for 4) and multi-query (1).
+        // Llama's grouped-query attention (2 key/value heads for 4, with Llama 3.1's RoPE
+        // scaling) and multi-query (1).
         GptConfig {
             positions: Positions::Rope,
             norm: NormKind::RmsNorm,
@@ -49,6 +50,12 @@ pub fn variants() -> Vec<GptConfig> {
             bias: false,
             n_head: 4,
             n_kv_head: Some(2),
+            rope_scaling: Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 16,
+            }),
             ..small()
         },
         GptConfig {

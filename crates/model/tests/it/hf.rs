@@ -180,13 +180,18 @@ fn greedy(model: &lmforge_model::Gpt, prompt: &[u32], tokens: usize, device: &De
     out
 }
 
-/// Llama (grouped-query, 2 key/value heads for 4, untied) and Mistral (multi-query, tied):
+/// Llama (grouped-query, 2 key/value heads for 4, untied), Mistral (multi-query, tied) and
+/// Llama 3.1's RoPE scaling (tied):
 /// transformers' logits within 1e-4 and its greedy `generate` token for token, through our
 /// KV cache.
 #[test]
 fn llama_family_imports_give_transformers_logits_and_greedy_text() {
     let device = Device::flex();
-    for (name, kv_heads, tied) in [("llama-tiny", 2, false), ("mistral-tiny", 1, true)] {
+    for (name, kv_heads, tied) in [
+        ("llama-tiny", 2, false),
+        ("mistral-tiny", 1, true),
+        ("llama3-tiny", 2, true),
+    ] {
         let dir = committed(name);
         let model = lmforge_model::hf::import_llama(&dir, &device).unwrap();
         assert_eq!(model.config().kv_heads(), kv_heads, "{name}");
@@ -232,7 +237,7 @@ fn llama_imports_refuse_what_they_cannot_compute() {
         ),
         (
             "\"rope_type\": \"default\"",
-            "\"rope_type\": \"llama3\"",
+            "\"rope_type\": \"yarn\"",
             "rope_type",
         ),
         (
@@ -288,4 +293,48 @@ fn llama_imports_refuse_what_they_cannot_compute() {
         logits(&single, &ids, &device)
     );
     fs::remove_dir_all(dir).unwrap();
+}
+
+/// Our Llama-shaped models exported as Hugging Face Llama folders: the import of the export
+/// is the same model (config and logits, bit for bit), for grouped-query attention, a tied and
+/// an untied head and Llama 3.1's RoPE scaling; a GPT-2-shaped model is refused by name.
+#[test]
+fn llama_export_roundtrips_and_refuses_other_shapes() {
+    let device = Device::flex();
+    for name in ["llama-tiny", "llama3-tiny"] {
+        let model = lmforge_model::hf::import_llama(&committed(name), &device).unwrap();
+        let out = tempdir(&format!("export-{name}"));
+        lmforge_model::hf::export_llama(&model, &out).unwrap();
+        let back = lmforge_model::hf::import_llama(&out, &device).unwrap();
+        assert_eq!(back.config(), model.config(), "{name}");
+        let ids = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0];
+        assert_eq!(
+            logits(&model, &ids, &device),
+            logits(&back, &ids, &device),
+            "{name}"
+        );
+        fs::remove_dir_all(out).unwrap();
+    }
+    let linear = lmforge_model::GptConfig {
+        positions: lmforge_model::Positions::Rope,
+        norm: lmforge_model::NormKind::RmsNorm,
+        activation: lmforge_model::Activation::Swiglu,
+        bias: false,
+        n_kv_head: Some(1),
+        rope_scaling: Some(lmforge_model::RopeScaling::Linear { factor: 2.0 }),
+        n_layer: 1,
+        d_model: 32,
+        d_ff: Some(96),
+        dropout: 0.0,
+        ..lmforge_model::GptConfig::tiny(40)
+    };
+    let model = linear.init(&device, 5).unwrap();
+    let out = tempdir("export-linear");
+    lmforge_model::hf::export_llama(&model, &out).unwrap();
+    let back = lmforge_model::hf::import_llama(&out, &device).unwrap();
+    assert_eq!(back.config(), &linear);
+    fs::remove_dir_all(&out).unwrap();
+    let gpt2 = import_gpt2(&committed("gpt2-tiny"), &device).unwrap();
+    let err = lmforge_model::hf::export_llama(&gpt2, &out).unwrap_err();
+    assert!(err.to_string().contains("positions"), "{err}");
 }
