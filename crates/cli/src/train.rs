@@ -55,9 +55,10 @@ pub struct Common {
     /// Pad the vocabulary to a multiple of this (Megatron's default 128).
     #[arg(long, default_value_t = 128)]
     pub make_vocab_size_divisible_by: usize,
-    /// A preset or a JSON config of the model.
-    #[arg(long, default_value = "tiny")]
-    pub config: String,
+    /// A preset or a JSON config of the model (default tiny). With --load of a model, the
+    /// model is the loaded one: this and the architecture flags, where given, must describe it.
+    #[arg(long)]
+    pub config: Option<String>,
     /// Transformer layers (overrides --config).
     #[arg(long)]
     pub num_layers: Option<usize>,
@@ -83,6 +84,12 @@ pub struct Common {
     /// starts fresh, so `--save X --load X` resumes whenever it can).
     #[arg(long)]
     pub load: Option<PathBuf>,
+    /// Start from the model of --load only, as Megatron's --finetune: iteration 0, a fresh
+    /// optimizer, the loaded model's architecture. --load may then be a training checkpoint,
+    /// a model of ours or a Hugging Face GPT-2, Llama or Mistral folder: continued
+    /// pretraining of an open model on new data.
+    #[arg(long)]
+    pub finetune: bool,
     /// Stop with a checkpoint after an iteration divisible by this.
     #[arg(long)]
     pub exit_interval: Option<u64>,
@@ -282,6 +289,15 @@ fn load_dir(common: &Common) -> Result<Option<PathBuf>> {
     };
     match checkpoint::resolve(load) {
         Ok(dir) => Ok(Some(dir)),
+        // A model without a training state: starting from scratch would ignore it.
+        Err(_) if load.join("lmforge.json").is_file() || load.join("config.json").is_file() => {
+            bail!(
+                "--load {}: a model, not a training checkpoint (no {}): add --finetune to \
+                 start a run from its weights",
+                load.display(),
+                checkpoint::STATE_FILE
+            )
+        }
         Err(_)
             if !load.join(checkpoint::LATEST_FILE).exists()
                 && !load.join(checkpoint::STATE_FILE).exists() =>
@@ -317,7 +333,8 @@ fn set<T>(field: &mut T, value: Option<T>) {
 
 /// The model's shape from --config and the Megatron overrides.
 fn gpt_config(common: &Common, vocab: usize) -> Result<GptConfig> {
-    let mut config = crate::model::gpt_config(&common.config, Some(vocab))?;
+    let preset = common.config.as_deref().unwrap_or("tiny");
+    let mut config = crate::model::gpt_config(preset, Some(vocab))?;
     set(&mut config.n_layer, common.num_layers);
     set(&mut config.d_model, common.hidden_size);
     set(&mut config.n_head, common.num_attention_heads);
@@ -329,7 +346,7 @@ fn gpt_config(common: &Common, vocab: usize) -> Result<GptConfig> {
 }
 
 fn bert_config(common: &Common, vocab: usize) -> Result<BertConfig> {
-    let mut config = match common.config.as_str() {
+    let mut config = match common.config.as_deref().unwrap_or("tiny") {
         "tiny" => BertConfig::tiny(vocab),
         "base" => BertConfig {
             vocab_size: vocab,
@@ -481,6 +498,79 @@ fn finish(report: &lmforge_train::PretrainReport) {
     }
 }
 
+/// The model of `dir` (`loaded`) against the flags: `--config`, when given, with the
+/// architecture flags must build exactly it (a run resumed with the flags it was started with);
+/// otherwise each architecture flag given must agree with it. The tokenizer's `tokens` must fit
+/// its vocabulary (`padded`: the flags' padded size).
+fn check_loaded(
+    common: &Common,
+    loaded: &GptConfig,
+    padded: usize,
+    tokens: usize,
+    dir: &Path,
+) -> Result<()> {
+    let what = if common.finetune {
+        "drop --config and the architecture flags (the model is --load's), or give ones that \
+         describe it"
+    } else {
+        "give the flags the run was started with"
+    };
+    if common.config.is_some() {
+        let flags = gpt_config(common, padded)?;
+        if &flags != loaded {
+            bail!(
+                "--load {}: the checkpoint's model ({}) differs from the one the flags describe \
+                 ({}); {what}",
+                dir.display(),
+                serde_json::to_string(loaded)?,
+                serde_json::to_string(&flags)?
+            );
+        }
+    }
+    for (flag, given, has) in [
+        ("--num-layers", common.num_layers, loaded.n_layer),
+        ("--hidden-size", common.hidden_size, loaded.d_model),
+        (
+            "--num-attention-heads",
+            common.num_attention_heads,
+            loaded.n_head,
+        ),
+        (
+            "--ffn-hidden-size",
+            common.ffn_hidden_size,
+            loaded.ffn_hidden(),
+        ),
+        (
+            "--max-position-embeddings",
+            common.max_position_embeddings,
+            loaded.max_seq_len,
+        ),
+    ] {
+        if let Some(given) = given.filter(|&g| g != has) {
+            bail!(
+                "{flag} {given}: the model of --load {} has {has}; {what}",
+                dir.display()
+            );
+        }
+    }
+    if let Some(dropout) = common.hidden_dropout.filter(|&d| d != loaded.dropout) {
+        bail!(
+            "--hidden-dropout {dropout}: the model of --load {} has {}; {what}",
+            dir.display(),
+            loaded.dropout
+        );
+    }
+    if tokens > loaded.vocab_size {
+        bail!(
+            "the tokenizer has {tokens} tokens and the model of --load {} {}: its ids would not \
+             all fit; train with the model's own tokenizer",
+            dir.display(),
+            loaded.vocab_size
+        );
+    }
+    Ok(())
+}
+
 /// The run's own arguments must match the checkpoint's model; the data position comes from it.
 /// The optimizer is read whole, or as this rank's shard under `--use-distributed-optimizer`,
 /// whatever world size wrote it.
@@ -582,7 +672,21 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         json: tokenizer_json,
     } = tokenizer(common)?;
     let vocab = padded_vocab(tokenizer.vocab_size(), common.make_vocab_size_divisible_by);
-    let config = gpt_config(common, vocab)?;
+    // The model of --load (resumed, or --finetune's start) is the run's; else the flags'.
+    let start = match (common.finetune, &common.load) {
+        (true, None) => bail!("--finetune needs --load: the model to start from"),
+        (true, Some(load)) => Some(checkpoint::resolve(load).unwrap_or_else(|_| load.clone())),
+        (false, _) => load_dir(common)?,
+    };
+    let config = match &start {
+        Some(dir) => {
+            let loaded = lmforge_model::checkpoint::gpt_config(dir)
+                .with_context(|| format!("--load {}", dir.display()))?;
+            check_loaded(common, &loaded, vocab, tokenizer.vocab_size(), dir)?;
+            loaded
+        }
+        None => gpt_config(common, vocab)?,
+    };
     let ranks = ranks(common)?;
     let dp = data_parallel(common, &ranks)?;
     let planned = plan(&common.training, config.max_seq_len, 0.0, dp)?;
@@ -596,22 +700,18 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
         eod: tokenizer.eod_id(),
     };
     let device = &ranks.devices[0];
-    let (model, resumed): (Gpt, Option<Resume>) = match load_dir(common)? {
+    let (model, resumed): (Gpt, Option<Resume>) = match &start {
+        Some(dir) if common.finetune => {
+            eprintln!(
+                "starting from the model of {} (--finetune: iteration 0, a fresh optimizer)",
+                dir.display()
+            );
+            (load_gpt(dir, device)?, None)
+        }
         Some(dir) => {
-            let model = load_gpt(&dir, device)?;
-            if model.config() != &config {
-                bail!(
-                    "--load {}: the checkpoint's model ({}) differs from the one the flags describe ({}); \
-                     give the flags the run was started with",
-                    dir.display(),
-                    serde_json::to_string(model.config())?,
-                    serde_json::to_string(&config)?
-                );
-            }
-            {
-                let resumed = resume(&dir, &model, common, &ranks)?;
-                (model, Some(resumed))
-            }
+            let model = load_gpt(dir, device)?;
+            let resumed = resume(dir, &model, common, &ranks)?;
+            (model, Some(resumed))
         }
         None => (config.init(device, common.training.seed)?, None),
     };
@@ -637,6 +737,9 @@ fn train_gpt(args: &GptArgs) -> Result<()> {
 
 fn train_bert(args: &BertArgs) -> Result<()> {
     let common = &args.common;
+    if common.finetune {
+        bail!("--finetune: BERT pretraining continues only its own checkpoints (--load)");
+    }
     let DataTokenizer {
         tokenizer,
         json: tokenizer_json,
@@ -704,14 +807,14 @@ fn train_bert(args: &BertArgs) -> Result<()> {
     )
 }
 
-/// The arguments every checkpoint records: what defines the run. `--load`,
+/// The arguments every checkpoint records: what defines the run. `--load`, `--finetune`,
 /// `--exit-interval` and `--exit-duration-in-mins` say how one process of it started and when
 /// it stops, so they are left out: a resumed run's checkpoints are the uninterrupted run's,
 /// byte for byte.
 fn recorded_args(args: &impl serde::Serialize) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(args)?;
     if let Some(map) = value.as_object_mut() {
-        for key in ["load", "exit_interval", "exit_duration_in_mins"] {
+        for key in ["load", "finetune", "exit_interval", "exit_duration_in_mins"] {
             map.remove(key);
         }
     }

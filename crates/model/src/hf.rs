@@ -850,6 +850,7 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
     if c.bias {
         return incompatible("bias", "biases");
     }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (d, kv) = (c.d_model, c.kv_width());
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     // burn's `[in, out]` as PyTorch's `[out, in]`.

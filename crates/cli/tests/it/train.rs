@@ -320,7 +320,15 @@ fn inconsistent_flags_are_errors_naming_the_flag() {
     );
     // A checkpoint of another shape is refused on --load.
     ok(&with(&["--train-iters", "1", "--eval-interval", "0"]));
-    fails_with(&with(&["--hidden-size", "48"]), "differs");
+    fails_with(
+        &with(&["--hidden-size", "48"]),
+        "--hidden-size 48: the model of --load",
+    );
+    // With --config the flags must build exactly the checkpoint's model.
+    fails_with(
+        &with(&["--config", "tiny", "--ffn-hidden-size", "96"]),
+        "differs from the one the flags describe",
+    );
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -449,4 +457,139 @@ fn bert_pretrains_then_classifies() {
         "valid.tsv:1",
     );
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Continued pretraining of an open model: a Llama-shaped model written as a Hugging Face
+/// folder is trained further with `--load HF --finetune` (its own architecture: grouped-query
+/// attention, RoPE, RMSNorm, SwiGLU; iteration 0, a fresh optimizer); the run stopped and
+/// resumed from its own save folder equals the uninterrupted one bit for bit, and exports back
+/// to Hugging Face. A model folder without --finetune, flags that contradict the model and a
+/// tokenizer larger than its vocabulary are errors naming them.
+#[test]
+fn an_open_model_continues_pretraining_with_finetune() {
+    let dir = tempdir("finetune");
+    let (tokenizer, data) = data(&dir, "bpe");
+    let open = dir.join("open");
+    let config = lmforge_model::GptConfig {
+        positions: lmforge_model::Positions::Rope,
+        norm: lmforge_model::NormKind::RmsNorm,
+        activation: lmforge_model::Activation::Swiglu,
+        bias: false,
+        tie_embeddings: false,
+        n_layer: 2,
+        d_model: 32,
+        n_head: 4,
+        n_kv_head: Some(2),
+        d_ff: Some(64),
+        dropout: 0.0,
+        max_seq_len: 64,
+        norm_eps: 1e-5,
+        ..lmforge_model::GptConfig::tiny(384)
+    };
+    let model = config.init(&burn::tensor::Device::flex(), 9).unwrap();
+    lmforge_model::hf::export_llama(&model, &open).unwrap();
+    let flags = |save: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train",
+            "gpt",
+            "--data-path",
+            s(&data),
+            "--tokenizer",
+            s(&tokenizer),
+            "--split",
+            "80,10,10",
+            "--seq-length",
+            "32",
+            "--micro-batch-size",
+            "2",
+            "--global-batch-size",
+            "4",
+            "--train-iters",
+            "6",
+            "--lr",
+            "3e-3",
+            "--lr-warmup-iters",
+            "2",
+            "--log-interval",
+            "2",
+            "--eval-interval",
+            "3",
+            "--eval-iters",
+            "1",
+            "--save",
+            s(save),
+            "--device",
+            "flex",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run = |args: Vec<String>| lmforge(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // A model folder is not a training checkpoint: without --finetune it is refused.
+    let whole = dir.join("whole");
+    fails_with(&run(flags(&whole, &["--load", s(&open)])), "add --finetune");
+    fails_with(
+        &run(flags(
+            &whole,
+            &["--load", s(&open), "--finetune", "--num-layers", "3"],
+        )),
+        "--num-layers 3: the model of --load",
+    );
+    ok(&run(flags(&whole, &["--load", s(&open), "--finetune"])));
+    let trained = whole.join("iter_0000006");
+    let saved = lmforge_model::checkpoint::gpt_config(&trained).unwrap();
+    assert_eq!(saved, config, "the run kept the open model's architecture");
+    let weights = |dir: &Path| fs::read(dir.join("model.safetensors")).unwrap();
+    // Stopped after 3 iterations, then resumed from its own save folder without --finetune:
+    // the same bytes as the uninterrupted run.
+    let parts = dir.join("parts");
+    ok(&run(flags(
+        &parts,
+        &["--load", s(&open), "--finetune", "--exit-interval", "3"],
+    )));
+    assert!(parts.join("iter_0000003").is_dir());
+    ok(&run(flags(&parts, &["--load", s(&parts)])));
+    let resumed = parts.join("iter_0000006");
+    assert!(
+        weights(&resumed) == weights(&trained),
+        "the resumed run's weights differ"
+    );
+    // The trainer state too, but for the --save folder each run was given.
+    let state = |dir: &Path| {
+        let text = fs::read_to_string(dir.join("trainer.json")).unwrap();
+        let mut state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        state["args"].as_object_mut().unwrap().remove("save");
+        state
+    };
+    assert_eq!(state(&resumed), state(&trained));
+    // The continued model goes back out as a Llama folder.
+    let back = dir.join("back");
+    ok(&lmforge(&[
+        "model",
+        "export-llama",
+        "--checkpoint",
+        s(&trained),
+        "--output",
+        s(&back),
+    ]));
+    let device = burn::tensor::Device::flex();
+    let exported = lmforge_model::hf::import_llama(&back, &device).unwrap();
+    assert_eq!(exported.config(), &config);
+    // A model whose vocabulary the tokenizer's ids overflow.
+    let small = lmforge_model::GptConfig {
+        vocab_size: 200,
+        ..config
+    };
+    let small_dir = dir.join("small");
+    lmforge_model::hf::export_llama(&small.init(&device, 1).unwrap(), &small_dir).unwrap();
+    fails_with(
+        &run(flags(
+            &dir.join("x"),
+            &["--load", s(&small_dir), "--finetune"],
+        )),
+        "its ids would not",
+    );
+    fs::remove_dir_all(dir).unwrap();
 }
