@@ -261,6 +261,16 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
     Ok(Outcome { manifest })
 }
 
+/// The tokenizer the run takes rather than trains: `[tokenizer] from`, else the tokenizer.json
+/// of `[train] init`.
+fn tokenizer_source(config: &Config, base: &Path) -> Option<PathBuf> {
+    match (&config.tokenizer.from, &config.train.init) {
+        (Some(from), _) => Some(base.join(from)),
+        (None, Some(init)) => Some(base.join(init).join("tokenizer.json")),
+        (None, None) => None,
+    }
+}
+
 /// The stage `name` for this config, planned after the stages before it ran (its inputs are
 /// their outputs).
 fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<Stage> {
@@ -335,6 +345,28 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 work: None,
                 resume: None,
                 commands: vec![Step::new(args)],
+            }
+        }
+        "tokenizer" if tokenizer_source(config, base).is_some() => {
+            // The init model's tokenizer (or the one named), as our tokenizer.json: its ids are
+            // the model's.
+            let from = tokenizer_source(config, base).expect("checked by the guard");
+            Stage {
+                name,
+                inputs: vec![from.clone()],
+                params: json!({ "tokenizer": "from" }),
+                outputs: vec!["tokenizer".into()],
+                folders: vec!["tokenizer"],
+                work: None,
+                resume: None,
+                commands: vec![Step::new([
+                    "bpe",
+                    "convert",
+                    "--tokenizer",
+                    &absolute(&from),
+                    "--output",
+                    tokenizer,
+                ])],
             }
         }
         "tokenizer" => {
@@ -416,10 +448,19 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
             .into();
             // Every `[train]` key is the Megatron flag of the same name (`model` is --config),
             // so the flags are the keys: a new key reaches the trainer without a second list.
+            // A continued model (`init`) brings its own architecture.
             let Value::Object(keys) = serde_json::to_value(t)? else {
                 bail!("[train] is not a table");
             };
+            let init = t.init.as_ref().map(|i| base.join(i));
+            if let Some(init) = &init {
+                args.extend(["--load".into(), absolute(init), "--finetune".into()]);
+            }
+            let architecture = ["model", "num_layers", "hidden_size", "num_attention_heads"];
             for (key, value) in keys {
+                if key == "init" || (init.is_some() && architecture.contains(&key.as_str())) {
+                    continue;
+                }
                 let flag = if key == "model" {
                     "config".into()
                 } else {
@@ -437,6 +478,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                     .iter()
                     .cloned()
                     .chain([PathBuf::from(tokenizer)])
+                    .chain(init)
                     .collect(),
                 // Where training stops is not what it makes: a stopped run and its
                 // continuation are the same stage.
@@ -758,7 +800,17 @@ fn run_stage(
         }
         for step in &stage.commands {
             let launcher: String = step.launcher.iter().map(|a| format!("{a} ")).collect();
-            let args = [step.args.clone(), extra.clone()].concat();
+            // Continuing its own checkpoint, a run that started from `init` is no longer one.
+            let own: Vec<String> = if extra.is_empty() {
+                step.args.clone()
+            } else {
+                step.args
+                    .iter()
+                    .filter(|a| *a != "--finetune")
+                    .cloned()
+                    .collect()
+            };
+            let args = [own, extra.clone()].concat();
             commands.push(format!("{launcher}lmforge {}", shell_words(&args)));
             run_step(lmforge, out, step, &args)?;
         }
@@ -1133,6 +1185,82 @@ pub fn check_training_resume(root: &Path, out: &Path) -> Result<()> {
     println!(
         "training resume: stopped after iteration {half}, the next run continued from there to \
          the uninterrupted run's weights"
+    );
+    Ok(())
+}
+
+/// A run that continues the model `out/a` trained (`[train] init`) with that model's own
+/// tokenizer (the default of `[tokenizer] from`): its training starts from those weights with
+/// their architecture (`--finetune`; the config's `num_layers` is not the model's and is left
+/// out), and stopped after a checkpoint it continues, no longer from `init`, to the
+/// uninterrupted run's weights.
+pub fn check_init(root: &Path, out: &Path) -> Result<()> {
+    let mut config = short_config(root)?;
+    let init = out
+        .join("a/train")
+        .join(format!("iter_{:07}", config.train.train_iters));
+    config.train.init = Some(absolute(&init));
+    config.train.num_layers = 3;
+    config.train.train_iters = 8;
+    config.train.save_interval = 4;
+    config.train.lr_warmup_iters = 2;
+    config.train.eval_interval = 4;
+    let mut stopping = config.clone();
+    stopping.train.exit_interval = Some(4);
+    let (whole_path, stopping_path) = (out.join("init.toml"), out.join("init-stopping.toml"));
+    crate::write_atomic(&whole_path, toml::to_string(&config)?.as_bytes())?;
+    crate::write_atomic(&stopping_path, toml::to_string(&stopping)?.as_bytes())?;
+    let (whole, parts) = (out.join("init"), out.join("init-stopped"));
+    remove(&whole)?;
+    remove(&parts)?;
+    let first = run_on_flex(root, &whole_path, &whole)?.manifest;
+    let train = first.stage("train").context("no `train` record")?;
+    let command = train.commands.join(" ");
+    ensure!(
+        command.contains("--finetune") && !command.contains("--num-layers"),
+        "the training did not start from `init` with its own architecture: {command}"
+    );
+    let tokenizer = first.stage("tokenizer").context("no `tokenizer` record")?;
+    ensure!(
+        tokenizer.commands.iter().any(|c| c.contains("bpe convert")),
+        "the tokenizer stage trained a tokenizer instead of taking the model's: {:?}",
+        tokenizer.commands
+    );
+    let model_config = |dir: &Path| -> Result<Value> {
+        let text = fs::read_to_string(dir.join("lmforge.json"))?;
+        Ok(serde_json::from_str::<Value>(&text)?["config"].clone())
+    };
+    let last = whole.join("train/iter_0000008");
+    ensure!(
+        model_config(&last)? == model_config(&init)?,
+        "the continued model's architecture is not the one it started from"
+    );
+    let error = match run_on_flex(root, &stopping_path, &parts) {
+        Ok(_) => bail!("a continued training that stops at iteration 4 succeeded"),
+        Err(error) => format!("{error:#}"),
+    };
+    ensure!(
+        error.contains("up to iteration 4 are kept"),
+        "the stopped training does not say it kept its checkpoint: {error}"
+    );
+    let again = run_on_flex(root, &whole_path, &parts)?.manifest;
+    let command = again
+        .stage("train")
+        .context("no `train` record")?
+        .commands
+        .join(" ");
+    ensure!(
+        command.contains("--load train") && !command.contains("--finetune"),
+        "the stopped run did not continue from its own checkpoint: {command}"
+    );
+    let weights = |dir: &Path| fs::read(dir.join("train/iter_0000008/model.safetensors"));
+    ensure!(
+        weights(&parts)? == weights(&whole)?,
+        "the stopped and continued run's weights differ from the uninterrupted one's"
+    );
+    println!(
+        "init: a run continued the trained model with its own tokenizer and architecture; \
+         stopped at iteration 4 and continued, it ended with the uninterrupted run's weights"
     );
     Ok(())
 }

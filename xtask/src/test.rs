@@ -206,6 +206,7 @@ pub fn run(root: &Path, flags: &Test) -> Result<()> {
         );
         crate::pipeline::check_failure_recovery(root, &out)?;
         crate::pipeline::check_training_resume(root, &out)?;
+        crate::pipeline::check_init(root, &out)?;
         // The data stages as job arrays through sbatch where a Slurm answers (always in CI:
         // the prerequisites require it), else the local process pool.
         let executor = if slurm_answers() { "slurm" } else { "local" };

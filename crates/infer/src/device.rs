@@ -2,7 +2,8 @@
 //! behind [`Batched`], with its keys and values in [`DeviceKv`], a paged pool of device
 //! tensors that the same [`Blocks`](crate::paged::Blocks) bookkeeping hands out.
 //!
-//! Per layer the pool is one key and one value tensor `[1 + slots, d_model]`: row 0 is a
+//! Per layer the pool is one key and one value tensor `[1 + slots, kv_width]` (`d_model`, or
+//! less by the group size under grouped-query attention): row 0 is a
 //! zeroed sentinel that padding reads, and position `p` of block `b` is row
 //! `1 + b·block_tokens + p` (the layout `[blocks, block_tokens, kv_heads, head_dim]`
 //! flattened, so that a step's new keys are written with one `select_assign` of whole rows
@@ -10,8 +11,8 @@
 //! 1. the rows of every chunk — prompt pieces and decode tokens of different sequences — go
 //!    through the model together ([`Gpt::step`]);
 //! 2. in each layer their keys and values are written to their slots; every chunk's keys
-//!    `0..len` are gathered through its block table into `[chunks, heads, longest, head_dim]`
-//!    (padding reads the sentinel) and its queries into `[chunks, heads, most rows,
+//!    `0..len` are gathered through its block table into `[chunks, kv_heads, longest,
+//!    head_dim]` (padding reads the sentinel; each kv head then repeated for its query heads) and its queries into `[chunks, heads, most rows,
 //!    head_dim]`, and burn's fused `attention` runs with a mask for causality and padding
 //!    (and ALiBi's bias where the model has it): one gather per layer and step, until burn
 //!    has a paged-attention kernel;
@@ -35,7 +36,7 @@
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, FloatDType, IndexingUpdateOp, Int, Tensor, TensorData};
-use lmforge_model::{Gpt, GptConfig, Positions, alibi_bias};
+use lmforge_model::{Gpt, GptConfig, Positions, alibi_bias, repeat_kv};
 
 use crate::paged::{Batched, Chunk, KvPool, KvStore, SeqKv};
 use crate::{Error, Result};
@@ -44,11 +45,12 @@ use crate::{Error, Result};
 /// model's device.
 #[derive(Debug)]
 pub struct DeviceKv {
-    /// `(keys, values)` of each layer, `[1 + slots, d_model]`; `None` only while a step has
+    /// `(keys, values)` of each layer, `[1 + slots, width]`; `None` only while a step has
     /// them out.
     layers: Vec<Option<(Tensor<2>, Tensor<2>)>>,
     block_tokens: usize,
-    d_model: usize,
+    /// Floats of one position's keys (`GptConfig::kv_width`).
+    width: usize,
     device: Device,
     dtype: FloatDType,
 }
@@ -65,7 +67,7 @@ impl DeviceKv {
         let mut kv = Self {
             layers: Vec::new(),
             block_tokens: block_tokens.max(1),
-            d_model: config.d_model,
+            width: config.kv_width(),
             device: device.clone(),
             dtype,
         };
@@ -76,7 +78,7 @@ impl DeviceKv {
     }
 
     fn zeros(&self, rows: usize) -> Tensor<2> {
-        Tensor::<2>::zeros([rows, self.d_model], &self.device).cast(self.dtype)
+        Tensor::<2>::zeros([rows, self.width], &self.device).cast(self.dtype)
     }
 
     fn index(&self, rows: Vec<i64>) -> Tensor<1, Int> {
@@ -118,7 +120,7 @@ impl KvStore for DeviceKv {
 
     fn block_bytes(&self) -> usize {
         let bytes = if self.dtype == FloatDType::F32 { 4 } else { 2 };
-        2 * self.layers.len() * self.block_tokens * self.d_model * bytes
+        2 * self.layers.len() * self.block_tokens * self.width * bytes
     }
 }
 
@@ -200,15 +202,15 @@ impl DeviceGpt {
         let c = self.model.config();
         let store = &pool.store;
         if store.layers.len() != c.n_layer
-            || store.d_model != c.d_model
+            || store.width != c.kv_width()
             || store.block_tokens != pool.blocks.block_tokens()
         {
             return Err(Error::request(format!(
                 "a KV pool for {} layers of {} is not this model's ({} of {})",
                 store.layers.len(),
-                store.d_model,
+                store.width,
                 c.n_layer,
-                c.d_model
+                c.kv_width()
             )));
         }
         for chunk in chunks {
@@ -343,6 +345,7 @@ impl Batched for DeviceGpt {
         let store = &mut pool.store;
         let c = self.model.config();
         let (d, heads, hd) = (c.d_model, c.n_head, c.head_dim());
+        let (kv_heads, kv) = (c.kv_heads(), c.kv_width());
         let (b, t, q) = (plan.chunks, plan.keys, plan.queries);
         let rows = plan.tokens.len();
         let device = &self.device;
@@ -380,19 +383,21 @@ impl Batched for DeviceGpt {
             let kp = kp.select_assign(
                 0,
                 write.clone(),
-                ks.reshape([rows, d]),
+                ks.reshape([rows, kv]),
                 IndexingUpdateOp::Assign,
             );
             let vp = vp.select_assign(
                 0,
                 write.clone(),
-                vs.reshape([rows, d]),
+                vs.reshape([rows, kv]),
                 IndexingUpdateOp::Assign,
             );
             let by_chunk = |pool: Tensor<2>| {
-                pool.select(0, gather.clone())
-                    .reshape([b, t, heads, hd])
-                    .swap_dims(1, 2)
+                let t4 = pool
+                    .select(0, gather.clone())
+                    .reshape([b, t, kv_heads, hd])
+                    .swap_dims(1, 2);
+                repeat_kv(t4, heads / kv_heads)
             };
             let (keys, values) = (by_chunk(kp.clone()), by_chunk(vp.clone()));
             store.layers[layer] = Some((kp, vp));

@@ -157,7 +157,7 @@ pub(crate) fn split_qkv(qkv: Tensor<3>, d_model: usize, kv_width: usize) -> [Ten
 /// `[batch, kv_heads, seq, head_dim]` with each key/value head repeated for the `groups`
 /// query heads that share it, as Hugging Face's `repeat_kv`: query head `h` reads kv head
 /// `h / groups`.
-pub(crate) fn repeat_kv(t: Tensor<4>, groups: usize) -> Tensor<4> {
+pub fn repeat_kv(t: Tensor<4>, groups: usize) -> Tensor<4> {
     if groups == 1 {
         return t;
     }
@@ -480,9 +480,11 @@ impl Gpt {
     /// Final hidden states `[rows, d_model]` (after the last norm) of `tokens` `[rows]` at
     /// `positions` `[rows]` — rows of any sequences, in any order — with each layer's
     /// attention left to `attend`: a paged engine's own key/value storage, which the model
-    /// knows nothing of. `attend(layer, q, k, v)` gets the rows' queries, keys and values
-    /// `[rows, heads, head_dim]` (rotated where the model uses RoPE) and returns their
-    /// attention context `[rows, d_model]`. Ids and positions are the caller's to check.
+    /// knows nothing of. `attend(layer, q, k, v)` gets the rows' queries `[rows, heads,
+    /// head_dim]` and keys and values `[rows, kv_heads, head_dim]` (rotated where the model
+    /// uses RoPE; query head `h` attends with kv head `h / (heads / kv_heads)`, see
+    /// [`repeat_kv`]) and returns their attention context `[rows, d_model]`. Ids and positions
+    /// are the caller's to check.
     pub fn step(
         &self,
         tokens: Tensor<1, Int>,
@@ -513,33 +515,23 @@ impl Gpt {
                 d,
                 config.kv_width(),
             );
-            // The engines store a key and a value per query head: a grouped model's are
-            // repeated here (its cache does not shrink yet).
-            let groups = heads / config.kv_heads();
-            let widen = |t: Tensor<3>| {
-                let t = t.reshape([1, rows, config.kv_heads(), hd]).swap_dims(1, 2);
-                repeat_kv(t, groups).swap_dims(1, 2).reshape([1, rows, d])
-            };
-            let (k, v) = if groups == 1 {
-                (k, v)
-            } else {
-                (widen(k), widen(v))
-            };
-            let by_row = |t: Tensor<3>| t.reshape([rows, heads, hd]);
+            // Keys and values keep their `kv_heads` heads: the engine's pool stores those.
+            let kv_heads = config.kv_heads();
+            let by_row = |t: Tensor<3>, n: usize| t.reshape([rows, n, hd]);
             let (q, k) = match &rope {
                 // RoPE rotates `[batch, heads, seq, head_dim]`; without it no copy is made.
                 Some((cos, sin)) => {
-                    let rotate = |t: Tensor<3>| {
-                        let t = t.reshape([1, rows, heads, hd]).swap_dims(1, 2);
+                    let rotate = |t: Tensor<3>, n: usize| {
+                        let t = t.reshape([1, rows, n, hd]).swap_dims(1, 2);
                         apply_rope(t, cos, sin)
                             .swap_dims(1, 2)
-                            .reshape([rows, heads, hd])
+                            .reshape([rows, n, hd])
                     };
-                    (rotate(q), rotate(k))
+                    (rotate(q, heads), rotate(k, kv_heads))
                 }
-                None => (by_row(q), by_row(k)),
+                None => (by_row(q, heads), by_row(k, kv_heads)),
             };
-            let context = attend(layer, q, k, by_row(v));
+            let context = attend(layer, q, k, by_row(v, kv_heads));
             x = x + block.attn.proj.forward(context.reshape([1, rows, d]));
             x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
         }

@@ -49,7 +49,7 @@ pub use checkpoint::{
 };
 pub use config::{Activation, GptConfig, NormKind, PRESETS, Positions, RopeScaling};
 pub use device::DeviceSpec;
-pub use gpt::{Attention, Block, Gpt, KvCache};
+pub use gpt::{Attention, Block, Gpt, KvCache, repeat_kv};
 pub use layers::{Mlp, Norm, alibi_bias, alibi_slopes};
 
 /// What can go wrong building or running a model.

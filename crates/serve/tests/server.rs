@@ -814,3 +814,47 @@ mod bodies {
         }
     }
 }
+
+/// Grouped-query attention shrinks the KV cache by its group size: with the same
+/// `kv_cache_bytes`, a model of 2 key/value heads for 4 gets twice the blocks of the same model
+/// with 4, and multi-query four times, on the CPU engine and on flex (`/metrics`); each
+/// answers a prompt.
+#[test]
+fn grouped_query_attention_multiplies_the_kv_blocks_a_budget_holds() {
+    for device in [Placement::Cpu, "flex".parse().unwrap()] {
+        let mut totals = Vec::new();
+        for kv in [4, 2, 1] {
+            let dir = checkpoint(&format!("gqa-{kv}-{device}"));
+            let config_path = dir.join("lmforge.json");
+            let mut meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+            let mut config: GptConfig = serde_json::from_value(meta["config"].clone()).unwrap();
+            config.n_kv_head = Some(kv);
+            let model = config.init(&Device::flex(), 3).unwrap();
+            save_gpt(&model, &dir).unwrap();
+            meta = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+            assert_eq!(meta["config"]["n_kv_head"], kv);
+            let addr = start_server(ServeOptions {
+                checkpoint: dir,
+                engine: EngineOptions {
+                    kv_cache_bytes: 1 << 20,
+                    ..EngineOptions::default()
+                },
+                device: device.clone(),
+                ..ServeOptions::default()
+            });
+            let (status, _, body) = http(
+                addr,
+                "POST",
+                "/v1/completions",
+                r#"{"prompt": "Il était une fois", "max_tokens": 4}"#,
+                "",
+            );
+            assert_eq!(status, 200, "{body}");
+            totals.push(metric(addr, "lmforge_kv_blocks_total "));
+        }
+        assert!(totals[0] > 0.0, "{totals:?}");
+        assert_eq!(totals[1], 2.0 * totals[0], "{device}: {totals:?}");
+        assert_eq!(totals[2], 4.0 * totals[0], "{device}: {totals:?}");
+    }
+}

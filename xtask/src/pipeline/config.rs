@@ -60,6 +60,12 @@ pub struct TokenizerConfig {
     pub vocab_size: u64,
     /// Pairs seen fewer times are not merged.
     pub min_frequency: u64,
+    /// Take this tokenizer (a tokenizer.json, .tiktoken file or GPT-2 vocab.json + merges.txt
+    /// folder; relative to the config file) instead of training one, rewritten as our
+    /// tokenizer.json by `lmforge bpe convert`. Default with `[train] init`: the init model's
+    /// own `tokenizer.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,6 +107,12 @@ pub struct Train {
     pub eval_interval: u64,
     /// Batches per validation during training.
     pub eval_iters: u64,
+    /// A model to continue instead of a new one (`--load INIT --finetune`): a checkpoint of
+    /// ours or a Hugging Face GPT-2, Llama or Mistral folder, relative to the config file. Its
+    /// architecture replaces `model`, `num_layers`, `hidden_size` and `num_attention_heads`;
+    /// the tokenizer is its own (`[tokenizer] from`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
     /// Iterations between checkpoints (Megatron's --save-interval); 0: only at the end. A
     /// training stopped or killed after one continues from it on the next run.
     pub save_interval: u64,
@@ -200,6 +212,7 @@ impl Default for TokenizerConfig {
         TokenizerConfig {
             vocab_size: 8192,
             min_frequency: 2,
+            from: None,
         }
     }
 }
@@ -233,6 +246,7 @@ impl Default for Train {
             log_interval: 10,
             eval_interval: 100,
             eval_iters: 10,
+            init: None,
             save_interval: 200,
             exit_interval: None,
             exit_duration_in_mins: None,

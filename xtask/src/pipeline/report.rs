@@ -56,7 +56,21 @@ fn weights_bytes(dir: &Path) -> u64 {
 impl Summary {
     pub fn read(out: &Path, config: &Config, manifest: &Manifest) -> Result<Summary> {
         let clean = read_json(&out.join("clean/report.json"))?;
-        let tokenizer = read_json(&out.join("tokenizer/tokenizer.report.json"))?;
+        // A tokenizer taken rather than trained (`[tokenizer] from`) has no training report:
+        // its vocabulary is counted from the file itself.
+        let tokenizer = match read_json(&out.join("tokenizer/tokenizer.report.json")) {
+            Ok(report) => report,
+            Err(_) => {
+                let file = read_json(&out.join("tokenizer/tokenizer.json"))?;
+                let vocab = file["model"]["vocab"].as_object().map_or(0, |v| v.len());
+                let added = file["added_tokens"].as_array().map_or(0, |a| {
+                    a.iter()
+                        .filter(|t| t["id"].as_u64().is_some_and(|id| id as usize >= vocab))
+                        .count()
+                });
+                serde_json::json!({ "vocab_size": vocab + added })
+            }
+        };
         let convert = read_json(&out.join("data/corpus.report.json"))?;
         let train = read_json(&out.join("train/train_report.json"))?;
         let checkpoint = train["checkpoint"]
