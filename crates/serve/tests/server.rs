@@ -840,7 +840,7 @@ fn grouped_query_attention_multiplies_the_kv_blocks_a_budget_holds() {
                     kv_cache_bytes: 1 << 20,
                     ..EngineOptions::default()
                 },
-                device: device.clone(),
+                device,
                 ..ServeOptions::default()
             });
             let (status, _, body) = http(
