@@ -240,7 +240,12 @@ fn a_step_with_dense_causal_attention_is_the_forward_pass_for_every_variant() {
         let mut attend = |layer: usize, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>| {
             assert_eq!(layer, calls);
             calls += 1;
-            let split = |t: Tensor<3>| t.reshape([1, rows, heads, hd]).swap_dims(1, 2);
+            // Keys and values come with the kv heads: repeated for their query heads here.
+            let split = |t: Tensor<3>| {
+                let n = t.dims()[1];
+                let t = t.reshape([1, rows, n, hd]).swap_dims(1, 2);
+                crate::repeat_kv(t, heads / n)
+            };
             let at = Tensor::<1, Int>::arange(0..rows as i64, &device).reshape([1, rows]);
             let bias = alibi.then(|| alibi_bias(at.clone(), at, heads));
             let options = AttentionModuleOptions {
