@@ -14,9 +14,10 @@
 3. crates/model/tests/fixtures/llama-tiny/ and mistral-tiny/: randomly initialised
    LlamaForCausalLM (grouped-query attention, 2 key/value heads for 4 query heads, untied
    head) and MistralForCausalLM (multi-query: 1 key/value head, tied head, no sliding
-   window), and llama3-tiny (Llama 3.1's RoPE scaling, tied head), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
+   window), llama3-tiny (Llama 3.1's RoPE scaling, tied head) and qwen2-tiny (biases on q, k
+   and v), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
    with expected.safetensors: the logits of three token sequences and transformers' greedy
-   `generate` of 24 tokens after each.
+   `generate` of 32 tokens after each.
 `check-llama DIR FIXTURE` loads a folder written by `lmforge model export-llama` with
 AutoModelForCausalLM and prints the largest logit difference against FIXTURE's expected
 logits (export the import of FIXTURE to check the round trip through transformers).
@@ -82,9 +83,10 @@ def gpt2_inputs():
 
 
 def llama_family(kind):
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM)
 
-    torch.manual_seed({"llama": 1, "mistral": 2, "llama3": 3}[kind])
+    torch.manual_seed({"llama": 1, "mistral": 2, "llama3": 3, "qwen2": 4}[kind])
     common = dict(
         vocab_size=256, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
@@ -103,6 +105,11 @@ def llama_family(kind):
         config = LlamaConfig(**common, num_key_value_heads=2, rope_parameters=rope,
                              tie_word_embeddings=True)
         model = LlamaForCausalLM(config)
+    elif kind == "qwen2":
+        # Biases on q, k and v alone; grouped-query attention; a tied head.
+        config = Qwen2Config(**common, num_key_value_heads=2, rope_theta=1000000.0,
+                             tie_word_embeddings=True, use_sliding_window=False)
+        model = Qwen2ForCausalLM(config)
     else:
         config = MistralConfig(**common, num_key_value_heads=1, rope_theta=10000.0,
                                sliding_window=None, tie_word_embeddings=True)
@@ -123,7 +130,7 @@ def llama_family(kind):
             # An explicit mask: generate would otherwise take the prompt's token 0 (the
             # pad id it is given) for padding.
             generated = model.generate(prompt, attention_mask=torch.ones_like(prompt),
-                                       max_new_tokens=24, do_sample=False,
+                                       max_new_tokens=32, do_sample=False,
                                        eos_token_id=None, pad_token_id=0)
             expected[f"greedy.{i}"] = generated[0, 5:].contiguous()
     save_file(expected, os.path.join(out, "expected.safetensors"))
@@ -187,9 +194,11 @@ if __name__ == "__main__":
         llama_family("llama")
         llama_family("mistral")
         llama_family("llama3")
+        llama_family("qwen2")
     else:
         gpt2()
         minilm()
         llama_family("llama")
         llama_family("mistral")
         llama_family("llama3")
+        llama_family("qwen2")

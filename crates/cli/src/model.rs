@@ -224,13 +224,14 @@ fn import(args: &ImportArgs) -> Result<()> {
         Format::Lmforge(_) => bail!("{} is already an lmforge checkpoint", args.from.display()),
     };
     match kind.as_str() {
-        "gpt2" | "llama" | "mistral" => {
+        "gpt2" | "llama" | "mistral" | "qwen2" => {
             let model = load_gpt(&args.from, &device)?;
             lmforge_model::save_gpt(&model, &args.output)?;
             let c = model.config();
             let name = match kind.as_str() {
                 "gpt2" => "GPT-2",
                 "llama" => "Llama",
+                "qwen2" => "Qwen2",
                 _ => "Mistral",
             };
             println!(
@@ -250,7 +251,9 @@ fn import(args: &ImportArgs) -> Result<()> {
                 model.config().d_model
             );
         }
-        other => bail!("model_type `{other}`: lmforge imports gpt2, llama, mistral and bert"),
+        other => {
+            bail!("model_type `{other}`: lmforge imports gpt2, llama, mistral, qwen2 and bert")
+        }
     }
     copy_tokenizer(&args.from, &args.output)?;
     println!("wrote {}", args.output.display());

@@ -84,7 +84,8 @@ impl GptConfig {
             NormKind::RmsNorm => d,
         };
         let qkv = d + 2 * self.kv_width();
-        let attention = d * qkv + bias * qkv + d * d + bias * d;
+        let qkv_bias = usize::from(self.has_qkv_bias());
+        let attention = d * qkv + qkv_bias * qkv + d * d + bias * d;
         let (mlp_matmul, mlp_bias) = match self.activation {
             Activation::Gelu => (2 * d * f, f + d),
             Activation::Swiglu => (3 * d * f, 2 * f + d),

@@ -203,7 +203,9 @@ pub fn gpt_config(dir: &Path) -> Result<GptConfig> {
     let config: GptConfig = match format(dir)? {
         Format::Lmforge(_) => meta_config(dir, read_meta(dir)?, "gpt")?,
         Format::HuggingFace(kind) if kind == "gpt2" => hf::gpt2_config(dir)?,
-        Format::HuggingFace(kind) if kind == "llama" || kind == "mistral" => hf::llama_config(dir)?,
+        Format::HuggingFace(kind) if matches!(kind.as_str(), "llama" | "mistral" | "qwen2") => {
+            hf::llama_config(dir)?
+        }
         Format::HuggingFace(kind) => {
             return Err(Error::Checkpoint {
                 path: dir.join("config.json"),
@@ -323,7 +325,7 @@ pub fn load_gpt(dir: &Path, device: &Device) -> Result<Gpt> {
             load_weights(config.init(device, 0)?, dir)
         }
         Format::HuggingFace(kind) if kind == "gpt2" => hf::import_gpt2(dir, device),
-        Format::HuggingFace(kind) if kind == "llama" || kind == "mistral" => {
+        Format::HuggingFace(kind) if matches!(kind.as_str(), "llama" | "mistral" | "qwen2") => {
             hf::import_llama(dir, device)
         }
         Format::HuggingFace(kind) => Err(Error::Checkpoint {

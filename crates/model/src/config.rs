@@ -134,6 +134,10 @@ pub struct GptConfig {
     /// RoPE's frequencies stretched for a longer context; `None` leaves them `1/θ^(2i/d)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
+    /// Biases on the queries, keys and values alone (Qwen2's), whatever `bias` says of the
+    /// other layers; `None` follows `bias`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qkv_bias: Option<bool>,
 }
 
 /// The checks GPT and BERT configs share: sizes at least 1, heads dividing the width, dropout
@@ -195,6 +199,7 @@ impl GptConfig {
             rope_theta: 10_000.0,
             n_kv_head: None,
             rope_scaling: None,
+            qkv_bias: None,
         }
     }
 
@@ -290,6 +295,11 @@ impl GptConfig {
                 .collect()
             }
         }
+    }
+
+    /// Whether `qkv` has a bias (see [`GptConfig::qkv_bias`]).
+    pub fn has_qkv_bias(&self) -> bool {
+        self.qkv_bias.unwrap_or(self.bias)
     }
 
     /// Key/value heads (see [`GptConfig::n_kv_head`]).

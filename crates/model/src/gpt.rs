@@ -33,7 +33,13 @@ impl GptConfig {
             .map(|_| Block {
                 ln_1: norm(device),
                 attn: Attention {
-                    qkv: init.linear(d, d + 2 * self.kv_width(), 0.02, self.bias, device),
+                    qkv: init.linear(
+                        d,
+                        d + 2 * self.kv_width(),
+                        0.02,
+                        self.has_qkv_bias(),
+                        device,
+                    ),
                     proj: init.linear(d, d, residual_std, self.bias, device),
                     n_head: self.n_head,
                     n_kv_head: self.kv_heads(),
@@ -94,7 +100,13 @@ impl GptConfig {
             let p = format!("blocks.{b}");
             norm(&mut out, &format!("{p}.ln_1"));
             let qkv = d + 2 * self.kv_width();
-            linear(&mut out, &format!("{p}.attn.qkv"), d, qkv, self.bias);
+            linear(
+                &mut out,
+                &format!("{p}.attn.qkv"),
+                d,
+                qkv,
+                self.has_qkv_bias(),
+            );
             linear(&mut out, &format!("{p}.attn.proj"), d, d, self.bias);
             norm(&mut out, &format!("{p}.ln_2"));
             if self.activation == crate::config::Activation::Swiglu {

@@ -323,6 +323,7 @@ pub fn gpt2_config(dir: &Path) -> Result<GptConfig> {
         rope_theta: 10_000.0,
         n_kv_head: None,
         rope_scaling: None,
+        qkv_bias: None,
     };
     config.validate()?;
     Ok(config)
@@ -426,8 +427,8 @@ fn read_weights(dir: &Path) -> Result<Tensors> {
     Ok(all)
 }
 
-/// Our [`GptConfig`] of a Llama-family `config.json` (`llama`, `mistral`): RMSNorm, SwiGLU,
-/// RoPE, no biases, grouped-query attention. What our model cannot compute — RoPE scaling, a
+/// Our [`GptConfig`] of a Llama-family `config.json` (`llama`, `mistral`, `qwen2`): RMSNorm,
+/// SwiGLU, RoPE, no biases (but Qwen2's on q, k and v), grouped-query attention. What our model cannot compute — RoPE scaling, a
 /// sliding window shorter than the context, biases, another activation — is refused naming
 /// the key, rather than imported into a model that would compute something else.
 pub fn llama_config(dir: &Path) -> Result<GptConfig> {
@@ -446,10 +447,26 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
             "`hidden_act` {act:?}: only SiLU (SwiGLU) is supported"
         )));
     }
+    // Qwen2 has biases on q, k and v (and nowhere else) without saying so in its config.
+    let qwen2 = c.get("model_type").and_then(Value::as_str) == Some("qwen2");
     for key in ["attention_bias", "mlp_bias"] {
         if c.get(key).and_then(Value::as_bool) == Some(true) {
             return Err(refuse(format!("`{key}` = true is not supported")));
         }
+    }
+    if let Some(kind) = c
+        .get("layer_types")
+        .and_then(Value::as_array)
+        .and_then(|kinds| kinds.iter().find(|k| k.as_str() != Some("full_attention")))
+    {
+        return Err(refuse(format!(
+            "`layer_types` has {kind}: only full attention is supported yet"
+        )));
+    }
+    if qwen2 && c.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+        return Err(refuse(
+            "`use_sliding_window` = true is not supported yet".into(),
+        ));
     }
     // transformers 5 writes `rope_parameters` ({rope_type, rope_theta, factor, …}); 4 a
     // top-level `rope_theta` and `rope_scaling` ({rope_type or type, factor, …}).
@@ -467,6 +484,7 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
     let max_seq_len = field(&c, &path, "max_position_embeddings")?;
     if let Some(window) = c.get("sliding_window").and_then(Value::as_u64)
         && (window as usize) < max_seq_len
+        && !qwen2
     {
         return Err(refuse(format!(
             "`sliding_window` = {window} (below the context of {max_seq_len}) is not supported yet"
@@ -510,6 +528,7 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
         rope_theta,
         n_kv_head,
         rope_scaling,
+        qkv_bias: qwen2.then_some(true),
     };
     config.validate()?;
     Ok(config)
@@ -545,7 +564,7 @@ fn rope_scaling(key: &str, r: &Value) -> std::result::Result<Option<RopeScaling>
     }
 }
 
-/// Imports a `LlamaForCausalLM` or `MistralForCausalLM` folder (`model.` prefix, `lm_head`
+/// Imports a `LlamaForCausalLM`, `MistralForCausalLM` or `Qwen2ForCausalLM` folder (`model.` prefix, `lm_head`
 /// unless tied): q, k and v become our one `qkv` matrix, queries first.
 pub fn import_llama(dir: &Path, device: &Device) -> Result<Gpt> {
     let config = llama_config(dir)?;
@@ -566,6 +585,14 @@ pub fn import_llama(dir: &Path, device: &Device) -> Result<Gpt> {
         qkv.extend(t.take(&format!("{a}.k_proj.weight"), &[kv, d])?);
         qkv.extend(t.take(&format!("{a}.v_proj.weight"), &[kv, d])?);
         let width = d + 2 * kv;
+        let qkv_bias = if config.has_qkv_bias() {
+            let mut bias = t.take(&format!("{a}.q_proj.bias"), &[d])?;
+            bias.extend(t.take(&format!("{a}.k_proj.bias"), &[kv])?);
+            bias.extend(t.take(&format!("{a}.v_proj.bias"), &[kv])?);
+            Some(Param::from_data(TensorData::new(bias, [width]), device))
+        } else {
+            None
+        };
         blocks.push(Block {
             ln_1: t.rms_norm(&format!("{h}.input_layernorm"), d, eps, device)?,
             attn: Attention {
@@ -574,7 +601,7 @@ pub fn import_llama(dir: &Path, device: &Device) -> Result<Gpt> {
                         TensorData::new(transpose(&qkv, width, d), [d, width]),
                         device,
                     ),
-                    bias: None,
+                    bias: qkv_bias,
                 },
                 proj: t.linear_no_bias(&format!("{a}.o_proj"), d, d, device)?,
                 n_head: config.n_head,
@@ -849,6 +876,9 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
     }
     if c.bias {
         return incompatible("bias", "biases");
+    }
+    if c.has_qkv_bias() {
+        return incompatible("qkv_bias", "biases on q, k and v alone (Qwen2's)");
     }
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (d, kv) = (c.d_model, c.kv_width());

@@ -42,7 +42,7 @@ pub fn variants() -> Vec<GptConfig> {
             ..small()
         },
         // Llama's grouped-query attention (2 key/value heads for 4, with Llama 3.1's RoPE
-        // scaling) and multi-query (1).
+        // scaling and Qwen2's biases on q, k and v) and multi-query (1).
         GptConfig {
             positions: Positions::Rope,
             norm: NormKind::RmsNorm,
@@ -50,6 +50,7 @@ pub fn variants() -> Vec<GptConfig> {
             bias: false,
             n_head: 4,
             n_kv_head: Some(2),
+            qkv_bias: Some(true),
             rope_scaling: Some(RopeScaling::Llama3 {
                 factor: 8.0,
                 low_freq_factor: 1.0,

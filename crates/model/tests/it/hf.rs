@@ -191,6 +191,7 @@ fn llama_family_imports_give_transformers_logits_and_greedy_text() {
         ("llama-tiny", 2, false),
         ("mistral-tiny", 1, true),
         ("llama3-tiny", 2, true),
+        ("qwen2-tiny", 2, true),
     ] {
         let dir = committed(name);
         let model = lmforge_model::hf::import_llama(&dir, &device).unwrap();
@@ -337,4 +338,7 @@ fn llama_export_roundtrips_and_refuses_other_shapes() {
     let gpt2 = import_gpt2(&committed("gpt2-tiny"), &device).unwrap();
     let err = lmforge_model::hf::export_llama(&gpt2, &out).unwrap_err();
     assert!(err.to_string().contains("positions"), "{err}");
+    let qwen2 = lmforge_model::hf::import_llama(&committed("qwen2-tiny"), &device).unwrap();
+    let err = lmforge_model::hf::export_llama(&qwen2, &out).unwrap_err();
+    assert!(err.to_string().contains("qkv_bias"), "{err}");
 }
