@@ -32,6 +32,7 @@
 pub mod counts;
 mod decode;
 mod merge;
+mod metaspace;
 mod model;
 pub mod pretokenize;
 mod serialization;
@@ -65,6 +66,7 @@ pub(crate) mod ops {
 }
 
 pub use decode::DecodeStream;
+pub use metaspace::MetaspaceBpe;
 pub use model::{Allowed, Bpe, Encoding};
 pub use pretokenize::{Flavour, Pretokenizer};
 pub use serialization::byte_to_char;

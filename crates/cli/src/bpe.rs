@@ -419,8 +419,31 @@ fn decode(args: &DecodeArgs) -> Result<()> {
 }
 
 fn convert(args: &ConvertArgs) -> Result<()> {
-    let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
     let out = &args.output;
+    // A SentencePiece-style tokenizer.json (Llama 2, Mistral) has one form: itself, checked.
+    let path = &args.tokenizer.tokenizer;
+    if path.extension().is_some_and(|e| e == "json") {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if lmforge_bpe::MetaspaceBpe::is_metaspace_json(&data) {
+            let spm =
+                lmforge_bpe::MetaspaceBpe::from_tokenizer_json(&data, &path.display().to_string())?;
+            if !out.to_string_lossy().ends_with(".json") {
+                anyhow::bail!(
+                    "{}: a SentencePiece-style tokenizer converts only to a tokenizer.json",
+                    path.display()
+                );
+            }
+            let json = lmforge_tokenizer::Tokenizer::to_tokenizer_json(&spm).unwrap_or_default();
+            crate::output::write_atomic(out, json.as_bytes())?;
+            println!(
+                "{}: {} tokens (SentencePiece-style BPE, as read)",
+                out.display(),
+                lmforge_tokenizer::Tokenizer::vocab_size(&spm)
+            );
+            return Ok(());
+        }
+    }
+    let bpe = load(&args.tokenizer.tokenizer, &args.tokenizer.flavour)?;
     if out.to_string_lossy().ends_with('/') || out.is_dir() {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         bpe.save_vocab_merges(out)?;

@@ -12,7 +12,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use lmforge_bpe::{Bpe, Flavour};
+use lmforge_bpe::{Bpe, Flavour, MetaspaceBpe};
 use lmforge_tokenizer::Kind;
 pub use lmforge_tokenizer::Tokenizer;
 use lmforge_wordpiece::{BertNormalizer, WordPiece};
@@ -68,6 +68,11 @@ pub fn open_tokenizer(path: impl AsRef<Path>) -> Result<Box<dyn Tokenizer>> {
         source,
     })?;
     match Kind::of_tokenizer_json(&data, &name).map_err(|e| format(path, e))? {
+        // SentencePiece-style files (Llama 2, Mistral: `▁` for spaces, byte fallback) are BPE
+        // too, but not byte-level.
+        Kind::Bpe if MetaspaceBpe::is_metaspace_json(&data) => Ok(Box::new(
+            MetaspaceBpe::from_tokenizer_json(&data, &name).map_err(|e| format(path, e))?,
+        )),
         Kind::Bpe => Ok(Box::new(
             Bpe::from_tokenizer_json(&data, &name).map_err(|e| format(path, e))?,
         )),

@@ -3,6 +3,7 @@
 mod counts;
 mod files;
 mod hf;
+mod metaspace;
 mod oracle;
 mod props;
 mod train;

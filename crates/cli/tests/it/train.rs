@@ -593,3 +593,92 @@ fn an_open_model_continues_pretraining_with_finetune() {
     );
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// A SentencePiece-style tokenizer (Llama 2's kind: `▁`, byte fallback) through the whole
+/// continued-pretraining path: `bpe convert` checks and keeps it, `convert` writes the corpus
+/// with it (`</s>` ending each document), a Llama-shaped model carrying it trains on that with
+/// `--finetune`, and `generate` decodes the continuation with it.
+#[test]
+fn a_sentencepiece_tokenizer_carries_through_continued_pretraining() {
+    let dir = tempdir("spm");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bpe/tests/fixtures/spm-llama.json");
+    let tokenizer = dir.join("tokenizer.json");
+    let out = ok(&lmforge(&[
+        "bpe",
+        "convert",
+        "--tokenizer",
+        s(&fixture),
+        "--output",
+        s(&tokenizer),
+    ]));
+    assert!(out.contains("601 tokens"), "{out}");
+    assert_eq!(fs::read(&tokenizer).unwrap(), fs::read(&fixture).unwrap());
+    let corpus = dir.join("corpus.jsonl");
+    let mut text = String::new();
+    for i in 0..80 {
+        let line = format!("Il était une fois une tortue numéro {i} qui vivait près de la rivière.");
+        text.push_str(&serde_json::json!({ "text": line }).to_string());
+        text.push('\n');
+    }
+    fs::write(&corpus, text).unwrap();
+    let prefix = dir.join("corpus");
+    ok(&lmforge(&[
+        "convert",
+        "--input",
+        s(&corpus),
+        "--tokenizer",
+        s(&tokenizer),
+        "--output-prefix",
+        s(&prefix),
+        "--append-eod",
+    ]));
+    let config = lmforge_model::GptConfig {
+        positions: lmforge_model::Positions::Rope,
+        norm: lmforge_model::NormKind::RmsNorm,
+        activation: lmforge_model::Activation::Swiglu,
+        bias: false,
+        tie_embeddings: false,
+        n_layer: 1,
+        d_model: 32,
+        n_head: 4,
+        n_kv_head: Some(1),
+        d_ff: Some(64),
+        dropout: 0.0,
+        max_seq_len: 64,
+        ..lmforge_model::GptConfig::tiny(640)
+    };
+    let open = dir.join("open");
+    let model = config.init(&burn::tensor::Device::flex(), 2).unwrap();
+    lmforge_model::hf::export_llama(&model, &open).unwrap();
+    fs::copy(&tokenizer, open.join("tokenizer.json")).unwrap();
+    let save = dir.join("run");
+    let data = dir.join("corpus_text_document");
+    ok(&lmforge(&[
+        "train", "gpt", "--load", s(&open), "--finetune", "--data-path", s(&data),
+        "--tokenizer", s(&tokenizer), "--split", "90,5,5", "--seq-length", "32",
+        "--micro-batch-size", "2", "--global-batch-size", "2", "--train-iters", "4",
+        "--lr", "3e-3", "--lr-warmup-iters", "1", "--eval-interval", "0", "--save", s(&save),
+        "--device", "flex",
+    ]));
+    let trained = save.join("iter_0000004");
+    assert_eq!(
+        fs::read(trained.join("tokenizer.json")).unwrap(),
+        fs::read(&fixture).unwrap(),
+        "the checkpoint carries the SentencePiece tokenizer as it was"
+    );
+    let out = ok(&lmforge(&[
+        "generate",
+        "--checkpoint",
+        s(&trained),
+        "--prompt",
+        "Il était une fois",
+        "--tokens",
+        "6",
+        "--device",
+        "cpu",
+        "--json",
+    ]));
+    assert!(out.contains("Il était une fois"), "{out}");
+    fs::remove_dir_all(dir).unwrap();
+}
