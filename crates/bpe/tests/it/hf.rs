@@ -109,3 +109,24 @@ fn add_prefix_space_encodes_identically_in_hf_tokenizers() {
         );
     }
 }
+
+/// Llama 3's form of tokenizer.json: its own pattern (a Split before a regex-less ByteLevel)
+/// and `ignore_merges` (a piece that is a token is taken whole). Read from a file so written,
+/// ours encodes as Hugging Face's does.
+#[test]
+fn llama3_style_files_encode_identically_in_hf_tokenizers() {
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let mut trainer = BpeTrainer::builder()
+        .vocab_size(3000)
+        .pattern(pretokenize::CL100K)
+        .build()
+        .unwrap();
+    trainer.feed(&crate::corpus_texts(200_000));
+    let (bpe, _) = trainer.train().unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&bpe.to_tokenizer_json()).unwrap();
+    json["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = LLAMA3.into();
+    json["model"]["ignore_merges"] = true.into();
+    let text = json.to_string();
+    let ours = Bpe::from_tokenizer_json(text.as_bytes(), "llama3.json").unwrap();
+    check_same(&ours, &text, "llama3");
+}

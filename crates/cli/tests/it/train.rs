@@ -617,7 +617,8 @@ fn a_sentencepiece_tokenizer_carries_through_continued_pretraining() {
     let corpus = dir.join("corpus.jsonl");
     let mut text = String::new();
     for i in 0..80 {
-        let line = format!("Il était une fois une tortue numéro {i} qui vivait près de la rivière.");
+        let line =
+            format!("Il était une fois une tortue numéro {i} qui vivait près de la rivière.");
         text.push_str(&serde_json::json!({ "text": line }).to_string());
         text.push('\n');
     }
@@ -655,11 +656,35 @@ fn a_sentencepiece_tokenizer_carries_through_continued_pretraining() {
     let save = dir.join("run");
     let data = dir.join("corpus_text_document");
     ok(&lmforge(&[
-        "train", "gpt", "--load", s(&open), "--finetune", "--data-path", s(&data),
-        "--tokenizer", s(&tokenizer), "--split", "90,5,5", "--seq-length", "32",
-        "--micro-batch-size", "2", "--global-batch-size", "2", "--train-iters", "4",
-        "--lr", "3e-3", "--lr-warmup-iters", "1", "--eval-interval", "0", "--save", s(&save),
-        "--device", "flex",
+        "train",
+        "gpt",
+        "--load",
+        s(&open),
+        "--finetune",
+        "--data-path",
+        s(&data),
+        "--tokenizer",
+        s(&tokenizer),
+        "--split",
+        "90,5,5",
+        "--seq-length",
+        "32",
+        "--micro-batch-size",
+        "2",
+        "--global-batch-size",
+        "2",
+        "--train-iters",
+        "4",
+        "--lr",
+        "3e-3",
+        "--lr-warmup-iters",
+        "1",
+        "--eval-interval",
+        "0",
+        "--save",
+        s(&save),
+        "--device",
+        "flex",
     ]));
     let trained = save.join("iter_0000004");
     assert_eq!(
