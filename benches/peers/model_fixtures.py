@@ -14,8 +14,8 @@
 3. crates/model/tests/fixtures/llama-tiny/ and mistral-tiny/: randomly initialised
    LlamaForCausalLM (grouped-query attention, 2 key/value heads for 4 query heads, untied
    head) and MistralForCausalLM (multi-query: 1 key/value head, tied head, no sliding
-   window), llama3-tiny (Llama 3.1's RoPE scaling, tied head) and qwen2-tiny (biases on q, k
-   and v), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
+   window), llama3-tiny (Llama 3.1's RoPE scaling, tied head), qwen2-tiny (biases on q, k
+   and v) and mistral-sw-tiny (a sliding window of 8), weights drawn with a larger std than transformers' 0.02 so that the logits spread,
    with expected.safetensors: the logits of three token sequences and transformers' greedy
    `generate` of 32 tokens after each.
 `check-llama DIR FIXTURE` loads a folder written by `lmforge model export-llama` with
@@ -86,7 +86,7 @@ def llama_family(kind):
     from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
                               Qwen2Config, Qwen2ForCausalLM)
 
-    torch.manual_seed({"llama": 1, "mistral": 2, "llama3": 3, "qwen2": 4}[kind])
+    torch.manual_seed({"llama": 1, "mistral": 2, "llama3": 3, "qwen2": 4, "mistral-sw": 5}[kind])
     common = dict(
         vocab_size=256, hidden_size=32, intermediate_size=72, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5,
@@ -110,6 +110,11 @@ def llama_family(kind):
         config = Qwen2Config(**common, num_key_value_heads=2, rope_theta=1000000.0,
                              tie_word_embeddings=True, use_sliding_window=False)
         model = Qwen2ForCausalLM(config)
+    elif kind == "mistral-sw":
+        # Mistral v0.1's sliding window, short (8) so that the three sequences pass it.
+        config = MistralConfig(**common, num_key_value_heads=2, rope_theta=10000.0,
+                               sliding_window=8, tie_word_embeddings=False)
+        model = MistralForCausalLM(config)
     else:
         config = MistralConfig(**common, num_key_value_heads=1, rope_theta=10000.0,
                                sliding_window=None, tie_word_embeddings=True)
@@ -195,6 +200,7 @@ if __name__ == "__main__":
         llama_family("mistral")
         llama_family("llama3")
         llama_family("qwen2")
+        llama_family("mistral-sw")
     else:
         gpt2()
         minilm()
@@ -202,3 +208,4 @@ if __name__ == "__main__":
         llama_family("mistral")
         llama_family("llama3")
         llama_family("qwen2")
+        llama_family("mistral-sw")

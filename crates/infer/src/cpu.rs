@@ -541,6 +541,7 @@ impl CpuGpt {
         let scale = (hd as f32).sqrt().recip();
         scores.clear();
         scores.resize(pos + 1, 0.0);
+        let window_start = c.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
         for h in 0..c.n_head {
             let qh = &q[h * hd..(h + 1) * hd];
             for (start, keys) in pool.runs(seq, layer, false, pos + 1) {
@@ -554,9 +555,12 @@ impl CpuGpt {
                     scores[k] = score;
                 }
             }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // Keys before a sliding window's start weigh nothing.
+            let (outside, inside) = scores.split_at_mut(window_start);
+            outside.fill(0.0);
+            let max = inside.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
-            for s in scores.iter_mut() {
+            for s in inside.iter_mut() {
                 *s = exp_le0(*s - max);
                 sum += *s;
             }

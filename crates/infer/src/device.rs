@@ -262,7 +262,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(chunks: &[Chunk<'_>], block_tokens: usize) -> Plan {
+    fn new(chunks: &[Chunk<'_>], block_tokens: usize, window: Option<usize>) -> Plan {
         let slot = |seq: &SeqKv, p: usize| {
             1 + seq.blocks[p / block_tokens] as i64 * block_tokens as i64
                 + (p % block_tokens) as i64
@@ -309,8 +309,10 @@ impl Plan {
                     .push(if real { (start + j) as i64 } else { 0 });
                 // A padding query sees the first key only: a row with every key masked is
                 // NaN on some backends.
+                // Causal, and within a sliding window where the model has one.
+                let seen = |k: usize| k <= start + j && window.is_none_or(|w| k + w > start + j);
                 plan.masked
-                    .extend((0..keys).map(|k| if real { k > start + j } else { k != 0 }));
+                    .extend((0..keys).map(|k| if real { !seen(k) } else { k != 0 }));
             }
             row += n as i64;
         }
@@ -341,7 +343,11 @@ impl Batched for DeviceGpt {
             .collect();
         pool.reserve(&mut growth)?;
         drop(growth);
-        let plan = Plan::new(chunks, pool.blocks.block_tokens());
+        let plan = Plan::new(
+            chunks,
+            pool.blocks.block_tokens(),
+            self.model.config().sliding_window,
+        );
         let store = &mut pool.store;
         let c = self.model.config();
         let (d, heads, hd) = (c.d_model, c.n_head, c.head_dim());

@@ -138,6 +138,11 @@ pub struct GptConfig {
     /// other layers; `None` follows `bias`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qkv_bias: Option<bool>,
+    /// Each query attends to itself and the `w - 1` keys before it (Mistral's sliding
+    /// window); `None`: to every earlier key. The caches keep every key (a ring is not
+    /// written yet), so the window changes what is computed, not the memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
 }
 
 /// The checks GPT and BERT configs share: sizes at least 1, heads dividing the width, dropout
@@ -200,6 +205,7 @@ impl GptConfig {
             n_kv_head: None,
             rope_scaling: None,
             qkv_bias: None,
+            sliding_window: None,
         }
     }
 
@@ -329,6 +335,9 @@ impl GptConfig {
             self.dropout,
             self.norm_eps,
         )?;
+        if self.sliding_window == Some(0) {
+            return Err(Error::config("sliding_window", "must be at least 1"));
+        }
         if let Some(kv) = self.n_kv_head
             && (kv == 0 || !self.n_head.is_multiple_of(kv))
         {

@@ -592,6 +592,24 @@ impl Gpt {
             (None, Positions::Sinusoidal) => x = x + sinusoids(positions.clone(), config.d_model),
             _ => {}
         }
+        // A sliding window masks keys `w` or more positions before the query.
+        let mask = match config.sliding_window {
+            None => mask,
+            Some(w) => {
+                let [batch, queries] = positions.dims();
+                let keys = key_positions.dims()[1];
+                let distance = positions.clone().unsqueeze_dim::<3>(2)
+                    - key_positions.clone().unsqueeze_dim::<3>(1);
+                let window = distance
+                    .greater_equal_elem(w as i64)
+                    .unsqueeze_dim::<4>(1)
+                    .expand([batch, config.n_head, queries, keys]);
+                Some(match mask {
+                    Some(mask) => mask.bool_or(window),
+                    None => window,
+                })
+            }
+        };
         let frame = Frame {
             rope: (config.positions == Positions::Rope)
                 .then(|| rope_tables(positions.clone(), &config.rope_frequencies())),

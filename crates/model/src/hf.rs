@@ -324,6 +324,7 @@ pub fn gpt2_config(dir: &Path) -> Result<GptConfig> {
         n_kv_head: None,
         rope_scaling: None,
         qkv_bias: None,
+        sliding_window: None,
     };
     config.validate()?;
     Ok(config)
@@ -482,14 +483,11 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
         Some((key, r)) => rope_scaling(key, r).map_err(refuse)?,
     };
     let max_seq_len = field(&c, &path, "max_position_embeddings")?;
-    if let Some(window) = c.get("sliding_window").and_then(Value::as_u64)
-        && (window as usize) < max_seq_len
-        && !qwen2
-    {
-        return Err(refuse(format!(
-            "`sliding_window` = {window} (below the context of {max_seq_len}) is not supported yet"
-        )));
-    }
+    // Mistral's window applies to every layer; a window as long as the context is none.
+    let sliding_window = match c.get("sliding_window").and_then(Value::as_u64) {
+        Some(window) if (window as usize) < max_seq_len && !qwen2 => Some(window as usize),
+        _ => None,
+    };
     let (d_model, n_head) = (
         field(&c, &path, "hidden_size")?,
         field(&c, &path, "num_attention_heads")?,
@@ -529,6 +527,7 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
         n_kv_head,
         rope_scaling,
         qkv_bias: qwen2.then_some(true),
+        sliding_window,
     };
     config.validate()?;
     Ok(config)
@@ -879,6 +878,9 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
     }
     if c.has_qkv_bias() {
         return incompatible("qkv_bias", "biases on q, k and v alone (Qwen2's)");
+    }
+    if c.sliding_window.is_some() {
+        return incompatible("sliding_window", "a sliding window (Mistral's)");
     }
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (d, kv) = (c.d_model, c.kv_width());

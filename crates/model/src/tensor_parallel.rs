@@ -171,6 +171,9 @@ pub fn check_config(config: &crate::GptConfig, tp: usize) -> Result<()> {
     if !config.n_head.is_multiple_of(tp) {
         return bad(format!("{} attention heads do not divide", config.n_head));
     }
+    if tp > 1 && config.sliding_window.is_some() {
+        return bad("a sliding window is not split over ranks yet".into());
+    }
     if tp > 1 && config.kv_heads() != config.n_head {
         return bad(format!(
             "grouped-query attention ({} key/value heads for {}) is not split over ranks yet",

@@ -399,21 +399,28 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
 /// every route buffers anyway.
 async fn read_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    let read = read_limited(body, limits.max_body_bytes);
     match tokio::time::timeout(limits.body_timeout, read).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Ok(Err(e)) if is_length_limit(&e) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is larger than {} bytes",
-                limits.max_body_bytes
-            ),
-        )
-        .into_response(),
-        Ok(Err(e)) => ApiError::new(
+        Ok(Err(Body::TooLarge)) => {
+            let mut response = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than {} bytes",
+                    limits.max_body_bytes
+                ),
+            )
+            .into_response();
+            // Past the drained bytes the rest is not read: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        Ok(Err(Body::Failed(e))) => ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("reading the request body: {e}"),
         )
@@ -435,16 +442,38 @@ async fn read_body(State(limits): State<Limits>, request: Request, next: Next) -
     }
 }
 
-/// Whether reading a body failed on `to_bytes`'s limit rather than on the connection.
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// Bytes of an oversized body read and thrown away before the 413 is sent: a client still
+/// writing its body when the server closes gets a TCP reset, which loses the 413 it was sent
+/// (curl and Python's `requests` then report a broken connection). Go's server does the same.
+const DRAIN_BYTES: usize = 16 << 20;
+
+/// Why a request body was not read.
+enum Body {
+    /// Over the limit (read on, and discarded, up to [`DRAIN_BYTES`] more).
+    TooLarge,
+    Failed(axum::Error),
+}
+
+/// The whole body if it is at most `limit` bytes.
+async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, Body> {
+    use http_body_util::BodyExt;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Body::Failed)?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                kept.extend_from_slice(&data);
+            } else if seen > limit.saturating_add(DRAIN_BYTES) {
+                return Err(Body::TooLarge);
+            }
         }
-        source = e.source();
     }
-    false
+    if seen > limit {
+        return Err(Body::TooLarge);
+    }
+    Ok(axum::body::Bytes::from(kept))
 }
 
 async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {

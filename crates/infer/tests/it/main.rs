@@ -59,9 +59,11 @@ pub fn variants() -> Vec<GptConfig> {
             }),
             ..small()
         },
+        // Multi-query with Mistral's sliding window (5 keys), which prompts and decoding pass.
         GptConfig {
             n_head: 4,
             n_kv_head: Some(1),
+            sliding_window: Some(5),
             ..small()
         },
     ]

@@ -192,11 +192,14 @@ fn llama_family_imports_give_transformers_logits_and_greedy_text() {
         ("mistral-tiny", 1, true),
         ("llama3-tiny", 2, true),
         ("qwen2-tiny", 2, true),
+        ("mistral-sw-tiny", 2, false),
     ] {
         let dir = committed(name);
         let model = lmforge_model::hf::import_llama(&dir, &device).unwrap();
         assert_eq!(model.config().kv_heads(), kv_heads, "{name}");
         assert_eq!(model.config().tie_embeddings, tied, "{name}");
+        let window = (name == "mistral-sw-tiny").then_some(8);
+        assert_eq!(model.config().sliding_window, window, "{name}");
         let expected = read_expected(&dir.join("expected.safetensors"));
         for i in 0..3 {
             let (_, ids) = &expected[&format!("ids.{i}")];
