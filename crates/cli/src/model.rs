@@ -260,12 +260,18 @@ fn import(args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Carries `tokenizer.json` along, so the output folder is complete.
+/// Carries `tokenizer.json` and `generation_config.json` (its end-of-sequence ids) along, so the
+/// output folder is complete.
 fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
-    let src = from.join("tokenizer.json");
-    if src.is_file() {
-        std::fs::copy(&src, to.join("tokenizer.json"))
-            .with_context(|| format!("copying {}", src.display()))?;
+    for name in [
+        "tokenizer.json",
+        lmforge_infer::generation_config::GENERATION_CONFIG,
+    ] {
+        let src = from.join(name);
+        if src.is_file() {
+            std::fs::copy(&src, to.join(name))
+                .with_context(|| format!("copying {}", src.display()))?;
+        }
     }
     Ok(())
 }
@@ -518,7 +524,13 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
         }
     }
     if args.stop_token.is_empty() {
-        stop_tokens.extend(tokenizer.eod_id());
+        // The model's own end-of-sequence ids (generation_config.json), else the tokenizer's.
+        let eos = lmforge_infer::eos_ids(&args.checkpoint)?;
+        if eos.is_empty() {
+            stop_tokens.extend(tokenizer.eod_id());
+        } else {
+            stop_tokens.extend(eos);
+        }
     }
     let started = Instant::now();
     let samples: Vec<(Vec<u32>, String)> = if let Some(width) = args.beam_width {

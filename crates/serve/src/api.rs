@@ -259,18 +259,17 @@ pub async fn megatron(
             "beam search takes exactly one prompt",
         ));
     }
-    let eod = state.tokenizer.eod_id();
     let vocab = state.tokenizer.vocab_size() as i64;
-    let stop_token = match map.get("stop_token") {
-        None | Some(Value::Null) => eod,
-        Some(_) => Some(integer(&map, "stop_token", 0, 0, vocab - 1)? as u32),
+    let stop_tokens: Vec<u32> = match map.get("stop_token") {
+        None | Some(Value::Null) => state.eos.clone(),
+        Some(_) => vec![integer(&map, "stop_token", 0, 0, vocab - 1)? as u32],
     };
     let length_penalty = number(&map, "length_penalty", 1.0, "a finite number", |_| true)?;
     let mut encoded = Vec::with_capacity(prompts.len());
     for p in &prompts {
         let mut ids = Vec::new();
         if add_bos {
-            ids.push(eod.ok_or_else(|| {
+            ids.push(state.tokenizer.eod_id().ok_or_else(|| {
                 ApiError::field("add_BOS", "the tokenizer has no end-of-document token")
             })?);
         }
@@ -286,7 +285,7 @@ pub async fn megatron(
             encoded.remove(0),
             width,
             tokens_to_generate,
-            stop_token,
+            stop_tokens.clone(),
             length_penalty as f32,
         )
         .await?;
@@ -328,7 +327,7 @@ pub async fn megatron(
                 repetition_penalty: 1.0,
                 seed: seed.wrapping_add(i as u64),
             },
-            stop_tokens: stop_token.into_iter().collect(),
+            stop_tokens: stop_tokens.clone(),
             stops: stops.clone(),
             keep_stop: true,
             prompt_logprobs: logprobs,
@@ -447,7 +446,7 @@ pub async fn completions(
                 stop_tokens: if ignore_eos {
                     Vec::new()
                 } else {
-                    state.tokenizer.eod_id().into_iter().collect()
+                    state.eos.clone()
                 },
                 stops: stops.clone(),
                 keep_stop: false,

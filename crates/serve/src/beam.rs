@@ -14,7 +14,7 @@ pub async fn search(
     prompt: Vec<u32>,
     width: usize,
     tokens: usize,
-    stop_token: Option<u32>,
+    stops: Vec<u32>,
     length_penalty: f32,
 ) -> Result<Vec<(Vec<u32>, f32)>, ApiError> {
     if prompt.len() + tokens > state.engine.limit {
@@ -29,7 +29,6 @@ pub async fn search(
     }
     let state = state.clone();
     let run = tokio::task::spawn_blocking(move || {
-        let stops: Vec<u32> = stop_token.into_iter().collect();
         state
             .model
             .beam_search(&prompt, width, tokens, &stops, length_penalty)

@@ -125,6 +125,9 @@ impl Default for ServeOptions {
 pub(crate) struct AppState {
     engine: Engine,
     tokenizer: Box<dyn Tokenizer>,
+    /// What ends a completion: the model's `generation_config.json` ids, else the tokenizer's
+    /// end-of-document token.
+    eos: Vec<u32>,
     metrics: Arc<Metrics>,
     model_name: String,
     api_key: Option<String>,
@@ -208,6 +211,11 @@ impl Server {
                 ),
             ));
         }
+        let mut eos = lmforge_infer::eos_ids(&options.checkpoint)
+            .map_err(|e| load(&options.checkpoint, e.to_string()))?;
+        if eos.is_empty() {
+            eos.extend(tokenizer.eod_id());
+        }
         let metrics = Arc::new(Metrics::default());
         let block_bytes = model.block_bytes(e.block_tokens);
         if options.engine.kv_cache_bytes < block_bytes {
@@ -228,6 +236,7 @@ impl Server {
         let state = Arc::new(AppState {
             engine,
             tokenizer,
+            eos,
             metrics,
             model_name,
             api_key: options.api_key.clone(),

@@ -307,6 +307,10 @@ fn an_imported_llama_decodes_transformers_greedy_text_on_the_cpu_engine() {
         out.contains("imported Llama") && out.contains("(2 key/value)"),
         "{out}"
     );
+    assert!(
+        ours.join("generation_config.json").is_file(),
+        "the import keeps the model's end-of-sequence ids"
+    );
     let bytes = fs::read(fixture.join("expected.safetensors")).unwrap();
     let expected = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let ids = |name: &str| -> Vec<u32> {
@@ -787,4 +791,66 @@ mod soak {
             _ => tally.dropped += 1,
         }
     }
+}
+
+/// A checkpoint's `generation_config.json` (as Hugging Face folders carry it, and `model
+/// import` keeps) names the ids that end a sequence: greedy generation stops at the first of
+/// them rather than at the tokenizer's end-of-document token only.
+#[test]
+fn generation_config_eos_ids_end_generation() {
+    let dir = tempdir("eos");
+    let ckpt = checkpoint(&dir);
+    let greedy = || -> Vec<u64> {
+        let out = ok(&lmforge(&[
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--prompt",
+            "the cat",
+            "--tokens",
+            "8",
+            "--device",
+            "cpu",
+            "--json",
+        ]));
+        let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        line["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
+    };
+    let all = greedy();
+    assert!(all.len() >= 3, "{all:?}");
+    let eos = all[2];
+    let first = all.iter().position(|&t| t == eos).unwrap();
+    fs::write(
+        ckpt.join("generation_config.json"),
+        format!(r#"{{"bos_token_id": 1, "eos_token_id": [{eos}, 299]}}"#),
+    )
+    .unwrap();
+    let stopped = greedy();
+    assert!(
+        stopped == all[..first] || stopped == all[..=first],
+        "{stopped:?} does not stop at {eos} in {all:?}"
+    );
+    fs::write(
+        ckpt.join("generation_config.json"),
+        r#"{"eos_token_id": "x"}"#,
+    )
+    .unwrap();
+    fails_with(
+        &lmforge(&[
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--prompt",
+            "the cat",
+            "--device",
+            "cpu",
+        ]),
+        "generation_config.json",
+    );
+    fs::remove_dir_all(dir).unwrap();
 }
