@@ -24,8 +24,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Write an lmforge GPT as a GPT-2 folder transformers loads.
     ExportGpt2(ExportArgs),
-    /// Write an lmforge GPT of Llama's architecture (RoPE, RMSNorm, SwiGLU, no biases; any
-    /// key/value heads) as a Hugging Face Llama folder.
+    /// Write an lmforge GPT of the Llama family (RoPE, RMSNorm, SwiGLU; any key/value heads) as
+    /// a Hugging Face folder: Llama, Mistral (a sliding window) or Qwen2 (q/k/v biases).
     ExportLlama(ExportArgs),
     /// Sentence embeddings of each input line, as sentence-transformers computes them.
     Embed(EmbedArgs),
@@ -291,7 +291,7 @@ fn export(args: &ExportArgs, layout: &str) -> Result<()> {
     std::fs::create_dir_all(&args.output)?;
     let class = if layout == "llama" {
         lmforge_model::hf::export_llama(&model, &args.output)?;
-        "LlamaForCausalLM"
+        "AutoModelForCausalLM"
     } else {
         lmforge_model::hf::export_gpt2(&model, &args.output)?;
         "GPT2LMHeadModel"

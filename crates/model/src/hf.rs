@@ -852,10 +852,12 @@ pub fn export_gpt2(model: &Gpt, dir: &Path) -> Result<()> {
     )
 }
 
-/// Writes `model` as a Hugging Face Llama folder that transformers loads with
-/// `LlamaForCausalLM.from_pretrained` (and vLLM, TGI and llama.cpp's converter read): our
-/// `qkv` cut back into `q_proj`, `k_proj`, `v_proj`, every `nn.Linear` as `[out, in]`. Only a
-/// model of Llama's architecture maps: RoPE, RMSNorm, SwiGLU, no biases.
+/// Writes `model` as a Hugging Face folder of the Llama family that transformers loads with
+/// `AutoModelForCausalLM.from_pretrained` (and vLLM, TGI and llama.cpp's converter read):
+/// `LlamaForCausalLM`, or `MistralForCausalLM` for a sliding window, or `Qwen2ForCausalLM` for
+/// biases on q, k and v; our `qkv` cut back into `q_proj`, `k_proj`, `v_proj`, every
+/// `nn.Linear` as `[out, in]`. Only a model of that architecture maps: RoPE, RMSNorm, SwiGLU,
+/// no other biases.
 pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
     let c = model.config();
     let incompatible = |field: &'static str, what: &str| {
@@ -876,12 +878,16 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
     if c.bias {
         return incompatible("bias", "biases");
     }
-    if c.has_qkv_bias() {
-        return incompatible("qkv_bias", "biases on q, k and v alone (Qwen2's)");
-    }
-    if c.sliding_window.is_some() {
-        return incompatible("sliding_window", "a sliding window (Mistral's)");
-    }
+    // The family member that holds the switches: Qwen2 for biases on q, k and v, Mistral for
+    // a sliding window.
+    let (class, model_type) = match (c.has_qkv_bias(), c.sliding_window) {
+        (true, Some(_)) => {
+            return incompatible("sliding_window", "a sliding window with q/k/v biases");
+        }
+        (true, None) => ("Qwen2ForCausalLM", "qwen2"),
+        (false, Some(_)) => ("MistralForCausalLM", "mistral"),
+        (false, None) => ("LlamaForCausalLM", "llama"),
+    };
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let (d, kv) = (c.d_model, c.kv_width());
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
@@ -919,6 +925,20 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
         tensors.push((format!("{a}.q_proj.weight"), vec![d, d], rows(0, d)));
         tensors.push((format!("{a}.k_proj.weight"), vec![kv, d], rows(d, kv)));
         tensors.push((format!("{a}.v_proj.weight"), vec![kv, d], rows(d + kv, kv)));
+        if let Some(bias) = &block.attn.qkv.bias {
+            let bias = host_values(bias.val().unsqueeze::<2>());
+            tensors.push((format!("{a}.q_proj.bias"), vec![d], bias[..d].to_vec()));
+            tensors.push((
+                format!("{a}.k_proj.bias"),
+                vec![kv],
+                bias[d..d + kv].to_vec(),
+            ));
+            tensors.push((
+                format!("{a}.v_proj.bias"),
+                vec![kv],
+                bias[d + kv..].to_vec(),
+            ));
+        }
         tensors.push(linear(format!("{a}.o_proj.weight"), &block.attn.proj));
         let gate = block.mlp.gate.as_ref().ok_or_else(|| {
             Error::config("activation", "a SwiGLU block without its gate".to_string())
@@ -951,9 +971,9 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
         }),
     };
     // transformers 4's keys (`rope_theta`, `rope_scaling`), which 5 also reads.
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    let mut config = serde_json::json!({
+        "architectures": [class],
+        "model_type": model_type,
         "vocab_size": c.vocab_size,
         "hidden_size": d,
         "intermediate_size": c.ffn_hidden(),
@@ -971,6 +991,14 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
         "tie_word_embeddings": c.tie_embeddings,
         "torch_dtype": "float32",
     });
+    match model_type {
+        "mistral" => config["sliding_window"] = c.sliding_window.into(),
+        "qwen2" => {
+            config["use_sliding_window"] = false.into();
+            config["sliding_window"] = Value::Null;
+        }
+        _ => {}
+    }
     crate::checkpoint::write_atomic(
         &dir.join("config.json"),
         serde_json::to_string_pretty(&config)

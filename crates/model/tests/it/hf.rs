@@ -299,13 +299,14 @@ fn llama_imports_refuse_what_they_cannot_compute() {
     fs::remove_dir_all(dir).unwrap();
 }
 
-/// Our Llama-shaped models exported as Hugging Face Llama folders: the import of the export
-/// is the same model (config and logits, bit for bit), for grouped-query attention, a tied and
-/// an untied head and Llama 3.1's RoPE scaling; a GPT-2-shaped model is refused by name.
+/// Our Llama-family models exported as Hugging Face folders (Llama, Qwen2 for q/k/v biases,
+/// Mistral for a sliding window): the import of the export is the same model (config and
+/// logits, bit for bit), for grouped-query attention, a tied and an untied head and Llama 3.1's
+/// RoPE scaling; a GPT-2-shaped model is refused by name.
 #[test]
 fn llama_export_roundtrips_and_refuses_other_shapes() {
     let device = Device::flex();
-    for name in ["llama-tiny", "llama3-tiny"] {
+    for name in ["llama-tiny", "llama3-tiny", "qwen2-tiny", "mistral-sw-tiny"] {
         let model = lmforge_model::hf::import_llama(&committed(name), &device).unwrap();
         let out = tempdir(&format!("export-{name}"));
         lmforge_model::hf::export_llama(&model, &out).unwrap();
@@ -341,7 +342,11 @@ fn llama_export_roundtrips_and_refuses_other_shapes() {
     let gpt2 = import_gpt2(&committed("gpt2-tiny"), &device).unwrap();
     let err = lmforge_model::hf::export_llama(&gpt2, &out).unwrap_err();
     assert!(err.to_string().contains("positions"), "{err}");
-    let qwen2 = lmforge_model::hf::import_llama(&committed("qwen2-tiny"), &device).unwrap();
-    let err = lmforge_model::hf::export_llama(&qwen2, &out).unwrap_err();
-    assert!(err.to_string().contains("qkv_bias"), "{err}");
+    let both = lmforge_model::GptConfig {
+        qkv_bias: Some(true),
+        sliding_window: Some(4),
+        ..linear
+    };
+    let err = lmforge_model::hf::export_llama(&both.init(&device, 1).unwrap(), &out).unwrap_err();
+    assert!(err.to_string().contains("sliding_window"), "{err}");
 }
