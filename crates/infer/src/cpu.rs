@@ -664,7 +664,8 @@ fn add_sinusoid(row: &mut [f32], pos: usize) {
 /// turning at `frequencies[i]` ([`GptConfig::rope_frequencies`], as the burn model's tables).
 fn rope(x: &mut [f32], pos: usize, n_head: usize, frequencies: &[f32]) {
     let hd = x.len() / n_head;
-    let half = hd / 2;
+    // Under partial rotary the pairs are `(i, i + half)` of the first `2·half` dimensions.
+    let half = frequencies.len().min(hd / 2);
     for head in x.chunks_mut(hd) {
         for (i, &frequency) in frequencies.iter().enumerate().take(half) {
             let (sin, cos) = (pos as f32 * frequency).sin_cos();

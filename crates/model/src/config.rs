@@ -143,6 +143,11 @@ pub struct GptConfig {
     /// written yet), so the window changes what is computed, not the memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
+    /// The fraction of each head's width RoPE rotates (GPT-NeoX's `rotary_pct`, Phi's
+    /// `partial_rotary_factor`): the first `rotary_dim` of its dimensions; the rest pass
+    /// unrotated. `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotary_pct: Option<f64>,
 }
 
 /// The checks GPT and BERT configs share: sizes at least 1, heads dividing the width, dropout
@@ -206,6 +211,7 @@ impl GptConfig {
             rope_scaling: None,
             qkv_bias: None,
             sliding_window: None,
+            rotary_pct: None,
         }
     }
 
@@ -273,7 +279,7 @@ impl GptConfig {
     /// `1/θ^(2i/head_dim)`, stretched by [`GptConfig::rope_scaling`]. The one definition every
     /// engine rotates with.
     pub fn rope_frequencies(&self) -> Vec<f64> {
-        let hd = self.head_dim();
+        let hd = self.rotary_dim();
         let base = (0..hd / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / hd as f64));
         match self.rope_scaling {
             None => base.collect(),
@@ -300,6 +306,15 @@ impl GptConfig {
                 })
                 .collect()
             }
+        }
+    }
+
+    /// The dimensions of each head that RoPE rotates (see [`GptConfig::rotary_pct`]), as
+    /// GPT-NeoX counts them: `head_dim · rotary_pct`, rounded down.
+    pub fn rotary_dim(&self) -> usize {
+        match self.rotary_pct {
+            Some(pct) => (self.head_dim() as f64 * pct) as usize,
+            None => self.head_dim(),
         }
     }
 
@@ -335,6 +350,22 @@ impl GptConfig {
             self.dropout,
             self.norm_eps,
         )?;
+        if let Some(pct) = self.rotary_pct
+            && !(pct > 0.0
+                && pct <= 1.0
+                && self.rotary_dim() >= 2
+                && self.rotary_dim().is_multiple_of(2))
+        {
+            return Err(Error::config(
+                "rotary_pct",
+                format!(
+                    "{pct} rotates {} of each head's {} dimensions: give a fraction in (0, 1] \
+                     that rotates an even number, at least 2",
+                    self.rotary_dim(),
+                    self.head_dim()
+                ),
+            ));
+        }
         if self.sliding_window == Some(0) {
             return Err(Error::config("sliding_window", "must be at least 1"));
         }

@@ -325,6 +325,7 @@ pub fn gpt2_config(dir: &Path) -> Result<GptConfig> {
         rope_scaling: None,
         qkv_bias: None,
         sliding_window: None,
+        rotary_pct: None,
     };
     config.validate()?;
     Ok(config)
@@ -528,6 +529,7 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
         rope_scaling,
         qkv_bias: qwen2.then_some(true),
         sliding_window,
+        rotary_pct: None,
     };
     config.validate()?;
     Ok(config)
@@ -877,6 +879,9 @@ pub fn export_llama(model: &Gpt, dir: &Path) -> Result<()> {
     }
     if c.bias {
         return incompatible("bias", "biases");
+    }
+    if c.rotary_pct.is_some_and(|p| p < 1.0) {
+        return incompatible("rotary_pct", "partial rotary");
     }
     // The family member that holds the switches: Qwen2 for biases on q, k and v, Mistral for
     // a sliding window.

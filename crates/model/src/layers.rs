@@ -129,9 +129,17 @@ pub fn rope_tables(positions: Tensor<2, Int>, frequencies: &[f64]) -> (Tensor<4>
     (angles.clone().cos(), angles.sin())
 }
 
-/// Rotates queries or keys `[batch, heads, seq, head_dim]` by their positions' angles.
+/// Rotates queries or keys `[batch, heads, seq, head_dim]` by their positions' angles: the
+/// first `rotary_dim` dimensions of each head, the width of `cos` and `sin` (all of them but
+/// under partial rotary, whose rest pass as they are).
 pub fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let [batch, heads, seq, head_dim] = x.dims();
+    let rotary = cos.dims()[3];
+    if rotary < head_dim {
+        let rotated = x.clone().slice([0..batch, 0..heads, 0..seq, 0..rotary]);
+        let kept = x.slice([0..batch, 0..heads, 0..seq, rotary..head_dim]);
+        return Tensor::cat(vec![apply_rope(rotated, cos, sin), kept], 3);
+    }
     let half = head_dim / 2;
     let first = x.clone().slice([0..batch, 0..heads, 0..seq, 0..half]);
     let second = x

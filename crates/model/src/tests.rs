@@ -151,6 +151,7 @@ fn variants() -> Vec<GptConfig> {
         activation: Activation::Swiglu,
         bias: false,
         n_kv_head: Some(2),
+        rotary_pct: Some(0.5),
         ..base.clone()
     });
     out.push(GptConfig {
@@ -364,5 +365,30 @@ fn rope_scaling_stretches_the_frequencies_it_says() {
             .unwrap_err()
             .to_string()
             .contains("rope_scaling")
+    );
+    // Partial rotary: the frequencies of the rotated quarter of a 16-wide head (GPT-NeoX's
+    // `1/θ^(2i/rotary_dim)`); a fraction that rotates one dimension is refused.
+    let partial = GptConfig {
+        rotary_pct: Some(0.25),
+        ..GptConfig {
+            positions: Positions::Rope,
+            n_head: 1,
+            d_model: 16,
+            ..GptConfig::tiny(50)
+        }
+    };
+    assert_eq!(partial.rotary_dim(), 4);
+    let frequencies = partial.rope_frequencies();
+    assert_eq!(frequencies.len(), 2);
+    assert_eq!(frequencies[1], 1.0 / 10_000f64.powf(2.0 / 4.0));
+    let odd = GptConfig {
+        rotary_pct: Some(0.1),
+        ..partial
+    };
+    assert!(
+        odd.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("rotary_pct")
     );
 }

@@ -23,12 +23,14 @@ pub fn small() -> GptConfig {
 pub fn variants() -> Vec<GptConfig> {
     vec![
         small(),
+        // Also GPT-NeoX's partial rotary: half of each head's width rotated.
         GptConfig {
             positions: Positions::Rope,
             norm: NormKind::RmsNorm,
             activation: Activation::Swiglu,
             bias: false,
             tie_embeddings: false,
+            rotary_pct: Some(0.5),
             ..small()
         },
         GptConfig {
