@@ -10,7 +10,9 @@ decoded text on arbitrary strings.
    `Prepend("▁")` + `Replace(" ", "▁")` normalizer, no pre-tokenizer, BPE with `byte_fallback`
    (`<0x00>`…`<0xFF>` at ids 3-258, as Llama's), `fuse_unk`, decoder Replace, ByteFallback,
    Fuse, Strip; `<unk>`, `<s>`, `</s>` special, plus `<mask>` with lstrip and rstrip.
-2. spm-metaspace.json: the same vocabulary behind a `Metaspace` pre-tokenizer
+2. spm-normalized.json: spm-llama.json with two added tokens matched after normalization
+   (`tortue`, and `</p>` special), as Hugging Face matches them: their content normalized too.
+3. spm-metaspace.json: the same vocabulary behind a `Metaspace` pre-tokenizer
    (prepend_scheme "first", split) and a `ByteFallback` + `Metaspace` decoder, as newer
    conversions write it.
 """
@@ -50,6 +52,12 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "spm-llama.json"), "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=1)
+    # Added tokens matched after normalization (their content normalized too: "▁tortue").
+    normalized = Tokenizer.from_str(json.dumps(data))
+    normalized.add_tokens([AddedToken("tortue", normalized=True),
+                           AddedToken("</p>", normalized=True, special=True)])
+    with open(os.path.join(OUT, "spm-normalized.json"), "w", encoding="utf-8") as f:
+        json.dump(json.loads(normalized.to_str()), f, ensure_ascii=False, indent=1)
     data["normalizer"] = None
     data["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": True}
     data["decoder"] = {"type": "Sequence", "decoders": [
@@ -59,7 +67,7 @@ def main():
     with open(os.path.join(OUT, "spm-metaspace.json"), "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=1)
     # Both must load in tokenizers as they are.
-    for name in ["spm-llama.json", "spm-metaspace.json"]:
+    for name in ["spm-llama.json", "spm-metaspace.json", "spm-normalized.json"]:
         t = Tokenizer.from_file(os.path.join(OUT, name))
         print(name, t.get_vocab_size(), t.encode("Il était une fois 日本 <mask> x").tokens)
 

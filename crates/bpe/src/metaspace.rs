@@ -6,8 +6,8 @@
 //! `Metaspace`) step by step as Hugging Face does.
 //!
 //! What the file asks for and this module does not compute (a regex `Replace`, another
-//! normalizer, a `normalized` or `single_word` added token) is an error naming it, never a
-//! different tokenization.
+//! normalizer, a `single_word` added token) is an error naming it, never a different
+//! tokenization.
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use lmforge_tokenizer::{Kind, Tokenizer};
@@ -46,13 +46,58 @@ enum Step {
     },
 }
 
-/// A token the vocabulary adds, matched in the raw text before anything else.
+/// A token the vocabulary adds: matched in the raw text before anything else, or (`normalized`)
+/// in each piece once normalized, its content normalized alike.
 #[derive(Debug, Clone)]
 struct Added {
     content: String,
     id: u32,
     lstrip: bool,
     rstrip: bool,
+}
+
+/// Added tokens and the matcher of their contents (leftmost-longest, as Hugging Face's).
+#[derive(Debug, Clone)]
+struct AddedSet {
+    tokens: Vec<Added>,
+    matcher: AhoCorasick,
+}
+
+impl AddedSet {
+    fn new(tokens: Vec<Added>, file: &str) -> Result<Option<AddedSet>> {
+        if tokens.is_empty() {
+            return Ok(None);
+        }
+        let matcher = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(tokens.iter().map(|a| a.content.as_str()))
+            .map_err(|e| bad(file, "added_tokens", e.to_string()))?;
+        Ok(Some(AddedSet { tokens, matcher }))
+    }
+
+    /// `text` cut at the tokens: each stretch between them with its start, and each token's
+    /// id (`lstrip`/`rstrip` take the whitespace beside it).
+    fn split<'t>(
+        &self,
+        text: &'t str,
+        mut each: impl FnMut(std::result::Result<(&'t str, usize), u32>),
+    ) {
+        let mut start = 0;
+        for m in self.matcher.find_iter(text) {
+            let added = &self.tokens[m.pattern().as_usize()];
+            let mut before = &text[start..m.start()];
+            if added.lstrip {
+                before = before.trim_end();
+            }
+            each(Ok((before, start)));
+            each(Err(added.id));
+            start = m.end();
+            if added.rstrip {
+                start += text[start..].len() - text[start..].trim_start().len();
+            }
+        }
+        each(Ok((&text[start..], start)));
+    }
 }
 
 /// A SentencePiece-style BPE `tokenizer.json`, read whole.
@@ -69,8 +114,10 @@ pub struct MetaspaceBpe {
     /// The `Metaspace` pre-tokenizer: its replacement, scheme and whether it splits words.
     metaspace: Option<(char, Prepend, bool)>,
     decoder: Vec<Step>,
-    added: Vec<Added>,
-    matcher: Option<AhoCorasick>,
+    /// Added tokens matched in the raw text.
+    raw: Option<AddedSet>,
+    /// Added tokens matched in the normalized pieces.
+    normalized: Option<AddedSet>,
     pad: Option<u32>,
     json: String,
 }
@@ -248,22 +295,19 @@ impl MetaspaceBpe {
                 .and_then(|i| u32::try_from(i).ok())
                 .ok_or_else(|| bad(file, &at, "no id"))?;
             let flag = |key: &str| field(token, key).and_then(Value::as_bool) == Some(true);
-            if flag("normalized") && !flag("special") {
-                return Err(unsupported(
-                    file,
-                    format!("{at} ({content:?}) matched after normalization"),
-                ));
-            }
             if flag("single_word") {
                 return Err(unsupported(file, format!("{at} ({content:?}) single_word")));
             }
             vocab.entry(content.to_string()).or_insert(id);
-            added.push(Added {
-                content: content.to_string(),
-                id,
-                lstrip: flag("lstrip"),
-                rstrip: flag("rstrip"),
-            });
+            added.push((
+                flag("normalized"),
+                Added {
+                    content: content.to_string(),
+                    id,
+                    lstrip: flag("lstrip"),
+                    rstrip: flag("rstrip"),
+                },
+            ));
         }
         let size = vocab.values().map(|&i| i as usize + 1).max().unwrap_or(0);
         let mut tokens = vec![String::new(); size];
@@ -342,16 +386,6 @@ impl MetaspaceBpe {
                 }
             },
         };
-        let matcher = if added.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(added.iter().map(|a| a.content.as_str()))
-                    .map_err(|e| bad(file, "added_tokens", e.to_string()))?,
-            )
-        };
         let pad = field(&root, "padding")
             .and_then(|p| field(p, "pad_id"))
             .and_then(Value::as_u64)
@@ -361,7 +395,7 @@ impl MetaspaceBpe {
                     .iter()
                     .find_map(|t| vocab.get(*t).copied())
             });
-        Ok(MetaspaceBpe {
+        let mut bpe = MetaspaceBpe {
             tokens,
             vocab,
             pairs,
@@ -372,11 +406,23 @@ impl MetaspaceBpe {
             normalizer: steps(field(&root, "normalizer"), file, "normalizer")?,
             metaspace,
             decoder: steps(field(&root, "decoder"), file, "decoder")?,
-            added,
-            matcher,
+            raw: None,
+            normalized: None,
             pad,
             json: String::from_utf8_lossy(data).into_owned(),
-        })
+        };
+        // Hugging Face matches a `normalized` token's content normalized as the text is.
+        let (normalized, raw): (Vec<_>, Vec<_>) = added.into_iter().partition(|(n, _)| *n);
+        bpe.raw = AddedSet::new(raw.into_iter().map(|(_, a)| a).collect(), file)?;
+        let normalized = normalized
+            .into_iter()
+            .map(|(_, a)| Added {
+                content: bpe.normalize(&a.content),
+                ..a
+            })
+            .collect();
+        bpe.normalized = AddedSet::new(normalized, file)?;
+        Ok(bpe)
     }
 
     /// The ids of one word (after normalization and pre-tokenization).
@@ -411,14 +457,9 @@ impl MetaspaceBpe {
         merge(&self.pairs, ids, out);
     }
 
-    /// A piece of text between added tokens: normalized, pre-tokenized, merged. `first`: it
-    /// starts the text.
-    fn piece(&self, piece: &str, first: bool, out: &mut Vec<u32>) {
-        // Hugging Face drops empty splits before normalizing them.
-        if piece.is_empty() {
-            return;
-        }
-        let mut text = piece.to_string();
+    /// `text` through the normalizer (nothing for empty text).
+    fn normalize(&self, text: &str) -> String {
+        let mut text = text.to_string();
         for step in &self.normalizer {
             match step {
                 Step::Prepend(p) if !text.is_empty() => text.insert_str(0, p),
@@ -428,10 +469,33 @@ impl MetaspaceBpe {
                 _ => {}
             }
         }
+        text
+    }
+
+    /// A piece of text between raw-matched added tokens: normalized, cut at the normalized
+    /// added tokens, pre-tokenized, merged. `first`: it starts the text.
+    fn piece(&self, piece: &str, first: bool, out: &mut Vec<u32>) {
+        // Hugging Face drops empty splits before normalizing them.
+        if piece.is_empty() {
+            return;
+        }
+        let text = self.normalize(piece);
+        match &self.normalized {
+            None => self.pretokenized(&text, first, out),
+            Some(set) => set.split(&text, |part| match part {
+                Ok((stretch, start)) => self.pretokenized(stretch, first && start == 0, out),
+                Err(id) => out.push(id),
+            }),
+        }
+    }
+
+    /// Normalized text through the pre-tokenizer and the merges.
+    fn pretokenized(&self, text: &str, first: bool, out: &mut Vec<u32>) {
+        if text.is_empty() {
+            return;
+        }
         let Some((replacement, prepend, split)) = self.metaspace else {
-            if !text.is_empty() {
-                self.word(&text, out);
-            }
+            self.word(text, out);
             return;
         };
         let mut text = text.replace(' ', &replacement.to_string());
@@ -564,27 +628,14 @@ impl Tokenizer for MetaspaceBpe {
 
     fn encode(&self, text: &str) -> lmforge_tokenizer::Result<Vec<u32>> {
         let mut out = Vec::new();
-        let Some(matcher) = &self.matcher else {
-            self.piece(text, true, &mut out);
-            return Ok(out);
-        };
-        // Added tokens first, in the raw text (leftmost-longest); `lstrip`/`rstrip` take the
-        // whitespace beside them.
-        let mut start = 0;
-        for m in matcher.find_iter(text) {
-            let added = &self.added[m.pattern().as_usize()];
-            let mut before = &text[start..m.start()];
-            if added.lstrip {
-                before = before.trim_end();
-            }
-            self.piece(before, start == 0, &mut out);
-            out.push(added.id);
-            start = m.end();
-            if added.rstrip {
-                start += text[start..].len() - text[start..].trim_start().len();
-            }
+        // Added tokens matched in the raw text first, then the pieces between them.
+        match &self.raw {
+            None => self.piece(text, true, &mut out),
+            Some(set) => set.split(text, |part| match part {
+                Ok((stretch, start)) => self.piece(stretch, start == 0, &mut out),
+                Err(id) => out.push(id),
+            }),
         }
-        self.piece(&text[start..], start == 0, &mut out);
         Ok(out)
     }
 

@@ -6,7 +6,11 @@ use lmforge_bpe::MetaspaceBpe;
 use lmforge_tokenizer::Tokenizer;
 use proptest::prelude::*;
 
-const FIXTURES: [&str; 2] = ["spm-llama.json", "spm-metaspace.json"];
+const FIXTURES: [&str; 3] = [
+    "spm-llama.json",
+    "spm-metaspace.json",
+    "spm-normalized.json",
+];
 
 fn load(name: &str) -> (MetaspaceBpe, tokenizers::Tokenizer) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,6 +47,8 @@ fn sentencepiece_style_files_encode_and_decode_as_hugging_face() {
         "ñ Ñ ü ß ø œ",
         "x",
         "<unk>",
+        "une tortue, tortue et tortues</p> puis </p>fin",
+        "tortue</p>tortue",
     ];
     for name in FIXTURES {
         let (ours, hf) = load(name);
@@ -79,7 +85,7 @@ proptest! {
 
     #[test]
     fn arbitrary_strings_match_hugging_face(
-        text in "(\\PC|[ \t\n]|<s>|</s>|<mask>|▁){0,40}",
+        text in "(\\PC|[ \t\n]|<s>|</s>|<mask>|▁| tortue|tortue|</p>){0,40}",
     ) {
         for name in FIXTURES {
             let (ours, hf) = load(name);
