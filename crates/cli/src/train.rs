@@ -90,6 +90,10 @@ pub struct Common {
     /// pretraining of an open model on new data.
     #[arg(long)]
     pub finetune: bool,
+    /// Resume from --load's checkpoint (its iteration, data position and schedule) with a fresh
+    /// optimizer, as Megatron's --no-load-optim: AdamW's moments start over.
+    #[arg(long)]
+    pub no_load_optim: bool,
     /// Stop with a checkpoint after an iteration divisible by this.
     #[arg(long)]
     pub exit_interval: Option<u64>,
@@ -580,18 +584,28 @@ fn resume<M: burn::module::Module>(
     common: &Common,
     ranks: &Ranks,
 ) -> Result<Resume> {
-    let state = read_state(dir)?;
+    let mut state = read_state(dir)?;
     // Under tensor parallelism the whole optimizer is read; each rank cuts its share.
     let target = (common.training.use_distributed_optimizer
         && common.training.tensor_model_parallel_size <= 1)
         .then_some((ranks.place.world, ranks.place.rank));
-    let optimizer = read_optimizer(
-        dir,
-        &state,
-        &ranks.devices[0],
-        &lmforge_train::zero::trainable_shapes(model),
-        target,
-    )?;
+    let shapes = lmforge_train::zero::trainable_shapes(model);
+    let optimizer = if common.no_load_optim {
+        eprintln!("--no-load-optim: AdamW's moments start over");
+        state.adam_step = 0;
+        match target {
+            Some((world, rank)) => lmforge_train::optim::AdamW::sharded(
+                state.adamw,
+                lmforge_train::zero::Shard {
+                    layout: lmforge_train::zero::Layout::new(&shapes, world),
+                    rank,
+                },
+            ),
+            None => lmforge_train::optim::AdamW::new(state.adamw),
+        }
+    } else {
+        read_optimizer(dir, &state, &ranks.devices[0], &shapes, target)?
+    };
     eprintln!(
         "resuming from {} (iteration {}, {} samples consumed)",
         dir.display(),
@@ -814,7 +828,13 @@ fn train_bert(args: &BertArgs) -> Result<()> {
 fn recorded_args(args: &impl serde::Serialize) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(args)?;
     if let Some(map) = value.as_object_mut() {
-        for key in ["load", "finetune", "exit_interval", "exit_duration_in_mins"] {
+        for key in [
+            "load",
+            "finetune",
+            "no_load_optim",
+            "exit_interval",
+            "exit_duration_in_mins",
+        ] {
             map.remove(key);
         }
     }

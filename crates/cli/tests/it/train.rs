@@ -550,6 +550,34 @@ fn an_open_model_continues_pretraining_with_finetune() {
         &["--load", s(&open), "--finetune", "--exit-interval", "3"],
     )));
     assert!(parts.join("iter_0000003").is_dir());
+    // Megatron's --no-load-optim on a copy: the iteration and data go on, AdamW starts over.
+    let fresh = dir.join("fresh");
+    fs::create_dir_all(&fresh).unwrap();
+    for entry in fs::read_dir(&parts).unwrap() {
+        let entry = entry.unwrap();
+        let to = fresh.join(entry.file_name());
+        if entry.path().is_dir() {
+            fs::create_dir_all(&to).unwrap();
+            for file in fs::read_dir(entry.path()).unwrap() {
+                let file = file.unwrap();
+                fs::copy(file.path(), to.join(file.file_name())).unwrap();
+            }
+        } else {
+            fs::copy(entry.path(), to).unwrap();
+        }
+    }
+    ok(&run(flags(
+        &fresh,
+        &["--load", s(&fresh), "--no-load-optim"],
+    )));
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(fresh.join("iter_0000006/trainer.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["iteration"], 6);
+    assert_eq!(
+        state["adam_step"], 3,
+        "AdamW counted only the steps since it started over"
+    );
     ok(&run(flags(&parts, &["--load", s(&parts)])));
     let resumed = parts.join("iter_0000006");
     assert!(
