@@ -21,6 +21,7 @@
 `check-llama DIR FIXTURE` loads a folder written by `lmforge model export-llama` with
 AutoModelForCausalLM and prints the largest logit difference against FIXTURE's expected
 logits (export the import of FIXTURE to check the round trip through transformers).
+`check-dynamic` shows that dynamic NTK RoPE scaling is the default RoPE within the context.
 `check DIR` loads a folder written by `lmforge model export-gpt2` (or the Rust tests) with
 GPT2LMHeadModel.from_pretrained and prints its logits for the fixture's inputs next to ours.
 """
@@ -180,6 +181,37 @@ def check_llama(folder, fixture):
     print(json.dumps({"class": type(model).__name__, "max_abs_diff": worst}))
 
 
+def check_dynamic():
+    """llama-tiny with dynamic NTK RoPE scaling (factor 2): within its context transformers
+    gives the default RoPE's logits and greedy text, which is why lmforge imports `dynamic` as
+    the default."""
+    import shutil
+    import tempfile
+    from transformers import AutoModelForCausalLM
+
+    src = os.path.join(FIXTURES, "llama-tiny")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ["config.json", "model.safetensors"]:
+            shutil.copy(os.path.join(src, name), tmp)
+        path = os.path.join(tmp, "config.json")
+        config = json.load(open(path))
+        config["rope_parameters"] = {"rope_type": "dynamic", "factor": 2.0,
+                                     "rope_theta": config["rope_parameters"]["rope_theta"]}
+        json.dump(config, open(path, "w"))
+        model = AutoModelForCausalLM.from_pretrained(tmp).eval()
+        expected = load_file(os.path.join(src, "expected.safetensors"))
+        worst, same = 0.0, True
+        with torch.no_grad():
+            for i in range(3):
+                ids = expected[f"ids.{i}"]
+                worst = max(worst, float((model(ids[None]).logits[0] - expected[f"logits.{i}"]).abs().max()))
+                prompt = ids[None, :5]
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32,
+                                     do_sample=False, eos_token_id=None, pad_token_id=0)[0, 5:]
+                same = same and bool((out == expected[f"greedy.{i}"]).all())
+    print(json.dumps({"max_abs_diff": worst, "greedy_equal": same}))
+
+
 def check(folder):
     from transformers import GPT2LMHeadModel
 
@@ -193,6 +225,8 @@ def check(folder):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
+    elif len(sys.argv) == 2 and sys.argv[1] == "check-dynamic":
+        check_dynamic()
     elif len(sys.argv) == 4 and sys.argv[1] == "check-llama":
         check_llama(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 2 and sys.argv[1] == "llama":

@@ -536,7 +536,8 @@ pub fn llama_config(dir: &Path) -> Result<GptConfig> {
 }
 
 /// Our [`RopeScaling`] of a `rope_parameters` or `rope_scaling` object (`key`): `default`,
-/// `linear` and `llama3`; any other kind (dynamic NTK, YaRN, LongRoPE) is refused by name.
+/// `dynamic` (the default within the context), `linear` and `llama3`; any other kind (YaRN,
+/// LongRoPE) is refused by name.
 fn rope_scaling(key: &str, r: &Value) -> std::result::Result<Option<RopeScaling>, String> {
     let kind = r
         .get("rope_type")
@@ -549,7 +550,10 @@ fn rope_scaling(key: &str, r: &Value) -> std::result::Result<Option<RopeScaling>
             .ok_or_else(|| format!("`{key}.{name}` is missing or not a number"))
     };
     match kind {
-        "default" => Ok(None),
+        // Dynamic NTK scaling stretches θ only for sequences past `max_position_embeddings`,
+        // which is our model's context (`max_seq_len`): within it, the frequencies are the
+        // default ones (transformers gives the same logits and greedy text).
+        "default" | "dynamic" => Ok(None),
         "linear" => Ok(Some(RopeScaling::Linear {
             factor: number("factor")?,
         })),
@@ -560,7 +564,7 @@ fn rope_scaling(key: &str, r: &Value) -> std::result::Result<Option<RopeScaling>
             original_max_position_embeddings: number("original_max_position_embeddings")? as usize,
         })),
         other => Err(format!(
-            "`{key}.rope_type` {other:?}: lmforge computes default, linear and llama3 RoPE"
+            "`{key}.rope_type` {other:?}: lmforge computes default, dynamic, linear and llama3 RoPE"
         )),
     }
 }

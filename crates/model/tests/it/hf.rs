@@ -260,6 +260,24 @@ fn llama_imports_refuse_what_they_cannot_compute() {
         assert!(err.contains(key), "{key}: {err}");
         fs::remove_dir_all(dir).unwrap();
     }
+    // Dynamic NTK scaling is the default RoPE within the context (transformers agrees: the same
+    // logits and greedy text, `benches/peers/model_fixtures.py check-dynamic`).
+    let dir = tempdir("llama-dynamic");
+    fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    fs::write(
+        dir.join("config.json"),
+        config.replace(
+            "\"rope_type\": \"default\"",
+            "\"rope_type\": \"dynamic\", \"factor\": 2.0",
+        ),
+    )
+    .unwrap();
+    let dynamic = lmforge_model::hf::import_llama(&dir, &device).unwrap();
+    let expected = read_expected(&src.join("expected.safetensors"));
+    let (_, ids) = &expected["ids.2"];
+    let (_, want) = &expected["logits.2"];
+    assert!(max_diff(&logits(&dynamic, ids, &device), want) < 1e-4);
+    fs::remove_dir_all(dir).unwrap();
     // Sharded: an index naming a shard that lacks one of its tensors.
     let dir = tempdir("llama-sharded");
     fs::write(dir.join("config.json"), &config).unwrap();
