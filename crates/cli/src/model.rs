@@ -407,7 +407,8 @@ pub struct GenerateArgs {
     /// New tokens per prompt.
     #[arg(long, default_value_t = 64)]
     tokens: usize,
-    /// Always the most likely token (the default unless --temperature is given).
+    /// Always the most likely token (the default unless --temperature is given or the
+    /// checkpoint's generation_config.json sets do_sample).
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     greedy: bool,
     /// Sampling temperature (> 0).
@@ -571,14 +572,36 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
             .map(|b| (b.tokens, "beam".to_string()))
             .collect()
     } else {
+        // The checkpoint's generation_config.json samples by default, as transformers does,
+        // unless told --greedy or a --temperature; --top-k/--top-p left at theirs take its.
+        let defaults = if args.greedy || args.temperature.is_some() {
+            None
+        } else {
+            lmforge_infer::generation_config::sampling_defaults(&args.checkpoint)?
+        };
+        if let Some(d) = defaults {
+            eprintln!(
+                "sampling as generation_config.json says: temperature {}, top-p {}, top-k {} \
+                 (--greedy for the most likely tokens)",
+                d.temperature, d.top_p, d.top_k
+            );
+        }
         let sampling = Sampling {
             temperature: if args.greedy {
                 0.0
             } else {
-                args.temperature.unwrap_or(0.0)
+                args.temperature
+                    .or(defaults.map(|d| d.temperature as f32))
+                    .unwrap_or(0.0)
             },
-            top_k: args.top_k,
-            top_p: args.top_p,
+            top_k: match (args.top_k, defaults) {
+                (0, Some(d)) => d.top_k,
+                (k, _) => k,
+            },
+            top_p: match defaults {
+                Some(d) if args.top_p == 1.0 => d.top_p as f32,
+                _ => args.top_p,
+            },
             repetition_penalty: args.repetition_penalty,
             seed: args.seed,
         };

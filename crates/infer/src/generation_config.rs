@@ -1,7 +1,9 @@
 //! What a Hugging Face model folder's `generation_config.json` tells a decoder: the ids that end
-//! a sequence (`eos_token_id`: Llama 3's `<|eot_id|>` and `<|end_of_text|>`, Mistral's `</s>`).
-//! `lmforge model import` and `export-*` carry the file along; `generate` and `serve` stop on
-//! these ids, and on the tokenizer's end-of-document token where a folder has none.
+//! a sequence (`eos_token_id`: Llama 3's `<|eot_id|>` and `<|end_of_text|>`, Mistral's `</s>`),
+//! and the sampling its makers chose (`do_sample`, `temperature`, `top_p`, `top_k`). `lmforge
+//! model import` and `export-*` carry the file along; `generate` and `serve` stop on these ids
+//! (on the tokenizer's end-of-document token where a folder has none), and `generate` samples
+//! as the file says unless told otherwise.
 
 use std::path::Path;
 
@@ -16,17 +18,9 @@ pub const GENERATION_CONFIG: &str = "generation_config.json";
 /// the folder has no such file or names none. A file that is not JSON, or ids that are not
 /// non-negative integers, are errors naming the file.
 pub fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
-    let path = dir.join(GENERATION_CONFIG);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Some((value, bad)) = read(dir)? else {
         return Ok(Vec::new());
     };
-    let bad = |message: String| {
-        crate::Error::Model(lmforge_model::Error::Json {
-            origin: path.display().to_string(),
-            message,
-        })
-    };
-    let value: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let id = |v: &Value| {
         v.as_u64()
             .and_then(|i| u32::try_from(i).ok())
@@ -37,6 +31,61 @@ pub fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
         Some(Value::Array(ids)) => ids.iter().map(id).collect(),
         Some(one) => Ok(vec![id(one)?]),
     }
+}
+
+/// An error naming the file.
+type Bad = Box<dyn Fn(String) -> crate::Error>;
+
+/// The file's JSON, with how to name it in errors; `None` without the file.
+fn read(dir: &Path) -> Result<Option<(Value, Bad)>> {
+    let path = dir.join(GENERATION_CONFIG);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let origin = path.display().to_string();
+    let bad: Bad = Box::new(move |message: String| {
+        crate::Error::Model(lmforge_model::Error::Json {
+            origin: origin.clone(),
+            message,
+        })
+    });
+    let value: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(Some((value, bad)))
+}
+
+/// Sampling as a `generation_config.json` asks for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingDefaults {
+    /// `temperature` (transformers' default 1).
+    pub temperature: f64,
+    /// `top_p` (default 1: off).
+    pub top_p: f64,
+    /// `top_k` (transformers' default 50; 0: off).
+    pub top_k: usize,
+}
+
+/// The sampling `dir`'s `generation_config.json` asks for, where it sets `do_sample`; `None`
+/// where it does not (greedy) or there is no file. Values transformers would refuse are
+/// errors naming the file and the field.
+pub fn sampling_defaults(dir: &Path) -> Result<Option<SamplingDefaults>> {
+    let Some((value, bad)) = read(dir)? else {
+        return Ok(None);
+    };
+    if value.get("do_sample").and_then(Value::as_bool) != Some(true) {
+        return Ok(None);
+    }
+    let number = |key: &str, default: f64, ok: fn(f64) -> bool| match value.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|&x| ok(x))
+            .ok_or_else(|| bad(format!("`{key}` has {v}"))),
+    };
+    Ok(Some(SamplingDefaults {
+        temperature: number("temperature", 1.0, |t| t > 0.0 && t.is_finite())?,
+        top_p: number("top_p", 1.0, |p| p > 0.0 && p <= 1.0)?,
+        top_k: number("top_k", 50.0, |k| k >= 0.0 && k.fract() == 0.0)? as usize,
+    }))
 }
 
 #[cfg(test)]
@@ -68,6 +117,18 @@ mod tests {
                 .to_string()
                 .contains(GENERATION_CONFIG)
         );
+        write(r#"{"eos_token_id": 2}"#);
+        assert_eq!(sampling_defaults(&dir).unwrap(), None);
+        write(r#"{"do_sample": true, "temperature": 0.6, "top_p": 0.9}"#);
+        let want = SamplingDefaults {
+            temperature: 0.6,
+            top_p: 0.9,
+            top_k: 50,
+        };
+        assert_eq!(sampling_defaults(&dir).unwrap(), Some(want));
+        write(r#"{"do_sample": true, "temperature": -1}"#);
+        let err = sampling_defaults(&dir).unwrap_err().to_string();
+        assert!(err.contains("temperature"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

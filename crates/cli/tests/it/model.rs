@@ -835,6 +835,40 @@ fn generation_config_eos_ids_end_generation() {
         stopped == all[..first] || stopped == all[..=first],
         "{stopped:?} does not stop at {eos} in {all:?}"
     );
+    // Sampling as the file says, unless told otherwise.
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--prompt",
+            "the cat",
+            "--tokens",
+            "8",
+            "--device",
+            "cpu",
+            "--json",
+            "--seed",
+            "3",
+        ];
+        args.extend(extra);
+        let out = ok(&lmforge(&args));
+        let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        line["tokens"].clone()
+    };
+    fs::write(
+        ckpt.join("generation_config.json"),
+        r#"{"do_sample": true, "temperature": 1.5, "top_k": 40}"#,
+    )
+    .unwrap();
+    assert_eq!(run(&[]), run(&["--temperature", "1.5", "--top-k", "40"]));
+    let greedy_again: Vec<u64> = run(&["--greedy"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    assert_eq!(greedy_again, all, "--greedy overrides the file");
     fs::write(
         ckpt.join("generation_config.json"),
         r#"{"eos_token_id": "x"}"#,
