@@ -59,6 +59,7 @@ pub mod collective;
 pub mod flat;
 pub mod gpt;
 pub mod metrics;
+pub mod ner;
 pub mod optim;
 pub mod peak;
 pub mod place;

@@ -1,5 +1,6 @@
 //! Integration tests of lmforge-train on flex.
 
+mod ner;
 mod tensor_parallel;
 mod threads;
 mod train;
