@@ -72,6 +72,9 @@ struct Resume {
     /// The last iteration's checkpoint, relative to the run folder: until it exists the stage
     /// has not finished, even when its command exits 0 (`--exit-interval`).
     last: String,
+    /// What a fresh start adds (`--load INIT --finetune` for `[train] init`); a run that
+    /// continues its own checkpoints adds `--load SAVE` instead.
+    start: Vec<String>,
 }
 
 /// The stage key of the run that wrote a save folder's checkpoints, inside it.
@@ -194,7 +197,7 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
         build.extend(["--features", &features]);
     }
     crate::cargo(root, &build, &[])?;
-    let lmforge = crate::target_dir(root).join("debug/lmforge");
+    let lmforge = lmforge_binary(root);
     let provenance = manifest::Provenance::collect(root);
 
     let manifest_path = out.join("manifest.json");
@@ -259,6 +262,11 @@ pub fn run(root: &Path, flags: &Pipeline) -> Result<Outcome> {
         serve(&lmforge, &out, &config)?;
     }
     Ok(Outcome { manifest })
+}
+
+/// The `lmforge` binary `run` builds.
+fn lmforge_binary(root: &Path) -> PathBuf {
+    crate::target_dir(root).join("debug/lmforge")
 }
 
 /// The tokenizer the run takes rather than trains: `[tokenizer] from`, else the tokenizer.json
@@ -453,9 +461,10 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 bail!("[train] is not a table");
             };
             let init = t.init.as_ref().map(|i| base.join(i));
-            if let Some(init) = &init {
-                args.extend(["--load".into(), absolute(init), "--finetune".into()]);
-            }
+            let start: Vec<String> = match &init {
+                Some(init) => vec!["--load".into(), absolute(init), "--finetune".into()],
+                None => Vec::new(),
+            };
             let architecture = ["model", "num_layers", "hidden_size", "num_attention_heads"];
             for (key, value) in keys {
                 if key == "init" || (init.is_some() && architecture.contains(&key.as_str())) {
@@ -497,6 +506,7 @@ fn plan(name: &'static str, config: &Config, base: &Path, out: &Path) -> Result<
                 resume: Some(Resume {
                     save: "train",
                     last: trained.clone(),
+                    start,
                 }),
                 commands: vec![Step::new(args)],
             }
@@ -775,10 +785,13 @@ fn run_stage(
         let save = out.join(r.save);
         fs::create_dir_all(&save).with_context(|| format!("creating {}", save.display()))?;
         crate::write_atomic(&save.join(RESUME_KEY), key.as_bytes())?;
-        if let Some((_, iteration)) = resumed {
-            println!("continuing from iteration {iteration}, where the last run stopped");
-            extra = vec!["--load".into(), r.save.into()];
-        }
+        extra = match resumed {
+            Some((_, iteration)) => {
+                println!("continuing from iteration {iteration}, where the last run stopped");
+                vec!["--load".into(), r.save.into()]
+            }
+            None => r.start.clone(),
+        };
     }
     // A work folder left by an interrupted run of this same stage key is resumed; one of
     // another key (changed parameters or inputs) would be refused by the tasks, so it goes.
@@ -800,17 +813,7 @@ fn run_stage(
         }
         for step in &stage.commands {
             let launcher: String = step.launcher.iter().map(|a| format!("{a} ")).collect();
-            // Continuing its own checkpoint, a run that started from `init` is no longer one.
-            let own: Vec<String> = if extra.is_empty() {
-                step.args.clone()
-            } else {
-                step.args
-                    .iter()
-                    .filter(|a| *a != "--finetune")
-                    .cloned()
-                    .collect()
-            };
-            let args = [own, extra.clone()].concat();
+            let args = [step.args.clone(), extra.clone()].concat();
             commands.push(format!("{launcher}lmforge {}", shell_words(&args)));
             run_step(lmforge, out, step, &args)?;
         }

@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use crate::merge::{Merge, PairMap, merge, pair_key};
+use crate::serialization::{format_err as bad, get as field};
 use crate::{Error, Result};
 
 /// Where a `▁` is put in front of a piece of text.
@@ -129,18 +130,6 @@ fn unsupported(file: &str, what: impl Into<String>) -> Error {
     }
 }
 
-fn bad(file: &str, at: &str, reason: impl Into<String>) -> Error {
-    Error::Format {
-        file: file.to_string(),
-        at: at.to_string(),
-        reason: reason.into(),
-    }
-}
-
-fn field<'v>(v: &'v Value, key: &str) -> Option<&'v Value> {
-    v.get(key).filter(|x| !x.is_null())
-}
-
 fn one_char(s: &str, file: &str, at: &str) -> Result<char> {
     let mut chars = s.chars();
     match (chars.next(), chars.next()) {
@@ -246,7 +235,7 @@ impl MetaspaceBpe {
     /// Reads a `tokenizer.json`; `file` names it in errors.
     pub fn from_tokenizer_json(data: &[u8], file: &str) -> Result<Self> {
         let root: Value = serde_json::from_slice(data)
-            .map_err(|e| bad(file, &format!("line {}", e.line()), e.to_string()))?;
+            .map_err(|e| bad(file, format!("line {}", e.line()), e.to_string()))?;
         let model = field(&root, "model").ok_or_else(|| bad(file, "model", "missing"))?;
         if let Some(kind) = field(model, "type").and_then(Value::as_str)
             && kind != "BPE"

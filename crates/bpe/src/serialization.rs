@@ -72,7 +72,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     })
 }
 
-fn format_err(file: &str, at: impl Into<String>, reason: impl Into<String>) -> Error {
+pub(crate) fn format_err(file: &str, at: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Format {
         file: file.to_string(),
         at: at.into(),
@@ -80,7 +80,7 @@ fn format_err(file: &str, at: impl Into<String>, reason: impl Into<String>) -> E
     }
 }
 
-fn get<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
+pub(crate) fn get<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
     obj.get(key).filter(|v| !v.is_null())
 }
 

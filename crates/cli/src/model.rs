@@ -255,14 +255,14 @@ fn import(args: &ImportArgs) -> Result<()> {
             bail!("model_type `{other}`: lmforge imports gpt2, llama, mistral, qwen2 and bert")
         }
     }
-    copy_tokenizer(&args.from, &args.output)?;
+    copy_companions(&args.from, &args.output)?;
     println!("wrote {}", args.output.display());
     Ok(())
 }
 
 /// Carries `tokenizer.json` and `generation_config.json` (its end-of-sequence ids) along, so the
 /// output folder is complete.
-fn copy_tokenizer(from: &Path, to: &Path) -> Result<()> {
+fn copy_companions(from: &Path, to: &Path) -> Result<()> {
     for name in [
         "tokenizer.json",
         lmforge_infer::generation_config::GENERATION_CONFIG,
@@ -296,7 +296,7 @@ fn export(args: &ExportArgs, layout: &str) -> Result<()> {
         lmforge_model::hf::export_gpt2(&model, &args.output)?;
         "GPT2LMHeadModel"
     };
-    copy_tokenizer(&args.checkpoint, &args.output)?;
+    copy_companions(&args.checkpoint, &args.output)?;
     println!(
         "wrote {} ({class}.from_pretrained loads it)",
         args.output.display()
@@ -526,12 +526,8 @@ pub fn run_generate(args: &GenerateArgs) -> Result<()> {
     }
     if args.stop_token.is_empty() {
         // The model's own end-of-sequence ids (generation_config.json), else the tokenizer's.
-        let eos = lmforge_infer::eos_ids(&args.checkpoint)?;
-        if eos.is_empty() {
-            stop_tokens.extend(tokenizer.eod_id());
-        } else {
-            stop_tokens.extend(eos);
-        }
+        stop_tokens =
+            lmforge_infer::generation_config::stop_ids(&args.checkpoint, tokenizer.eod_id())?;
     }
     let started = Instant::now();
     let samples: Vec<(Vec<u32>, String)> = if let Some(width) = args.beam_width {

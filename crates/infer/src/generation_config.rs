@@ -18,13 +18,13 @@ pub const GENERATION_CONFIG: &str = "generation_config.json";
 /// the folder has no such file or names none. A file that is not JSON, or ids that are not
 /// non-negative integers, are errors naming the file.
 pub fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
-    let Some((value, bad)) = read(dir)? else {
+    let Some(value) = read(dir)? else {
         return Ok(Vec::new());
     };
     let id = |v: &Value| {
         v.as_u64()
             .and_then(|i| u32::try_from(i).ok())
-            .ok_or_else(|| bad(format!("`eos_token_id` has {v}, not a token id")))
+            .ok_or_else(|| bad(dir, format!("`eos_token_id` has {v}, not a token id")))
     };
     match value.get("eos_token_id") {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -33,24 +33,33 @@ pub fn eos_ids(dir: &Path) -> Result<Vec<u32>> {
     }
 }
 
-/// An error naming the file.
-type Bad = Box<dyn Fn(String) -> crate::Error>;
+/// What ends a sequence of `dir`'s model: its [`eos_ids`], else the tokenizer's
+/// end-of-document token `eod`.
+pub fn stop_ids(dir: &Path, eod: Option<u32>) -> Result<Vec<u32>> {
+    let eos = eos_ids(dir)?;
+    Ok(if eos.is_empty() {
+        eod.into_iter().collect()
+    } else {
+        eos
+    })
+}
 
-/// The file's JSON, with how to name it in errors; `None` without the file.
-fn read(dir: &Path) -> Result<Option<(Value, Bad)>> {
-    let path = dir.join(GENERATION_CONFIG);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+/// The file's JSON; `None` without the file.
+fn read(dir: &Path) -> Result<Option<Value>> {
+    let Ok(text) = std::fs::read_to_string(dir.join(GENERATION_CONFIG)) else {
         return Ok(None);
     };
-    let origin = path.display().to_string();
-    let bad: Bad = Box::new(move |message: String| {
-        crate::Error::Model(lmforge_model::Error::Json {
-            origin: origin.clone(),
-            message,
-        })
-    });
-    let value: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    Ok(Some((value, bad)))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| bad(dir, e.to_string()))
+}
+
+/// An error naming `dir`'s file.
+fn bad(dir: &Path, message: String) -> crate::Error {
+    crate::Error::Model(lmforge_model::Error::Json {
+        origin: dir.join(GENERATION_CONFIG).display().to_string(),
+        message,
+    })
 }
 
 /// Sampling as a `generation_config.json` asks for it.
@@ -68,7 +77,7 @@ pub struct SamplingDefaults {
 /// where it does not (greedy) or there is no file. Values transformers would refuse are
 /// errors naming the file and the field.
 pub fn sampling_defaults(dir: &Path) -> Result<Option<SamplingDefaults>> {
-    let Some((value, bad)) = read(dir)? else {
+    let Some(value) = read(dir)? else {
         return Ok(None);
     };
     if value.get("do_sample").and_then(Value::as_bool) != Some(true) {
@@ -79,7 +88,7 @@ pub fn sampling_defaults(dir: &Path) -> Result<Option<SamplingDefaults>> {
         Some(v) => v
             .as_f64()
             .filter(|&x| ok(x))
-            .ok_or_else(|| bad(format!("`{key}` has {v}"))),
+            .ok_or_else(|| bad(dir, format!("`{key}` has {v}"))),
     };
     Ok(Some(SamplingDefaults {
         temperature: number("temperature", 1.0, |t| t > 0.0 && t.is_finite())?,

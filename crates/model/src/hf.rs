@@ -157,14 +157,9 @@ impl Tensors {
         d_out: usize,
         device: &Device,
     ) -> Result<Linear> {
-        let weight = self.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        Ok(Linear {
-            weight: Param::from_data(
-                TensorData::new(transpose(&weight, d_out, d_in), [d_in, d_out]),
-                device,
-            ),
-            bias: Some(self.vector(&format!("{prefix}.bias"), d_out, device)?),
-        })
+        let mut linear = self.linear_no_bias(prefix, d_in, d_out, device)?;
+        linear.bias = Some(self.vector(&format!("{prefix}.bias"), d_out, device)?);
+        Ok(linear)
     }
 
     /// A PyTorch `nn.Linear` without bias (`weight` `[out, in]`, transposed here).

@@ -211,11 +211,9 @@ impl Server {
                 ),
             ));
         }
-        let mut eos = lmforge_infer::eos_ids(&options.checkpoint)
-            .map_err(|e| load(&options.checkpoint, e.to_string()))?;
-        if eos.is_empty() {
-            eos.extend(tokenizer.eod_id());
-        }
+        let eos =
+            lmforge_infer::generation_config::stop_ids(&options.checkpoint, tokenizer.eod_id())
+                .map_err(|e| load(&options.checkpoint, e.to_string()))?;
         let metrics = Arc::new(Metrics::default());
         let block_bytes = model.block_bytes(e.block_tokens);
         if options.engine.kv_cache_bytes < block_bytes {

@@ -393,24 +393,19 @@ fn group_alive(group: u32) -> bool {
     !members(group).is_empty()
 }
 
-/// Every file under `dir`, relative, hidden ones included; logs of the run's own commands
-/// are files like any other.
+/// Every file under `dir`, relative, hidden ones included (the manifest's walk).
 fn listing(dir: &Path) -> Result<BTreeSet<String>> {
-    let mut files = BTreeSet::new();
-    let mut pending = vec![PathBuf::new()];
-    while let Some(relative) = pending.pop() {
-        let full = dir.join(&relative);
-        for entry in fs::read_dir(&full).with_context(|| format!("listing {}", full.display()))? {
-            let entry = entry?;
-            let path = relative.join(entry.file_name());
-            if entry.file_type()?.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.to_string_lossy().into_owned());
-            }
-        }
-    }
-    Ok(files)
+    let mut files = Vec::new();
+    super::manifest::collect_files(dir, &mut files)?;
+    Ok(files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(dir)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .collect())
 }
 
 /// A seeded number in [0, 1) (splitmix64): the same seed, the same moments.
@@ -442,7 +437,7 @@ fn refused_writes(
     out: &Path,
     stages: &[(&'static str, &[&str])],
 ) -> Result<Vec<Refusal>> {
-    let lmforge = crate::target_dir(&crate::project_root()).join("debug/lmforge");
+    let lmforge = super::lmforge_binary(&crate::project_root());
     let bytes: u64 = listing(reference_dir)?
         .iter()
         .map(|f| fs::metadata(reference_dir.join(f)).map_or(0, |m| m.len()))
@@ -594,10 +589,7 @@ fn namespaced(script: &str, envs: &[(&str, &Path)]) -> Result<std::process::Outp
 
 /// sha256 of every file under `dir`.
 fn hashes(dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
-    listing(dir)?
-        .into_iter()
-        .map(|f| Ok((f.clone(), crate::dataset::sha256_file(&dir.join(&f))?)))
-        .collect()
+    super::manifest::hash_paths(dir, &[PathBuf::new()])
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {

@@ -193,7 +193,8 @@ pub fn hash_paths(base: &Path, paths: &[PathBuf]) -> Result<BTreeMap<String, Str
     Ok(hashes)
 }
 
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+/// Every file under `path` (itself, if a file), sorted.
+pub(super) fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("{} is missing", path.display()))?;
     if meta.is_file() {
         files.push(path.to_path_buf());

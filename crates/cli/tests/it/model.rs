@@ -800,43 +800,8 @@ mod soak {
 fn generation_config_eos_ids_end_generation() {
     let dir = tempdir("eos");
     let ckpt = checkpoint(&dir);
-    let greedy = || -> Vec<u64> {
-        let out = ok(&lmforge(&[
-            "generate",
-            "--checkpoint",
-            s(&ckpt),
-            "--prompt",
-            "the cat",
-            "--tokens",
-            "8",
-            "--device",
-            "cpu",
-            "--json",
-        ]));
-        let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-        line["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap())
-            .collect()
-    };
-    let all = greedy();
-    assert!(all.len() >= 3, "{all:?}");
-    let eos = all[2];
-    let first = all.iter().position(|&t| t == eos).unwrap();
-    fs::write(
-        ckpt.join("generation_config.json"),
-        format!(r#"{{"bos_token_id": 1, "eos_token_id": [{eos}, 299]}}"#),
-    )
-    .unwrap();
-    let stopped = greedy();
-    assert!(
-        stopped == all[..first] || stopped == all[..=first],
-        "{stopped:?} does not stop at {eos} in {all:?}"
-    );
-    // Sampling as the file says, unless told otherwise.
-    let run = |extra: &[&str]| {
+    // The tokens of a generation (greedy unless the flags or the file say otherwise).
+    let run = |extra: &[&str]| -> Vec<u64> {
         let mut args = vec![
             "generate",
             "--checkpoint",
@@ -854,21 +819,35 @@ fn generation_config_eos_ids_end_generation() {
         args.extend(extra);
         let out = ok(&lmforge(&args));
         let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-        line["tokens"].clone()
+        line["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect()
     };
+    let all = run(&[]);
+    assert!(all.len() >= 3, "{all:?}");
+    let eos = all[2];
+    let first = all.iter().position(|&t| t == eos).unwrap();
+    fs::write(
+        ckpt.join("generation_config.json"),
+        format!(r#"{{"bos_token_id": 1, "eos_token_id": [{eos}, 299]}}"#),
+    )
+    .unwrap();
+    let stopped = run(&[]);
+    assert!(
+        stopped == all[..first] || stopped == all[..=first],
+        "{stopped:?} does not stop at {eos} in {all:?}"
+    );
+    // Sampling as the file says, unless told otherwise.
     fs::write(
         ckpt.join("generation_config.json"),
         r#"{"do_sample": true, "temperature": 1.5, "top_k": 40}"#,
     )
     .unwrap();
     assert_eq!(run(&[]), run(&["--temperature", "1.5", "--top-k", "40"]));
-    let greedy_again: Vec<u64> = run(&["--greedy"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap())
-        .collect();
-    assert_eq!(greedy_again, all, "--greedy overrides the file");
+    assert_eq!(run(&["--greedy"]), all, "--greedy overrides the file");
     fs::write(
         ckpt.join("generation_config.json"),
         r#"{"eos_token_id": "x"}"#,
